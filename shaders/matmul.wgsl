@@ -1,0 +1,136 @@
+// Batched strided matrix multiply:
+//   C[z](m, n) = alpha * (sum_k A[z](m, k) * B[z](k, n) + bias[n]) + beta * C[z](m, n)
+// Every operand is addressed through (offset, row stride, column stride, two batch strides), so
+// transposed operands, heads inside a fused qkv matrix and weight-gradient products
+// (A transposed) all use this one kernel. The batch index z splits into z1 = z / batch2 and
+// z2 = z % batch2 (e.g. image and head).
+//
+// Two variants with the same semantics:
+// - matmul_regs: no workgroup memory and no barriers; each invocation computes a 4x4 block of C
+//   in registers. For CPU adapters (lavapipe), where barriers are emulated and very slow.
+// - matmul_tiled: 64x64 C tile per 256-invocation workgroup, 4x4 per invocation, K-tiles of 16
+//   staged in workgroup memory. For real GPUs.
+
+struct Params {
+    m: u32, n: u32, k: u32, batch2: u32,
+    a_off: u32, a_rs: u32, a_cs: u32, a_b1: u32,
+    a_b2: u32, b_off: u32, b_rs: u32, b_cs: u32,
+    b_b1: u32, b_b2: u32, c_off: u32, c_rs: u32,
+    c_b1: u32, c_b2: u32, bias_off: u32, has_bias: u32,
+    alpha: f32, beta: f32, pad0: u32, pad1: u32,
+}
+
+@group(0) @binding(0) var<uniform> p: Params;
+@group(0) @binding(1) var<storage, read> a: array<f32>;
+@group(0) @binding(2) var<storage, read> b: array<f32>;
+@group(0) @binding(3) var<storage, read> bias: array<f32>;
+@group(0) @binding(4) var<storage, read_write> c: array<f32>;
+
+fn base_a(z: u32) -> u32 { return p.a_off + (z / p.batch2) * p.a_b1 + (z % p.batch2) * p.a_b2; }
+fn base_b(z: u32) -> u32 { return p.b_off + (z / p.batch2) * p.b_b1 + (z % p.batch2) * p.b_b2; }
+fn base_c(z: u32) -> u32 { return p.c_off + (z / p.batch2) * p.c_b1 + (z % p.batch2) * p.c_b2; }
+
+fn store(cb: u32, row: u32, col: u32, acc: f32) {
+    if (row >= p.m || col >= p.n) { return; }
+    var v = acc;
+    if (p.has_bias != 0u) { v = v + bias[p.bias_off + col]; }
+    v = p.alpha * v;
+    let idx = cb + row * p.c_rs + col;
+    if (p.beta != 0.0) { v = v + p.beta * c[idx]; }
+    c[idx] = v;
+}
+
+// ---- CPU adapters: registers only -------------------------------------------------------
+// Workgroup of 64 = 8 x 8 invocations covers a 32 x 32 block of C.
+@compute @workgroup_size(64)
+fn matmul_regs(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
+    let z = wid.z;
+    let col0 = (wid.x * 8u + (lid % 8u)) * 4u;
+    let row0 = (wid.y * 8u + (lid / 8u)) * 4u;
+    if (row0 >= p.m || col0 >= p.n) { return; }
+    let ab = base_a(z);
+    let bb = base_b(z);
+    // Clamp out-of-range rows/columns to the last valid one so the inner loop has no branches;
+    // their results are discarded by store().
+    var ar: array<u32, 4>;
+    var bc: array<u32, 4>;
+    for (var i = 0u; i < 4u; i++) {
+        ar[i] = ab + min(row0 + i, p.m - 1u) * p.a_rs;
+        bc[i] = bb + min(col0 + i, p.n - 1u) * p.b_cs;
+    }
+    var acc: array<f32, 16>;
+    for (var i = 0u; i < 16u; i++) { acc[i] = 0.0; }
+    for (var kk = 0u; kk < p.k; kk++) {
+        let ak = kk * p.a_cs;
+        let bk = kk * p.b_rs;
+        let a0 = a[ar[0] + ak]; let a1 = a[ar[1] + ak]; let a2 = a[ar[2] + ak]; let a3 = a[ar[3] + ak];
+        let b0 = b[bc[0] + bk]; let b1 = b[bc[1] + bk]; let b2 = b[bc[2] + bk]; let b3 = b[bc[3] + bk];
+        acc[0] = fma(a0, b0, acc[0]); acc[1] = fma(a0, b1, acc[1]); acc[2] = fma(a0, b2, acc[2]); acc[3] = fma(a0, b3, acc[3]);
+        acc[4] = fma(a1, b0, acc[4]); acc[5] = fma(a1, b1, acc[5]); acc[6] = fma(a1, b2, acc[6]); acc[7] = fma(a1, b3, acc[7]);
+        acc[8] = fma(a2, b0, acc[8]); acc[9] = fma(a2, b1, acc[9]); acc[10] = fma(a2, b2, acc[10]); acc[11] = fma(a2, b3, acc[11]);
+        acc[12] = fma(a3, b0, acc[12]); acc[13] = fma(a3, b1, acc[13]); acc[14] = fma(a3, b2, acc[14]); acc[15] = fma(a3, b3, acc[15]);
+    }
+    let cb = base_c(z);
+    for (var i = 0u; i < 4u; i++) {
+        for (var j = 0u; j < 4u; j++) {
+            store(cb, row0 + i, col0 + j, acc[i * 4u + j]);
+        }
+    }
+}
+
+// ---- real GPUs: 64 x 64 tiles through workgroup memory -----------------------------------
+const TILE: u32 = 64u;
+const TK: u32 = 16u;
+var<workgroup> a_tile: array<f32, 1024>; // [TK][TILE], A stored transposed (k-major)
+var<workgroup> b_tile: array<f32, 1024>; // [TK][TILE]
+
+@compute @workgroup_size(256)
+fn matmul_tiled(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
+    let z = wid.z;
+    let tm = wid.y * TILE;
+    let tn = wid.x * TILE;
+    let tx = lid % 16u;
+    let ty = lid / 16u;
+    let ab = base_a(z);
+    let bb = base_b(z);
+    var acc: array<f32, 16>;
+    for (var i = 0u; i < 16u; i++) { acc[i] = 0.0; }
+    for (var k0 = 0u; k0 < p.k; k0 += TK) {
+        for (var r = 0u; r < 4u; r++) {
+            let e = lid + r * 256u;
+            // Walk memory along whichever axis is contiguous so global loads coalesce.
+            var mi: u32; var ka: u32;
+            if (p.a_cs == 1u) { mi = e / TK; ka = e % TK; } else { ka = e / TILE; mi = e % TILE; }
+            let gm = tm + mi; let gka = k0 + ka;
+            var av = 0.0;
+            if (gm < p.m && gka < p.k) { av = a[ab + gm * p.a_rs + gka * p.a_cs]; }
+            a_tile[ka * TILE + mi] = av;
+            var ni: u32; var kb: u32;
+            if (p.b_cs == 1u) { kb = e / TILE; ni = e % TILE; } else { ni = e / TK; kb = e % TK; }
+            let gn = tn + ni; let gkb = k0 + kb;
+            var bv = 0.0;
+            if (gn < p.n && gkb < p.k) { bv = b[bb + gkb * p.b_rs + gn * p.b_cs]; }
+            b_tile[kb * TILE + ni] = bv;
+        }
+        workgroupBarrier();
+        for (var kk = 0u; kk < TK; kk++) {
+            let av = vec4<f32>(a_tile[kk * TILE + ty * 4u], a_tile[kk * TILE + ty * 4u + 1u],
+                               a_tile[kk * TILE + ty * 4u + 2u], a_tile[kk * TILE + ty * 4u + 3u]);
+            let bv = vec4<f32>(b_tile[kk * TILE + tx * 4u], b_tile[kk * TILE + tx * 4u + 1u],
+                               b_tile[kk * TILE + tx * 4u + 2u], b_tile[kk * TILE + tx * 4u + 3u]);
+            for (var i = 0u; i < 4u; i++) {
+                acc[i * 4u + 0u] = fma(av[i], bv.x, acc[i * 4u + 0u]);
+                acc[i * 4u + 1u] = fma(av[i], bv.y, acc[i * 4u + 1u]);
+                acc[i * 4u + 2u] = fma(av[i], bv.z, acc[i * 4u + 2u]);
+                acc[i * 4u + 3u] = fma(av[i], bv.w, acc[i * 4u + 3u]);
+            }
+        }
+        workgroupBarrier();
+    }
+    let cb = base_c(z);
+    for (var i = 0u; i < 4u; i++) {
+        for (var j = 0u; j < 4u; j++) {
+            store(cb, tm + ty * 4u + i, tn + tx * 4u + j, acc[i * 4u + j]);
+        }
+    }
+}

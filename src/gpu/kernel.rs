@@ -1,0 +1,165 @@
+use std::sync::Arc;
+
+use wgpu::util::DeviceExt;
+
+use super::{Gpu, Tensor};
+
+/// A WGSL entry point and the shape of its bindings.
+///
+/// Binding 0 is always the kernel's uniform parameter block (a struct of u32/f32 scalars);
+/// `storage` lists the storage buffers the entry point uses as (binding, read_write). Entry
+/// points of one shader file share the file's declarations, each using a subset of them.
+pub struct Kernel {
+    /// Unique name; also the pipeline-cache key.
+    pub id: &'static str,
+    pub source: &'static str,
+    pub entry: &'static str,
+    /// (binding number, read_write) of each storage buffer, in the order buffers are passed.
+    pub storage: &'static [(u32, bool)],
+    /// Threads per workgroup along x (must match the shader's `@workgroup_size`).
+    pub workgroup: u32,
+}
+
+pub(crate) struct Pipeline {
+    pipeline: wgpu::ComputePipeline,
+    layout: wgpu::BindGroupLayout,
+}
+
+impl Pipeline {
+    pub(crate) fn build(device: &wgpu::Device, k: &Kernel) -> Pipeline {
+        let mut entries = vec![wgpu::BindGroupLayoutEntry {
+            binding: 0,
+            visibility: wgpu::ShaderStages::COMPUTE,
+            ty: wgpu::BindingType::Buffer {
+                ty: wgpu::BufferBindingType::Uniform,
+                has_dynamic_offset: false,
+                min_binding_size: None,
+            },
+            count: None,
+        }];
+        for &(binding, rw) in k.storage {
+            entries.push(wgpu::BindGroupLayoutEntry {
+                binding,
+                visibility: wgpu::ShaderStages::COMPUTE,
+                ty: wgpu::BindingType::Buffer {
+                    ty: wgpu::BufferBindingType::Storage { read_only: !rw },
+                    has_dynamic_offset: false,
+                    min_binding_size: None,
+                },
+                count: None,
+            });
+        }
+        let layout = device.create_bind_group_layout(&wgpu::BindGroupLayoutDescriptor {
+            label: Some(k.id),
+            entries: &entries,
+        });
+        let pl = device.create_pipeline_layout(&wgpu::PipelineLayoutDescriptor {
+            label: Some(k.id),
+            bind_group_layouts: &[Some(&layout)],
+            immediate_size: 0,
+        });
+        let module = device.create_shader_module(wgpu::ShaderModuleDescriptor {
+            label: Some(k.id),
+            source: wgpu::ShaderSource::Wgsl(k.source.into()),
+        });
+        let pipeline = device.create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
+            label: Some(k.id),
+            layout: Some(&pl),
+            module: &module,
+            entry_point: Some(k.entry),
+            compilation_options: wgpu::PipelineCompilationOptions {
+                constants: &[],
+                zero_initialize_workgroup_memory: false,
+            },
+            cache: None,
+        });
+        Pipeline { pipeline, layout }
+    }
+}
+
+/// A bound kernel launch, built once and recorded as often as needed.
+pub struct Dispatch {
+    pipeline: Arc<Pipeline>,
+    bind_group: wgpu::BindGroup,
+    grid: [u32; 3],
+    /// Keeps the parameter buffer alive with the bind group (and lets tests inspect it).
+    _params: wgpu::Buffer,
+}
+
+impl Dispatch {
+    pub fn record(&self, pass: &mut wgpu::ComputePass<'_>) {
+        pass.set_pipeline(&self.pipeline.pipeline);
+        pass.set_bind_group(0, &self.bind_group, &[]);
+        pass.dispatch_workgroups(self.grid[0], self.grid[1], self.grid[2]);
+    }
+}
+
+/// Workgroup grid for `threads` invocations in groups of `wg`, folded into y when x would
+/// exceed the 65535 per-dimension limit. Shaders recover the linear index as
+/// `(wid.y * nwg.x + wid.x) * WG + lid.x` and must bounds-check it.
+pub fn grid1d(threads: usize, wg: u32) -> [u32; 3] {
+    let groups = threads.div_ceil(wg as usize).max(1);
+    if groups <= 65535 {
+        [groups as u32, 1, 1]
+    } else {
+        let y = groups.div_ceil(65535);
+        [groups.div_ceil(y) as u32, y as u32, 1]
+    }
+}
+
+/// Grid for a kernel whose threads are `threads` in total (see [`grid1d`]).
+pub fn grid_for(k: &Kernel, threads: usize) -> [u32; 3] {
+    grid1d(threads, k.workgroup)
+}
+
+impl Gpu {
+    /// Binds `params` (uniform, binding 0) and `buffers` (bindings 1..) to `kernel`.
+    pub fn dispatch(
+        &self,
+        kernel: &Kernel,
+        params: &[u32],
+        buffers: &[&Tensor],
+        grid: [u32; 3],
+    ) -> Dispatch {
+        assert_eq!(
+            buffers.len(),
+            kernel.storage.len(),
+            "kernel {} takes {} storage buffers",
+            kernel.id,
+            kernel.storage.len()
+        );
+        let pipeline = self.pipeline(kernel);
+        let mut words = params.to_vec();
+        while words.is_empty() || words.len() % 4 != 0 {
+            words.push(0);
+        }
+        let pbuf = self
+            .device
+            .create_buffer_init(&wgpu::util::BufferInitDescriptor {
+                label: Some(kernel.id),
+                contents: bytemuck::cast_slice(&words),
+                usage: wgpu::BufferUsages::UNIFORM,
+            });
+        let mut entries = vec![wgpu::BindGroupEntry {
+            binding: 0,
+            resource: pbuf.as_entire_binding(),
+        }];
+        for (&(binding, _), t) in kernel.storage.iter().zip(buffers) {
+            entries.push(wgpu::BindGroupEntry {
+                binding,
+                resource: t.buf.as_entire_binding(),
+            });
+        }
+        let bind_group = self.device.create_bind_group(&wgpu::BindGroupDescriptor {
+            label: Some(kernel.id),
+            layout: &pipeline.layout,
+            entries: &entries,
+        });
+        Dispatch {
+            pipeline,
+            bind_group,
+            grid,
+            _params: pbuf,
+        }
+    }
+}

@@ -1,0 +1,17 @@
+//! GPU context: adapter selection, device creation, buffers, and the kernel dispatch machinery.
+//!
+//! Everything numeric in maskaq runs as WGSL compute shaders through this module. The design:
+//! - [`Gpu`] owns the device and queue and caches every compute pipeline it builds
+//!   (keyed by kernel), so a pipeline is compiled once per process.
+//! - [`Tensor`] is an f32 storage buffer with a shape.
+//! - A [`Dispatch`] is a fully bound kernel launch (pipeline + bind group + grid), created once
+//!   when a model is built for a batch size and replayed every step; a step therefore costs no
+//!   allocation and no bind-group creation on the host.
+
+mod context;
+mod kernel;
+mod tensor;
+
+pub use context::{AdapterReport, Gpu, GpuOptions, list_adapters};
+pub use kernel::{Dispatch, Kernel, grid_for, grid1d};
+pub use tensor::Tensor;

@@ -1,0 +1,107 @@
+use std::sync::Arc;
+
+use anyhow::{Result, anyhow};
+use wgpu::util::DeviceExt;
+
+use super::Gpu;
+
+/// An f32 tensor in a GPU storage buffer (row-major, contiguous).
+#[derive(Clone)]
+pub struct Tensor {
+    pub buf: Arc<wgpu::Buffer>,
+    pub shape: Vec<usize>,
+}
+
+const USAGE: wgpu::BufferUsages = wgpu::BufferUsages::STORAGE
+    .union(wgpu::BufferUsages::COPY_SRC)
+    .union(wgpu::BufferUsages::COPY_DST);
+
+impl Tensor {
+    pub fn numel(&self) -> usize {
+        self.shape.iter().product()
+    }
+
+    /// A zero-filled tensor. Zero-element tensors still get a 4-byte buffer so they can be bound.
+    pub fn zeros(gpu: &Gpu, shape: &[usize]) -> Tensor {
+        let n: usize = shape.iter().product();
+        let buf = gpu.device.create_buffer(&wgpu::BufferDescriptor {
+            label: None,
+            size: (n.max(1) * 4) as u64,
+            usage: USAGE,
+            mapped_at_creation: false,
+        });
+        Tensor {
+            buf: Arc::new(buf),
+            shape: shape.to_vec(),
+        }
+    }
+
+    pub fn from_slice(gpu: &Gpu, data: &[f32], shape: &[usize]) -> Tensor {
+        let n: usize = shape.iter().product();
+        assert_eq!(
+            n,
+            data.len(),
+            "tensor data length does not match shape {shape:?}"
+        );
+        let contents: &[u8] = if data.is_empty() {
+            &[0u8; 4]
+        } else {
+            bytemuck::cast_slice(data)
+        };
+        let buf = gpu
+            .device
+            .create_buffer_init(&wgpu::util::BufferInitDescriptor {
+                label: None,
+                contents,
+                usage: USAGE,
+            });
+        Tensor {
+            buf: Arc::new(buf),
+            shape: shape.to_vec(),
+        }
+    }
+
+    /// Overwrites the contents (queued; ordered before later submissions).
+    pub fn write(&self, gpu: &Gpu, data: &[f32]) {
+        assert_eq!(data.len(), self.numel(), "write: length mismatch");
+        if !data.is_empty() {
+            gpu.queue
+                .write_buffer(&self.buf, 0, bytemuck::cast_slice(data));
+        }
+    }
+
+    /// Copies the tensor back to the host; waits for the GPU.
+    pub fn read(&self, gpu: &Gpu) -> Result<Vec<f32>> {
+        let n = self.numel();
+        if n == 0 {
+            return Ok(Vec::new());
+        }
+        let size = (n * 4) as u64;
+        let staging = gpu.device.create_buffer(&wgpu::BufferDescriptor {
+            label: Some("readback"),
+            size,
+            usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
+            mapped_at_creation: false,
+        });
+        let mut enc = gpu.device.create_command_encoder(&Default::default());
+        enc.copy_buffer_to_buffer(&self.buf, 0, &staging, 0, size);
+        gpu.queue.submit([enc.finish()]);
+        let (tx, rx) = std::sync::mpsc::channel();
+        staging.slice(..).map_async(wgpu::MapMode::Read, move |r| {
+            let _ = tx.send(r);
+        });
+        gpu.wait()?;
+        rx.recv()
+            .map_err(|e| anyhow!("readback channel: {e}"))?
+            .map_err(|e| anyhow!("readback map failed: {e}"))?;
+        let out = {
+            let view = staging
+                .slice(..)
+                .get_mapped_range()
+                .map_err(|e| anyhow!("readback view: {e:?}"))?;
+            bytemuck::pod_collect_to_vec::<u8, f32>(&view)
+        };
+        staging.unmap();
+        Ok(out)
+    }
+}

@@ -1,0 +1,8 @@
+//! maskaq: data-free quantization of Vision Transformers (MaskAQ) on any GPU through wgpu.
+//!
+//! Layout: [`gpu`] (device, buffers, dispatch), [`ops`] (one module per WGSL kernel family,
+//! each with a CPU reference), [`model`] (timm configs, checkpoints, the ViT forward/backward).
+
+pub mod gpu;
+pub mod model;
+pub mod ops;

@@ -1,0 +1,131 @@
+//! Strided 4-d copy and fill (shaders/copy.wgsl).
+
+use super::{f, u};
+use crate::gpu::{Dispatch, Gpu, Kernel, Tensor, grid_for};
+
+pub const SOURCE: &str = include_str!("../../shaders/copy.wgsl");
+pub const COPY: Kernel = Kernel {
+    id: "copy4d",
+    source: SOURCE,
+    entry: "copy4d",
+    storage: &[(1, false), (2, true)],
+    workgroup: 256,
+};
+pub const FILL: Kernel = Kernel {
+    id: "fill",
+    source: SOURCE,
+    entry: "fill",
+    storage: &[(2, true)],
+    workgroup: 256,
+};
+
+/// `dst[t_off + i.t] = alpha * src[s_off + i.s] + beta * dst[..]` over the index box `dims`.
+#[derive(Clone, Copy, Debug)]
+pub struct Copy4 {
+    pub dims: [usize; 4],
+    pub s_off: usize,
+    pub s: [usize; 4],
+    pub t_off: usize,
+    pub t: [usize; 4],
+    pub alpha: f32,
+    pub beta: f32,
+}
+
+impl Copy4 {
+    /// Contiguous copy of `n` elements.
+    pub fn flat(n: usize) -> Copy4 {
+        Copy4 {
+            dims: [1, 1, 1, n],
+            s_off: 0,
+            s: [0, 0, 0, 1],
+            t_off: 0,
+            t: [0, 0, 0, 1],
+            alpha: 1.0,
+            beta: 0.0,
+        }
+    }
+
+    fn max_index(off: usize, st: &[usize; 4], dims: &[usize; 4]) -> usize {
+        off + (0..4).map(|i| (dims[i] - 1) * st[i]).sum::<usize>()
+    }
+
+    fn check(&self, src: usize, dst: usize) {
+        if self.dims.contains(&0) {
+            return;
+        }
+        assert!(
+            Self::max_index(self.s_off, &self.s, &self.dims) < src,
+            "copy4d: source out of range {self:?}"
+        );
+        assert!(
+            Self::max_index(self.t_off, &self.t, &self.dims) < dst,
+            "copy4d: destination out of range {self:?}"
+        );
+    }
+
+    pub fn dispatch(&self, gpu: &Gpu, src: &Tensor, dst: &Tensor) -> Dispatch {
+        self.check(src.numel(), dst.numel());
+        let d = &self.dims;
+        let params = [
+            u(d[0]),
+            u(d[1]),
+            u(d[2]),
+            u(d[3]),
+            u(self.s_off),
+            u(self.s[0]),
+            u(self.s[1]),
+            u(self.s[2]),
+            u(self.s[3]),
+            u(self.t_off),
+            u(self.t[0]),
+            u(self.t[1]),
+            u(self.t[2]),
+            u(self.t[3]),
+            f(self.alpha),
+            f(self.beta),
+        ];
+        gpu.dispatch(
+            &COPY,
+            &params,
+            &[src, dst],
+            grid_for(&COPY, d.iter().product()),
+        )
+    }
+
+    pub fn cpu(&self, src: &[f32], dst: &mut [f32]) {
+        self.check(src.len(), dst.len());
+        let d = &self.dims;
+        for i0 in 0..d[0] {
+            for i1 in 0..d[1] {
+                for i2 in 0..d[2] {
+                    for i3 in 0..d[3] {
+                        let s = self.s_off
+                            + i0 * self.s[0]
+                            + i1 * self.s[1]
+                            + i2 * self.s[2]
+                            + i3 * self.s[3];
+                        let t = self.t_off
+                            + i0 * self.t[0]
+                            + i1 * self.t[1]
+                            + i2 * self.t[2]
+                            + i3 * self.t[3];
+                        let mut v = self.alpha * src[s];
+                        if self.beta != 0.0 {
+                            v += self.beta * dst[t];
+                        }
+                        dst[t] = v;
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Sets every element of `dst` to `value`.
+pub fn fill(gpu: &Gpu, dst: &Tensor, value: f32) -> Dispatch {
+    let n = dst.numel();
+    let mut params = [0u32; 16];
+    params[..4].copy_from_slice(&[1, 1, 1, u(n)]);
+    params[14] = f(value);
+    gpu.dispatch(&FILL, &params, &[dst], grid_for(&FILL, n))
+}

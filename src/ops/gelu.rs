@@ -1,0 +1,76 @@
+//! Exact-erf GELU (shaders/gelu.wgsl).
+
+use super::u;
+use crate::gpu::{Dispatch, Gpu, Kernel, Tensor, grid_for};
+
+pub const SOURCE: &str = include_str!("../../shaders/gelu.wgsl");
+pub const FORWARD: Kernel = Kernel {
+    id: "gelu_forward",
+    source: SOURCE,
+    entry: "gelu_forward",
+    storage: &[(1, false), (2, true)],
+    workgroup: 256,
+};
+pub const BACKWARD: Kernel = Kernel {
+    id: "gelu_backward",
+    source: SOURCE,
+    entry: "gelu_backward",
+    storage: &[(1, false), (3, false), (4, true)],
+    workgroup: 256,
+};
+
+pub fn forward(gpu: &Gpu, x: &Tensor, y: &Tensor) -> Dispatch {
+    assert_eq!(x.numel(), y.numel());
+    gpu.dispatch(
+        &FORWARD,
+        &[u(x.numel())],
+        &[x, y],
+        grid_for(&FORWARD, x.numel()),
+    )
+}
+
+pub fn backward(gpu: &Gpu, x: &Tensor, dy: &Tensor, dx: &Tensor) -> Dispatch {
+    assert!(x.numel() == dy.numel() && x.numel() == dx.numel());
+    gpu.dispatch(
+        &BACKWARD,
+        &[u(x.numel())],
+        &[x, dy, dx],
+        grid_for(&BACKWARD, x.numel()),
+    )
+}
+
+fn erf(x: f64) -> f64 {
+    // erf by its Taylor series / continued fraction is overkill here: libm-quality via erfc.
+    let t = 1.0 / (1.0 + 0.5 * x.abs());
+    let y = t
+        * (-x * x - 1.26551223
+            + t * (1.00002368
+                + t * (0.37409196
+                    + t * (0.09678418
+                        + t * (-0.18628806
+                            + t * (0.27886807
+                                + t * (-1.13520398
+                                    + t * (1.48851587 + t * (-0.82215223 + t * 0.17087277)))))))))
+            .exp();
+    if x >= 0.0 { 1.0 - y } else { y - 1.0 }
+}
+
+/// CPU reference: `y = 0.5 x (1 + erf(x / sqrt 2))` (erf to ~1e-7, Numerical Recipes erfc).
+pub fn cpu_forward(x: &[f32]) -> Vec<f32> {
+    x.iter()
+        .map(|&v| (0.5 * v as f64 * (1.0 + erf(v as f64 / 2f64.sqrt()))) as f32)
+        .collect()
+}
+
+/// CPU reference: `dx = dy (Phi(x) + x phi(x))`.
+pub fn cpu_backward(x: &[f32], dy: &[f32]) -> Vec<f32> {
+    x.iter()
+        .zip(dy)
+        .map(|(&v, &g)| {
+            let v = v as f64;
+            let cdf = 0.5 * (1.0 + erf(v / 2f64.sqrt()));
+            let pdf = (-0.5 * v * v).exp() / (2.0 * std::f64::consts::PI).sqrt();
+            (g as f64 * (cdf + v * pdf)) as f32
+        })
+        .collect()
+}

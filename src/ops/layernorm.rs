@@ -1,0 +1,161 @@
+//! LayerNorm over the last axis (shaders/layernorm.wgsl).
+
+use super::{f, u};
+use crate::gpu::{Dispatch, Gpu, Kernel, Tensor, grid_for};
+
+pub const SOURCE: &str = include_str!("../../shaders/layernorm.wgsl");
+pub const FORWARD: Kernel = Kernel {
+    id: "layernorm_forward",
+    source: SOURCE,
+    entry: "layernorm_forward",
+    storage: &[(1, false), (2, false), (3, false), (4, true), (5, true)],
+    workgroup: 64,
+};
+pub const BACKWARD_INPUT: Kernel = Kernel {
+    id: "layernorm_backward_input",
+    source: SOURCE,
+    entry: "layernorm_backward_input",
+    storage: &[
+        (1, false),
+        (2, false),
+        (6, false),
+        (7, false),
+        (8, false),
+        (9, true),
+    ],
+    workgroup: 64,
+};
+pub const BACKWARD_PARAMS: Kernel = Kernel {
+    id: "layernorm_backward_params",
+    source: SOURCE,
+    entry: "layernorm_backward_params",
+    storage: &[(1, false), (6, false), (7, false), (10, true), (11, true)],
+    workgroup: 64,
+};
+
+/// `y = LN(x) * gamma + beta` on `rows` rows of `d`; `stats` gets (mean, rstd) per row.
+#[allow(clippy::too_many_arguments)]
+pub fn forward(
+    gpu: &Gpu,
+    rows: usize,
+    d: usize,
+    eps: f32,
+    x: &Tensor,
+    gamma: &Tensor,
+    beta: &Tensor,
+    y: &Tensor,
+    stats: &Tensor,
+) -> Dispatch {
+    assert!(x.numel() >= rows * d && y.numel() >= rows * d && stats.numel() >= 2 * rows);
+    assert!(gamma.numel() == d && beta.numel() == d);
+    gpu.dispatch(
+        &FORWARD,
+        &[u(rows), u(d), f(eps), 0],
+        &[x, gamma, beta, y, stats],
+        grid_for(&FORWARD, rows),
+    )
+}
+
+/// `dx = dres + dLN/dx^T dy` (`dres` optional: the residual branch's gradient).
+#[allow(clippy::too_many_arguments)]
+pub fn backward_input(
+    gpu: &Gpu,
+    rows: usize,
+    d: usize,
+    x: &Tensor,
+    gamma: &Tensor,
+    stats: &Tensor,
+    dy: &Tensor,
+    dres: Option<&Tensor>,
+    dx: &Tensor,
+) -> Dispatch {
+    let params = [u(rows), u(d), 0, dres.is_some() as u32];
+    let dres = dres.unwrap_or(dy);
+    gpu.dispatch(
+        &BACKWARD_INPUT,
+        &params,
+        &[x, gamma, stats, dy, dres, dx],
+        grid_for(&BACKWARD_INPUT, rows),
+    )
+}
+
+/// `dgamma = sum_r dy * xhat`, `dbeta = sum_r dy` (overwrites).
+#[allow(clippy::too_many_arguments)]
+pub fn backward_params(
+    gpu: &Gpu,
+    rows: usize,
+    d: usize,
+    x: &Tensor,
+    stats: &Tensor,
+    dy: &Tensor,
+    dgamma: &Tensor,
+    dbeta: &Tensor,
+) -> Dispatch {
+    gpu.dispatch(
+        &BACKWARD_PARAMS,
+        &[u(rows), u(d), 0, 0],
+        &[x, stats, dy, dgamma, dbeta],
+        grid_for(&BACKWARD_PARAMS, d),
+    )
+}
+
+/// CPU reference forward: returns (y, stats).
+pub fn cpu_forward(
+    rows: usize,
+    d: usize,
+    eps: f32,
+    x: &[f32],
+    gamma: &[f32],
+    beta: &[f32],
+) -> (Vec<f32>, Vec<f32>) {
+    let mut y = vec![0f32; rows * d];
+    let mut stats = vec![0f32; rows * 2];
+    for r in 0..rows {
+        let xr = &x[r * d..(r + 1) * d];
+        let mean = xr.iter().map(|&v| v as f64).sum::<f64>() / d as f64;
+        let var = xr.iter().map(|&v| (v as f64 - mean).powi(2)).sum::<f64>() / d as f64;
+        let rstd = 1.0 / (var + eps as f64).sqrt();
+        for j in 0..d {
+            y[r * d + j] = ((xr[j] as f64 - mean) * rstd * gamma[j] as f64 + beta[j] as f64) as f32;
+        }
+        stats[2 * r] = mean as f32;
+        stats[2 * r + 1] = rstd as f32;
+    }
+    (y, stats)
+}
+
+/// CPU reference backward: returns (dx, dgamma, dbeta).
+pub fn cpu_backward(
+    rows: usize,
+    d: usize,
+    eps: f32,
+    x: &[f32],
+    gamma: &[f32],
+    dy: &[f32],
+) -> (Vec<f32>, Vec<f32>, Vec<f32>) {
+    let (_, stats) = cpu_forward(rows, d, eps, x, gamma, &vec![0.0; d]);
+    let mut dx = vec![0f32; rows * d];
+    let mut dg = vec![0f64; d];
+    let mut db = vec![0f64; d];
+    for r in 0..rows {
+        let (mean, rstd) = (stats[2 * r] as f64, stats[2 * r + 1] as f64);
+        let xhat: Vec<f64> = (0..d)
+            .map(|j| (x[r * d + j] as f64 - mean) * rstd)
+            .collect();
+        let g: Vec<f64> = (0..d)
+            .map(|j| dy[r * d + j] as f64 * gamma[j] as f64)
+            .collect();
+        let mg = g.iter().sum::<f64>() / d as f64;
+        let mgx = g.iter().zip(&xhat).map(|(a, b)| a * b).sum::<f64>() / d as f64;
+        for j in 0..d {
+            dx[r * d + j] = (rstd * (g[j] - mg - xhat[j] * mgx)) as f32;
+            dg[j] += dy[r * d + j] as f64 * xhat[j];
+            db[j] += dy[r * d + j] as f64;
+        }
+    }
+    (
+        dx,
+        dg.iter().map(|&v| v as f32).collect(),
+        db.iter().map(|&v| v as f32).collect(),
+    )
+}

@@ -1,0 +1,227 @@
+//! Batched strided matmul (shaders/matmul.wgsl).
+
+use super::{f, u};
+use crate::gpu::{Dispatch, Gpu, Kernel, Tensor};
+
+pub const SOURCE: &str = include_str!("../../shaders/matmul.wgsl");
+const STORAGE: &[(u32, bool)] = &[(1, false), (2, false), (3, false), (4, true)];
+pub const REGS: Kernel = Kernel {
+    id: "matmul_regs",
+    source: SOURCE,
+    entry: "matmul_regs",
+    storage: STORAGE,
+    workgroup: 64,
+};
+pub const TILED: Kernel = Kernel {
+    id: "matmul_tiled",
+    source: SOURCE,
+    entry: "matmul_tiled",
+    storage: STORAGE,
+    workgroup: 256,
+};
+
+/// How an operand is laid out: element (z1, z2, r, c) is at `off + z1*b1 + z2*b2 + r*rs + c*cs`.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct View {
+    pub off: usize,
+    pub rs: usize,
+    pub cs: usize,
+    pub b1: usize,
+    pub b2: usize,
+}
+
+impl View {
+    /// Row-major matrix with `ld` elements per row.
+    pub fn rows(ld: usize) -> View {
+        View {
+            off: 0,
+            rs: ld,
+            cs: 1,
+            b1: 0,
+            b2: 0,
+        }
+    }
+    /// The transpose of this view.
+    pub fn t(self) -> View {
+        View {
+            rs: self.cs,
+            cs: self.rs,
+            ..self
+        }
+    }
+    pub fn at(self, off: usize) -> View {
+        View { off, ..self }
+    }
+    pub fn batch(self, b1: usize, b2: usize) -> View {
+        View { b1, b2, ..self }
+    }
+}
+
+/// `C[z] = alpha * (A[z] B[z] + bias) + beta * C[z]` for z in 0..batch1*batch2; C is M x N
+/// (its column stride must be 1), A is M x K, B is K x N.
+#[derive(Clone, Copy, Debug)]
+pub struct Matmul {
+    pub m: usize,
+    pub n: usize,
+    pub k: usize,
+    pub batch1: usize,
+    pub batch2: usize,
+    pub a: View,
+    pub b: View,
+    pub c: View,
+    pub bias_off: Option<usize>,
+    pub alpha: f32,
+    pub beta: f32,
+}
+
+impl Matmul {
+    pub fn new(m: usize, n: usize, k: usize, a: View, b: View, c: View) -> Matmul {
+        Matmul {
+            m,
+            n,
+            k,
+            batch1: 1,
+            batch2: 1,
+            a,
+            b,
+            c,
+            bias_off: None,
+            alpha: 1.0,
+            beta: 0.0,
+        }
+    }
+    pub fn batched(self, batch1: usize, batch2: usize) -> Matmul {
+        Matmul {
+            batch1,
+            batch2,
+            ..self
+        }
+    }
+    pub fn bias(self, off: usize) -> Matmul {
+        Matmul {
+            bias_off: Some(off),
+            ..self
+        }
+    }
+    pub fn scale(self, alpha: f32, beta: f32) -> Matmul {
+        Matmul {
+            alpha,
+            beta,
+            ..self
+        }
+    }
+
+    fn max_index(v: &View, rows: usize, cols: usize, b1: usize, b2: usize) -> usize {
+        v.off + (b1 - 1) * v.b1 + (b2 - 1) * v.b2 + (rows - 1) * v.rs + (cols - 1) * v.cs
+    }
+
+    fn check(&self, a: usize, b: usize, c: usize, bias: Option<usize>) {
+        assert_eq!(self.c.cs, 1, "matmul: C must have unit column stride");
+        if self.m == 0 || self.n == 0 {
+            return;
+        }
+        let (b1, b2) = (self.batch1, self.batch2);
+        if self.k > 0 {
+            assert!(
+                Self::max_index(&self.a, self.m, self.k, b1, b2) < a,
+                "matmul: A out of range {self:?}"
+            );
+            assert!(
+                Self::max_index(&self.b, self.k, self.n, b1, b2) < b,
+                "matmul: B out of range {self:?}"
+            );
+        }
+        assert!(
+            Self::max_index(&self.c, self.m, self.n, b1, b2) < c,
+            "matmul: C out of range {self:?}"
+        );
+        if let (Some(off), Some(len)) = (self.bias_off, bias) {
+            assert!(off + self.n <= len, "matmul: bias out of range");
+        }
+    }
+
+    /// Builds the launch. `bias` must be given iff `bias_off` is set.
+    pub fn dispatch(
+        &self,
+        gpu: &Gpu,
+        a: &Tensor,
+        b: &Tensor,
+        bias: Option<&Tensor>,
+        c: &Tensor,
+    ) -> Dispatch {
+        assert_eq!(
+            bias.is_some(),
+            self.bias_off.is_some(),
+            "matmul: bias tensor and offset disagree"
+        );
+        self.check(a.numel(), b.numel(), c.numel(), bias.map(|t| t.numel()));
+        let (kernel, tile) = if gpu.cpu_like {
+            (&REGS, 32)
+        } else {
+            (&TILED, 64)
+        };
+        let params = [
+            u(self.m),
+            u(self.n),
+            u(self.k),
+            u(self.batch2),
+            u(self.a.off),
+            u(self.a.rs),
+            u(self.a.cs),
+            u(self.a.b1),
+            u(self.a.b2),
+            u(self.b.off),
+            u(self.b.rs),
+            u(self.b.cs),
+            u(self.b.b1),
+            u(self.b.b2),
+            u(self.c.off),
+            u(self.c.rs),
+            u(self.c.b1),
+            u(self.c.b2),
+            u(self.bias_off.unwrap_or(0)),
+            self.bias_off.is_some() as u32,
+            f(self.alpha),
+            f(self.beta),
+            0,
+            0,
+        ];
+        let grid = [
+            self.n.div_ceil(tile).max(1) as u32,
+            self.m.div_ceil(tile).max(1) as u32,
+            u(self.batch1 * self.batch2),
+        ];
+        let bias = bias.unwrap_or(a);
+        gpu.dispatch(kernel, &params, &[a, b, bias, c], grid)
+    }
+
+    /// CPU reference (f64 accumulation).
+    pub fn cpu(&self, a: &[f32], b: &[f32], bias: Option<&[f32]>, c: &mut [f32]) {
+        self.check(a.len(), b.len(), c.len(), bias.map(|t| t.len()));
+        for z1 in 0..self.batch1 {
+            for z2 in 0..self.batch2 {
+                let ab = self.a.off + z1 * self.a.b1 + z2 * self.a.b2;
+                let bb = self.b.off + z1 * self.b.b1 + z2 * self.b.b2;
+                let cb = self.c.off + z1 * self.c.b1 + z2 * self.c.b2;
+                for i in 0..self.m {
+                    for j in 0..self.n {
+                        let mut s = 0f64;
+                        for kk in 0..self.k {
+                            s += a[ab + i * self.a.rs + kk * self.a.cs] as f64
+                                * b[bb + kk * self.b.rs + j * self.b.cs] as f64;
+                        }
+                        if let (Some(off), Some(bias)) = (self.bias_off, bias) {
+                            s += bias[off + j] as f64;
+                        }
+                        let idx = cb + i * self.c.rs + j;
+                        let mut v = self.alpha as f64 * s;
+                        if self.beta != 0.0 {
+                            v += self.beta as f64 * c[idx] as f64;
+                        }
+                        c[idx] = v as f32;
+                    }
+                }
+            }
+        }
+    }
+}

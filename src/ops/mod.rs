@@ -1,0 +1,33 @@
+//! One module per shader file: the kernels it holds, how they are launched, and a CPU reference
+//! that is the executable specification of each (used by the tests on ragged shapes).
+
+pub mod copy;
+pub mod embed;
+pub mod gelu;
+pub mod layernorm;
+pub mod loss;
+pub mod matmul;
+pub mod reduce;
+pub mod softmax;
+
+/// Every WGSL source in the crate, by file name (validated with naga in the tests).
+pub const SHADERS: &[(&str, &str)] = &[
+    ("copy.wgsl", copy::SOURCE),
+    ("embed.wgsl", embed::SOURCE),
+    ("gelu.wgsl", gelu::SOURCE),
+    ("layernorm.wgsl", layernorm::SOURCE),
+    ("loss.wgsl", loss::SOURCE),
+    ("matmul.wgsl", matmul::SOURCE),
+    ("reduce.wgsl", reduce::SOURCE),
+    ("softmax.wgsl", softmax::SOURCE),
+];
+
+/// `f32` as the raw bits a uniform block field of type f32 expects.
+pub(crate) fn f(v: f32) -> u32 {
+    v.to_bits()
+}
+
+/// A `usize` that must fit a shader's u32 index.
+pub(crate) fn u(v: usize) -> u32 {
+    u32::try_from(v).expect("tensor index exceeds u32: tensor too large for one binding")
+}

@@ -1,0 +1,132 @@
+//! Shared helpers for the GPU tests: opening the device, a seeded RNG, and error metrics.
+#![allow(dead_code)]
+
+use maskaq::gpu::{Dispatch, Gpu, GpuOptions, Tensor};
+
+/// Opens the default adapter. Panics (the test fails, it is not skipped) when there is none:
+/// the error explains how to install the software Vulkan driver.
+pub fn gpu() -> Gpu {
+    match Gpu::new(&GpuOptions::default()) {
+        Ok(g) => g,
+        Err(e) => panic!("cannot open a GPU for the kernel tests: {e:#}"),
+    }
+}
+
+/// Uploads `data` as a tensor of `shape`.
+pub fn upload(gpu: &Gpu, data: &[f32], shape: &[usize]) -> Tensor {
+    Tensor::from_slice(gpu, data, shape)
+}
+
+/// Uploads a flat vector.
+pub fn upload1(gpu: &Gpu, data: &[f32]) -> Tensor {
+    Tensor::from_slice(gpu, data, &[data.len()])
+}
+
+/// Submits one dispatch.
+pub fn run1(gpu: &Gpu, d: &Dispatch) {
+    gpu.run(&[d]);
+}
+
+/// Reads a tensor back (waits for the GPU).
+pub fn read(gpu: &Gpu, t: &Tensor) -> Vec<f32> {
+    t.read(gpu).expect("tensor readback failed")
+}
+
+/// SplitMix64: tiny, seeded, good enough for test data.
+pub struct Rng(u64);
+
+impl Rng {
+    pub fn new(seed: u64) -> Rng {
+        Rng(seed ^ 0x5851_f42d_4c95_7f2d)
+    }
+
+    pub fn next_u64(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^ (z >> 31)
+    }
+
+    /// Uniform in [0, 1).
+    pub fn unit(&mut self) -> f32 {
+        (self.next_u64() >> 40) as f32 / (1u64 << 24) as f32
+    }
+
+    /// Uniform in [lo, hi).
+    pub fn uniform(&mut self, lo: f32, hi: f32) -> f32 {
+        lo + (hi - lo) * self.unit()
+    }
+
+    /// Uniform integer in [0, n).
+    pub fn below(&mut self, n: usize) -> usize {
+        (self.next_u64() % n as u64) as usize
+    }
+
+    /// `n` values uniform in [-scale, scale).
+    pub fn vec(&mut self, n: usize, scale: f32) -> Vec<f32> {
+        (0..n).map(|_| self.uniform(-scale, scale)).collect()
+    }
+
+    /// `k` indices in [0, n) (with repetition when k > n, all of them when n <= k).
+    pub fn sample(&mut self, n: usize, k: usize) -> Vec<usize> {
+        if n <= k {
+            (0..n).collect()
+        } else {
+            (0..k).map(|_| self.below(n)).collect()
+        }
+    }
+}
+
+/// `max |got - want| / max(max |want|, 1e-12)` and the index of the worst element.
+pub fn rel_err(got: &[f32], want: &[f32]) -> (f64, usize) {
+    assert_eq!(got.len(), want.len(), "rel_err: length mismatch");
+    let scale = want
+        .iter()
+        .fold(0f64, |m, &v| m.max((v as f64).abs()))
+        .max(1e-12);
+    let mut worst = (0f64, 0usize);
+    for (i, (&g, &w)) in got.iter().zip(want).enumerate() {
+        let d = (g as f64 - w as f64).abs();
+        // NaN in `got` must fail, not compare as small.
+        let d = if d.is_nan() { f64::INFINITY } else { d };
+        if d > worst.0 {
+            worst = (d, i);
+        }
+    }
+    (worst.0 / scale, worst.1)
+}
+
+/// Asserts `rel_err(got, want) < tol`, printing the name, the error and the worst element.
+#[track_caller]
+pub fn assert_close(name: &str, got: &[f32], want: &[f32], tol: f64) {
+    assert_eq!(
+        got.len(),
+        want.len(),
+        "{name}: got {} values, want {}",
+        got.len(),
+        want.len()
+    );
+    let (err, i) = rel_err(got, want);
+    assert!(
+        err < tol,
+        "{name}: relative error {err:.3e} >= {tol:.1e}; worst index {i}: got {} want {} (len {})",
+        got[i],
+        want[i],
+        got.len()
+    );
+}
+
+/// Asserts two slices are bit-for-bit equal (pure data movement kernels).
+#[track_caller]
+pub fn assert_exact(name: &str, got: &[f32], want: &[f32]) {
+    assert_eq!(got.len(), want.len(), "{name}: length mismatch");
+    if let Some(i) = (0..got.len()).find(|&i| got[i].to_bits() != want[i].to_bits()) {
+        panic!(
+            "{name}: element {i} differs: got {} want {} (len {})",
+            got[i],
+            want[i],
+            got.len()
+        );
+    }
+}

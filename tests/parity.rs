@@ -1,0 +1,206 @@
+//! The whole model against PyTorch/timm fixtures written by tools/make_fixtures.py: logits, every
+//! block's attention logits A and outputs O, and the gradient of a fixed objective that uses all
+//! three with respect to the images and every parameter.
+//!
+//! Objective (fixture metadata): J = CE(logits, targets) + cA * sum_l mean(A_l^2)
+//!                                   + cO * sum_l mean(O_l^2).
+//! CE runs on the GPU loss kernel; the A and O terms are differentiated here and injected through
+//! the attention-gradient inputs, which is how MaskAQ's losses drive the backward pass.
+
+mod common;
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+
+use maskaq::gpu::{Gpu, Tensor};
+use maskaq::model::checkpoint::read_f32_tensors;
+use maskaq::model::{Graph, GraphOptions, Vit};
+use maskaq::ops::loss;
+
+type Fixture = HashMap<String, (Vec<usize>, Vec<f32>)>;
+
+fn rel_err(got: &[f32], want: &[f32]) -> (f64, usize) {
+    assert_eq!(got.len(), want.len(), "length mismatch");
+    let scale = want
+        .iter()
+        .fold(0f64, |m, &v| m.max(v.abs() as f64))
+        .max(1e-12);
+    let mut worst = (0f64, 0usize);
+    for (i, (&g, &w)) in got.iter().zip(want).enumerate() {
+        let e = (g as f64 - w as f64).abs();
+        if e > worst.0 || !e.is_finite() {
+            worst = (if e.is_finite() { e } else { f64::INFINITY }, i);
+        }
+    }
+    (worst.0 / scale, worst.1)
+}
+
+fn check(name: &str, got: &[f32], want: &[f32], tol: f64, failures: &mut Vec<String>) {
+    let (e, i) = rel_err(got, want);
+    eprintln!("  {name:<36} rel err {e:.2e} (tol {tol:.0e})");
+    if e > tol || !e.is_finite() {
+        failures.push(format!(
+            "{name}: relative error {e:.3e} > {tol:.0e} (worst index {i}: got {}, want {})",
+            got[i], want[i]
+        ));
+    }
+}
+
+fn fixture_dir(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures")
+        .join(name)
+}
+
+fn meta_coef(path: &Path, key: &str) -> f32 {
+    let bytes = std::fs::read(path).unwrap();
+    let (_, meta) = safetensors::SafeTensors::read_metadata(&bytes).unwrap();
+    meta.metadata()
+        .as_ref()
+        .and_then(|m| m.get(key))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("fixture metadata lacks {key}"))
+}
+
+/// Runs forward + backward on the fixture and compares everything; returns the failures.
+fn run_fixture(gpu: &Gpu, dir: &Path) -> Vec<String> {
+    let fx: Fixture = read_f32_tensors(&dir.join("fixture.safetensors")).expect("fixture");
+    let ca = meta_coef(&dir.join("fixture.safetensors"), "coef_a");
+    let co = meta_coef(&dir.join("fixture.safetensors"), "coef_o");
+    let vit = Vit::load(gpu, dir, None).expect("load model");
+    let (ishape, images) = &fx["images"];
+    let batch = ishape[0];
+    let g = Graph::build(
+        gpu,
+        &vit,
+        batch,
+        GraphOptions {
+            backward: true,
+            attention_grads: true,
+            accumulate_image_grad: false,
+        },
+    );
+    g.images.write(gpu, images);
+    g.forward(gpu);
+
+    let mut failures = Vec::new();
+    let logits = g.logits.read(gpu).unwrap();
+    check("logits", &logits, &fx["logits"].1, 1e-4, &mut failures);
+
+    // Objective: CE on the GPU, attention terms here.
+    let classes = vit.cfg.num_classes;
+    let targets = Tensor::from_slice(gpu, &fx["targets"].1, &[batch]);
+    let losses = Tensor::zeros(gpu, &[batch]);
+    let ce = loss::cross_entropy(
+        gpu,
+        batch,
+        classes,
+        1.0 / batch as f32,
+        &g.logits,
+        &targets,
+        &losses,
+        &g.d_logits,
+    );
+    gpu.run(&[&ce]);
+    let mut objective: f64 = losses
+        .read(gpu)
+        .unwrap()
+        .iter()
+        .map(|&v| v as f64)
+        .sum::<f64>()
+        / batch as f64;
+    for (l, tap) in g.taps.iter().enumerate() {
+        let a = tap.attn_logits.read(gpu).unwrap();
+        let o = tap.attn_out.read(gpu).unwrap();
+        check(
+            &format!("blocks.{l}.attn_logits"),
+            &a,
+            &fx[&format!("blocks.{l}.attn_logits")].1,
+            1e-4,
+            &mut failures,
+        );
+        check(
+            &format!("blocks.{l}.attn_out"),
+            &o,
+            &fx[&format!("blocks.{l}.attn_out")].1,
+            1e-4,
+            &mut failures,
+        );
+        objective +=
+            ca as f64 * a.iter().map(|&v| (v as f64).powi(2)).sum::<f64>() / a.len() as f64;
+        objective +=
+            co as f64 * o.iter().map(|&v| (v as f64).powi(2)).sum::<f64>() / o.len() as f64;
+        let da: Vec<f32> = a.iter().map(|&v| 2.0 * ca * v / a.len() as f32).collect();
+        let d_o: Vec<f32> = o.iter().map(|&v| 2.0 * co * v / o.len() as f32).collect();
+        tap.d_attn_logits.as_ref().unwrap().write(gpu, &da);
+        tap.d_attn_out.as_ref().unwrap().write(gpu, &d_o);
+    }
+    let want_obj = fx["objective"].1[0] as f64;
+    if ((objective - want_obj) / want_obj.abs().max(1e-12)).abs() > 1e-4 {
+        failures.push(format!("objective: got {objective}, want {want_obj}"));
+    }
+
+    g.backward(gpu);
+    check(
+        "grad.images",
+        &g.d_images.read(gpu).unwrap(),
+        &fx["grad.images"].1,
+        1e-3,
+        &mut failures,
+    );
+    for p in &vit.params {
+        let key = format!("grad.{}", p.name);
+        let (shape, want) = fx
+            .get(&key)
+            .unwrap_or_else(|| panic!("fixture lacks {key}"));
+        assert_eq!(shape, &p.shape, "{key} shape");
+        check(&key, &p.grad.read(gpu).unwrap(), want, 1e-3, &mut failures);
+    }
+    failures
+}
+
+fn assert_fixture(name: &str) {
+    let gpu = common::gpu();
+    let failures = run_fixture(&gpu, &fixture_dir(name));
+    assert!(
+        failures.is_empty(),
+        "{name} differs from PyTorch:\n{}",
+        failures.join("\n")
+    );
+}
+
+#[test]
+fn tiny_vit_matches_pytorch() {
+    assert_fixture("tiny_vit");
+}
+
+#[test]
+fn tiny_deit_distilled_matches_pytorch() {
+    assert_fixture("tiny_deit_distilled");
+}
+
+#[test]
+fn tiny_gray_f16_checkpoint_matches_pytorch() {
+    assert_fixture("tiny_gray_f16");
+}
+
+/// Full-size deit_tiny_patch16_224 with random weights. Its fixture (54 MB) is not committed:
+/// `python3 tools/make_fixtures.py --full` writes it (CI does so; it needs torch and timm).
+#[test]
+fn deit_tiny_full_matches_pytorch() {
+    let dir = fixture_dir("deit_tiny_full");
+    if !dir.join("fixture.safetensors").exists() {
+        if std::env::var("CI").is_ok_and(|v| v == "true") {
+            panic!(
+                "{} is missing: CI must generate it with `python3 tools/make_fixtures.py --full`",
+                dir.display()
+            );
+        }
+        eprintln!(
+            "SKIPPED deit_tiny_full: {} not found. Generate it with `pip install -r tools/requirements.txt && python3 tools/make_fixtures.py --full`",
+            dir.display()
+        );
+        return;
+    }
+    assert_fixture("deit_tiny_full");
+}
