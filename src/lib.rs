@@ -3,6 +3,9 @@
 //! Layout: [`gpu`] (device, buffers, dispatch), [`ops`] (one module per WGSL kernel family,
 //! each with a CPU reference), [`model`] (timm configs, checkpoints, the ViT forward/backward).
 
+pub mod commands;
+pub mod data;
 pub mod gpu;
 pub mod model;
 pub mod ops;
+pub mod rng;

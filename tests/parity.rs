@@ -184,23 +184,29 @@ fn tiny_gray_f16_checkpoint_matches_pytorch() {
     assert_fixture("tiny_gray_f16");
 }
 
-/// Full-size deit_tiny_patch16_224 with random weights. Its fixture (54 MB) is not committed:
-/// `python3 tools/make_fixtures.py --full` writes it (CI does so; it needs torch and timm).
+/// Full-size deit_tiny_patch16_224 with random weights. Its fixture (about 55 MB) is not
+/// committed: this test writes it with tools/make_fixtures.py when torch and timm are installed
+/// (`pip install -r tools/requirements.txt`; .ci/run does so). Without them it says so and passes,
+/// except under CI=true, where it fails.
 #[test]
 fn deit_tiny_full_matches_pytorch() {
     let dir = fixture_dir("deit_tiny_full");
     if !dir.join("fixture.safetensors").exists() {
-        if std::env::var("CI").is_ok_and(|v| v == "true") {
-            panic!(
-                "{} is missing: CI must generate it with `python3 tools/make_fixtures.py --full`",
-                dir.display()
-            );
+        let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+        let status = std::process::Command::new("python3")
+            .arg(root.join("tools/make_fixtures.py"))
+            .args(["--only", "deit_tiny_full", "--full", "--out"])
+            .arg(root.join("tests/fixtures"))
+            .status();
+        if !status.is_ok_and(|s| s.success()) || !dir.join("fixture.safetensors").exists() {
+            let msg = "deit_tiny_full NOT CHECKED: could not generate its fixture (python3 with torch and timm \
+                       is needed: pip install -r tools/requirements.txt)";
+            if std::env::var("CI").is_ok_and(|v| v == "true") {
+                panic!("{msg}");
+            }
+            eprintln!("{msg}");
+            return;
         }
-        eprintln!(
-            "SKIPPED deit_tiny_full: {} not found. Generate it with `pip install -r tools/requirements.txt && python3 tools/make_fixtures.py --full`",
-            dir.display()
-        );
-        return;
     }
     assert_fixture("deit_tiny_full");
 }

@@ -244,4 +244,79 @@ impl Gpu {
         }
         self.queue.submit([enc.finish()]);
     }
+
+    /// Runs `lists` in one compute pass and waits. Returns the wall-clock seconds and, where the
+    /// adapter has timestamp queries, the GPU seconds between the pass's start and end.
+    pub fn timed_run(&self, dispatches: &[&Dispatch]) -> Result<(f64, Option<f64>)> {
+        let stamps = self.features.contains(wgpu::Features::TIMESTAMP_QUERY);
+        let qs = stamps.then(|| {
+            self.device.create_query_set(&wgpu::QuerySetDescriptor {
+                label: Some("bench"),
+                ty: wgpu::QueryType::Timestamp,
+                count: 2,
+            })
+        });
+        let resolve = stamps.then(|| {
+            self.device.create_buffer(&wgpu::BufferDescriptor {
+                label: Some("timestamps"),
+                size: 16,
+                usage: wgpu::BufferUsages::QUERY_RESOLVE | wgpu::BufferUsages::COPY_SRC,
+                mapped_at_creation: false,
+            })
+        });
+        let readback = stamps.then(|| {
+            self.device.create_buffer(&wgpu::BufferDescriptor {
+                label: Some("timestamps readback"),
+                size: 16,
+                usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
+                mapped_at_creation: false,
+            })
+        });
+        let start = std::time::Instant::now();
+        let mut enc = self.device.create_command_encoder(&Default::default());
+        {
+            let writes = qs.as_ref().map(|q| wgpu::ComputePassTimestampWrites {
+                query_set: q,
+                beginning_of_pass_write_index: Some(0),
+                end_of_pass_write_index: Some(1),
+            });
+            let mut pass = enc.begin_compute_pass(&wgpu::ComputePassDescriptor {
+                label: Some("timed"),
+                timestamp_writes: writes,
+            });
+            for d in dispatches {
+                d.record(&mut pass);
+            }
+        }
+        if let (Some(q), Some(r), Some(rb)) = (&qs, &resolve, &readback) {
+            enc.resolve_query_set(q, 0..2, r, 0);
+            enc.copy_buffer_to_buffer(r, 0, rb, 0, 16);
+        }
+        self.queue.submit([enc.finish()]);
+        self.wait()?;
+        let wall = start.elapsed().as_secs_f64();
+        let gpu_s = match &readback {
+            Some(rb) => {
+                let (tx, rx) = std::sync::mpsc::channel();
+                rb.slice(..).map_async(wgpu::MapMode::Read, move |r| {
+                    let _ = tx.send(r);
+                });
+                self.wait()?;
+                rx.recv()?.map_err(|e| anyhow!("timestamp readback: {e}"))?;
+                let ticks: Vec<u64> = {
+                    let view = rb
+                        .slice(..)
+                        .get_mapped_range()
+                        .map_err(|e| anyhow!("timestamp view: {e:?}"))?;
+                    bytemuck::pod_collect_to_vec::<u8, u64>(&view)
+                };
+                rb.unmap();
+                let period = self.queue.get_timestamp_period() as f64;
+                let dt = ticks[1].wrapping_sub(ticks[0]) as f64 * period * 1e-9;
+                (ticks[1] > ticks[0]).then_some(dt)
+            }
+            None => None,
+        };
+        Ok((wall, gpu_s))
+    }
 }

@@ -16,6 +16,28 @@ pub struct Weights {
 }
 
 impl Weights {
+    /// timm-style random initialisation (truncated normal 0.02 for weights and embeddings,
+    /// zero biases, unit LayerNorm scales), for benchmarks and tests without a checkpoint.
+    pub fn random(cfg: &VitConfig, seed: u64) -> Weights {
+        let mut rng = crate::rng::Rng::new(seed);
+        let tensors = cfg
+            .tensor_shapes()
+            .into_iter()
+            .map(|(name, shape)| {
+                let n: usize = shape.iter().product();
+                let data: Vec<f32> = if name.ends_with(".bias") {
+                    vec![0.0; n]
+                } else if name.contains("norm") {
+                    vec![1.0; n]
+                } else {
+                    (0..n).map(|_| rng.trunc_normal(0.02) as f32).collect()
+                };
+                (name, shape, data)
+            })
+            .collect();
+        Weights { tensors }
+    }
+
     pub fn get(&self, name: &str) -> Option<&[f32]> {
         self.tensors
             .iter()

@@ -27,6 +27,9 @@ pub struct VitConfig {
     /// LayerNorm epsilon (timm ViT/DeiT: 1e-6).
     pub eps: f32,
     pub preprocess: Preprocess,
+    /// Class names from the config's `label_names`, where it has them.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub label_names: Option<Vec<String>>,
 }
 
 /// timm's eval transform: resize the shorter side to floor(size / crop_pct), center crop,
@@ -95,6 +98,7 @@ impl VitConfig {
                 crop_pct: 0.9,
                 interpolation: "bicubic".into(),
             },
+            label_names: None,
         })
     }
 
@@ -176,6 +180,26 @@ impl VitConfig {
         }
         if let Some(pc) = obj.get("pretrained_cfg") {
             cfg.read_pretrained_cfg(pc).context("in `pretrained_cfg`")?;
+        }
+        if let Some(names) = obj.get("label_names") {
+            let names: Vec<String> = names
+                .as_array()
+                .context("`label_names` must be an array of strings")?
+                .iter()
+                .map(|v| {
+                    v.as_str()
+                        .map(str::to_string)
+                        .context("`label_names` must hold strings")
+                })
+                .collect::<Result<_>>()?;
+            if names.len() != cfg.num_classes {
+                bail!(
+                    "`label_names` has {} names for {} classes",
+                    names.len(),
+                    cfg.num_classes
+                );
+            }
+            cfg.label_names = Some(names);
         }
         cfg.validate()?;
         Ok(cfg)

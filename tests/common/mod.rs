@@ -117,6 +117,25 @@ pub fn assert_close(name: &str, got: &[f32], want: &[f32], tol: f64) {
     );
 }
 
+/// Like [`assert_close`] but the error is relative to `max(max |want|, floor)`: for outputs
+/// whose natural scale is known and the reference can be all but zero (e.g. the gradient of a
+/// saturated softmax, ~1e-15, which is pure rounding noise on either side).
+#[track_caller]
+pub fn assert_close_floor(name: &str, got: &[f32], want: &[f32], tol: f64, floor: f64) {
+    assert_eq!(got.len(), want.len(), "{name}: length mismatch");
+    let (err, i) = rel_err(got, want);
+    let max_want = want.iter().fold(0f64, |m, &v| m.max((v as f64).abs())).max(1e-12);
+    let err = err * max_want / max_want.max(floor);
+    assert!(
+        err < tol,
+        "{name}: error {err:.3e} (relative to max(max |want|, {floor:e})) >= {tol:.1e}; worst \
+         index {i}: got {} want {} (len {})",
+        got[i],
+        want[i],
+        got.len()
+    );
+}
+
 /// Asserts two slices are bit-for-bit equal (pure data movement kernels).
 #[track_caller]
 pub fn assert_exact(name: &str, got: &[f32], want: &[f32]) {

@@ -1,0 +1,163 @@
+//! `maskaq bench`: forward and forward+backward throughput of a model on the adapter, and the
+//! matmul rate reached, timed with GPU timestamp queries where the adapter has them.
+
+use anyhow::Result;
+use serde::Serialize;
+
+use crate::gpu::{Dispatch, Gpu, Tensor};
+use crate::model::{Graph, GraphOptions, Vit};
+use crate::ops::matmul::{Matmul, View};
+
+#[derive(Serialize, Debug)]
+pub struct BenchReport {
+    pub adapter: String,
+    pub architecture: String,
+    pub batch: usize,
+    pub params: usize,
+    /// "gpu timestamps" or "wall clock".
+    pub timing: String,
+    pub forward_ms: f64,
+    pub forward_images_per_s: f64,
+    pub train_step_ms: f64,
+    pub train_images_per_s: f64,
+    /// Model FLOPs (2 x MACs) per second over the forward pass.
+    pub forward_gflops: f64,
+    /// Standalone matmul at the model's MLP shape (B*N x 4D x D).
+    pub gemm: GemmReport,
+}
+
+#[derive(Serialize, Debug)]
+pub struct GemmReport {
+    pub m: usize,
+    pub n: usize,
+    pub k: usize,
+    pub kernel: String,
+    pub ms: f64,
+    pub gflops: f64,
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(|a, b| a.total_cmp(b));
+    v[v.len() / 2]
+}
+
+/// Times `list` `iters` times after one warm-up; returns (median seconds, used timestamps).
+fn time(gpu: &Gpu, list: &[&Dispatch], iters: usize) -> Result<(f64, bool)> {
+    gpu.timed_run(list)?;
+    let mut samples = Vec::new();
+    let mut stamped = true;
+    for _ in 0..iters.max(1) {
+        let (wall, g) = gpu.timed_run(list)?;
+        stamped &= g.is_some();
+        samples.push(g.unwrap_or(wall));
+    }
+    Ok((median(samples), stamped))
+}
+
+pub fn run(
+    gpu: &Gpu,
+    vit: &Vit,
+    batch: usize,
+    iters: usize,
+    progress: bool,
+) -> Result<BenchReport> {
+    let cfg = &vit.cfg;
+    let g = Graph::build(
+        gpu,
+        vit,
+        batch,
+        GraphOptions {
+            backward: true,
+            ..Default::default()
+        },
+    );
+    let mut rng = crate::rng::Rng::new(1);
+    let imgs: Vec<f32> = (0..g.images.numel()).map(|_| rng.normal() as f32).collect();
+    g.images.write(gpu, &imgs);
+    let dl: Vec<f32> = (0..g.d_logits.numel())
+        .map(|_| rng.normal() as f32 * 1e-3)
+        .collect();
+    g.d_logits.write(gpu, &dl);
+    if progress {
+        eprintln!(
+            "bench: {} batch {batch} on {}",
+            cfg.architecture,
+            gpu.describe()
+        );
+    }
+    let fwd_list: Vec<&Dispatch> = g.forward_dispatches().iter().collect();
+    let train_list: Vec<&Dispatch> = g
+        .forward_dispatches()
+        .iter()
+        .chain(g.backward_dispatches())
+        .collect();
+    let (fwd, s1) = time(gpu, &fwd_list, iters)?;
+    let (train, s2) = time(gpu, &train_list, iters)?;
+
+    let (m, n, k) = (batch * cfg.tokens(), cfg.mlp_hidden, cfg.embed_dim);
+    let a = Tensor::zeros(gpu, &[m, k]);
+    let w = Tensor::zeros(gpu, &[n, k]);
+    let c = Tensor::zeros(gpu, &[m, n]);
+    let mm = Matmul::new(m, n, k, View::rows(k), View::rows(k).t(), View::rows(n))
+        .dispatch(gpu, &a, &w, None, &c);
+    const REPS: usize = 10;
+    let (gemm_s, s3) = time(gpu, &vec![&mm; REPS], iters)?;
+    let gemm_s = gemm_s / REPS as f64;
+    let macs = cfg.macs_per_image() * batch as f64;
+    Ok(BenchReport {
+        adapter: gpu.describe(),
+        architecture: cfg.architecture.clone(),
+        batch,
+        params: vit.num_params(),
+        timing: if s1 && s2 && s3 {
+            "gpu timestamps".into()
+        } else {
+            "wall clock".into()
+        },
+        forward_ms: fwd * 1e3,
+        forward_images_per_s: batch as f64 / fwd,
+        train_step_ms: train * 1e3,
+        train_images_per_s: batch as f64 / train,
+        forward_gflops: 2.0 * macs / fwd * 1e-9,
+        gemm: GemmReport {
+            m,
+            n,
+            k,
+            kernel: if gpu.cpu_like {
+                "matmul_regs".into()
+            } else {
+                "matmul_tiled".into()
+            },
+            ms: gemm_s * 1e3,
+            gflops: 2.0 * (m * n * k) as f64 / gemm_s * 1e-9,
+        },
+    })
+}
+
+pub fn print(r: &BenchReport, json: bool) -> Result<()> {
+    if json {
+        println!("{}", serde_json::to_string_pretty(r)?);
+        return Ok(());
+    }
+    println!("adapter      {}", r.adapter);
+    println!(
+        "model        {} ({:.2} M params), batch {}",
+        r.architecture,
+        r.params as f64 / 1e6,
+        r.batch
+    );
+    println!(
+        "forward      {:9.2} ms  {:10.1} images/s  {:8.1} GFLOP/s",
+        r.forward_ms, r.forward_images_per_s, r.forward_gflops
+    );
+    println!(
+        "fwd+bwd      {:9.2} ms  {:10.1} images/s",
+        r.train_step_ms, r.train_images_per_s
+    );
+    println!(
+        "matmul       {}x{}x{} ({}): {:.3} ms, {:.1} GFLOP/s",
+        r.gemm.m, r.gemm.n, r.gemm.k, r.gemm.kernel, r.gemm.ms, r.gemm.gflops
+    );
+    println!("timing       {} (median)", r.timing);
+    Ok(())
+}

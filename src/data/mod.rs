@@ -1,0 +1,3 @@
+//! Input data: image decoding and timm's evaluation preprocessing.
+
+pub mod preprocess;
