@@ -67,6 +67,9 @@ enum Command {
         /// Timed repetitions (the median is reported).
         #[arg(long, default_value_t = 5)]
         iters: usize,
+        /// Also time every kernel launch of one forward+backward and sum by kernel.
+        #[arg(long)]
+        profile: bool,
         #[arg(long)]
         json: bool,
     },
@@ -108,6 +111,7 @@ fn run(cli: Cli) -> Result<()> {
             arch,
             batch,
             iters,
+            profile,
             json,
         } => {
             if batch == 0 {
@@ -115,7 +119,7 @@ fn run(cli: Cli) -> Result<()> {
             }
             let gpu = gpu(&cli.gpu)?;
             let vit = commands::load_or_random(&gpu, model.as_deref(), arch.as_deref())?;
-            let report = commands::bench::run(&gpu, &vit, batch, iters, !json)?;
+            let report = commands::bench::run(&gpu, &vit, batch, iters, profile, !json)?;
             commands::bench::print(&report, json)
         }
     }

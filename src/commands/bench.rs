@@ -24,6 +24,16 @@ pub struct BenchReport {
     pub forward_gflops: f64,
     /// Standalone matmul at the model's MLP shape (B*N x 4D x D).
     pub gemm: GemmReport,
+    /// With `--profile`: GPU time per kernel over one forward+backward, largest first.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub profile: Vec<KernelTime>,
+}
+
+#[derive(Serialize, Debug)]
+pub struct KernelTime {
+    pub kernel: String,
+    pub launches: usize,
+    pub ms: f64,
 }
 
 #[derive(Serialize, Debug)]
@@ -59,6 +69,7 @@ pub fn run(
     vit: &Vit,
     batch: usize,
     iters: usize,
+    profile: bool,
     progress: bool,
 ) -> Result<BenchReport> {
     let cfg = &vit.cfg;
@@ -103,6 +114,11 @@ pub fn run(
     const REPS: usize = 10;
     let (gemm_s, s3) = time(gpu, &vec![&mm; REPS], iters)?;
     let gemm_s = gemm_s / REPS as f64;
+    let profile = if profile {
+        profile_kernels(gpu, &train_list)?
+    } else {
+        Vec::new()
+    };
     let macs = cfg.macs_per_image() * batch as f64;
     Ok(BenchReport {
         adapter: gpu.describe(),
@@ -131,7 +147,30 @@ pub fn run(
             ms: gemm_s * 1e3,
             gflops: 2.0 * (m * n * k) as f64 / gemm_s * 1e-9,
         },
+        profile,
     })
+}
+
+/// Times every launch on its own (one pass each) and sums by kernel.
+fn profile_kernels(gpu: &Gpu, list: &[&Dispatch]) -> Result<Vec<KernelTime>> {
+    let mut by_kernel: Vec<KernelTime> = Vec::new();
+    for d in list {
+        let (wall, g) = gpu.timed_run(&[d])?;
+        let ms = g.unwrap_or(wall) * 1e3;
+        match by_kernel.iter_mut().find(|k| k.kernel == d.kernel) {
+            Some(k) => {
+                k.launches += 1;
+                k.ms += ms;
+            }
+            None => by_kernel.push(KernelTime {
+                kernel: d.kernel.to_string(),
+                launches: 1,
+                ms,
+            }),
+        }
+    }
+    by_kernel.sort_by(|a, b| b.ms.total_cmp(&a.ms));
+    Ok(by_kernel)
 }
 
 pub fn print(r: &BenchReport, json: bool) -> Result<()> {
@@ -159,5 +198,20 @@ pub fn print(r: &BenchReport, json: bool) -> Result<()> {
         r.gemm.m, r.gemm.n, r.gemm.k, r.gemm.kernel, r.gemm.ms, r.gemm.gflops
     );
     println!("timing       {} (median)", r.timing);
+    if !r.profile.is_empty() {
+        let total: f64 = r.profile.iter().map(|k| k.ms).sum();
+        println!(
+            "profile      one forward+backward, each launch timed alone ({total:.2} ms in all):"
+        );
+        for k in &r.profile {
+            println!(
+                "  {:<28} {:5} launches {:10.3} ms {:5.1}%",
+                k.kernel,
+                k.launches,
+                k.ms,
+                100.0 * k.ms / total
+            );
+        }
+    }
     Ok(())
 }

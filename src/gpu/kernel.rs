@@ -79,6 +79,8 @@ impl Pipeline {
 
 /// A bound kernel launch, built once and recorded as often as needed.
 pub struct Dispatch {
+    /// The kernel's id (for profiles).
+    pub kernel: &'static str,
     pipeline: Arc<Pipeline>,
     bind_group: wgpu::BindGroup,
     grid: [u32; 3],
@@ -156,6 +158,7 @@ impl Gpu {
             entries: &entries,
         });
         Dispatch {
+            kernel: kernel.id,
             pipeline,
             bind_group,
             grid,

@@ -124,7 +124,10 @@ pub fn assert_close(name: &str, got: &[f32], want: &[f32], tol: f64) {
 pub fn assert_close_floor(name: &str, got: &[f32], want: &[f32], tol: f64, floor: f64) {
     assert_eq!(got.len(), want.len(), "{name}: length mismatch");
     let (err, i) = rel_err(got, want);
-    let max_want = want.iter().fold(0f64, |m, &v| m.max((v as f64).abs())).max(1e-12);
+    let max_want = want
+        .iter()
+        .fold(0f64, |m, &v| m.max((v as f64).abs()))
+        .max(1e-12);
     let err = err * max_want / max_want.max(floor);
     assert!(
         err < tol,

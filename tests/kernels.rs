@@ -1,0 +1,1168 @@
+//! Every WGSL kernel against its CPU reference (`ops::*::cpu*`) on ragged shapes, and every
+//! backward kernel against central finite differences of the CPU forward.
+//!
+//! Run with `WGPU_BACKEND=vulkan cargo test --test kernels -- --test-threads=1`. Without a GPU
+//! the Mesa lavapipe software adapter is used; the tests fail (they do not skip) when there is
+//! no adapter at all. Both matmul variants (`matmul_regs`, `matmul_tiled`) are tested on
+//! whatever adapter is found by flipping `Gpu::cpu_like` before building the dispatches.
+
+mod common;
+
+use common::{
+    Rng, assert_close, assert_close_floor, assert_exact, gpu, read, run1, upload, upload1,
+};
+use maskaq::gpu::{Gpu, Tensor};
+use maskaq::ops::copy::{self, Copy4};
+use maskaq::ops::embed::Geometry;
+use maskaq::ops::matmul::{Matmul, View};
+use maskaq::ops::reduce::SumRows;
+use maskaq::ops::{gelu, layernorm, loss, softmax};
+
+/// Relative error bound for kernel vs CPU reference (max abs error / max |reference|).
+const TOL: f64 = 1e-5;
+/// Ragged sizes: 1, below a 4-wide register block, just past a 16 boundary, just past 64.
+const SIZES: [usize; 4] = [1, 3, 17, 65];
+
+fn dot(w: &[f32], y: &[f32]) -> f64 {
+    assert_eq!(w.len(), y.len());
+    w.iter().zip(y).map(|(&a, &b)| a as f64 * b as f64).sum()
+}
+
+fn add(a: &[f32], b: &[f32]) -> Vec<f32> {
+    a.iter().zip(b).map(|(x, y)| x + y).collect()
+}
+
+// ------------------------------------------------------------------------------------------
+// matmul
+// ------------------------------------------------------------------------------------------
+
+const VARIANTS: [(&str, bool); 2] = [("regs", false), ("tiled", true)];
+
+/// Selects the matmul variant used by dispatches built from now on.
+fn use_variant(gpu: &mut Gpu, tiled: bool) {
+    gpu.cpu_like = !tiled;
+}
+
+/// One past the largest element index `v` addresses for a `rows x cols` operand.
+fn span(v: &View, rows: usize, cols: usize, b1: usize, b2: usize) -> usize {
+    if rows == 0 || cols == 0 {
+        return v.off + 1;
+    }
+    v.off + (b1 - 1) * v.b1 + (b2 - 1) * v.b2 + (rows - 1) * v.rs + (cols - 1) * v.cs + 1
+}
+
+/// Which elements of C the product writes.
+fn c_mask(mm: &Matmul, len: usize) -> Vec<bool> {
+    let mut mask = vec![false; len];
+    for z1 in 0..mm.batch1 {
+        for z2 in 0..mm.batch2 {
+            for i in 0..mm.m {
+                for j in 0..mm.n {
+                    mask[mm.c.off + z1 * mm.c.b1 + z2 * mm.c.b2 + i * mm.c.rs + j] = true;
+                }
+            }
+        }
+    }
+    mask
+}
+
+/// Runs `mm` on random operands (with slack around each buffer, and C pre-filled with random
+/// values) on both matmul variants and compares C with `Matmul::cpu`. Elements of C the
+/// product does not address must be left bit-for-bit unchanged.
+fn check_matmul(gpu: &mut Gpu, name: &str, mm: Matmul, seed: u64, tol: f64) {
+    let (b1, b2) = (mm.batch1, mm.batch2);
+    let mut rng = Rng::new(seed);
+    let a_len = span(&mm.a, mm.m, mm.k, b1, b2) + 3;
+    let b_len = span(&mm.b, mm.k, mm.n, b1, b2) + 2;
+    let c_len = span(&mm.c, mm.m, mm.n, b1, b2) + 5;
+    let a = rng.vec(a_len, 1.0);
+    let b = rng.vec(b_len, 1.0);
+    let c0 = rng.vec(c_len, 1.0);
+    let bias = mm.bias_off.map(|off| rng.vec(off + mm.n + 2, 1.0));
+    let mut want = c0.clone();
+    mm.cpu(&a, &b, bias.as_deref(), &mut want);
+    let mask = c_mask(&mm, c_len);
+
+    let ta = upload1(gpu, &a);
+    let tb = upload1(gpu, &b);
+    let tbias = bias.as_ref().map(|v| upload1(gpu, v));
+    for (vname, tiled) in VARIANTS {
+        use_variant(gpu, tiled);
+        let tc = upload1(gpu, &c0);
+        let d = mm.dispatch(gpu, &ta, &tb, tbias.as_ref(), &tc);
+        run1(gpu, &d);
+        let got = read(gpu, &tc);
+        let label = format!("matmul_{vname} {name} m={} n={} k={}", mm.m, mm.n, mm.k);
+        assert_close(&label, &got, &want, tol);
+        for i in 0..c_len {
+            if !mask[i] {
+                assert_eq!(
+                    got[i].to_bits(),
+                    c0[i].to_bits(),
+                    "{label}: element {i} of C is outside the product but was written"
+                );
+            }
+        }
+    }
+}
+
+#[test]
+fn matmul_plain_ragged() {
+    let mut g = gpu();
+    let mut seed = 1;
+    for m in SIZES {
+        for n in SIZES {
+            for k in SIZES {
+                let mm = Matmul::new(m, n, k, View::rows(k), View::rows(n), View::rows(n));
+                check_matmul(&mut g, "plain", mm, seed, TOL);
+                seed += 1;
+            }
+        }
+    }
+}
+
+/// Transposed operands, padded leading dimensions, offsets, bias, alpha/beta.
+#[test]
+fn matmul_layouts_bias_scale() {
+    let mut g = gpu();
+    let shapes = [
+        (3, 17, 65),
+        (65, 17, 3),
+        (17, 65, 1),
+        (1, 1, 17),
+        (65, 65, 65),
+        (1, 65, 3),
+    ];
+    let mut seed = 100;
+    for (m, n, k) in shapes {
+        let plain = Matmul::new(m, n, k, View::rows(k), View::rows(n), View::rows(n));
+        // A stored K x M (leading dim m + 2), read transposed: weight-gradient products.
+        let at = View::rows(m + 2).t();
+        // B stored N x K (leading dim k + 1), read transposed: x W^T with torch weights.
+        let bt = View::rows(k + 1).t();
+        let cases: Vec<(&str, Matmul)> = vec![
+            ("a_t", Matmul { a: at, ..plain }),
+            ("b_t", Matmul { b: bt, ..plain }),
+            (
+                "a_t b_t",
+                Matmul {
+                    a: at,
+                    b: bt,
+                    ..plain
+                },
+            ),
+            (
+                "offsets and padded C",
+                Matmul {
+                    a: View::rows(k + 3).at(5),
+                    b: View::rows(n + 1).at(7),
+                    c: View::rows(n + 4).at(11),
+                    ..plain
+                },
+            ),
+            ("bias", plain.bias(4)),
+            ("alpha beta", plain.scale(0.5, -1.5)),
+            ("accumulate", plain.scale(1.0, 1.0)),
+            ("alpha only", plain.scale(-2.0, 0.0)),
+            (
+                "bias alpha beta b_t",
+                Matmul { b: bt, ..plain }.bias(1).scale(0.25, 0.75),
+            ),
+        ];
+        for (name, mm) in cases {
+            check_matmul(&mut g, name, mm, seed, TOL);
+            seed += 1;
+        }
+    }
+}
+
+/// K = 0: C = alpha * bias + beta * C.
+#[test]
+fn matmul_empty_k() {
+    let mut g = gpu();
+    let mm = Matmul::new(17, 5, 0, View::rows(1), View::rows(5), View::rows(5))
+        .bias(2)
+        .scale(0.5, 2.0);
+    check_matmul(&mut g, "k=0", mm, 7, TOL);
+}
+
+#[test]
+fn matmul_large_and_long_k() {
+    let mut g = gpu();
+    let (m, n, k) = (128, 96, 80);
+    let plain = Matmul::new(m, n, k, View::rows(k), View::rows(n), View::rows(n));
+    check_matmul(&mut g, "128x96x80", plain, 200, TOL);
+    // dW = X^T dY shape: A transposed, accumulate.
+    let mm = Matmul {
+        a: View::rows(m).t(),
+        ..plain
+    }
+    .scale(1.0, 1.0);
+    check_matmul(&mut g, "128x96x80 a_t accumulate", mm, 201, TOL);
+    let mm = Matmul {
+        b: View::rows(k).t(),
+        ..plain
+    }
+    .bias(0);
+    check_matmul(&mut g, "128x96x80 b_t bias", mm, 202, TOL);
+    // A long reduction: error relative to max |C| stays at the f32 level.
+    let (m, n, k) = (3, 5, 4099);
+    let mm = Matmul::new(m, n, k, View::rows(k), View::rows(n), View::rows(n));
+    check_matmul(&mut g, "long k", mm, 203, TOL);
+}
+
+/// Attention's batched products on a fused qkv matrix [B, N, 3D] (D = H * hd), heads as the
+/// second batch index: S = Q K^T, O = P V (heads merged back into [B, N, D]), and the
+/// backward dK = dS^T Q written into dqkv at offset D with accumulation.
+#[test]
+fn matmul_batched_attention_views() {
+    let mut g = gpu();
+    let (bsz, heads, hd, n) = (2, 3, 5, 17);
+    let d = heads * hd;
+    let rs = 3 * d;
+    let q = View {
+        off: 0,
+        rs,
+        cs: 1,
+        b1: n * rs,
+        b2: hd,
+    };
+    let k = q.at(d);
+    let v = q.at(2 * d);
+    // scores / probabilities [B, H, N, N]
+    let s = View {
+        off: 0,
+        rs: n,
+        cs: 1,
+        b1: heads * n * n,
+        b2: n * n,
+    };
+    let qk = Matmul::new(n, n, hd, q, k.t(), s).batched(bsz, heads);
+    check_matmul(&mut g, "S = Q K^T", qk, 300, TOL);
+    let scaled = Matmul::new(n, n, hd, q, k.t(), s)
+        .batched(bsz, heads)
+        .scale(0.125, 0.0);
+    check_matmul(&mut g, "S = Q K^T * scale", scaled, 301, TOL);
+    // O [B, N, D], head h at column h*hd.
+    let o = View {
+        off: 0,
+        rs: d,
+        cs: 1,
+        b1: n * d,
+        b2: hd,
+    };
+    let pv = Matmul::new(n, hd, n, s, v, o).batched(bsz, heads);
+    check_matmul(&mut g, "O = P V", pv, 302, TOL);
+    // dK = dS^T Q into dqkv's k block, accumulating.
+    let dk = Matmul::new(n, hd, n, s.t(), q, k)
+        .batched(bsz, heads)
+        .scale(1.0, 1.0);
+    check_matmul(&mut g, "dK = dS^T Q", dk, 303, TOL);
+    // dQ = dS K into dqkv's q block.
+    let dq = Matmul::new(n, hd, n, s, k, q).batched(bsz, heads);
+    check_matmul(&mut g, "dQ = dS K", dq, 304, TOL);
+    // A batch of one with both batch strides zero (shared B, e.g. a weight).
+    let shared = Matmul::new(
+        n,
+        hd,
+        hd,
+        View::rows(hd).batch(n * hd, 0),
+        View::rows(hd),
+        View::rows(hd).batch(n * hd, 0),
+    )
+    .batched(bsz, 1);
+    check_matmul(&mut g, "batched, shared B", shared, 305, TOL);
+}
+
+// ------------------------------------------------------------------------------------------
+// layernorm
+// ------------------------------------------------------------------------------------------
+
+fn split_stats(stats: &[f32]) -> (Vec<f32>, Vec<f32>) {
+    (
+        stats.iter().step_by(2).copied().collect(),
+        stats.iter().skip(1).step_by(2).copied().collect(),
+    )
+}
+
+#[test]
+fn layernorm_forward_backward() {
+    let g = gpu();
+    let eps = 1e-6;
+    let mut rng = Rng::new(11);
+    for rows in [1, 3, 65] {
+        for d in SIZES {
+            let name = format!("rows={rows} d={d}");
+            let x: Vec<f32> = rng.vec(rows * d, 2.0).iter().map(|v| v + 0.7).collect();
+            let gamma = rng.vec(d, 1.5);
+            let beta = rng.vec(d, 0.5);
+            let (want_y, want_stats) = layernorm::cpu_forward(rows, d, eps, &x, &gamma, &beta);
+
+            let tx = upload1(&g, &x);
+            let tg = upload1(&g, &gamma);
+            let tb = upload1(&g, &beta);
+            let ty = Tensor::zeros(&g, &[rows, d]);
+            let ts = Tensor::zeros(&g, &[rows, 2]);
+            run1(
+                &g,
+                &layernorm::forward(&g, rows, d, eps, &tx, &tg, &tb, &ty, &ts),
+            );
+            assert_close(&format!("layernorm y {name}"), &read(&g, &ty), &want_y, TOL);
+            let (gm, gr) = split_stats(&read(&g, &ts));
+            let (wm, wr) = split_stats(&want_stats);
+            assert_close(&format!("layernorm mean {name}"), &gm, &wm, TOL);
+            assert_close(&format!("layernorm rstd {name}"), &gr, &wr, TOL);
+
+            let dy = rng.vec(rows * d, 1.0);
+            let dres = rng.vec(rows * d, 1.0);
+            let (want_dx, want_dg, want_db) =
+                layernorm::cpu_backward(rows, d, eps, &x, &gamma, &dy);
+            let tdy = upload1(&g, &dy);
+            let tdres = upload1(&g, &dres);
+            // dx starts as garbage: the kernel must overwrite, not accumulate.
+            let tdx = upload1(&g, &rng.vec(rows * d, 9.0));
+            run1(
+                &g,
+                &layernorm::backward_input(&g, rows, d, &tx, &tg, &ts, &tdy, None, &tdx),
+            );
+            assert_close(
+                &format!("layernorm dx {name}"),
+                &read(&g, &tdx),
+                &want_dx,
+                TOL,
+            );
+            run1(
+                &g,
+                &layernorm::backward_input(&g, rows, d, &tx, &tg, &ts, &tdy, Some(&tdres), &tdx),
+            );
+            assert_close(
+                &format!("layernorm dx+dres {name}"),
+                &read(&g, &tdx),
+                &add(&want_dx, &dres),
+                TOL,
+            );
+            let tdg = upload1(&g, &rng.vec(d, 9.0));
+            let tdb = upload1(&g, &rng.vec(d, 9.0));
+            run1(
+                &g,
+                &layernorm::backward_params(&g, rows, d, &tx, &ts, &tdy, &tdg, &tdb),
+            );
+            assert_close(
+                &format!("layernorm dgamma {name}"),
+                &read(&g, &tdg),
+                &want_dg,
+                TOL,
+            );
+            assert_close(
+                &format!("layernorm dbeta {name}"),
+                &read(&g, &tdb),
+                &want_db,
+                TOL,
+            );
+        }
+    }
+}
+
+// ------------------------------------------------------------------------------------------
+// softmax
+// ------------------------------------------------------------------------------------------
+
+#[test]
+fn softmax_forward_backward() {
+    let g = gpu();
+    let mut rng = Rng::new(12);
+    for rows in [1, 3, 65] {
+        for n in SIZES {
+            // (8, 13): the row max must be taken of scale * a, or exp overflows (8*13 - 13 > 88).
+            for (scale, amp) in [(0.37f32, 5.0f32), (1.0, 60.0), (8.0, 13.0)] {
+                let name = format!("rows={rows} n={n} scale={scale} amp={amp}");
+                let a = rng.vec(rows * n, amp);
+                let want = softmax::cpu_forward(rows, n, scale, &a);
+                let ta = upload1(&g, &a);
+                let tp = Tensor::zeros(&g, &[rows, n]);
+                run1(&g, &softmax::forward(&g, rows, n, scale, &ta, &tp));
+                assert_close(&format!("softmax {name}"), &read(&g, &tp), &want, TOL);
+
+                let dprob = rng.vec(rows * n, 1.0);
+                let extra = rng.vec(rows * n, 1.0);
+                let want_da = softmax::cpu_backward(rows, n, scale, &want, &dprob);
+                let tprob = upload1(&g, &want);
+                let tdp = upload1(&g, &dprob);
+                let tex = upload1(&g, &extra);
+                let tda = upload1(&g, &rng.vec(rows * n, 9.0));
+                run1(
+                    &g,
+                    &softmax::backward(&g, rows, n, scale, &tprob, &tdp, None, &tda),
+                );
+                // With large logits the rows are one-hot and the reference gradient is ~1e-15
+                // (rounding noise): measure the error against the gradient's natural scale,
+                // scale * max |dprob| (~scale), instead.
+                let got = read(&g, &tda);
+                let name_da = format!("softmax da {name}");
+                assert_close_floor(&name_da, &got, &want_da, TOL, scale as f64);
+                run1(
+                    &g,
+                    &softmax::backward(&g, rows, n, scale, &tprob, &tdp, Some(&tex), &tda),
+                );
+                assert_close(
+                    &format!("softmax da+extra {name}"),
+                    &read(&g, &tda),
+                    &add(&want_da, &extra),
+                    TOL,
+                );
+            }
+        }
+    }
+}
+
+// ------------------------------------------------------------------------------------------
+// gelu
+// ------------------------------------------------------------------------------------------
+
+#[test]
+fn gelu_forward_backward() {
+    let g = gpu();
+    let mut rng = Rng::new(13);
+    let mut inputs: Vec<Vec<f32>> = [1, 3, 17, 65, 1000]
+        .iter()
+        .map(|&n| rng.vec(n, 3.0))
+        .collect();
+    inputs.push(rng.vec(300, 8.0));
+    inputs.push(vec![
+        0.0, 1e-3, -1e-3, 0.5, -0.5, 1.0, -1.0, 3.0, -3.0, 10.0, -10.0, 20.0, -20.0,
+    ]);
+    for x in inputs {
+        let n = x.len();
+        let tx = upload1(&g, &x);
+        let ty = upload1(&g, &rng.vec(n, 9.0));
+        run1(&g, &gelu::forward(&g, &tx, &ty));
+        assert_close(
+            &format!("gelu n={n}"),
+            &read(&g, &ty),
+            &gelu::cpu_forward(&x),
+            TOL,
+        );
+        let dy = rng.vec(n, 1.0);
+        let tdy = upload1(&g, &dy);
+        let tdx = upload1(&g, &rng.vec(n, 9.0));
+        run1(&g, &gelu::backward(&g, &tx, &tdy, &tdx));
+        assert_close(
+            &format!("gelu backward n={n}"),
+            &read(&g, &tdx),
+            &gelu::cpu_backward(&x, &dy),
+            TOL,
+        );
+    }
+}
+
+// ------------------------------------------------------------------------------------------
+// copy4d, fill, sum_rows
+// ------------------------------------------------------------------------------------------
+
+/// Runs `c` on random src/dst (dst pre-filled) and compares all of dst with `Copy4::cpu`.
+fn check_copy(g: &Gpu, name: &str, c: Copy4, src_len: usize, dst_len: usize, seed: u64) {
+    let mut rng = Rng::new(seed);
+    let src = rng.vec(src_len, 1.0);
+    let dst0 = rng.vec(dst_len, 1.0);
+    let mut want = dst0.clone();
+    c.cpu(&src, &mut want);
+    let ts = upload1(g, &src);
+    let td = upload1(g, &dst0);
+    run1(g, &c.dispatch(g, &ts, &td));
+    let got = read(g, &td);
+    if c.alpha == 1.0 && c.beta == 0.0 {
+        assert_exact(&format!("copy4d {name}"), &got, &want);
+    } else {
+        assert_close(&format!("copy4d {name}"), &got, &want, 1e-6);
+    }
+}
+
+#[test]
+fn copy4d_strided() {
+    let g = gpu();
+    let (b, n, h, hd) = (2, 5, 3, 4);
+    let d = h * hd;
+    // Head split: the k block of a fused qkv [B, N, 3D] into [B, H, N, hd].
+    let split = Copy4 {
+        dims: [b, h, n, hd],
+        s_off: d,
+        s: [n * 3 * d, hd, 3 * d, 1],
+        t_off: 0,
+        t: [h * n * hd, n * hd, hd, 1],
+        alpha: 1.0,
+        beta: 0.0,
+    };
+    check_copy(&g, "head split", split, b * n * 3 * d, b * h * n * hd, 21);
+    // Head merge back into the v block of a padded [B, N, 3D + 2] matrix, scaled, accumulating.
+    let merge = Copy4 {
+        dims: [b, h, n, hd],
+        s_off: 0,
+        s: [h * n * hd, n * hd, hd, 1],
+        t_off: 2 * d + 1,
+        t: [n * (3 * d + 2), hd, 3 * d + 2, 1],
+        alpha: 0.5,
+        beta: 2.0,
+    };
+    check_copy(
+        &g,
+        "head merge alpha beta",
+        merge,
+        b * h * n * hd,
+        b * n * (3 * d + 2),
+        22,
+    );
+    // 2-d transpose of a 17 x 65 matrix into a 65 x 17 one.
+    let tr = Copy4 {
+        dims: [1, 1, 65, 17],
+        s_off: 0,
+        s: [0, 0, 1, 65],
+        t_off: 0,
+        t: [0, 0, 17, 1],
+        alpha: 1.0,
+        beta: 0.0,
+    };
+    check_copy(&g, "transpose", tr, 17 * 65, 65 * 17, 23);
+    // Class-token rows gathered from [B=3, N=17, D=65] with offsets, alpha only.
+    let cls = Copy4 {
+        dims: [1, 1, 3, 65],
+        s_off: 65,
+        s: [0, 0, 17 * 65, 1],
+        t_off: 1,
+        t: [0, 0, 65, 1],
+        alpha: -1.5,
+        beta: 0.0,
+    };
+    check_copy(&g, "gather rows alpha", cls, 3 * 17 * 65, 3 * 65 + 4, 24);
+    // beta = 1 accumulation, every dimension ragged.
+    let acc = Copy4 {
+        dims: [3, 1, 17, 3],
+        s_off: 2,
+        s: [17 * 3 + 1, 0, 3, 1],
+        t_off: 0,
+        t: [17 * 3, 0, 3, 1],
+        alpha: 1.0,
+        beta: 1.0,
+    };
+    check_copy(&g, "accumulate", acc, 3 * (17 * 3 + 1) + 2, 3 * 17 * 3, 25);
+    // Flat copy and an empty box (dst untouched).
+    check_copy(&g, "flat", Copy4::flat(65), 65, 65, 26);
+    let empty = Copy4 {
+        dims: [2, 0, 3, 4],
+        ..Copy4::flat(1)
+    };
+    check_copy(&g, "empty box", empty, 5, 7, 27);
+}
+
+#[test]
+fn fill_ragged() {
+    let g = gpu();
+    let mut rng = Rng::new(31);
+    for n in [1, 3, 17, 65, 300] {
+        let t = upload1(&g, &rng.vec(n, 1.0));
+        run1(&g, &copy::fill(&g, &t, -3.25));
+        assert_exact(&format!("fill n={n}"), &read(&g, &t), &vec![-3.25; n]);
+    }
+}
+
+/// More than 65535 workgroups: the 1-d grid folds into y, and the shaders must recover the
+/// linear index from (wid.y * nwg.x + wid.x).
+#[test]
+fn copy_and_fill_folded_grid() {
+    let g = gpu();
+    let n = 256 * 65535 + 77;
+    let grid = maskaq::gpu::grid_for(&copy::COPY, n);
+    assert!(grid[1] > 1, "expected a folded grid, got {grid:?}");
+    let src: Vec<f32> = (0..n).map(|i| (i % 1_000_003) as f32).collect();
+    let ts = upload1(&g, &src);
+    let td = Tensor::zeros(&g, &[n]);
+    run1(&g, &Copy4::flat(n).dispatch(&g, &ts, &td));
+    assert_exact("copy4d folded grid", &read(&g, &td), &src);
+    run1(&g, &copy::fill(&g, &td, 0.5));
+    let got = read(&g, &td);
+    if let Some(i) = got.iter().position(|&v| v != 0.5) {
+        panic!("fill folded grid: element {i} is {}", got[i]);
+    }
+}
+
+#[test]
+fn sum_rows_strided() {
+    let g = gpu();
+    let cases = [
+        SumRows::matrix(65, 65),
+        SumRows::matrix(1, 17),
+        SumRows {
+            n: 17,
+            rows: 5,
+            s_off: 3,
+            rs: 20,
+            o_off: 2,
+            alpha: 0.5,
+            beta: -2.0,
+        },
+        SumRows {
+            n: 1,
+            rows: 3,
+            s_off: 1,
+            rs: 4,
+            o_off: 0,
+            alpha: 1.0,
+            beta: 1.0,
+        },
+        SumRows {
+            n: 65,
+            rows: 17,
+            s_off: 65,
+            rs: 3 * 65,
+            o_off: 1,
+            alpha: -1.0,
+            beta: 0.0,
+        },
+        SumRows {
+            n: 3,
+            rows: 0,
+            s_off: 0,
+            rs: 3,
+            o_off: 0,
+            alpha: 1.0,
+            beta: 0.5,
+        },
+    ];
+    for (i, c) in cases.into_iter().enumerate() {
+        let mut rng = Rng::new(40 + i as u64);
+        let src_len = c.s_off + c.rows.max(1) * c.rs + 3;
+        let src = rng.vec(src_len, 1.0);
+        let out0 = rng.vec(c.o_off + c.n + 2, 1.0);
+        let mut want = out0.clone();
+        c.cpu(&src, &mut want);
+        let ts = upload1(&g, &src);
+        let to = upload1(&g, &out0);
+        run1(&g, &c.dispatch(&g, &ts, &to));
+        assert_close(&format!("sum_rows {c:?}"), &read(&g, &to), &want, TOL);
+    }
+}
+
+/// With beta = 0 the kernels overwrite their output without reading it: a destination full of
+/// NaN (e.g. never-written memory) must not leak into the result.
+#[test]
+fn beta_zero_ignores_nan_destination() {
+    let mut g = gpu();
+    let mut rng = Rng::new(45);
+    let (m, n, k) = (17, 5, 3);
+    let a = rng.vec(m * k, 1.0);
+    let b = rng.vec(k * n, 1.0);
+    let bias = rng.vec(n, 1.0);
+    let mm = Matmul::new(m, n, k, View::rows(k), View::rows(n), View::rows(n))
+        .bias(0)
+        .scale(0.5, 0.0);
+    let mut want = vec![f32::NAN; m * n];
+    mm.cpu(&a, &b, Some(&bias), &mut want);
+    let (ta, tb, tbias) = (upload1(&g, &a), upload1(&g, &b), upload1(&g, &bias));
+    for (vname, tiled) in VARIANTS {
+        use_variant(&mut g, tiled);
+        let tc = upload1(&g, &vec![f32::NAN; m * n]);
+        run1(&g, &mm.dispatch(&g, &ta, &tb, Some(&tbias), &tc));
+        assert_close(
+            &format!("matmul_{vname} beta=0 over NaN"),
+            &read(&g, &tc),
+            &want,
+            TOL,
+        );
+    }
+
+    let src = rng.vec(3 * 17, 1.0);
+    let ts = upload1(&g, &src);
+    let c = Copy4 {
+        alpha: 2.0,
+        ..Copy4::flat(3 * 17)
+    };
+    let td = upload1(&g, &vec![f32::NAN; 3 * 17]);
+    run1(&g, &c.dispatch(&g, &ts, &td));
+    let want: Vec<f32> = src.iter().map(|v| 2.0 * v).collect();
+    assert_close("copy4d beta=0 over NaN", &read(&g, &td), &want, 1e-6);
+
+    let sr = SumRows {
+        alpha: 0.5,
+        ..SumRows::matrix(3, 17)
+    };
+    let mut want = vec![f32::NAN; 17];
+    sr.cpu(&src, &mut want);
+    let to = upload1(&g, &[f32::NAN; 17]);
+    run1(&g, &sr.dispatch(&g, &ts, &to));
+    assert_close("sum_rows beta=0 over NaN", &read(&g, &to), &want, TOL);
+
+    let geo = geometries()[0];
+    let npix = geo.batch * geo.chans * geo.h * geo.w;
+    let dcols = rng.vec(geo.batch * geo.patches() * geo.kk(), 1.0);
+    let tdcols = upload1(&g, &dcols);
+    let tdimg = upload1(&g, &vec![f32::NAN; npix]);
+    run1(&g, &geo.unpatchify(&g, &tdcols, &tdimg, 0.0));
+    assert_exact(
+        "unpatchify beta=0 over NaN",
+        &read(&g, &tdimg),
+        &cpu_unpatchify(&geo, &dcols),
+    );
+}
+
+// ------------------------------------------------------------------------------------------
+// cross-entropy
+// ------------------------------------------------------------------------------------------
+
+#[test]
+fn cross_entropy_ragged() {
+    let g = gpu();
+    let mut rng = Rng::new(50);
+    for rows in [1, 3, 65] {
+        for classes in SIZES {
+            let name = format!("rows={rows} classes={classes}");
+            let logits = rng.vec(rows * classes, 4.0);
+            let targets: Vec<f32> = (0..rows).map(|_| rng.below(classes) as f32).collect();
+            let scale = 1.0 / rows as f32;
+            let (want_loss, want_grad) = loss::cpu(rows, classes, scale, &logits, &targets);
+            let tl = upload1(&g, &logits);
+            let tt = upload1(&g, &targets);
+            let tloss = upload1(&g, &rng.vec(rows, 9.0));
+            let tgrad = upload1(&g, &rng.vec(rows * classes, 9.0));
+            run1(
+                &g,
+                &loss::cross_entropy(&g, rows, classes, scale, &tl, &tt, &tloss, &tgrad),
+            );
+            assert_close(
+                &format!("ce loss {name}"),
+                &read(&g, &tloss),
+                &want_loss,
+                TOL,
+            );
+            assert_close(
+                &format!("ce grad {name}"),
+                &read(&g, &tgrad),
+                &want_grad,
+                TOL,
+            );
+        }
+    }
+}
+
+// ------------------------------------------------------------------------------------------
+// patch embedding
+// ------------------------------------------------------------------------------------------
+
+fn geometries() -> [Geometry; 3] {
+    [
+        // 10 x 9 with patch 4: the last 2 rows and 1 column are not covered by any patch.
+        Geometry {
+            batch: 2,
+            chans: 3,
+            h: 10,
+            w: 9,
+            patch: 4,
+            prefix: 1,
+            d: 5,
+        },
+        Geometry {
+            batch: 2,
+            chans: 1,
+            h: 8,
+            w: 8,
+            patch: 4,
+            prefix: 2,
+            d: 3,
+        },
+        Geometry {
+            batch: 3,
+            chans: 2,
+            h: 7,
+            w: 13,
+            patch: 3,
+            prefix: 1,
+            d: 17,
+        },
+    ]
+}
+
+/// CPU unpatchify as the adjoint of `cpu_patchify`: patchify an image of pixel indices to get
+/// each column's source pixel, then scatter.
+fn cpu_unpatchify(geo: &Geometry, dcols: &[f32]) -> Vec<f32> {
+    let npix = geo.batch * geo.chans * geo.h * geo.w;
+    let ids: Vec<f32> = (0..npix).map(|i| i as f32).collect();
+    let src = geo.cpu_patchify(&ids);
+    let mut dimg = vec![0f32; npix];
+    for (c, &pix) in src.iter().enumerate() {
+        dimg[pix as usize] += dcols[c];
+    }
+    dimg
+}
+
+/// Whether pixel `i` (flat [B, C, H, W] index) lies in some patch.
+fn covered(geo: &Geometry, i: usize) -> bool {
+    let x = i % geo.w;
+    let y = (i / geo.w) % geo.h;
+    y < geo.gh() * geo.patch && x < geo.gw() * geo.patch
+}
+
+#[test]
+fn patchify_unpatchify() {
+    let g = gpu();
+    for (gi, geo) in geometries().into_iter().enumerate() {
+        let mut rng = Rng::new(60 + gi as u64);
+        let npix = geo.batch * geo.chans * geo.h * geo.w;
+        let ncols = geo.batch * geo.patches() * geo.kk();
+        let img = rng.vec(npix, 1.0);
+        let timg = upload(&g, &img, &[geo.batch, geo.chans, geo.h, geo.w]);
+        let tcols = upload(
+            &g,
+            &rng.vec(ncols, 9.0),
+            &[geo.batch * geo.patches(), geo.kk()],
+        );
+        run1(&g, &geo.patchify(&g, &timg, &tcols));
+        let cols = read(&g, &tcols);
+        assert_exact(&format!("patchify {geo:?}"), &cols, &geo.cpu_patchify(&img));
+
+        // unpatchify(patchify(img)) is img on covered pixels and 0 on the leftover ones, even
+        // when dimg held garbage (beta = 0 overwrites).
+        let tdimg = upload1(&g, &rng.vec(npix, 9.0));
+        run1(&g, &geo.unpatchify(&g, &tcols, &tdimg, 0.0));
+        let back = read(&g, &tdimg);
+        let want: Vec<f32> = (0..npix)
+            .map(|i| if covered(&geo, i) { img[i] } else { 0.0 })
+            .collect();
+        assert_exact(&format!("unpatchify(patchify) {geo:?}"), &back, &want);
+        if geo.h % geo.patch != 0 || geo.w % geo.patch != 0 {
+            assert!((0..npix).any(|i| !covered(&geo, i)));
+        }
+
+        // The exact adjoint on random column gradients, then with beta accumulation.
+        let dcols = rng.vec(ncols, 1.0);
+        let tdcols = upload1(&g, &dcols);
+        run1(&g, &geo.unpatchify(&g, &tdcols, &tdimg, 0.0));
+        let dimg = read(&g, &tdimg);
+        let want = cpu_unpatchify(&geo, &dcols);
+        assert_exact(&format!("unpatchify {geo:?}"), &dimg, &want);
+        let lhs = dot(&geo.cpu_patchify(&img), &dcols);
+        let rhs = dot(&img, &dimg);
+        assert!(
+            (lhs - rhs).abs() <= 1e-9 * lhs.abs().max(1.0),
+            "unpatchify is not the adjoint of patchify: <P x, y> = {lhs}, <x, P^T y> = {rhs}"
+        );
+        let prev = rng.vec(npix, 1.0);
+        let tprev = upload1(&g, &prev);
+        run1(&g, &geo.unpatchify(&g, &tdcols, &tprev, 0.5));
+        let want: Vec<f32> = want.iter().zip(&prev).map(|(w, p)| w + 0.5 * p).collect();
+        assert_close(
+            &format!("unpatchify beta=0.5 {geo:?}"),
+            &read(&g, &tprev),
+            &want,
+            1e-6,
+        );
+    }
+}
+
+#[test]
+fn tokens_forward_prefix_1_and_2() {
+    let g = gpu();
+    for (gi, geo) in geometries().into_iter().enumerate() {
+        let mut rng = Rng::new(70 + gi as u64);
+        let (np, d, n) = (geo.patches(), geo.d, geo.tokens());
+        let patches = rng.vec(geo.batch * np * d, 1.0);
+        let cls = rng.vec(d, 1.0);
+        let dist = rng.vec(d, 1.0);
+        let pos = rng.vec(n * d, 1.0);
+        let want = geo.cpu_tokens(&patches, &cls, &dist, &pos);
+        let tp = upload1(&g, &patches);
+        let tc = upload1(&g, &cls);
+        let td = upload1(&g, &dist);
+        let tpos = upload1(&g, &pos);
+        let tx = upload(&g, &rng.vec(geo.batch * n * d, 9.0), &[geo.batch, n, d]);
+        run1(&g, &geo.tokens_forward(&g, &tp, &tc, &td, &tpos, &tx));
+        let name = format!("tokens_forward prefix={} {geo:?}", geo.prefix);
+        assert_exact(&name, &read(&g, &tx), &want);
+    }
+}
+
+// ------------------------------------------------------------------------------------------
+// backward kernels vs central finite differences of the CPU forward
+// ------------------------------------------------------------------------------------------
+
+/// Compares `grad[i]` with central differences of `objective` at `x` for the sampled `i`;
+/// the error is relative to max |grad|.
+#[track_caller]
+fn check_fd(
+    name: &str,
+    grad: &[f32],
+    x: &[f32],
+    objective: &dyn Fn(&[f32]) -> f64,
+    samples: &[usize],
+    eps: f32,
+    tol: f64,
+) {
+    assert_eq!(grad.len(), x.len(), "{name}: gradient length");
+    let scale = grad
+        .iter()
+        .fold(0f64, |m, &v| m.max((v as f64).abs()))
+        .max(1e-12);
+    for &i in samples {
+        let mut xp = x.to_vec();
+        let mut xm = x.to_vec();
+        xp[i] = x[i] + eps;
+        xm[i] = x[i] - eps;
+        let fd = (objective(&xp) - objective(&xm)) / (xp[i] as f64 - xm[i] as f64);
+        let err = (fd - grad[i] as f64).abs() / scale;
+        assert!(
+            err < tol,
+            "{name}: d/dx[{i}]: kernel {} vs finite difference {fd} (error {err:.2e} of max |grad| {scale:.3e})",
+            grad[i]
+        );
+    }
+}
+
+const FD_EPS: f32 = 1e-3;
+const FD_TOL: f64 = 1e-3;
+
+#[test]
+fn fd_gelu_backward() {
+    let g = gpu();
+    let mut rng = Rng::new(80);
+    let n = 37;
+    let x = rng.vec(n, 3.0);
+    let w = rng.vec(n, 1.0);
+    let (tx, tw, tdx) = (upload1(&g, &x), upload1(&g, &w), Tensor::zeros(&g, &[n]));
+    run1(&g, &gelu::backward(&g, &tx, &tw, &tdx));
+    let grad = read(&g, &tdx);
+    let f = |x: &[f32]| dot(&w, &gelu::cpu_forward(x));
+    check_fd(
+        "gelu_backward",
+        &grad,
+        &x,
+        &f,
+        &rng.sample(n, 12),
+        FD_EPS,
+        FD_TOL,
+    );
+}
+
+#[test]
+fn fd_layernorm_backward() {
+    let g = gpu();
+    let mut rng = Rng::new(81);
+    let (rows, d, eps) = (3, 17, 1e-6);
+    let x: Vec<f32> = rng.vec(rows * d, 1.5).iter().map(|v| v - 0.4).collect();
+    let gamma = rng.vec(d, 1.5);
+    let beta = rng.vec(d, 0.5);
+    let w = rng.vec(rows * d, 1.0);
+    let (tx, tg, tb) = (upload1(&g, &x), upload1(&g, &gamma), upload1(&g, &beta));
+    let (ty, ts) = (Tensor::zeros(&g, &[rows, d]), Tensor::zeros(&g, &[rows, 2]));
+    let tw = upload1(&g, &w);
+    let tdx = Tensor::zeros(&g, &[rows, d]);
+    let (tdg, tdb) = (Tensor::zeros(&g, &[d]), Tensor::zeros(&g, &[d]));
+    g.run(&[
+        &layernorm::forward(&g, rows, d, eps, &tx, &tg, &tb, &ty, &ts),
+        &layernorm::backward_input(&g, rows, d, &tx, &tg, &ts, &tw, None, &tdx),
+        &layernorm::backward_params(&g, rows, d, &tx, &ts, &tw, &tdg, &tdb),
+    ]);
+    let ln = |x: &[f32], gm: &[f32], bt: &[f32]| {
+        dot(&w, &layernorm::cpu_forward(rows, d, eps, x, gm, bt).0)
+    };
+    let fx = |v: &[f32]| ln(v, &gamma, &beta);
+    let fg = |v: &[f32]| ln(&x, v, &beta);
+    let fb = |v: &[f32]| ln(&x, &gamma, v);
+    let sx = rng.sample(rows * d, 12);
+    let sp = rng.sample(d, 8);
+    check_fd(
+        "layernorm_backward_input",
+        &read(&g, &tdx),
+        &x,
+        &fx,
+        &sx,
+        FD_EPS,
+        FD_TOL,
+    );
+    check_fd(
+        "layernorm dgamma",
+        &read(&g, &tdg),
+        &gamma,
+        &fg,
+        &sp,
+        FD_EPS,
+        FD_TOL,
+    );
+    check_fd(
+        "layernorm dbeta",
+        &read(&g, &tdb),
+        &beta,
+        &fb,
+        &sp,
+        FD_EPS,
+        FD_TOL,
+    );
+}
+
+#[test]
+fn fd_softmax_backward() {
+    let g = gpu();
+    let mut rng = Rng::new(82);
+    let (rows, n, scale) = (3, 17, 0.7);
+    let a = rng.vec(rows * n, 3.0);
+    let w = rng.vec(rows * n, 1.0);
+    let e = rng.vec(rows * n, 1.0);
+    let (ta, tw, te) = (upload1(&g, &a), upload1(&g, &w), upload1(&g, &e));
+    let tp = Tensor::zeros(&g, &[rows, n]);
+    let (tda, tda_extra) = (Tensor::zeros(&g, &[rows, n]), Tensor::zeros(&g, &[rows, n]));
+    g.run(&[
+        &softmax::forward(&g, rows, n, scale, &ta, &tp),
+        &softmax::backward(&g, rows, n, scale, &tp, &tw, None, &tda),
+        &softmax::backward(&g, rows, n, scale, &tp, &tw, Some(&te), &tda_extra),
+    ]);
+    let f = |v: &[f32]| dot(&w, &softmax::cpu_forward(rows, n, scale, v));
+    // `extra` is the gradient of a second term that reads the logits directly.
+    let f_extra = |v: &[f32]| f(v) + dot(&e, v);
+    let s = rng.sample(rows * n, 12);
+    check_fd(
+        "softmax_backward",
+        &read(&g, &tda),
+        &a,
+        &f,
+        &s,
+        FD_EPS,
+        FD_TOL,
+    );
+    check_fd(
+        "softmax_backward extra",
+        &read(&g, &tda_extra),
+        &a,
+        &f_extra,
+        &s,
+        FD_EPS,
+        FD_TOL,
+    );
+}
+
+/// A linear layer C = A B + bias: dA = W B^T, dB = A^T W (matmul with transposed views) and
+/// dbias = sum_rows(W), against finite differences of `Matmul::cpu`.
+#[test]
+fn fd_matmul_backward() {
+    let mut g = gpu();
+    let mut rng = Rng::new(83);
+    let (m, k, n) = (3, 17, 5);
+    let a = rng.vec(m * k, 1.0);
+    let b = rng.vec(k * n, 1.0);
+    let bias = rng.vec(n, 1.0);
+    let w = rng.vec(m * n, 1.0);
+    let fwd = Matmul::new(m, n, k, View::rows(k), View::rows(n), View::rows(n)).bias(0);
+    let obj = |a: &[f32], b: &[f32], bias: &[f32]| {
+        let mut c = vec![0f32; m * n];
+        fwd.cpu(a, b, Some(bias), &mut c);
+        dot(&w, &c)
+    };
+    let (ta, tb, tw) = (upload1(&g, &a), upload1(&g, &b), upload1(&g, &w));
+    for (vname, tiled) in VARIANTS {
+        use_variant(&mut g, tiled);
+        let (tda, tdb, tdbias) = (
+            Tensor::zeros(&g, &[m, k]),
+            Tensor::zeros(&g, &[k, n]),
+            Tensor::zeros(&g, &[n]),
+        );
+        // dA [m, k] = W [m, n] B^T (B stored k x n).
+        let da = Matmul::new(m, k, n, View::rows(n), View::rows(n).t(), View::rows(k));
+        // dB [k, n] = A^T (A stored m x k) W [m, n].
+        let db = Matmul::new(k, n, m, View::rows(k).t(), View::rows(n), View::rows(n));
+        g.run(&[
+            &da.dispatch(&g, &tw, &tb, None, &tda),
+            &db.dispatch(&g, &ta, &tw, None, &tdb),
+            &SumRows::matrix(m, n).dispatch(&g, &tw, &tdbias),
+        ]);
+        let fa = |v: &[f32]| obj(v, &b, &bias);
+        let fb = |v: &[f32]| obj(&a, v, &bias);
+        let fc = |v: &[f32]| obj(&a, &b, v);
+        let name = format!("matmul_{vname}");
+        let sa = rng.sample(m * k, 10);
+        let sb = rng.sample(k * n, 10);
+        let sc = rng.sample(n, 5);
+        check_fd(
+            &format!("{name} dA"),
+            &read(&g, &tda),
+            &a,
+            &fa,
+            &sa,
+            FD_EPS,
+            FD_TOL,
+        );
+        check_fd(
+            &format!("{name} dB"),
+            &read(&g, &tdb),
+            &b,
+            &fb,
+            &sb,
+            FD_EPS,
+            FD_TOL,
+        );
+        check_fd(
+            "sum_rows dbias",
+            &read(&g, &tdbias),
+            &bias,
+            &fc,
+            &sc,
+            FD_EPS,
+            FD_TOL,
+        );
+    }
+}
+
+/// unpatchify is the gradient of patchify, including zero for pixels outside every patch.
+#[test]
+fn fd_unpatchify() {
+    let g = gpu();
+    let geo = geometries()[0];
+    let mut rng = Rng::new(84);
+    let npix = geo.batch * geo.chans * geo.h * geo.w;
+    let ncols = geo.batch * geo.patches() * geo.kk();
+    let img = rng.vec(npix, 1.0);
+    let w = rng.vec(ncols, 1.0);
+    let tw = upload1(&g, &w);
+    let tdimg = Tensor::zeros(&g, &[npix]);
+    run1(&g, &geo.unpatchify(&g, &tw, &tdimg, 0.0));
+    let grad = read(&g, &tdimg);
+    let f = |v: &[f32]| dot(&w, &geo.cpu_patchify(v));
+    let mut s = rng.sample(npix, 10);
+    // Leftover pixels: bottom-right corner and the last column of the first row.
+    s.push(npix - 1);
+    s.push(geo.w - 1);
+    assert!(!covered(&geo, npix - 1) && !covered(&geo, geo.w - 1));
+    check_fd("unpatchify", &grad, &img, &f, &s, FD_EPS, FD_TOL);
+    assert_eq!(grad[npix - 1], 0.0);
+    assert_eq!(grad[geo.w - 1], 0.0);
+}
+
+/// cross_entropy's dlogits is the gradient of scale * sum of the per-row losses.
+#[test]
+fn fd_cross_entropy() {
+    let g = gpu();
+    let mut rng = Rng::new(85);
+    let (rows, classes) = (3, 17);
+    let scale = 1.0 / rows as f32;
+    let logits = rng.vec(rows * classes, 3.0);
+    let targets: Vec<f32> = (0..rows).map(|_| rng.below(classes) as f32).collect();
+    let (tl, tt) = (upload1(&g, &logits), upload1(&g, &targets));
+    let (tloss, tgrad) = (
+        Tensor::zeros(&g, &[rows]),
+        Tensor::zeros(&g, &[rows, classes]),
+    );
+    run1(
+        &g,
+        &loss::cross_entropy(&g, rows, classes, scale, &tl, &tt, &tloss, &tgrad),
+    );
+    let f = |v: &[f32]| {
+        let (l, _) = loss::cpu(rows, classes, scale, v, &targets);
+        scale as f64 * l.iter().map(|&x| x as f64).sum::<f64>()
+    };
+    let mut s = rng.sample(rows * classes, 10);
+    // Always include the target logits (the -1 branch).
+    s.extend((0..rows).map(|r| r * classes + targets[r] as usize));
+    check_fd(
+        "cross_entropy",
+        &read(&g, &tgrad),
+        &logits,
+        &f,
+        &s,
+        FD_EPS,
+        FD_TOL,
+    );
+}

@@ -1,0 +1,183 @@
+//! Static checks of the WGSL sources with naga (no GPU needed): every shader parses and
+//! validates, and every `Kernel` constant agrees with its source (entry point, workgroup size,
+//! bindings and their access modes).
+
+use std::collections::HashSet;
+
+use maskaq::gpu::Kernel;
+use maskaq::ops::{self, copy, embed, gelu, layernorm, loss, matmul, reduce, softmax};
+use naga::valid::{Capabilities, ModuleInfo, ValidationFlags, Validator};
+
+/// Every kernel the ops modules define (keep in sync with `src/ops/*.rs`).
+const KERNELS: &[&Kernel] = &[
+    &copy::COPY,
+    &copy::FILL,
+    &embed::PATCHIFY,
+    &embed::UNPATCHIFY,
+    &embed::TOKENS,
+    &gelu::FORWARD,
+    &gelu::BACKWARD,
+    &layernorm::FORWARD,
+    &layernorm::BACKWARD_INPUT,
+    &layernorm::BACKWARD_PARAMS,
+    &loss::CROSS_ENTROPY,
+    &matmul::REGS,
+    &matmul::TILED,
+    &reduce::SUM_ROWS,
+    &softmax::FORWARD,
+    &softmax::BACKWARD,
+];
+
+fn parse_and_validate(name: &str, source: &str) -> (naga::Module, ModuleInfo) {
+    let module = match naga::front::wgsl::parse_str(source) {
+        Ok(m) => m,
+        Err(e) => panic!(
+            "{name}: WGSL parse error:\n{}",
+            e.emit_to_string_with_path(source, name)
+        ),
+    };
+    let info = match Validator::new(ValidationFlags::all(), Capabilities::all()).validate(&module) {
+        Ok(i) => i,
+        Err(e) => panic!(
+            "{name}: naga validation error:\n{}",
+            e.emit_to_string_with_path(source, name)
+        ),
+    };
+    (module, info)
+}
+
+#[test]
+fn every_shader_parses_and_validates() {
+    assert!(!ops::SHADERS.is_empty());
+    let mut names = HashSet::new();
+    for &(name, source) in ops::SHADERS {
+        assert!(names.insert(name), "{name} listed twice in ops::SHADERS");
+        let (module, _) = parse_and_validate(name, source);
+        assert!(!module.entry_points.is_empty(), "{name}: no entry points");
+    }
+    // Every shader file on disk is listed.
+    let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/shaders");
+    for entry in std::fs::read_dir(dir).expect("read shaders/") {
+        let file = entry.unwrap().file_name().into_string().unwrap();
+        if file.ends_with(".wgsl") {
+            assert!(
+                names.contains(file.as_str()),
+                "shaders/{file} is not in ops::SHADERS"
+            );
+        }
+    }
+}
+
+#[test]
+fn every_kernel_matches_its_source() {
+    let mut ids = HashSet::new();
+    for k in KERNELS {
+        assert!(ids.insert(k.id), "kernel id {} used twice", k.id);
+        let file = ops::SHADERS
+            .iter()
+            .find(|(_, s)| *s == k.source)
+            .map(|(n, _)| *n)
+            .unwrap_or_else(|| panic!("kernel {}: its source is not in ops::SHADERS", k.id));
+        let (module, info) = parse_and_validate(file, k.source);
+        let names: Vec<&str> = module
+            .entry_points
+            .iter()
+            .map(|e| e.name.as_str())
+            .collect();
+        let idx = names.iter().position(|&n| n == k.entry).unwrap_or_else(|| {
+            panic!(
+                "kernel {}: entry point `{}` not in {file} (has {names:?})",
+                k.id, k.entry
+            )
+        });
+        let ep = &module.entry_points[idx];
+        assert_eq!(
+            ep.stage,
+            naga::ShaderStage::Compute,
+            "kernel {}: not a compute entry point",
+            k.id
+        );
+        assert_eq!(
+            ep.workgroup_size,
+            [k.workgroup, 1, 1],
+            "kernel {}: Kernel::workgroup disagrees with @workgroup_size in {file}",
+            k.id
+        );
+
+        // Bindings: 0 is the uniform parameter block; `storage` must name exactly the storage
+        // buffers with the declared access, and cover every one the entry point touches.
+        let uses = info.get_entry_point(idx);
+        let mut listed = HashSet::new();
+        for &(binding, rw) in k.storage {
+            assert!(
+                listed.insert(binding),
+                "kernel {}: binding {binding} listed twice",
+                k.id
+            );
+            assert_ne!(
+                binding, 0,
+                "kernel {}: binding 0 is the uniform block",
+                k.id
+            );
+            let (_, var) = module
+                .global_variables
+                .iter()
+                .find(|(_, v)| {
+                    v.binding
+                        .as_ref()
+                        .is_some_and(|b| b.group == 0 && b.binding == binding)
+                })
+                .unwrap_or_else(|| panic!("kernel {}: no @binding({binding}) in {file}", k.id));
+            match var.space {
+                naga::AddressSpace::Storage { access } => assert_eq!(
+                    access.contains(naga::StorageAccess::STORE),
+                    rw,
+                    "kernel {}: binding {binding} ({:?}) read_write flag disagrees with {file}",
+                    k.id,
+                    var.name
+                ),
+                other => panic!(
+                    "kernel {}: binding {binding} is {other:?}, not storage",
+                    k.id
+                ),
+            }
+        }
+        for (h, var) in module.global_variables.iter() {
+            let Some(rb) = &var.binding else { continue };
+            if uses[h].is_empty() {
+                continue;
+            }
+            assert_eq!(rb.group, 0, "kernel {}: uses group {}", k.id, rb.group);
+            if rb.binding == 0 {
+                assert_eq!(
+                    var.space,
+                    naga::AddressSpace::Uniform,
+                    "kernel {}: binding 0",
+                    k.id
+                );
+            } else {
+                assert!(
+                    listed.contains(&rb.binding),
+                    "kernel {}: entry `{}` uses @binding({}) ({:?}) which Kernel::storage omits",
+                    k.id,
+                    k.entry,
+                    rb.binding,
+                    var.name
+                );
+            }
+        }
+    }
+    // Every entry point of every shader has a Kernel.
+    for &(file, source) in ops::SHADERS {
+        let module = naga::front::wgsl::parse_str(source).unwrap();
+        for ep in &module.entry_points {
+            assert!(
+                KERNELS
+                    .iter()
+                    .any(|k| k.source == source && k.entry == ep.name),
+                "{file}: entry point `{}` has no Kernel in the KERNELS list",
+                ep.name
+            );
+        }
+    }
+}
