@@ -8,4 +8,5 @@ pub mod data;
 pub mod gpu;
 pub mod model;
 pub mod ops;
+pub mod quant;
 pub mod rng;

@@ -7,7 +7,9 @@ Usage (CPU only; needs `pip install -r tools/requirements.txt`):
 
     --out DIR    where to write (default: tests/fixtures next to this script's parent)
     --only NAME  write one fixture only: tiny_vit, tiny_deit_distilled, tiny_gray_f16,
-                 deit_tiny_full, preprocess
+                 deit_tiny_full, quant_tiny_vit_w4a4, quant_tiny_vit_w3a3,
+                 quant_tiny_deit_distilled_w4a4, preprocess (a quant_* fixture reads its FP
+                 fixture's folder under --out, so write that first)
     --full       also write the full-size deit_tiny_full (about 55 MB, not committed)
 
 Everything is seeded and computed on one CPU thread, so a rerun with the same library versions writes
@@ -28,6 +30,38 @@ One folder per model, `<out>/<name>/`:
     grad.<param> (param shapes)     dJ/dparam for every parameter of the model
 `<out>/preprocess/`: img{k}.png plus preprocess.safetensors holding img{k} = timm's eval transform of
 that file (versions and transform repr in its metadata).
+
+Quantized fixtures `<out>/quant_<model>_w<b>a<b>/fixture.safetensors` (F32; metadata {"model", "wbits",
+"abits", "objective", "coef_a", "coef_o", "lsq_g_scale_head"}): MaskAQ's Q built on the FP fixture
+<model> (same weights from its model.safetensors, same images and targets), maskaq-spec section 3:
+  - weights of every Linear and of patch_embed.proj: symmetric per-output-channel min-max,
+    s_c = (2^b - 1) / max(2 max(|min_c W|, |max_c W|), 1e-8),
+    W_hat = clamp(round(s_c W), -2^(b-1), 2^(b-1) - 1) / s_c, recomputed every forward, plain STE;
+    biases FP. s_c times a row's extreme element is (2^b - 1) / 2 exactly in real arithmetic: a
+    rounding tie, which decides -2^(b-1) vs -2^(b-1) + 1 in rows whose extreme is negative, so the
+    f32 op order (true division, then round half to even of the product) matters there.
+  - per-tensor LSQ activation quantizers ("QuantAct_lsq") at the input of every Linear and on both
+    operands of q @ k^T and softmax @ v; the image, LayerNorm, softmax, GELU, residuals, the scale and
+    cls/pos embeddings stay FP. Site names: blocks.{i}.attn.qkv.act, blocks.{i}.attn.proj.act,
+    blocks.{i}.mlp.fc1.act, blocks.{i}.mlp.fc2.act, blocks.{i}.attn.matmul1.act_a (q) / .act_b (k),
+    blocks.{i}.attn.matmul2.act_a (softmax probabilities) / .act_b (v), head.act, head_dist.act.
+    Lazy init on the first tensor x0 each sees: signed = min x0 < 1e-5, [QN, QP] = [-2^(b-1),
+    2^(b-1) - 1] or [0, 2^b - 1]; alpha = 2 mean|x0| / sqrt(QP); z = 0.1 (min x0 - alpha QP);
+    g = lsq_g_scale / sqrt(numel(x0) QP), lsq_g_scale 1.0 except 0.01 for head.act / head_dist.act.
+    Forward x_hat = (round_pass(clamp(x / alpha' + round_pass(z), QN, QP)) - round_pass(z)) alpha',
+    alpha' = alpha with its gradient scaled by g; round half to even; torch.clamp's gradient.
+  - the first forward (the fixture images) initialises every quantizer, with upstream quantizers
+    already applied as in MaskAQ; the recorded values come from a second forward + backward.
+  Tensors: images, targets, logits, blocks.{i}.attn_logits (A = quant(q) @ quant(k)^T, unscaled),
+  blocks.{i}.attn_out (O = quant(P) @ quant(v)), objective (J as above on Q's values), grad.images,
+  grad.<param> (STE through the weight quantizer); per activation site S: S.alpha, S.zero_point (as
+  initialised, z before rounding), S.signed (1/0), S.g, S.ties (elements of clamp(x / alpha' + z') within
+  1e-4 of a rounding tie, where an f32 reimplementation may round the other way), grad.S.alpha,
+  grad.S.zero_point (all [1]); wq.blocks.0.attn.qkv.weight and wq.patch_embed.proj.weight = W_hat.
+  grad.S.zero_point is exactly 0 in real arithmetic when no element of S is clamped; the stored f32
+  value is then the residue of two cancelling sums (about 1e-8): compare it with an absolute tolerance.
+  Checked against a float64 rerun with the same alpha / z in which near-tie codes take the f32 decision
+  (only weight ties flip there); the run prints every site's init values and tie counts.
 
 All weights are random (timm's own init leaves biases 0 and LayerNorm weights 1, which would hide bugs):
 Linear/Conv weights N(0, 1/fan_in), their biases N(0, 0.1^2), LayerNorm weight 1 + 0.2 N(0,1), bias
@@ -365,6 +399,364 @@ def verify_model_fixture(folder):
 
 
 # ----------------------------------------------------------------------------------------------------
+# Quantized-model fixtures: MaskAQ's Q (W/A fake quantization, LSQ activations, min-max weights)
+
+QUANT_FIXTURES = {
+    "quant_tiny_vit_w4a4": dict(model="tiny_vit", wbits=4, abits=4),
+    "quant_tiny_vit_w3a3": dict(model="tiny_vit", wbits=3, abits=3),
+    "quant_tiny_deit_distilled_w4a4": dict(model="tiny_deit_distilled", wbits=4, abits=4),
+}
+LSQ_G_SCALE = 1.0  # every activation quantizer inside blocks (MaskAQ's recursion passes the default)
+LSQ_G_SCALE_HEAD = 0.01  # only the top-level head / head_dist get the CLI value
+HEAD_SITES = ("head.act", "head_dist.act")
+TIE_EPS = 1e-4
+WQ_FIXTURE_WEIGHTS = ("blocks.0.attn.qkv.weight", "patch_embed.proj.weight")
+
+
+def round_pass(y):
+    """round(y) (half to even) forward, identity gradient. The value is exactly y.round()."""
+    return y + (y.round() - y).detach()
+
+
+def grad_scale(x, g):
+    """Exactly x forward (x + 0), gradient multiplied by g."""
+    xg = x * g
+    return x.detach() + (xg - xg.detach())
+
+
+def take_tie_flips(v, codes, ref):
+    """Cross-check runs only: where `codes` (rounded v) differ from the reference run's codes only because
+    v sits within TIE_EPS of a rounding boundary, take the reference code. Returns (codes, count)."""
+    if ref is None:
+        return codes, 0
+    ref = ref.to(codes.dtype)
+    flip = (codes != ref) & ((v - ref).abs() <= 0.5 + TIE_EPS)
+    return torch.where(flip, ref, codes), int(flip.sum())
+
+
+def quantize_weight(w, bits, ref=None):
+    """Symmetric per-output-channel min-max fake quantization (spec section 3), recomputed per call:
+    m_c = max(|min_c W|, |max_c W|), s_c = (2^b - 1) / max(2 m_c, 1e-8),
+    W_hat = clamp(round(s_c W), -2^(b-1), 2^(b-1) - 1) / s_c; plain STE (identity gradient to W).
+    Note s_c * (the row's extreme element) is (2^b - 1) / 2 in exact arithmetic, a rounding tie: it
+    decides between -2^(b-1) and -2^(b-1) + 1 when the extreme is negative.
+    Returns (W_hat, integer codes, number of codes taken from `ref` at a tie, number of near-ties)."""
+    wd = w.detach()
+    rows = wd.reshape(wd.shape[0], -1)
+    m = torch.maximum(rows.min(dim=1).values.abs(), rows.max(dim=1).values.abs())
+    s = torch.full_like(m, 2.0 ** bits - 1) / torch.clamp(2 * m, min=1e-8)
+    s = s.reshape((-1,) + (1,) * (w.dim() - 1))
+    v = s * wd
+    lo, hi = -2 ** (bits - 1), 2 ** (bits - 1) - 1
+    codes = torch.clamp(torch.round(v), lo, hi)
+    codes, forced = take_tie_flips(v, codes, ref)
+    w_hat = codes / s
+    # near-ties whose two candidate codes stay different after the clamp
+    ties = int((((v - v.floor() - 0.5).abs() <= TIE_EPS)
+                & (torch.clamp(v.floor(), lo, hi) != torch.clamp(v.floor() + 1, lo, hi))).sum())
+    return w_hat + (w - wd), codes, forced, ties  # value W_hat (+0), gradient identity
+
+
+class QuantSim:
+    """Q's fake quantization. Activation quantizers ("QuantAct_lsq", per tensor) are created lazily,
+    each on the first tensor it sees (spec 1.4 / 3); every forward records the integer codes, the
+    number of rounding near-ties and of near-clamp-bound elements per site. wbits/abits None: FP.
+    ref_codes (cross-check runs): another run's codes, taken wherever only a rounding near-tie differs."""
+
+    def __init__(self, wbits, abits, ref_codes=None):
+        self.wbits, self.abits, self.ref_codes = wbits, abits, ref_codes
+        self.quantizers = {}  # site -> dict(alpha, zero_point: leaf [1]; signed; qn; qp; g)
+        self.reset_records()
+
+    def reset_records(self):
+        self.codes, self.ties, self.edges, self.wq, self.forced, self.wties = {}, {}, {}, {}, {}, {}
+
+    def _ref(self, name):
+        return None if self.ref_codes is None else self.ref_codes[name]
+
+    def with_dtype(self, dtype, ref_codes=None):
+        """A copy with the same (already initialised) quantizers, values cast to dtype."""
+        other = QuantSim(self.wbits, self.abits, ref_codes)
+        for site, q in self.quantizers.items():
+            other.quantizers[site] = dict(q, alpha=q["alpha"].detach().to(dtype).requires_grad_(True),
+                                          zero_point=q["zero_point"].detach().to(dtype).requires_grad_(True))
+        return other
+
+    def weight(self, name, w):
+        if self.wbits is None:
+            return w
+        w_hat, codes, self.forced[name], self.wties[name] = quantize_weight(w, self.wbits, self._ref(name))
+        self.codes[name] = codes
+        self.wq[name] = w_hat.detach()
+        return w_hat
+
+    def _init(self, site, x0):
+        b = self.abits
+        signed = bool(x0.min() < 1e-5)
+        qn, qp = (-2 ** (b - 1), 2 ** (b - 1) - 1) if signed else (0, 2 ** b - 1)
+        alpha = (2 * x0.abs().mean() / math.sqrt(qp)).reshape(1)
+        zero_point = 0.1 * (x0.min() - alpha * qp)  # x units, used as integer units (as MaskAQ does)
+        g = (LSQ_G_SCALE_HEAD if site in HEAD_SITES else LSQ_G_SCALE) / math.sqrt(x0.numel() * qp)
+        self.quantizers[site] = dict(alpha=alpha.detach().clone().requires_grad_(True),
+                                     zero_point=zero_point.detach().clone().requires_grad_(True),
+                                     signed=signed, qn=qn, qp=qp, g=g)
+
+    def activation(self, site, x):
+        if self.abits is None:
+            return x
+        if site not in self.quantizers:
+            self._init(site, x.detach())
+        q = self.quantizers[site]
+        alpha = grad_scale(q["alpha"], q["g"])
+        zero_point = round_pass(q["zero_point"])  # no gradient scaling on z
+        u = x / alpha + zero_point
+        v = torch.clamp(u, q["qn"], q["qp"])
+        ud, vd = u.detach(), v.detach()
+        if self.ref_codes is None:
+            x_int = round_pass(v)
+        else:
+            r, self.forced[site] = take_tie_flips(vd, vd.round(), self._ref(site))
+            x_int = v + (r - vd)
+        self.ties[site] = int(((vd - vd.floor() - 0.5).abs() <= TIE_EPS).sum())
+        self.edges[site] = int((((ud - q["qn"]).abs() <= TIE_EPS) | ((ud - q["qp"]).abs() <= TIE_EPS)).sum())
+        self.codes[site] = x_int.detach()
+        return (x_int - zero_point) * alpha
+
+
+def check_plain_vit(model):
+    """quant_forward spells out only what these models use; fail loudly on anything else."""
+    ident = lambda m: isinstance(m, nn.Identity) or (isinstance(m, nn.Dropout) and m.p == 0.0)
+    pe = model.patch_embed
+    assert pe.flatten and ident(pe.norm) and not getattr(pe, "dynamic_img_pad", False)
+    assert model.global_pool == "token" and getattr(model, "attn_pool", None) is None
+    assert all(ident(m) for m in (model.patch_drop, model.norm_pre, model.fc_norm, model.head_drop))
+    for blk in model.blocks:
+        a = blk.attn
+        assert all(ident(m) for m in (blk.ls1, blk.ls2, blk.drop_path1, blk.drop_path2, a.q_norm, a.k_norm,
+                                      a.attn_drop, a.proj_drop, getattr(a, "norm", nn.Identity()),
+                                      blk.mlp.drop1, blk.mlp.norm, blk.mlp.drop2))
+        assert isinstance(blk.mlp.act, nn.GELU) and blk.mlp.act.approximate == "none"
+
+
+def quant_linear(lin, x, name, sim):
+    x = sim.activation(f"{name}.act", x)
+    return F.linear(x, sim.weight(f"{name}.weight", lin.weight), lin.bias)
+
+
+def quant_attention(attn, x, prefix, sim, taps):
+    B, N, D = x.shape
+    H = attn.num_heads
+    hd = D // H
+    qkv = quant_linear(attn.qkv, x, f"{prefix}.qkv", sim).reshape(B, N, 3, H, hd).permute(2, 0, 3, 1, 4)
+    q, k, v = qkv.unbind(0)
+    a = sim.activation(f"{prefix}.matmul1.act_a", q) @ sim.activation(f"{prefix}.matmul1.act_b", k.transpose(-2, -1))
+    p = a.mul(attn.scale).softmax(dim=-1)  # the scale, softmax stay FP
+    o = sim.activation(f"{prefix}.matmul2.act_a", p) @ sim.activation(f"{prefix}.matmul2.act_b", v)
+    taps.append((a, o, p))
+    x = o.transpose(1, 2).reshape(B, N, D)
+    return quant_linear(attn.proj, x, f"{prefix}.proj", sim)
+
+
+def quant_forward(model, images, sim):
+    """Q's forward: P's graph with fake quantization at every Linear's input and weight, at both operands
+    of both attention matmuls, and at the patch_embed weight (its input image stays FP).
+    Returns (logits, [(A_i, O_i, softmax_i)]) like manual_forward."""
+    check_plain_vit(model)
+    proj = model.patch_embed.proj
+    w = sim.weight("patch_embed.proj.weight", proj.weight)
+    x = F.conv2d(images, w, proj.bias, proj.stride, proj.padding, proj.dilation, proj.groups)
+    x = model._pos_embed(x.flatten(2).transpose(1, 2))
+    taps = []
+    for i, blk in enumerate(model.blocks):
+        x = x + quant_attention(blk.attn, blk.norm1(x), f"blocks.{i}.attn", sim, taps)
+        h = quant_linear(blk.mlp.fc1, blk.norm2(x), f"blocks.{i}.mlp.fc1", sim)
+        x = x + quant_linear(blk.mlp.fc2, blk.mlp.act(h), f"blocks.{i}.mlp.fc2", sim)
+    x = model.norm(x)
+    logits = quant_linear(model.head, x[:, 0], "head", sim)
+    if getattr(model, "head_dist", None) is not None:  # distilled DeiT at inference: mean of both heads
+        logits = (logits + quant_linear(model.head_dist, x[:, 1], "head_dist", sim)) / 2
+    return logits, taps
+
+
+def run_quant_with_grads(model, images, targets, sim):
+    """Forward + backward through Q; grads of images, model parameters and every quantizer's alpha / z."""
+    model.zero_grad(set_to_none=True)
+    for q in sim.quantizers.values():
+        q["alpha"].grad = q["zero_point"].grad = None
+    sim.reset_records()
+    images = images.detach().clone().requires_grad_(True)
+    logits, taps = quant_forward(model, images, sim)
+    j = objective(logits, targets, taps)
+    j.backward()
+    grads = {"images": images.grad.detach().clone()}
+    for name, p in model.named_parameters():
+        if p.grad is None:
+            raise RuntimeError(f"no gradient reached {name}")
+        grads[name] = p.grad.detach().clone()
+    for site, q in sim.quantizers.items():
+        for key in ("alpha", "zero_point"):
+            g = q[key].grad
+            grads[f"{site}.{key}"] = torch.zeros_like(q[key]) if g is None else g.detach().clone()
+    return logits.detach(), [(a.detach(), o.detach(), p.detach()) for a, o, p in taps], j.detach(), grads
+
+
+def quant_metadata(qspec):
+    meta = dict(FIXTURE_METADATA)
+    meta.update(model=qspec["model"], wbits=str(qspec["wbits"]), abits=str(qspec["abits"]),
+                lsq_g_scale_head=str(LSQ_G_SCALE_HEAD))
+    return meta
+
+
+def make_quant_fixture(name, qspec, out_dir):
+    """Q of an existing FP fixture (same weights, images, targets, read from <out>/<model>/)."""
+    base = os.path.join(out_dir, qspec["model"])
+    if not os.path.exists(os.path.join(base, "fixture.safetensors")):
+        raise RuntimeError(f"{name} needs {base}/ (write it first: --only {qspec['model']})")
+    model = build_model(MODELS[qspec["model"]])
+    model.load_state_dict({k: v.float() for k, v in load_file(os.path.join(base, "model.safetensors")).items()},
+                          strict=True)
+    fx = load_file(os.path.join(base, "fixture.safetensors"))
+    images, targets = fx["images"], fx["targets"]
+
+    # Structure check: Q with quantization off is P (the FP fixture's logits).
+    with torch.no_grad():
+        fp_logits, _ = quant_forward(model, images, QuantSim(None, None))
+    diff = (fp_logits - fx["logits"]).abs().max().item()
+    print(f"  quant_forward with quantization off vs FP fixture logits: max |diff| = {diff:.2e}")
+    assert diff <= 1e-5, f"{name}: quant_forward's graph differs from P ({diff})"
+
+    # First forward initialises every activation quantizer on the tensor it sees (upstream already
+    # quantized, as in MaskAQ where init and quantization happen in the same call).
+    sim = QuantSim(qspec["wbits"], qspec["abits"])
+    with torch.no_grad():
+        init_logits, _ = quant_forward(model, images, sim)
+    sites = list(sim.quantizers)
+    # Second forward + backward with alpha / z fixed: that is what is recorded.
+    logits, taps, j, grads = run_quant_with_grads(model, images, targets, sim)
+    assert torch.equal(init_logits, logits), f"{name}: second forward differs from the init forward"
+    ties, edges, wq, wties, codes = dict(sim.ties), dict(sim.edges), dict(sim.wq), dict(sim.wties), dict(sim.codes)
+
+    # Float64 cross-check with the same (f32-initialised) alpha / z. Rounding near-ties may legitimately
+    # flip between f32 and f64; there the f64 run takes the f32 code, everything else must agree.
+    m64 = copy.deepcopy(model).double()
+    sim64 = sim.with_dtype(torch.float64, ref_codes=codes)
+    logits64, taps64, j64, grads64 = run_quant_with_grads(m64, images.double(), targets, sim64)
+    mismatch = {k: int((c.double() != sim64.codes[k]).sum()) for k, c in codes.items()}
+    mismatch = {k: n for k, n in mismatch.items() if n}
+    forced = {k: n for k, n in sim64.forced.items() if n}
+    errs = {"logits": rel_err(logits, logits64), "objective": rel_err(j, j64)}
+    errs["attn_logits"] = max(rel_err(a, a64) for (a, _, _), (a64, _, _) in zip(taps, taps64))
+    errs["attn_out"] = max(rel_err(o, o64) for (_, o, _), (_, o64, _) in zip(taps, taps64))
+    pgrads = [k for k in grads if not k.endswith((".alpha", ".zero_point"))]
+    qgrads = [k for k in grads if k.endswith((".alpha", ".zero_point"))]
+    errs["grads"] = max(rel_err(grads[k], grads64[k]) for k in pgrads)
+    # One scale for all alpha / z gradients: a z gradient is exactly 0 where no element of its site is
+    # clamped, and its f32 value there is the residue of sum(g*alpha) - sum(g*alpha) (about 1e-8).
+    qscale = max(grads64[k].abs().max().item() for k in qgrads)
+    errs["quantizer grads"] = max((grads[k].double() - grads64[k]).abs().max().item() for k in qgrads) / qscale
+    worst = max(pgrads, key=lambda k: rel_err(grads[k], grads64[k]))
+    print("  f32 vs f64, same alpha/z, f32 codes at near-ties (max|diff| / max|ref|): "
+          + ", ".join(f"{k} {v:.1e}" for k, v in errs.items()) + f" (worst grad: {worst})")
+    print(f"  near-tie codes the f64 run rounds the other way: {sum(forced.values())} {forced if forced else ''}")
+    assert not mismatch, f"{name}: f32 and f64 codes differ away from rounding ties: {mismatch}"
+    assert errs["logits"] <= 1e-5, f"{name}: f32 and f64 logits disagree: {errs}"
+    assert max(errs.values()) < 1e-3, f"{name}: f32 and f64 disagree: {errs}"
+
+    # The initialisation itself in float64 (its own first forward, f32 codes at near-ties).
+    sim64i = QuantSim(qspec["wbits"], qspec["abits"], ref_codes=codes)
+    with torch.no_grad():
+        quant_forward(m64, images.double(), sim64i)
+    for key in ("alpha", "zero_point"):
+        e = max(abs(sim.quantizers[s][key].item() - sim64i.quantizers[s][key].item())
+                / max(abs(sim64i.quantizers[s][key].item()), 1e-30) for s in sites)
+        print(f"  init {key}: f32 vs f64 init max relative diff {e:.1e}")
+        assert e < 1e-5, f"{name}: f32 and f64 initialisation disagree ({key}: {e})"
+    assert all(sim.quantizers[s]["signed"] == sim64i.quantizers[s]["signed"] for s in sites)
+    print(f"  weight near-ties (codes differ after the clamp): {sum(wties.values())} "
+          f"({', '.join(f'{k} {n}' for k, n in wties.items() if n)})")
+
+    # Two places where the MaskAQ code's arithmetic can differ from the spec's formula by an ulp:
+    # grad_scale as y - y*g + y*g, and s_c computed as reciprocal(2 m_c) * (2^b - 1).
+    gs_ulps = sum(int((q["alpha"].detach() - q["alpha"].detach() * q["g"] + q["alpha"].detach() * q["g"]
+                       != q["alpha"].detach()).item()) for q in sim.quantizers.values())
+    w_diff = c_diff = 0
+    for wname in [k for k in codes if k.endswith(".weight")]:
+        wt = dict(model.named_parameters())[wname].detach()
+        rows = wt.reshape(wt.shape[0], -1)
+        m = torch.maximum(rows.min(dim=1).values.abs(), rows.max(dim=1).values.abs())
+        s_alt = (torch.clamp(2 * m, min=1e-8).reciprocal() * (2 ** qspec["wbits"] - 1)).reshape(
+            (-1,) + (1,) * (wt.dim() - 1))
+        c_alt = torch.clamp(torch.round(s_alt * wt), -2 ** (qspec["wbits"] - 1), 2 ** (qspec["wbits"] - 1) - 1)
+        w_diff += int((c_alt / s_alt != wq[wname]).sum())
+        c_diff += int((c_alt != codes[wname]).sum())
+    print(f"  MaskAQ-code arithmetic variants: grad_scale value != alpha at {gs_ulps}/{len(sites)} quantizers; "
+          f"reciprocal-form s_c changes {w_diff} W_hat elements ({c_diff} codes)")
+
+    print(f"  {'quantizer':32s} {'signed':>6s} {'alpha':>11s} {'z':>11s} {'round(z)':>8s} {'g':>10s} "
+          f"{'ties':>4s} {'edge':>4s} {'numel':>6s}")
+    for s in sites:
+        q = sim.quantizers[s]
+        print(f"  {s:32s} {int(q['signed']):6d} {q['alpha'].item():11.6f} {q['zero_point'].item():11.6f} "
+              f"{q['zero_point'].round().item():8.0f} {q['g']:10.3e} {ties[s]:4d} {edges[s]:4d} "
+              f"{codes[s].numel():6d}")
+    print(f"  total rounding near-ties (|frac - 0.5| <= {TIE_EPS}): {sum(ties.values())}, "
+          f"near clamp bounds: {sum(edges.values())}; objective {j.item():.6f}")
+    zero = [k for k in pgrads if grads[k].abs().max() == 0]
+    assert not zero, f"{name}: all-zero gradients for {zero}"
+    zero_q = [k for k in qgrads if grads[k].abs().max() == 0]
+    if zero_q:
+        print(f"  note: zero quantizer gradients (no clamped element / no signal): {zero_q}")
+
+    tensors = {"images": images, "targets": targets, "logits": logits}
+    for i, (a, o, _) in enumerate(taps):
+        tensors[f"blocks.{i}.attn_logits"] = a
+        tensors[f"blocks.{i}.attn_out"] = o
+    tensors["objective"] = j.reshape(1)
+    for k in pgrads:
+        tensors[f"grad.{k}"] = grads[k]
+    for s in sites:
+        q = sim.quantizers[s]
+        tensors[f"{s}.alpha"] = q["alpha"].detach()
+        tensors[f"{s}.zero_point"] = q["zero_point"].detach()
+        tensors[f"{s}.signed"] = torch.tensor([1.0 if q["signed"] else 0.0])
+        tensors[f"{s}.g"] = torch.tensor([q["g"]], dtype=torch.float64)
+        tensors[f"{s}.ties"] = torch.tensor([float(ties[s])])
+        tensors[f"grad.{s}.alpha"] = grads[f"{s}.alpha"]
+        tensors[f"grad.{s}.zero_point"] = grads[f"{s}.zero_point"]
+    for wname in WQ_FIXTURE_WEIGHTS:
+        tensors[f"wq.{wname}"] = wq[wname]
+    tensors = {k: v.detach().float().contiguous() for k, v in tensors.items()}
+
+    folder = os.path.join(out_dir, name)
+    os.makedirs(folder, exist_ok=True)
+    save_file(tensors, os.path.join(folder, "fixture.safetensors"), metadata=quant_metadata(qspec))
+    verify_quant_fixture(folder, qspec, out_dir)
+    return folder, ties, wties
+
+
+def verify_quant_fixture(folder, qspec, out_dir):
+    base = os.path.join(out_dir, qspec["model"])
+    fx = load_file(os.path.join(folder, "fixture.safetensors"))
+    fp = load_file(os.path.join(base, "fixture.safetensors"))
+    weights = load_file(os.path.join(base, "model.safetensors"))
+    assert torch.equal(fx["images"], fp["images"]) and torch.equal(fx["targets"], fp["targets"])
+    sites = {k[:-len(".alpha")] for k in fx if k.endswith(".alpha") and not k.startswith("grad.")}
+    depth = MODELS[qspec["model"]]["model_args"]["depth"]
+    expect = {"head.act"} | ({"head_dist.act"} if "head_dist.weight" in weights else set())
+    for i in range(depth):
+        expect |= {f"blocks.{i}.attn.{s}" for s in ("qkv.act", "proj.act", "matmul1.act_a", "matmul1.act_b",
+                                                    "matmul2.act_a", "matmul2.act_b")}
+        expect |= {f"blocks.{i}.mlp.fc1.act", f"blocks.{i}.mlp.fc2.act"}
+    assert sites == expect, sites ^ expect
+    grad_names = {k[5:] for k in fx if k.startswith("grad.")}
+    assert grad_names == (set(weights) | {"images"} | {f"{s}.{p}" for s in sites for p in ("alpha", "zero_point")})
+    for k, v in weights.items():
+        assert fx[f"grad.{k}"].shape == v.shape, k
+    for wname in WQ_FIXTURE_WEIGHTS:
+        assert fx[f"wq.{wname}"].shape == weights[wname].shape
+
+
+# ----------------------------------------------------------------------------------------------------
 # Preprocessing fixture
 
 
@@ -449,7 +841,7 @@ def main():
     default_out = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "tests", "fixtures")
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--out", default=default_out)
-    ap.add_argument("--only", choices=list(MODELS) + ["preprocess"])
+    ap.add_argument("--only", choices=list(MODELS) + list(QUANT_FIXTURES) + ["preprocess"])
     ap.add_argument("--full", action="store_true", help="also write the full-size deit_tiny_full")
     args = ap.parse_args()
 
@@ -460,15 +852,24 @@ def main():
     if args.only:
         names = [args.only]
     else:
-        names = [n for n, s in MODELS.items() if args.full or not s["full"]] + ["preprocess"]
+        names = [n for n, s in MODELS.items() if args.full or not s["full"]] + list(QUANT_FIXTURES) + ["preprocess"]
     folders = []
+    all_ties = {}
     for name in names:
         print(f"{name}:")
         if name == "preprocess":
             folders.append(make_preprocess_fixture(args.out))
+        elif name in QUANT_FIXTURES:
+            folder, ties, wties = make_quant_fixture(name, QUANT_FIXTURES[name], args.out)
+            folders.append(folder)
+            all_ties[name] = (ties, wties)
         else:
             folders.append(make_model_fixture(name, MODELS[name], args.out))
     summarize(folders)
+    for name, (ties, wties) in all_ties.items():
+        hit = {s: n for s, n in ties.items() if n}
+        print(f"{name}: activation rounding near-ties {sum(ties.values())} " + (f"{hit}" if hit else "")
+              + f"; weight near-ties {sum(wties.values())} (mostly the structural tie at a row's negative extreme)")
 
 
 if __name__ == "__main__":

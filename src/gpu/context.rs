@@ -26,6 +26,10 @@ pub struct Gpu {
     /// hot kernels use their barrier-free variants.
     pub cpu_like: bool,
     pipelines: Mutex<HashMap<&'static str, Arc<Pipeline>>>,
+    /// Storage buffers by byte size; one whose only owner is the pool is free for reuse.
+    pub(crate) pool: Mutex<HashMap<u64, Vec<Arc<wgpu::Buffer>>>>,
+    /// Readback (MAP_READ) buffers by byte size, reused across reads.
+    pub(crate) staging: Mutex<HashMap<u64, Vec<wgpu::Buffer>>>,
 }
 
 const NO_ADAPTER_HELP: &str = "no GPU adapter found. On Linux without a GPU install the software \
@@ -188,6 +192,8 @@ impl Gpu {
             limits,
             cpu_like,
             pipelines: Mutex::new(HashMap::new()),
+            pool: Mutex::new(HashMap::new()),
+            staging: Mutex::new(HashMap::new()),
         })
     }
 
@@ -318,5 +324,27 @@ impl Gpu {
             None => None,
         };
         Ok((wall, gpu_s))
+    }
+
+    /// Frees pooled buffers that no tensor holds (after dropping a large graph, say).
+    pub fn release_unused_buffers(&self) {
+        let mut pool = self.pool.lock().expect("buffer pool poisoned");
+        for list in pool.values_mut() {
+            list.retain(|b| Arc::strong_count(b) > 1);
+        }
+        self.staging.lock().expect("staging pool poisoned").clear();
+    }
+
+    /// Bytes held by the buffer pool: (in use, free).
+    pub fn pool_bytes(&self) -> (u64, u64) {
+        let pool = self.pool.lock().expect("buffer pool poisoned");
+        let mut used = 0;
+        let mut free = 0;
+        for (size, list) in pool.iter() {
+            for b in list {
+                if Arc::strong_count(b) > 1 { used += size } else { free += size }
+            }
+        }
+        (used, free)
     }
 }

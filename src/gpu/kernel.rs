@@ -78,6 +78,7 @@ impl Pipeline {
 }
 
 /// A bound kernel launch, built once and recorded as often as needed.
+#[derive(Clone)]
 pub struct Dispatch {
     /// The kernel's id (for profiles).
     pub kernel: &'static str,

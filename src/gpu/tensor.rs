@@ -21,19 +21,34 @@ impl Tensor {
         self.shape.iter().product()
     }
 
-    /// A zero-filled tensor. Zero-element tensors still get a 4-byte buffer so they can be bound.
+    /// A zero-filled tensor from the device's buffer pool: a buffer of the same size that no
+    /// tensor holds any more is cleared and reused, otherwise a new one is created. Zero-element
+    /// tensors still get a 4-byte buffer so they can be bound.
     pub fn zeros(gpu: &Gpu, shape: &[usize]) -> Tensor {
         let n: usize = shape.iter().product();
-        let buf = gpu.device.create_buffer(&wgpu::BufferDescriptor {
-            label: None,
-            size: (n.max(1) * 4) as u64,
-            usage: USAGE,
-            mapped_at_creation: false,
-        });
-        Tensor {
-            buf: Arc::new(buf),
-            shape: shape.to_vec(),
-        }
+        let size = (n.max(1) * 4) as u64;
+        let mut pool = gpu.pool.lock().expect("buffer pool poisoned");
+        let list = pool.entry(size).or_default();
+        let buf = match list.iter().find(|b| Arc::strong_count(b) == 1) {
+            Some(b) => {
+                let b = b.clone();
+                let mut enc = gpu.device.create_command_encoder(&Default::default());
+                enc.clear_buffer(&b, 0, None);
+                gpu.queue.submit([enc.finish()]);
+                b
+            }
+            None => {
+                let b = Arc::new(gpu.device.create_buffer(&wgpu::BufferDescriptor {
+                    label: None,
+                    size,
+                    usage: USAGE,
+                    mapped_at_creation: false,
+                }));
+                list.push(b.clone());
+                b
+            }
+        };
+        Tensor { buf, shape: shape.to_vec() }
     }
 
     pub fn from_slice(gpu: &Gpu, data: &[f32], shape: &[usize]) -> Tensor {
@@ -77,11 +92,14 @@ impl Tensor {
             return Ok(Vec::new());
         }
         let size = (n * 4) as u64;
-        let staging = gpu.device.create_buffer(&wgpu::BufferDescriptor {
-            label: Some("readback"),
-            size,
-            usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
-            mapped_at_creation: false,
+        let reused = gpu.staging.lock().expect("staging pool poisoned").get_mut(&size).and_then(Vec::pop);
+        let staging = reused.unwrap_or_else(|| {
+            gpu.device.create_buffer(&wgpu::BufferDescriptor {
+                label: Some("readback"),
+                size,
+                usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
+                mapped_at_creation: false,
+            })
         });
         let mut enc = gpu.device.create_command_encoder(&Default::default());
         enc.copy_buffer_to_buffer(&self.buf, 0, &staging, 0, size);
@@ -102,6 +120,7 @@ impl Tensor {
             bytemuck::pod_collect_to_vec::<u8, f32>(&view)
         };
         staging.unmap();
+        gpu.staging.lock().expect("staging pool poisoned").entry(size).or_default().push(staging);
         Ok(out)
     }
 }

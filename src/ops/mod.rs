@@ -7,6 +7,7 @@ pub mod gelu;
 pub mod layernorm;
 pub mod loss;
 pub mod matmul;
+pub mod quant;
 pub mod reduce;
 pub mod softmax;
 
@@ -18,6 +19,7 @@ pub const SHADERS: &[(&str, &str)] = &[
     ("layernorm.wgsl", layernorm::SOURCE),
     ("loss.wgsl", loss::SOURCE),
     ("matmul.wgsl", matmul::SOURCE),
+    ("quant.wgsl", quant::SOURCE),
     ("reduce.wgsl", reduce::SOURCE),
     ("softmax.wgsl", softmax::SOURCE),
 ];

@@ -1,0 +1,161 @@
+// MaskAQ's quantizers (maskaq-spec.md section 3).
+//
+// Weights: symmetric per-output-channel min-max, recomputed every forward, straight-through
+// gradient:  m_c = max|W_c|, s_c = (2^b - 1) / max(2 m_c, 1e-8),
+//            W_hat = clamp(round(s_c W), -2^(b-1), 2^(b-1) - 1) / s_c.
+//
+// Activations: per-tensor LSQ with a learnable step alpha and a learnable (rounded) zero point z
+// ("QuantAct_lsq"), initialised lazily from the first tensor x0 the quantizer sees:
+//   signed = min x0 < 1e-5 -> [QN, QP] = [-2^(b-1), 2^(b-1) - 1], else [0, 2^b - 1]
+//   alpha = 2 mean|x0| / sqrt(QP);  z = 0.1 (min x0 - alpha QP);  g = lsq_scale / sqrt(numel QP)
+//   forward:  z' = round(z), x_int = round(clamp(x / alpha + z', QN, QP)), x_hat = (x_int - z') alpha
+//   backward: dx = dy [QN <= x/alpha + z' <= QP]
+//             dalpha = g sum dy ((x_int - z') - [in range] x / alpha)      (grad_scale on alpha)
+//             dz = sum dy (-alpha) [out of range]                           (round_pass: identity)
+// A quantizer works on a strided 2-d region of a buffer (rows x cols at off, row stride rs), so
+// q, k and v inside the fused qkv matrix each get their own quantizer. Per-quantizer state:
+// qparams[2 site] = (alpha, z) (trained), qmeta[4 site] = (QN, QP, g, signed).
+// Reductions are grid-stride partial sums (one per invocation) followed by a single-invocation
+// finalize: deterministic, and free of workgroup barriers.
+
+struct Params {
+    rows: u32, cols: u32, off: u32, rs: u32,
+    site: u32, bits: u32, threads: u32, lsq_scale: f32,
+}
+
+@group(0) @binding(0) var<uniform> p: Params;
+@group(0) @binding(1) var<storage, read> x: array<f32>;
+@group(0) @binding(2) var<storage, read_write> xq: array<f32>;
+@group(0) @binding(3) var<storage, read> qparams: array<f32>;
+@group(0) @binding(4) var<storage, read> qmeta: array<f32>;
+@group(0) @binding(5) var<storage, read_write> qparams_rw: array<f32>;
+@group(0) @binding(6) var<storage, read_write> qmeta_rw: array<f32>;
+@group(0) @binding(7) var<storage, read_write> partials: array<f32>;
+@group(0) @binding(8) var<storage, read> partials_in: array<f32>;
+@group(0) @binding(9) var<storage, read> dxq: array<f32>;
+@group(0) @binding(10) var<storage, read_write> dx: array<f32>;
+@group(0) @binding(11) var<storage, read_write> qgrad: array<f32>;
+
+fn index(wid: vec3<u32>, nwg: vec3<u32>, lid: u32) -> u32 { return (wid.y * nwg.x + wid.x) * 64u + lid; }
+
+fn element(i: u32) -> u32 { return p.off + (i / p.cols) * p.rs + i % p.cols; }
+
+// ---- weights: one invocation per output channel (row of W) ----------------------------------
+@compute @workgroup_size(64)
+fn weight_quant(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+                @builtin(local_invocation_index) lid: u32) {
+    let r = index(wid, nwg, lid);
+    if (r >= p.rows) { return; }
+    let o = r * p.cols;
+    var m = 0.0;
+    for (var j = 0u; j < p.cols; j++) { m = max(m, abs(x[o + j])); }
+    let levels = f32((1u << p.bits) - 1u);
+    let s = levels / max(2.0 * m, 1e-8);
+    let lo = -f32(1u << (p.bits - 1u));
+    let hi = f32((1u << (p.bits - 1u)) - 1u);
+    for (var j = 0u; j < p.cols; j++) {
+        xq[o + j] = clamp(round(s * x[o + j]), lo, hi) / s;
+    }
+}
+
+// ---- activations -------------------------------------------------------------------------------
+@compute @workgroup_size(64)
+fn act_quant_forward(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+                     @builtin(local_invocation_index) lid: u32) {
+    let i = index(wid, nwg, lid);
+    if (i >= p.rows * p.cols) { return; }
+    let alpha = qparams[2u * p.site];
+    let zr = round(qparams[2u * p.site + 1u]);
+    let qn = qmeta[4u * p.site];
+    let qp = qmeta[4u * p.site + 1u];
+    let e = element(i);
+    let v = clamp(x[e] / alpha + zr, qn, qp);
+    xq[e] = (round(v) - zr) * alpha;
+}
+
+// Partial (min, sum |x|) of the region, grid-stride over `threads` invocations.
+@compute @workgroup_size(64)
+fn act_quant_stats(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+                   @builtin(local_invocation_index) lid: u32) {
+    let t = index(wid, nwg, lid);
+    if (t >= p.threads) { return; }
+    var mn = 3.4028235e38;
+    var sa = 0.0;
+    for (var i = t; i < p.rows * p.cols; i += p.threads) {
+        let v = x[element(i)];
+        mn = min(mn, v);
+        sa += abs(v);
+    }
+    partials[2u * t] = mn;
+    partials[2u * t + 1u] = sa;
+}
+
+// LSQ initialisation from the partials of act_quant_stats (one invocation).
+@compute @workgroup_size(1)
+fn act_quant_init() {
+    var mn = 3.4028235e38;
+    var sa = 0.0;
+    for (var t = 0u; t < p.threads; t++) {
+        mn = min(mn, partials_in[2u * t]);
+        sa += partials_in[2u * t + 1u];
+    }
+    let n = f32(p.rows * p.cols);
+    var qn = 0.0;
+    var qp = f32((1u << p.bits) - 1u);
+    var signed = 0.0;
+    if (mn < 1e-5) {
+        qn = -f32(1u << (p.bits - 1u));
+        qp = f32((1u << (p.bits - 1u)) - 1u);
+        signed = 1.0;
+    }
+    let alpha = 2.0 * (sa / n) / sqrt(qp);
+    qparams_rw[2u * p.site] = alpha;
+    qparams_rw[2u * p.site + 1u] = 0.1 * (mn - alpha * qp);
+    qmeta_rw[4u * p.site] = qn;
+    qmeta_rw[4u * p.site + 1u] = qp;
+    qmeta_rw[4u * p.site + 2u] = p.lsq_scale / sqrt(n * qp);
+    qmeta_rw[4u * p.site + 3u] = signed;
+}
+
+// dx = dxq [in range]; partial sums of the alpha and z gradients (grid-stride).
+@compute @workgroup_size(64)
+fn act_quant_backward(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+                      @builtin(local_invocation_index) lid: u32) {
+    let t = index(wid, nwg, lid);
+    if (t >= p.threads) { return; }
+    let alpha = qparams[2u * p.site];
+    let zr = round(qparams[2u * p.site + 1u]);
+    let qn = qmeta[4u * p.site];
+    let qp = qmeta[4u * p.site + 1u];
+    var ga = 0.0;
+    var gz = 0.0;
+    for (var i = t; i < p.rows * p.cols; i += p.threads) {
+        let e = element(i);
+        let g = dxq[e];
+        let xa = x[e] / alpha;
+        let v = xa + zr;
+        if (v >= qn && v <= qp) {
+            dx[e] = g;
+            ga += g * ((round(v) - zr) - xa);
+        } else {
+            dx[e] = 0.0;
+            ga += g * (clamp(v, qn, qp) - zr);
+            gz -= g * alpha;
+        }
+    }
+    partials[2u * t] = ga;
+    partials[2u * t + 1u] = gz;
+}
+
+// qgrad[site] = (g * sum of alpha partials, sum of z partials) (one invocation).
+@compute @workgroup_size(1)
+fn act_quant_grad() {
+    var ga = 0.0;
+    var gz = 0.0;
+    for (var t = 0u; t < p.threads; t++) {
+        ga += partials_in[2u * t];
+        gz += partials_in[2u * t + 1u];
+    }
+    qgrad[2u * p.site] = ga * qmeta[4u * p.site + 2u];
+    qgrad[2u * p.site + 1u] = gz;
+}

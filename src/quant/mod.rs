@@ -1,0 +1,163 @@
+//! The quantized model Q: bit widths, the activation-quantizer sites MaskAQ uses, and their
+//! state on the GPU (maskaq-spec.md section 3).
+//!
+//! Q is P's graph with fake quantization where the MaskAQ code puts it: an LSQ activation
+//! quantizer on the input of every Linear (qkv, proj, fc1, fc2, head, head_dist) and on both
+//! operands of q·kᵀ and of softmax·v; per-channel min-max weight quantization of every Linear
+//! and of the patch convolution. The image, LayerNorm, softmax, GELU and residual adds stay FP.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::str::FromStr;
+
+use anyhow::{Result, bail};
+
+use crate::gpu::Gpu;
+use crate::model::VitConfig;
+use crate::ops::quant::ActQuantState;
+
+/// Weight and activation bit widths, written `W4A4`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Bits {
+    pub w: u32,
+    pub a: u32,
+}
+
+impl FromStr for Bits {
+    type Err = anyhow::Error;
+    fn from_str(s: &str) -> Result<Bits> {
+        let err = || anyhow::anyhow!("unknown bit string `{s}`: expected W<bits>A<bits> with 2 to 8 bits each, e.g. W4A4 or W4A8");
+        let up = s.trim().to_ascii_uppercase();
+        let rest = up.strip_prefix('W').ok_or_else(err)?;
+        let (w, a) = rest.split_once('A').ok_or_else(err)?;
+        let w: u32 = w.parse().map_err(|_| err())?;
+        let a: u32 = a.parse().map_err(|_| err())?;
+        if !(2..=8).contains(&w) || !(2..=8).contains(&a) {
+            return Err(err());
+        }
+        Ok(Bits { w, a })
+    }
+}
+
+impl fmt::Display for Bits {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "W{}A{}", self.w, self.a)
+    }
+}
+
+/// Weights that are fake-quantized (every Linear and the patch convolution).
+pub fn quantized_weights(cfg: &VitConfig) -> Vec<String> {
+    let mut v = vec!["patch_embed.proj.weight".to_string()];
+    for i in 0..cfg.depth {
+        for s in ["attn.qkv", "attn.proj", "mlp.fc1", "mlp.fc2"] {
+            v.push(format!("blocks.{i}.{s}.weight"));
+        }
+    }
+    v.push("head.weight".into());
+    if cfg.distilled {
+        v.push("head_dist.weight".into());
+    }
+    v
+}
+
+/// Activation quantizer sites in forward order, named after the op whose input they quantize.
+pub fn act_sites(cfg: &VitConfig) -> Vec<String> {
+    let mut v = Vec::new();
+    for i in 0..cfg.depth {
+        for s in [
+            "attn.qkv.act",
+            "attn.matmul1.act_a",
+            "attn.matmul1.act_b",
+            "attn.matmul2.act_a",
+            "attn.matmul2.act_b",
+            "attn.proj.act",
+            "mlp.fc1.act",
+            "mlp.fc2.act",
+        ] {
+            v.push(format!("blocks.{i}.{s}"));
+        }
+    }
+    v.push("head.act".into());
+    if cfg.distilled {
+        v.push("head_dist.act".into());
+    }
+    v
+}
+
+/// LSQ gradient-scale numerator: the MaskAQ code passes `lsq_g_scale` = 0.01 only to the
+/// top-level head; every nested quantizer gets the default 1.0 (spec section 3).
+pub fn lsq_scale(site: &str) -> f32 {
+    if site.starts_with("head") { 0.01 } else { 1.0 }
+}
+
+/// The quantization state of a model: bit widths and every activation quantizer's parameters.
+pub struct Quant {
+    pub bits: Bits,
+    pub sites: Vec<String>,
+    index: HashMap<String, usize>,
+    pub state: ActQuantState,
+}
+
+impl Quant {
+    pub fn new(gpu: &Gpu, cfg: &VitConfig, bits: Bits) -> Quant {
+        let sites = act_sites(cfg);
+        let index = sites.iter().enumerate().map(|(i, s)| (s.clone(), i)).collect();
+        let state = ActQuantState::new(gpu, sites.len());
+        Quant { bits, sites, index, state }
+    }
+
+    pub fn site(&self, name: &str) -> usize {
+        *self.index.get(name).unwrap_or_else(|| panic!("no quantizer site {name}"))
+    }
+
+    /// (alpha, z, QN, QP, g, signed) of every site, read back from the GPU.
+    pub fn read(&self, gpu: &Gpu) -> Result<Vec<SiteState>> {
+        let p = self.state.qparams.read(gpu)?;
+        let m = self.state.qmeta.read(gpu)?;
+        Ok(self
+            .sites
+            .iter()
+            .enumerate()
+            .map(|(i, name)| SiteState {
+                name: name.clone(),
+                alpha: p[2 * i],
+                zero_point: p[2 * i + 1],
+                qn: m[4 * i],
+                qp: m[4 * i + 1],
+                g: m[4 * i + 2],
+                signed: m[4 * i + 3] != 0.0,
+            })
+            .collect())
+    }
+
+    /// Overwrites every site's state (e.g. from an exported model).
+    pub fn write(&self, gpu: &Gpu, sites: &[SiteState]) -> Result<()> {
+        if sites.len() != self.sites.len() {
+            bail!("expected {} activation quantizers, found {}", self.sites.len(), sites.len());
+        }
+        let mut p = Vec::new();
+        let mut m = Vec::new();
+        for (s, name) in sites.iter().zip(&self.sites) {
+            if &s.name != name {
+                bail!("activation quantizer `{}` where `{name}` was expected", s.name);
+            }
+            p.extend([s.alpha, s.zero_point]);
+            m.extend([s.qn, s.qp, s.g, if s.signed { 1.0 } else { 0.0 }]);
+        }
+        self.state.qparams.write(gpu, &p);
+        self.state.qmeta.write(gpu, &m);
+        Ok(())
+    }
+}
+
+/// One activation quantizer's state.
+#[derive(Clone, Debug, PartialEq)]
+pub struct SiteState {
+    pub name: String,
+    pub alpha: f32,
+    pub zero_point: f32,
+    pub qn: f32,
+    pub qp: f32,
+    pub g: f32,
+    pub signed: bool,
+}
