@@ -5,7 +5,7 @@
 use std::collections::HashSet;
 
 use maskaq::gpu::Kernel;
-use maskaq::ops::{self, copy, embed, gelu, layernorm, loss, matmul, reduce, softmax};
+use maskaq::ops::{self, copy, embed, gelu, layernorm, loss, matmul, quant, reduce, softmax};
 use naga::valid::{Capabilities, ModuleInfo, ValidationFlags, Validator};
 
 /// Every kernel the ops modules define (keep in sync with `src/ops/*.rs`).
@@ -23,6 +23,12 @@ const KERNELS: &[&Kernel] = &[
     &loss::CROSS_ENTROPY,
     &matmul::REGS,
     &matmul::TILED,
+    &quant::WEIGHT,
+    &quant::FORWARD,
+    &quant::STATS,
+    &quant::INIT,
+    &quant::BACKWARD,
+    &quant::GRAD,
     &reduce::SUM_ROWS,
     &softmax::FORWARD,
     &softmax::BACKWARD,

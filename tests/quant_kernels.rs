@@ -1,0 +1,136 @@
+//! The quantizer kernels against their CPU references on ragged shapes and strided regions.
+
+mod common;
+
+use common::{Rng, assert_close, gpu, read, upload1};
+use maskaq::gpu::Tensor;
+use maskaq::ops::quant::{self, ActQuantState, MAX_PARTIALS, Region};
+
+#[test]
+fn weight_quant_all_bits_ragged() {
+    let gpu = gpu();
+    let mut rng = Rng::new(7);
+    for bits in 2..=8 {
+        for (rows, cols) in [(1, 1), (3, 17), (17, 3), (65, 33)] {
+            let mut w = rng.vec(rows * cols, 1.5);
+            if rows > 1 {
+                // An all-zero row must not divide by zero.
+                w[cols..2 * cols].iter_mut().for_each(|v| *v = 0.0);
+            }
+            let wt = upload1(&gpu, &w);
+            let out = Tensor::zeros(&gpu, &[rows * cols]);
+            gpu.run(&[&quant::weight_quant(&gpu, rows, cols, bits, &wt, &out)]);
+            let got = read(&gpu, &out);
+            let want = quant::cpu_weight_quant(rows, cols, bits, &w);
+            assert_close(
+                &format!("weight_quant b{bits} {rows}x{cols}"),
+                &got,
+                &want,
+                1e-6,
+            );
+            // At most 2^b levels per row.
+            for r in 0..rows {
+                let mut levels: Vec<u32> = got[r * cols..(r + 1) * cols]
+                    .iter()
+                    .map(|v| (v + 0.0).to_bits())
+                    .collect();
+                levels.sort();
+                levels.dedup();
+                assert!(levels.len() <= 1 << bits);
+            }
+        }
+    }
+}
+
+/// Initialises one quantizer on `x0`'s region, quantizes `x`, and runs the backward with `dy`;
+/// compares everything with the CPU reference.
+fn check_act(bits: u32, region: Region, len: usize, seed: u64, shift: f32) {
+    let gpu = gpu();
+    let mut rng = Rng::new(seed);
+    let x: Vec<f32> = rng.vec(len, 2.0).iter().map(|v| v + shift).collect();
+    let dy = rng.vec(len, 1.0);
+    let st = ActQuantState::new(&gpu, 3);
+    let partials = Tensor::zeros(&gpu, &[2 * MAX_PARTIALS]);
+    let (xt, dyt) = (upload1(&gpu, &x), upload1(&gpu, &dy));
+    let xq = Tensor::zeros(&gpu, &[len]);
+    let dx = Tensor::zeros(&gpu, &[len]);
+    let site = 1;
+    let lsq = 0.37;
+    let init = quant::act_init(&gpu, &st, site, bits, lsq, region, &xt, &partials);
+    let fwd = quant::act_forward(&gpu, &st, site, region, &xt, &xq);
+    let bwd = quant::act_backward(&gpu, &st, site, region, &xt, &dyt, &dx, &partials);
+    gpu.run(&[&init[0], &init[1], &fwd, &bwd[0], &bwd[1]]);
+
+    let sub: Vec<f32> = (0..region.numel()).map(|i| x[region.element(i)]).collect();
+    let dsub: Vec<f32> = (0..region.numel()).map(|i| dy[region.element(i)]).collect();
+    let (alpha, z, qn, qp, g, signed) = quant::cpu_init(&sub, bits, lsq);
+    let p = read(&gpu, &st.qparams);
+    let m = read(&gpu, &st.qmeta);
+    let tag = format!("b{bits} {region:?}");
+    assert_close(&format!("{tag} alpha, z"), &p[2..4], &[alpha, z], 1e-5);
+    assert_close(&format!("{tag} qn, qp, g"), &m[4..7], &[qn, qp, g], 1e-5);
+    assert_eq!(m[7] == 1.0, signed, "{tag} signedness");
+
+    let want_q = quant::cpu_act_forward(&sub, p[2], p[3], qn, qp);
+    let (want_dx, want_ga, want_gz) =
+        quant::cpu_act_backward(&sub, &dsub, p[2], p[3], qn, qp, m[6]);
+    let got_q = read(&gpu, &xq);
+    let got_dx = read(&gpu, &dx);
+    let got_q: Vec<f32> = (0..region.numel())
+        .map(|i| got_q[region.element(i)])
+        .collect();
+    let got_dx: Vec<f32> = (0..region.numel())
+        .map(|i| got_dx[region.element(i)])
+        .collect();
+    assert_close(&format!("{tag} forward"), &got_q, &want_q, 1e-5);
+    assert_close(&format!("{tag} dx"), &got_dx, &want_dx, 1e-6);
+    let qg = read(&gpu, &st.qgrad);
+    assert_close(
+        &format!("{tag} dalpha, dz"),
+        &qg[2..4],
+        &[want_ga, want_gz],
+        1e-4,
+    );
+    // Elements outside the region are untouched.
+    let inside: std::collections::HashSet<usize> =
+        (0..region.numel()).map(|i| region.element(i)).collect();
+    let all_q = read(&gpu, &xq);
+    assert!(
+        (0..len)
+            .filter(|i| !inside.contains(i))
+            .all(|i| all_q[i] == 0.0),
+        "{tag}: wrote outside the region"
+    );
+}
+
+#[test]
+fn act_quant_whole_tensors() {
+    for bits in [2, 3, 4, 8] {
+        for n in [1, 3, 17, 65, 5000] {
+            check_act(bits, Region::whole(n), n, bits as u64 * 100 + n as u64, 0.0);
+        }
+    }
+}
+
+#[test]
+fn act_quant_unsigned_inputs() {
+    // Non-negative inputs (softmax probabilities, GELU outputs) get the unsigned range.
+    for n in [3, 65, 1000] {
+        check_act(4, Region::whole(n), n, n as u64, 2.5);
+    }
+}
+
+#[test]
+fn act_quant_strided_regions() {
+    // q, k, v of a fused [rows, 3D] matrix.
+    let (rows, d) = (17, 5);
+    for which in 0..3 {
+        let region = Region {
+            rows,
+            cols: d,
+            off: which * d,
+            rs: 3 * d,
+        };
+        check_act(3, region, rows * 3 * d, 9 + which as u64, 0.3);
+    }
+}
