@@ -35,6 +35,8 @@ struct Params {
 @group(0) @binding(9) var<storage, read> dxq: array<f32>;
 @group(0) @binding(10) var<storage, read_write> dx: array<f32>;
 @group(0) @binding(11) var<storage, read_write> qgrad: array<f32>;
+@group(0) @binding(12) var<storage, read_write> qcalib: array<f32>;
+@group(0) @binding(13) var<storage, read_write> wscale: array<f32>;
 
 fn index(wid: vec3<u32>, nwg: vec3<u32>, lid: u32) -> u32 { return (wid.y * nwg.x + wid.x) * 64u + lid; }
 
@@ -56,6 +58,7 @@ fn weight_quant(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) 
     for (var j = 0u; j < p.cols; j++) {
         xq[o + j] = clamp(round(s * x[o + j]), lo, hi) / s;
     }
+    wscale[r] = s;
 }
 
 // ---- activations -------------------------------------------------------------------------------
@@ -158,4 +161,35 @@ fn act_quant_grad() {
     }
     qgrad[2u * p.site] = ga * qmeta[4u * p.site + 2u];
     qgrad[2u * p.site + 1u] = gz;
+}
+
+// ---- min-max calibration (the PTQ baseline) -----------------------------------------------------
+// Partial (min, max) of the region, grid-stride.
+@compute @workgroup_size(64)
+fn act_minmax_partial(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+                      @builtin(local_invocation_index) lid: u32) {
+    let t = index(wid, nwg, lid);
+    if (t >= p.threads) { return; }
+    var mn = 3.4028235e38;
+    var mx = -3.4028235e38;
+    for (var i = t; i < p.rows * p.cols; i += p.threads) {
+        let v = x[element(i)];
+        mn = min(mn, v);
+        mx = max(mx, v);
+    }
+    partials[2u * t] = mn;
+    partials[2u * t + 1u] = mx;
+}
+
+// qcalib[site] = (min, max) running over every calibration batch (one invocation).
+@compute @workgroup_size(1)
+fn act_minmax_merge() {
+    var mn = qcalib[2u * p.site];
+    var mx = qcalib[2u * p.site + 1u];
+    for (var t = 0u; t < p.threads; t++) {
+        mn = min(mn, partials_in[2u * t]);
+        mx = max(mx, partials_in[2u * t + 1u]);
+    }
+    qcalib[2u * p.site] = mn;
+    qcalib[2u * p.site + 1u] = mx;
 }

@@ -73,6 +73,54 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Top-1/top-5 accuracy on a labelled dataset: an image folder (one subfolder per class) or
+    /// an IDX images file (MNIST naming, its labels file beside it; gzip or plain).
+    Eval {
+        /// A timm Hugging Face folder (config.json + model.safetensors) or a .safetensors file.
+        #[arg(long)]
+        model: PathBuf,
+        /// Architecture of a bare .safetensors file: a timm name or a config.json path.
+        #[arg(long)]
+        arch: Option<String>,
+        /// A folder of class subfolders, or an IDX images file such as t10k-images-idx3-ubyte.gz.
+        #[arg(long)]
+        data: PathBuf,
+        #[arg(long, default_value_t = 64)]
+        batch: usize,
+        /// Evaluate only the first N samples (an image folder is ordered class by class).
+        #[arg(long)]
+        limit: Option<usize>,
+        #[arg(long)]
+        json: bool,
+        /// Evaluate this quantized model (made from --model by `maskaq ptq` or `quantize`).
+        #[arg(long)]
+        quantized: Option<PathBuf>,
+    },
+    /// Min-max post-training quantization (the baseline): calibrate activation ranges on
+    /// Gaussian noise or real images, no training; writes a quantized-model file.
+    Ptq {
+        /// A timm Hugging Face folder or a .safetensors file (with --arch).
+        #[arg(long)]
+        model: PathBuf,
+        #[arg(long)]
+        arch: Option<String>,
+        /// Bit widths, e.g. W4A4, W3A3, W4A8 (2 to 8 bits each).
+        #[arg(long)]
+        bits: String,
+        /// `noise` (data-free) or a dataset: an image folder or an IDX images file.
+        #[arg(long, default_value = "noise")]
+        calib: String,
+        /// Number of calibration images.
+        #[arg(long, default_value_t = 64)]
+        num: usize,
+        #[arg(long, default_value_t = 32)]
+        batch: usize,
+        #[arg(long, default_value_t = 0)]
+        seed: u64,
+        /// Output file (.safetensors).
+        #[arg(long)]
+        out: PathBuf,
+    },
 }
 
 fn gpu(args: &GpuArgs) -> Result<Gpu> {
@@ -80,22 +128,13 @@ fn gpu(args: &GpuArgs) -> Result<Gpu> {
 }
 
 fn gpu_options(args: &GpuArgs) -> GpuOptions {
-    GpuOptions {
-        backend: args.backend.clone(),
-        adapter: args.adapter.clone(),
-    }
+    GpuOptions { backend: args.backend.clone(), adapter: args.adapter.clone() }
 }
 
 fn run(cli: Cli) -> Result<()> {
     match cli.command {
         Command::Devices { json } => commands::devices::run(&gpu_options(&cli.gpu), json),
-        Command::Predict {
-            model,
-            arch,
-            top,
-            json,
-            images,
-        } => {
+        Command::Predict { model, arch, top, json, images } => {
             if top == 0 {
                 anyhow::bail!("--top must be at least 1");
             }
@@ -106,14 +145,7 @@ fn run(cli: Cli) -> Result<()> {
             let preds = commands::predict::predict(&gpu, &vit, &images, top)?;
             commands::predict::print(&preds, json)
         }
-        Command::Bench {
-            model,
-            arch,
-            batch,
-            iters,
-            profile,
-            json,
-        } => {
+        Command::Bench { model, arch, batch, iters, profile, json } => {
             if batch == 0 {
                 anyhow::bail!("--batch must be at least 1");
             }
@@ -121,6 +153,19 @@ fn run(cli: Cli) -> Result<()> {
             let vit = commands::load_or_random(&gpu, model.as_deref(), arch.as_deref())?;
             let report = commands::bench::run(&gpu, &vit, batch, iters, profile, !json)?;
             commands::bench::print(&report, json)
+        }
+        Command::Eval { model, arch, data, batch, limit, json, quantized } => commands::eval::run(
+            &gpu_options(&cli.gpu),
+            &commands::eval::EvalArgs { model, arch, data, batch, limit, json, quantized },
+        ),
+        Command::Ptq { model, arch, bits, calib, num, batch, seed, out } => {
+            let bits = bits.parse().map_err(|e| anyhow::anyhow!("--bits: {e}"))?;
+            if batch == 0 {
+                anyhow::bail!("--batch must be at least 1");
+            }
+            let gpu = gpu(&cli.gpu)?;
+            let args = commands::ptq::PtqArgs { model, arch, bits, calib, num, batch, seed, out };
+            commands::ptq::run(&gpu, &args)
         }
     }
 }

@@ -11,35 +11,20 @@ fn fixtures() -> PathBuf {
 }
 
 fn maskaq(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_maskaq"))
-        .args(args)
-        .output()
-        .expect("run maskaq")
+    Command::new(env!("CARGO_BIN_EXE_maskaq")).args(args).output().expect("run maskaq")
 }
 
 /// Runs maskaq expecting failure with a single-line error containing every `needle`.
 fn expect_error(args: &[&str], needles: &[&str]) {
     let out = maskaq(args);
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        !out.status.success(),
-        "maskaq {args:?} should fail; stderr: {stderr}"
-    );
-    assert!(
-        !stderr.contains("panicked"),
-        "maskaq {args:?} panicked: {stderr}"
-    );
+    assert!(!out.status.success(), "maskaq {args:?} should fail; stderr: {stderr}");
+    assert!(!stderr.contains("panicked"), "maskaq {args:?} panicked: {stderr}");
     let lines: Vec<&str> = stderr.lines().filter(|l| !l.trim().is_empty()).collect();
     assert_eq!(lines.len(), 1, "expected a one-line error, got: {stderr}");
-    assert!(
-        lines[0].starts_with("maskaq: error:"),
-        "unexpected error format: {stderr}"
-    );
+    assert!(lines[0].starts_with("maskaq: error:"), "unexpected error format: {stderr}");
     for n in needles {
-        assert!(
-            stderr.contains(n),
-            "error for {args:?} should mention `{n}`: {stderr}"
-        );
+        assert!(stderr.contains(n), "error for {args:?} should mention `{n}`: {stderr}");
     }
 }
 
@@ -57,10 +42,8 @@ fn write_modified(
         .map(|(n, t)| (n, t.dtype(), t.shape().to_vec(), t.data().to_vec()))
         .collect();
     edit(&mut tensors);
-    let views: Vec<(String, TensorView)> = tensors
-        .iter()
-        .map(|(n, d, s, b)| (n.clone(), TensorView::new(*d, s.clone(), b).unwrap()))
-        .collect();
+    let views: Vec<(String, TensorView)> =
+        tensors.iter().map(|(n, d, s, b)| (n.clone(), TensorView::new(*d, s.clone(), b).unwrap())).collect();
     let out = safetensors::serialize(views, None).unwrap();
     let path = dir.join(name);
     std::fs::write(&path, out).unwrap();
@@ -72,38 +55,18 @@ fn img() -> String {
 }
 
 fn cfg() -> String {
-    fixtures()
-        .join("tiny_vit/config.json")
-        .display()
-        .to_string()
+    fixtures().join("tiny_vit/config.json").display().to_string()
 }
 
 #[test]
 fn predict_works_on_a_folder_and_on_a_bare_file() {
     let folder = fixtures().join("tiny_vit");
-    let out = maskaq(&[
-        "predict",
-        "--model",
-        folder.to_str().unwrap(),
-        "--json",
-        "--top",
-        "3",
-        &img(),
-    ]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let out = maskaq(&["predict", "--model", folder.to_str().unwrap(), "--json", "--top", "3", &img()]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(v[0]["top"].as_array().unwrap().len(), 3);
     assert_eq!(v[0]["logits"].as_array().unwrap().len(), 10);
-    let p: f64 = v[0]["top"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|t| t["prob"].as_f64().unwrap())
-        .sum();
+    let p: f64 = v[0]["top"].as_array().unwrap().iter().map(|t| t["prob"].as_f64().unwrap()).sum();
     assert!(p > 0.0 && p <= 1.0 + 1e-6);
     let file = folder.join("model.safetensors");
     let out2 = maskaq(&[
@@ -117,15 +80,8 @@ fn predict_works_on_a_folder_and_on_a_bare_file() {
         "3",
         &img(),
     ]);
-    assert!(
-        out2.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out2.stderr)
-    );
-    assert_eq!(
-        out.stdout, out2.stdout,
-        "folder and bare file must predict the same"
-    );
+    assert!(out2.status.success(), "{}", String::from_utf8_lossy(&out2.stderr));
+    assert_eq!(out.stdout, out2.stdout, "folder and bare file must predict the same");
 }
 
 #[test]
@@ -135,14 +91,7 @@ fn truncated_checkpoint() {
     let path = dir.path().join("truncated.safetensors");
     std::fs::write(&path, &bytes[..bytes.len() / 2]).unwrap();
     expect_error(
-        &[
-            "predict",
-            "--model",
-            path.to_str().unwrap(),
-            "--arch",
-            &cfg(),
-            &img(),
-        ],
+        &["predict", "--model", path.to_str().unwrap(), "--arch", &cfg(), &img()],
         &["truncated.safetensors", "not a valid safetensors file"],
     );
 }
@@ -155,14 +104,7 @@ fn garbage_header() {
     bytes.extend_from_slice(b"{this is not json at all, not even close}");
     std::fs::write(&path, bytes).unwrap();
     expect_error(
-        &[
-            "predict",
-            "--model",
-            path.to_str().unwrap(),
-            "--arch",
-            &cfg(),
-            &img(),
-        ],
+        &["predict", "--model", path.to_str().unwrap(), "--arch", &cfg(), &img()],
         &["garbage.safetensors", "not a valid safetensors file"],
     );
 }
@@ -175,14 +117,7 @@ fn wrong_dtype() {
         e.1 = Dtype::I32;
     });
     expect_error(
-        &[
-            "predict",
-            "--model",
-            path.to_str().unwrap(),
-            "--arch",
-            &cfg(),
-            &img(),
-        ],
+        &["predict", "--model", path.to_str().unwrap(), "--arch", &cfg(), &img()],
         &["head.bias", "I32", "F32, F16 or BF16"],
     );
 }
@@ -190,18 +125,10 @@ fn wrong_dtype() {
 #[test]
 fn missing_tensor() {
     let dir = tempfile::tempdir().unwrap();
-    let path = write_modified(dir.path(), "missing.safetensors", |t| {
-        t.retain(|e| e.0 != "blocks.1.mlp.fc2.weight")
-    });
+    let path =
+        write_modified(dir.path(), "missing.safetensors", |t| t.retain(|e| e.0 != "blocks.1.mlp.fc2.weight"));
     expect_error(
-        &[
-            "predict",
-            "--model",
-            path.to_str().unwrap(),
-            "--arch",
-            &cfg(),
-            &img(),
-        ],
+        &["predict", "--model", path.to_str().unwrap(), "--arch", &cfg(), &img()],
         &["missing tensor `blocks.1.mlp.fc2.weight`", "[32, 128]"],
     );
 }
@@ -210,22 +137,10 @@ fn missing_tensor() {
 fn unexpected_tensor() {
     let dir = tempfile::tempdir().unwrap();
     let path = write_modified(dir.path(), "extra.safetensors", |t| {
-        t.push((
-            "blocks.7.attn.qkv.weight".into(),
-            Dtype::F32,
-            vec![1],
-            vec![0; 4],
-        ));
+        t.push(("blocks.7.attn.qkv.weight".into(), Dtype::F32, vec![1], vec![0; 4]));
     });
     expect_error(
-        &[
-            "predict",
-            "--model",
-            path.to_str().unwrap(),
-            "--arch",
-            &cfg(),
-            &img(),
-        ],
+        &["predict", "--model", path.to_str().unwrap(), "--arch", &cfg(), &img()],
         &["unexpected tensor `blocks.7.attn.qkv.weight`"],
     );
 }
@@ -238,14 +153,7 @@ fn wrong_shape() {
         e.2 = vec![1, e.2[2], e.2[1]];
     });
     expect_error(
-        &[
-            "predict",
-            "--model",
-            path.to_str().unwrap(),
-            "--arch",
-            &cfg(),
-            &img(),
-        ],
+        &["predict", "--model", path.to_str().unwrap(), "--arch", &cfg(), &img()],
         &["pos_embed", "[1, 32, 17]", "expected [1, 17, 32]"],
     );
 }
@@ -254,23 +162,13 @@ fn wrong_shape() {
 fn unknown_architecture() {
     let file = fixtures().join("tiny_vit/model.safetensors");
     expect_error(
-        &[
-            "predict",
-            "--model",
-            file.to_str().unwrap(),
-            "--arch",
-            "resnet50",
-            &img(),
-        ],
+        &["predict", "--model", file.to_str().unwrap(), "--arch", "resnet50", &img()],
         &["unknown architecture `resnet50`", "deit_tiny_patch16_224"],
     );
     let dir = tempfile::tempdir().unwrap();
     std::fs::copy(&file, dir.path().join("model.safetensors")).unwrap();
-    std::fs::write(
-        dir.path().join("config.json"),
-        r#"{"architecture": "convnext_tiny", "num_classes": 10}"#,
-    )
-    .unwrap();
+    std::fs::write(dir.path().join("config.json"), r#"{"architecture": "convnext_tiny", "num_classes": 10}"#)
+        .unwrap();
     expect_error(
         &["predict", "--model", dir.path().to_str().unwrap(), &img()],
         &["config.json", "unknown architecture `convnext_tiny`"],
@@ -284,20 +182,10 @@ fn pth_checkpoint_is_refused_with_conversion_help() {
     let path = dir.path().join("deit_tiny_patch16_224-a1311bcf.pth");
     std::fs::write(&path, b"PK\x03\x04 rest of a zip archive").unwrap();
     expect_error(
-        &[
-            "predict",
-            "--model",
-            path.to_str().unwrap(),
-            "--arch",
-            "deit_tiny_patch16_224",
-            &img(),
-        ],
+        &["predict", "--model", path.to_str().unwrap(), "--arch", "deit_tiny_patch16_224", &img()],
         &["PyTorch pickle checkpoint", "safetensors", "save_file"],
     );
-    expect_error(
-        &["predict", "--model", path.to_str().unwrap(), &img()],
-        &["PyTorch pickle checkpoint"],
-    );
+    expect_error(&["predict", "--model", path.to_str().unwrap(), &img()], &["PyTorch pickle checkpoint"]);
 }
 
 #[test]
@@ -307,45 +195,23 @@ fn image_that_is_not_an_image() {
     std::fs::write(&bad, b"definitely not a jpeg").unwrap();
     let folder = fixtures().join("tiny_vit");
     expect_error(
-        &[
-            "predict",
-            "--model",
-            folder.to_str().unwrap(),
-            bad.to_str().unwrap(),
-        ],
+        &["predict", "--model", folder.to_str().unwrap(), bad.to_str().unwrap()],
         &["photo.jpg", "not a readable image"],
     );
     expect_error(
-        &[
-            "predict",
-            "--model",
-            folder.to_str().unwrap(),
-            "/no/such/image.png",
-        ],
+        &["predict", "--model", folder.to_str().unwrap(), "/no/such/image.png"],
         &["/no/such/image.png"],
     );
 }
 
 #[test]
 fn bad_flags() {
+    expect_error(&["--backend", "directx9", "devices"], &["--backend", "directx9"]);
     expect_error(
-        &["--backend", "directx9", "devices"],
-        &["--backend", "directx9"],
-    );
-    expect_error(
-        &[
-            "--adapter",
-            "no-such-gpu-xyz",
-            "bench",
-            "--arch",
-            "deit_tiny_patch16_224",
-        ],
+        &["--adapter", "no-such-gpu-xyz", "bench", "--arch", "deit_tiny_patch16_224"],
         &["--adapter", "no-such-gpu-xyz"],
     );
-    expect_error(
-        &["bench", "--arch", "deit_tiny_patch16_224", "--batch", "0"],
-        &["--batch"],
-    );
+    expect_error(&["bench", "--arch", "deit_tiny_patch16_224", "--batch", "0"], &["--batch"]);
 }
 
 #[test]
@@ -361,27 +227,11 @@ fn devices_lists_an_adapter() {
 #[test]
 fn bench_runs_and_reports() {
     let folder = fixtures().join("tiny_deit_distilled");
-    let out = maskaq(&[
-        "bench",
-        "--model",
-        folder.to_str().unwrap(),
-        "--batch",
-        "3",
-        "--iters",
-        "1",
-        "--json",
-    ]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let out =
+        maskaq(&["bench", "--model", folder.to_str().unwrap(), "--batch", "3", "--iters", "1", "--json"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    for key in [
-        "forward_images_per_s",
-        "train_images_per_s",
-        "forward_gflops",
-    ] {
+    for key in ["forward_images_per_s", "train_images_per_s", "forward_gflops"] {
         assert!(v[key].as_f64().unwrap() > 0.0, "{key}");
     }
     assert!(v["gemm"]["gflops"].as_f64().unwrap() > 0.0);

@@ -8,9 +8,7 @@
 
 mod common;
 
-use common::{
-    Rng, assert_close, assert_close_floor, assert_exact, gpu, read, run1, upload, upload1,
-};
+use common::{Rng, assert_close, assert_close_floor, assert_exact, gpu, read, run1, upload, upload1};
 use maskaq::gpu::{Gpu, Tensor};
 use maskaq::ops::copy::{self, Copy4};
 use maskaq::ops::embed::Geometry;
@@ -125,14 +123,7 @@ fn matmul_plain_ragged() {
 #[test]
 fn matmul_layouts_bias_scale() {
     let mut g = gpu();
-    let shapes = [
-        (3, 17, 65),
-        (65, 17, 3),
-        (17, 65, 1),
-        (1, 1, 17),
-        (65, 65, 65),
-        (1, 65, 3),
-    ];
+    let shapes = [(3, 17, 65), (65, 17, 3), (17, 65, 1), (1, 1, 17), (65, 65, 65), (1, 65, 3)];
     let mut seed = 100;
     for (m, n, k) in shapes {
         let plain = Matmul::new(m, n, k, View::rows(k), View::rows(n), View::rows(n));
@@ -143,14 +134,7 @@ fn matmul_layouts_bias_scale() {
         let cases: Vec<(&str, Matmul)> = vec![
             ("a_t", Matmul { a: at, ..plain }),
             ("b_t", Matmul { b: bt, ..plain }),
-            (
-                "a_t b_t",
-                Matmul {
-                    a: at,
-                    b: bt,
-                    ..plain
-                },
-            ),
+            ("a_t b_t", Matmul { a: at, b: bt, ..plain }),
             (
                 "offsets and padded C",
                 Matmul {
@@ -164,10 +148,7 @@ fn matmul_layouts_bias_scale() {
             ("alpha beta", plain.scale(0.5, -1.5)),
             ("accumulate", plain.scale(1.0, 1.0)),
             ("alpha only", plain.scale(-2.0, 0.0)),
-            (
-                "bias alpha beta b_t",
-                Matmul { b: bt, ..plain }.bias(1).scale(0.25, 0.75),
-            ),
+            ("bias alpha beta b_t", Matmul { b: bt, ..plain }.bias(1).scale(0.25, 0.75)),
         ];
         for (name, mm) in cases {
             check_matmul(&mut g, name, mm, seed, TOL);
@@ -180,9 +161,7 @@ fn matmul_layouts_bias_scale() {
 #[test]
 fn matmul_empty_k() {
     let mut g = gpu();
-    let mm = Matmul::new(17, 5, 0, View::rows(1), View::rows(5), View::rows(5))
-        .bias(2)
-        .scale(0.5, 2.0);
+    let mm = Matmul::new(17, 5, 0, View::rows(1), View::rows(5), View::rows(5)).bias(2).scale(0.5, 2.0);
     check_matmul(&mut g, "k=0", mm, 7, TOL);
 }
 
@@ -193,17 +172,9 @@ fn matmul_large_and_long_k() {
     let plain = Matmul::new(m, n, k, View::rows(k), View::rows(n), View::rows(n));
     check_matmul(&mut g, "128x96x80", plain, 200, TOL);
     // dW = X^T dY shape: A transposed, accumulate.
-    let mm = Matmul {
-        a: View::rows(m).t(),
-        ..plain
-    }
-    .scale(1.0, 1.0);
+    let mm = Matmul { a: View::rows(m).t(), ..plain }.scale(1.0, 1.0);
     check_matmul(&mut g, "128x96x80 a_t accumulate", mm, 201, TOL);
-    let mm = Matmul {
-        b: View::rows(k).t(),
-        ..plain
-    }
-    .bias(0);
+    let mm = Matmul { b: View::rows(k).t(), ..plain }.bias(0);
     check_matmul(&mut g, "128x96x80 b_t bias", mm, 202, TOL);
     // A long reduction: error relative to max |C| stays at the f32 level.
     let (m, n, k) = (3, 5, 4099);
@@ -220,43 +191,21 @@ fn matmul_batched_attention_views() {
     let (bsz, heads, hd, n) = (2, 3, 5, 17);
     let d = heads * hd;
     let rs = 3 * d;
-    let q = View {
-        off: 0,
-        rs,
-        cs: 1,
-        b1: n * rs,
-        b2: hd,
-    };
+    let q = View { off: 0, rs, cs: 1, b1: n * rs, b2: hd };
     let k = q.at(d);
     let v = q.at(2 * d);
     // scores / probabilities [B, H, N, N]
-    let s = View {
-        off: 0,
-        rs: n,
-        cs: 1,
-        b1: heads * n * n,
-        b2: n * n,
-    };
+    let s = View { off: 0, rs: n, cs: 1, b1: heads * n * n, b2: n * n };
     let qk = Matmul::new(n, n, hd, q, k.t(), s).batched(bsz, heads);
     check_matmul(&mut g, "S = Q K^T", qk, 300, TOL);
-    let scaled = Matmul::new(n, n, hd, q, k.t(), s)
-        .batched(bsz, heads)
-        .scale(0.125, 0.0);
+    let scaled = Matmul::new(n, n, hd, q, k.t(), s).batched(bsz, heads).scale(0.125, 0.0);
     check_matmul(&mut g, "S = Q K^T * scale", scaled, 301, TOL);
     // O [B, N, D], head h at column h*hd.
-    let o = View {
-        off: 0,
-        rs: d,
-        cs: 1,
-        b1: n * d,
-        b2: hd,
-    };
+    let o = View { off: 0, rs: d, cs: 1, b1: n * d, b2: hd };
     let pv = Matmul::new(n, hd, n, s, v, o).batched(bsz, heads);
     check_matmul(&mut g, "O = P V", pv, 302, TOL);
     // dK = dS^T Q into dqkv's k block, accumulating.
-    let dk = Matmul::new(n, hd, n, s.t(), q, k)
-        .batched(bsz, heads)
-        .scale(1.0, 1.0);
+    let dk = Matmul::new(n, hd, n, s.t(), q, k).batched(bsz, heads).scale(1.0, 1.0);
     check_matmul(&mut g, "dK = dS^T Q", dk, 303, TOL);
     // dQ = dS K into dqkv's q block.
     let dq = Matmul::new(n, hd, n, s, k, q).batched(bsz, heads);
@@ -279,10 +228,7 @@ fn matmul_batched_attention_views() {
 // ------------------------------------------------------------------------------------------
 
 fn split_stats(stats: &[f32]) -> (Vec<f32>, Vec<f32>) {
-    (
-        stats.iter().step_by(2).copied().collect(),
-        stats.iter().skip(1).step_by(2).copied().collect(),
-    )
+    (stats.iter().step_by(2).copied().collect(), stats.iter().skip(1).step_by(2).copied().collect())
 }
 
 #[test]
@@ -303,10 +249,7 @@ fn layernorm_forward_backward() {
             let tb = upload1(&g, &beta);
             let ty = Tensor::zeros(&g, &[rows, d]);
             let ts = Tensor::zeros(&g, &[rows, 2]);
-            run1(
-                &g,
-                &layernorm::forward(&g, rows, d, eps, &tx, &tg, &tb, &ty, &ts),
-            );
+            run1(&g, &layernorm::forward(&g, rows, d, eps, &tx, &tg, &tb, &ty, &ts));
             assert_close(&format!("layernorm y {name}"), &read(&g, &ty), &want_y, TOL);
             let (gm, gr) = split_stats(&read(&g, &ts));
             let (wm, wr) = split_stats(&want_stats);
@@ -315,50 +258,20 @@ fn layernorm_forward_backward() {
 
             let dy = rng.vec(rows * d, 1.0);
             let dres = rng.vec(rows * d, 1.0);
-            let (want_dx, want_dg, want_db) =
-                layernorm::cpu_backward(rows, d, eps, &x, &gamma, &dy);
+            let (want_dx, want_dg, want_db) = layernorm::cpu_backward(rows, d, eps, &x, &gamma, &dy);
             let tdy = upload1(&g, &dy);
             let tdres = upload1(&g, &dres);
             // dx starts as garbage: the kernel must overwrite, not accumulate.
             let tdx = upload1(&g, &rng.vec(rows * d, 9.0));
-            run1(
-                &g,
-                &layernorm::backward_input(&g, rows, d, &tx, &tg, &ts, &tdy, None, &tdx),
-            );
-            assert_close(
-                &format!("layernorm dx {name}"),
-                &read(&g, &tdx),
-                &want_dx,
-                TOL,
-            );
-            run1(
-                &g,
-                &layernorm::backward_input(&g, rows, d, &tx, &tg, &ts, &tdy, Some(&tdres), &tdx),
-            );
-            assert_close(
-                &format!("layernorm dx+dres {name}"),
-                &read(&g, &tdx),
-                &add(&want_dx, &dres),
-                TOL,
-            );
+            run1(&g, &layernorm::backward_input(&g, rows, d, &tx, &tg, &ts, &tdy, None, &tdx));
+            assert_close(&format!("layernorm dx {name}"), &read(&g, &tdx), &want_dx, TOL);
+            run1(&g, &layernorm::backward_input(&g, rows, d, &tx, &tg, &ts, &tdy, Some(&tdres), &tdx));
+            assert_close(&format!("layernorm dx+dres {name}"), &read(&g, &tdx), &add(&want_dx, &dres), TOL);
             let tdg = upload1(&g, &rng.vec(d, 9.0));
             let tdb = upload1(&g, &rng.vec(d, 9.0));
-            run1(
-                &g,
-                &layernorm::backward_params(&g, rows, d, &tx, &ts, &tdy, &tdg, &tdb),
-            );
-            assert_close(
-                &format!("layernorm dgamma {name}"),
-                &read(&g, &tdg),
-                &want_dg,
-                TOL,
-            );
-            assert_close(
-                &format!("layernorm dbeta {name}"),
-                &read(&g, &tdb),
-                &want_db,
-                TOL,
-            );
+            run1(&g, &layernorm::backward_params(&g, rows, d, &tx, &ts, &tdy, &tdg, &tdb));
+            assert_close(&format!("layernorm dgamma {name}"), &read(&g, &tdg), &want_dg, TOL);
+            assert_close(&format!("layernorm dbeta {name}"), &read(&g, &tdb), &want_db, TOL);
         }
     }
 }
@@ -390,20 +303,14 @@ fn softmax_forward_backward() {
                 let tdp = upload1(&g, &dprob);
                 let tex = upload1(&g, &extra);
                 let tda = upload1(&g, &rng.vec(rows * n, 9.0));
-                run1(
-                    &g,
-                    &softmax::backward(&g, rows, n, scale, &tprob, &tdp, None, &tda),
-                );
+                run1(&g, &softmax::backward(&g, rows, n, scale, &tprob, &tdp, None, &tda));
                 // With large logits the rows are one-hot and the reference gradient is ~1e-15
                 // (rounding noise): measure the error against the gradient's natural scale,
                 // scale * max |dprob| (~scale), instead.
                 let got = read(&g, &tda);
                 let name_da = format!("softmax da {name}");
                 assert_close_floor(&name_da, &got, &want_da, TOL, scale as f64);
-                run1(
-                    &g,
-                    &softmax::backward(&g, rows, n, scale, &tprob, &tdp, Some(&tex), &tda),
-                );
+                run1(&g, &softmax::backward(&g, rows, n, scale, &tprob, &tdp, Some(&tex), &tda));
                 assert_close(
                     &format!("softmax da+extra {name}"),
                     &read(&g, &tda),
@@ -423,35 +330,20 @@ fn softmax_forward_backward() {
 fn gelu_forward_backward() {
     let g = gpu();
     let mut rng = Rng::new(13);
-    let mut inputs: Vec<Vec<f32>> = [1, 3, 17, 65, 1000]
-        .iter()
-        .map(|&n| rng.vec(n, 3.0))
-        .collect();
+    let mut inputs: Vec<Vec<f32>> = [1, 3, 17, 65, 1000].iter().map(|&n| rng.vec(n, 3.0)).collect();
     inputs.push(rng.vec(300, 8.0));
-    inputs.push(vec![
-        0.0, 1e-3, -1e-3, 0.5, -0.5, 1.0, -1.0, 3.0, -3.0, 10.0, -10.0, 20.0, -20.0,
-    ]);
+    inputs.push(vec![0.0, 1e-3, -1e-3, 0.5, -0.5, 1.0, -1.0, 3.0, -3.0, 10.0, -10.0, 20.0, -20.0]);
     for x in inputs {
         let n = x.len();
         let tx = upload1(&g, &x);
         let ty = upload1(&g, &rng.vec(n, 9.0));
         run1(&g, &gelu::forward(&g, &tx, &ty));
-        assert_close(
-            &format!("gelu n={n}"),
-            &read(&g, &ty),
-            &gelu::cpu_forward(&x),
-            TOL,
-        );
+        assert_close(&format!("gelu n={n}"), &read(&g, &ty), &gelu::cpu_forward(&x), TOL);
         let dy = rng.vec(n, 1.0);
         let tdy = upload1(&g, &dy);
         let tdx = upload1(&g, &rng.vec(n, 9.0));
         run1(&g, &gelu::backward(&g, &tx, &tdy, &tdx));
-        assert_close(
-            &format!("gelu backward n={n}"),
-            &read(&g, &tdx),
-            &gelu::cpu_backward(&x, &dy),
-            TOL,
-        );
+        assert_close(&format!("gelu backward n={n}"), &read(&g, &tdx), &gelu::cpu_backward(&x, &dy), TOL);
     }
 }
 
@@ -503,14 +395,7 @@ fn copy4d_strided() {
         alpha: 0.5,
         beta: 2.0,
     };
-    check_copy(
-        &g,
-        "head merge alpha beta",
-        merge,
-        b * h * n * hd,
-        b * n * (3 * d + 2),
-        22,
-    );
+    check_copy(&g, "head merge alpha beta", merge, b * h * n * hd, b * n * (3 * d + 2), 22);
     // 2-d transpose of a 17 x 65 matrix into a 65 x 17 one.
     let tr = Copy4 {
         dims: [1, 1, 65, 17],
@@ -546,10 +431,7 @@ fn copy4d_strided() {
     check_copy(&g, "accumulate", acc, 3 * (17 * 3 + 1) + 2, 3 * 17 * 3, 25);
     // Flat copy and an empty box (dst untouched).
     check_copy(&g, "flat", Copy4::flat(65), 65, 65, 26);
-    let empty = Copy4 {
-        dims: [2, 0, 3, 4],
-        ..Copy4::flat(1)
-    };
+    let empty = Copy4 { dims: [2, 0, 3, 4], ..Copy4::flat(1) };
     check_copy(&g, "empty box", empty, 5, 7, 27);
 }
 
@@ -590,42 +472,10 @@ fn sum_rows_strided() {
     let cases = [
         SumRows::matrix(65, 65),
         SumRows::matrix(1, 17),
-        SumRows {
-            n: 17,
-            rows: 5,
-            s_off: 3,
-            rs: 20,
-            o_off: 2,
-            alpha: 0.5,
-            beta: -2.0,
-        },
-        SumRows {
-            n: 1,
-            rows: 3,
-            s_off: 1,
-            rs: 4,
-            o_off: 0,
-            alpha: 1.0,
-            beta: 1.0,
-        },
-        SumRows {
-            n: 65,
-            rows: 17,
-            s_off: 65,
-            rs: 3 * 65,
-            o_off: 1,
-            alpha: -1.0,
-            beta: 0.0,
-        },
-        SumRows {
-            n: 3,
-            rows: 0,
-            s_off: 0,
-            rs: 3,
-            o_off: 0,
-            alpha: 1.0,
-            beta: 0.5,
-        },
+        SumRows { n: 17, rows: 5, s_off: 3, rs: 20, o_off: 2, alpha: 0.5, beta: -2.0 },
+        SumRows { n: 1, rows: 3, s_off: 1, rs: 4, o_off: 0, alpha: 1.0, beta: 1.0 },
+        SumRows { n: 65, rows: 17, s_off: 65, rs: 3 * 65, o_off: 1, alpha: -1.0, beta: 0.0 },
+        SumRows { n: 3, rows: 0, s_off: 0, rs: 3, o_off: 0, alpha: 1.0, beta: 0.5 },
     ];
     for (i, c) in cases.into_iter().enumerate() {
         let mut rng = Rng::new(40 + i as u64);
@@ -651,9 +501,7 @@ fn beta_zero_ignores_nan_destination() {
     let a = rng.vec(m * k, 1.0);
     let b = rng.vec(k * n, 1.0);
     let bias = rng.vec(n, 1.0);
-    let mm = Matmul::new(m, n, k, View::rows(k), View::rows(n), View::rows(n))
-        .bias(0)
-        .scale(0.5, 0.0);
+    let mm = Matmul::new(m, n, k, View::rows(k), View::rows(n), View::rows(n)).bias(0).scale(0.5, 0.0);
     let mut want = vec![f32::NAN; m * n];
     mm.cpu(&a, &b, Some(&bias), &mut want);
     let (ta, tb, tbias) = (upload1(&g, &a), upload1(&g, &b), upload1(&g, &bias));
@@ -661,29 +509,18 @@ fn beta_zero_ignores_nan_destination() {
         use_variant(&mut g, tiled);
         let tc = upload1(&g, &vec![f32::NAN; m * n]);
         run1(&g, &mm.dispatch(&g, &ta, &tb, Some(&tbias), &tc));
-        assert_close(
-            &format!("matmul_{vname} beta=0 over NaN"),
-            &read(&g, &tc),
-            &want,
-            TOL,
-        );
+        assert_close(&format!("matmul_{vname} beta=0 over NaN"), &read(&g, &tc), &want, TOL);
     }
 
     let src = rng.vec(3 * 17, 1.0);
     let ts = upload1(&g, &src);
-    let c = Copy4 {
-        alpha: 2.0,
-        ..Copy4::flat(3 * 17)
-    };
+    let c = Copy4 { alpha: 2.0, ..Copy4::flat(3 * 17) };
     let td = upload1(&g, &vec![f32::NAN; 3 * 17]);
     run1(&g, &c.dispatch(&g, &ts, &td));
     let want: Vec<f32> = src.iter().map(|v| 2.0 * v).collect();
     assert_close("copy4d beta=0 over NaN", &read(&g, &td), &want, 1e-6);
 
-    let sr = SumRows {
-        alpha: 0.5,
-        ..SumRows::matrix(3, 17)
-    };
+    let sr = SumRows { alpha: 0.5, ..SumRows::matrix(3, 17) };
     let mut want = vec![f32::NAN; 17];
     sr.cpu(&src, &mut want);
     let to = upload1(&g, &[f32::NAN; 17]);
@@ -696,11 +533,7 @@ fn beta_zero_ignores_nan_destination() {
     let tdcols = upload1(&g, &dcols);
     let tdimg = upload1(&g, &vec![f32::NAN; npix]);
     run1(&g, &geo.unpatchify(&g, &tdcols, &tdimg, 0.0));
-    assert_exact(
-        "unpatchify beta=0 over NaN",
-        &read(&g, &tdimg),
-        &cpu_unpatchify(&geo, &dcols),
-    );
+    assert_exact("unpatchify beta=0 over NaN", &read(&g, &tdimg), &cpu_unpatchify(&geo, &dcols));
 }
 
 // ------------------------------------------------------------------------------------------
@@ -722,22 +555,9 @@ fn cross_entropy_ragged() {
             let tt = upload1(&g, &targets);
             let tloss = upload1(&g, &rng.vec(rows, 9.0));
             let tgrad = upload1(&g, &rng.vec(rows * classes, 9.0));
-            run1(
-                &g,
-                &loss::cross_entropy(&g, rows, classes, scale, &tl, &tt, &tloss, &tgrad),
-            );
-            assert_close(
-                &format!("ce loss {name}"),
-                &read(&g, &tloss),
-                &want_loss,
-                TOL,
-            );
-            assert_close(
-                &format!("ce grad {name}"),
-                &read(&g, &tgrad),
-                &want_grad,
-                TOL,
-            );
+            run1(&g, &loss::cross_entropy(&g, rows, classes, scale, &tl, &tt, &tloss, &tgrad));
+            assert_close(&format!("ce loss {name}"), &read(&g, &tloss), &want_loss, TOL);
+            assert_close(&format!("ce grad {name}"), &read(&g, &tgrad), &want_grad, TOL);
         }
     }
 }
@@ -749,33 +569,9 @@ fn cross_entropy_ragged() {
 fn geometries() -> [Geometry; 3] {
     [
         // 10 x 9 with patch 4: the last 2 rows and 1 column are not covered by any patch.
-        Geometry {
-            batch: 2,
-            chans: 3,
-            h: 10,
-            w: 9,
-            patch: 4,
-            prefix: 1,
-            d: 5,
-        },
-        Geometry {
-            batch: 2,
-            chans: 1,
-            h: 8,
-            w: 8,
-            patch: 4,
-            prefix: 2,
-            d: 3,
-        },
-        Geometry {
-            batch: 3,
-            chans: 2,
-            h: 7,
-            w: 13,
-            patch: 3,
-            prefix: 1,
-            d: 17,
-        },
+        Geometry { batch: 2, chans: 3, h: 10, w: 9, patch: 4, prefix: 1, d: 5 },
+        Geometry { batch: 2, chans: 1, h: 8, w: 8, patch: 4, prefix: 2, d: 3 },
+        Geometry { batch: 3, chans: 2, h: 7, w: 13, patch: 3, prefix: 1, d: 17 },
     ]
 }
 
@@ -808,11 +604,7 @@ fn patchify_unpatchify() {
         let ncols = geo.batch * geo.patches() * geo.kk();
         let img = rng.vec(npix, 1.0);
         let timg = upload(&g, &img, &[geo.batch, geo.chans, geo.h, geo.w]);
-        let tcols = upload(
-            &g,
-            &rng.vec(ncols, 9.0),
-            &[geo.batch * geo.patches(), geo.kk()],
-        );
+        let tcols = upload(&g, &rng.vec(ncols, 9.0), &[geo.batch * geo.patches(), geo.kk()]);
         run1(&g, &geo.patchify(&g, &timg, &tcols));
         let cols = read(&g, &tcols);
         assert_exact(&format!("patchify {geo:?}"), &cols, &geo.cpu_patchify(&img));
@@ -822,9 +614,7 @@ fn patchify_unpatchify() {
         let tdimg = upload1(&g, &rng.vec(npix, 9.0));
         run1(&g, &geo.unpatchify(&g, &tcols, &tdimg, 0.0));
         let back = read(&g, &tdimg);
-        let want: Vec<f32> = (0..npix)
-            .map(|i| if covered(&geo, i) { img[i] } else { 0.0 })
-            .collect();
+        let want: Vec<f32> = (0..npix).map(|i| if covered(&geo, i) { img[i] } else { 0.0 }).collect();
         assert_exact(&format!("unpatchify(patchify) {geo:?}"), &back, &want);
         if geo.h % geo.patch != 0 || geo.w % geo.patch != 0 {
             assert!((0..npix).any(|i| !covered(&geo, i)));
@@ -847,12 +637,7 @@ fn patchify_unpatchify() {
         let tprev = upload1(&g, &prev);
         run1(&g, &geo.unpatchify(&g, &tdcols, &tprev, 0.5));
         let want: Vec<f32> = want.iter().zip(&prev).map(|(w, p)| w + 0.5 * p).collect();
-        assert_close(
-            &format!("unpatchify beta=0.5 {geo:?}"),
-            &read(&g, &tprev),
-            &want,
-            1e-6,
-        );
+        assert_close(&format!("unpatchify beta=0.5 {geo:?}"), &read(&g, &tprev), &want, 1e-6);
     }
 }
 
@@ -895,10 +680,7 @@ fn check_fd(
     tol: f64,
 ) {
     assert_eq!(grad.len(), x.len(), "{name}: gradient length");
-    let scale = grad
-        .iter()
-        .fold(0f64, |m, &v| m.max((v as f64).abs()))
-        .max(1e-12);
+    let scale = grad.iter().fold(0f64, |m, &v| m.max((v as f64).abs())).max(1e-12);
     for &i in samples {
         let mut xp = x.to_vec();
         let mut xm = x.to_vec();
@@ -928,15 +710,7 @@ fn fd_gelu_backward() {
     run1(&g, &gelu::backward(&g, &tx, &tw, &tdx));
     let grad = read(&g, &tdx);
     let f = |x: &[f32]| dot(&w, &gelu::cpu_forward(x));
-    check_fd(
-        "gelu_backward",
-        &grad,
-        &x,
-        &f,
-        &rng.sample(n, 12),
-        FD_EPS,
-        FD_TOL,
-    );
+    check_fd("gelu_backward", &grad, &x, &f, &rng.sample(n, 12), FD_EPS, FD_TOL);
 }
 
 #[test]
@@ -958,41 +732,15 @@ fn fd_layernorm_backward() {
         &layernorm::backward_input(&g, rows, d, &tx, &tg, &ts, &tw, None, &tdx),
         &layernorm::backward_params(&g, rows, d, &tx, &ts, &tw, &tdg, &tdb),
     ]);
-    let ln = |x: &[f32], gm: &[f32], bt: &[f32]| {
-        dot(&w, &layernorm::cpu_forward(rows, d, eps, x, gm, bt).0)
-    };
+    let ln = |x: &[f32], gm: &[f32], bt: &[f32]| dot(&w, &layernorm::cpu_forward(rows, d, eps, x, gm, bt).0);
     let fx = |v: &[f32]| ln(v, &gamma, &beta);
     let fg = |v: &[f32]| ln(&x, v, &beta);
     let fb = |v: &[f32]| ln(&x, &gamma, v);
     let sx = rng.sample(rows * d, 12);
     let sp = rng.sample(d, 8);
-    check_fd(
-        "layernorm_backward_input",
-        &read(&g, &tdx),
-        &x,
-        &fx,
-        &sx,
-        FD_EPS,
-        FD_TOL,
-    );
-    check_fd(
-        "layernorm dgamma",
-        &read(&g, &tdg),
-        &gamma,
-        &fg,
-        &sp,
-        FD_EPS,
-        FD_TOL,
-    );
-    check_fd(
-        "layernorm dbeta",
-        &read(&g, &tdb),
-        &beta,
-        &fb,
-        &sp,
-        FD_EPS,
-        FD_TOL,
-    );
+    check_fd("layernorm_backward_input", &read(&g, &tdx), &x, &fx, &sx, FD_EPS, FD_TOL);
+    check_fd("layernorm dgamma", &read(&g, &tdg), &gamma, &fg, &sp, FD_EPS, FD_TOL);
+    check_fd("layernorm dbeta", &read(&g, &tdb), &beta, &fb, &sp, FD_EPS, FD_TOL);
 }
 
 #[test]
@@ -1015,24 +763,8 @@ fn fd_softmax_backward() {
     // `extra` is the gradient of a second term that reads the logits directly.
     let f_extra = |v: &[f32]| f(v) + dot(&e, v);
     let s = rng.sample(rows * n, 12);
-    check_fd(
-        "softmax_backward",
-        &read(&g, &tda),
-        &a,
-        &f,
-        &s,
-        FD_EPS,
-        FD_TOL,
-    );
-    check_fd(
-        "softmax_backward extra",
-        &read(&g, &tda_extra),
-        &a,
-        &f_extra,
-        &s,
-        FD_EPS,
-        FD_TOL,
-    );
+    check_fd("softmax_backward", &read(&g, &tda), &a, &f, &s, FD_EPS, FD_TOL);
+    check_fd("softmax_backward extra", &read(&g, &tda_extra), &a, &f_extra, &s, FD_EPS, FD_TOL);
 }
 
 /// A linear layer C = A B + bias: dA = W B^T, dB = A^T W (matmul with transposed views) and
@@ -1055,11 +787,8 @@ fn fd_matmul_backward() {
     let (ta, tb, tw) = (upload1(&g, &a), upload1(&g, &b), upload1(&g, &w));
     for (vname, tiled) in VARIANTS {
         use_variant(&mut g, tiled);
-        let (tda, tdb, tdbias) = (
-            Tensor::zeros(&g, &[m, k]),
-            Tensor::zeros(&g, &[k, n]),
-            Tensor::zeros(&g, &[n]),
-        );
+        let (tda, tdb, tdbias) =
+            (Tensor::zeros(&g, &[m, k]), Tensor::zeros(&g, &[k, n]), Tensor::zeros(&g, &[n]));
         // dA [m, k] = W [m, n] B^T (B stored k x n).
         let da = Matmul::new(m, k, n, View::rows(n), View::rows(n).t(), View::rows(k));
         // dB [k, n] = A^T (A stored m x k) W [m, n].
@@ -1076,33 +805,9 @@ fn fd_matmul_backward() {
         let sa = rng.sample(m * k, 10);
         let sb = rng.sample(k * n, 10);
         let sc = rng.sample(n, 5);
-        check_fd(
-            &format!("{name} dA"),
-            &read(&g, &tda),
-            &a,
-            &fa,
-            &sa,
-            FD_EPS,
-            FD_TOL,
-        );
-        check_fd(
-            &format!("{name} dB"),
-            &read(&g, &tdb),
-            &b,
-            &fb,
-            &sb,
-            FD_EPS,
-            FD_TOL,
-        );
-        check_fd(
-            "sum_rows dbias",
-            &read(&g, &tdbias),
-            &bias,
-            &fc,
-            &sc,
-            FD_EPS,
-            FD_TOL,
-        );
+        check_fd(&format!("{name} dA"), &read(&g, &tda), &a, &fa, &sa, FD_EPS, FD_TOL);
+        check_fd(&format!("{name} dB"), &read(&g, &tdb), &b, &fb, &sb, FD_EPS, FD_TOL);
+        check_fd("sum_rows dbias", &read(&g, &tdbias), &bias, &fc, &sc, FD_EPS, FD_TOL);
     }
 }
 
@@ -1141,14 +846,8 @@ fn fd_cross_entropy() {
     let logits = rng.vec(rows * classes, 3.0);
     let targets: Vec<f32> = (0..rows).map(|_| rng.below(classes) as f32).collect();
     let (tl, tt) = (upload1(&g, &logits), upload1(&g, &targets));
-    let (tloss, tgrad) = (
-        Tensor::zeros(&g, &[rows]),
-        Tensor::zeros(&g, &[rows, classes]),
-    );
-    run1(
-        &g,
-        &loss::cross_entropy(&g, rows, classes, scale, &tl, &tt, &tloss, &tgrad),
-    );
+    let (tloss, tgrad) = (Tensor::zeros(&g, &[rows]), Tensor::zeros(&g, &[rows, classes]));
+    run1(&g, &loss::cross_entropy(&g, rows, classes, scale, &tl, &tt, &tloss, &tgrad));
     let f = |v: &[f32]| {
         let (l, _) = loss::cpu(rows, classes, scale, v, &targets);
         scale as f64 * l.iter().map(|&x| x as f64).sum::<f64>()
@@ -1156,13 +855,5 @@ fn fd_cross_entropy() {
     let mut s = rng.sample(rows * classes, 10);
     // Always include the target logits (the -1 branch).
     s.extend((0..rows).map(|r| r * classes + targets[r] as usize));
-    check_fd(
-        "cross_entropy",
-        &read(&g, &tgrad),
-        &logits,
-        &f,
-        &s,
-        FD_EPS,
-        FD_TOL,
-    );
+    check_fd("cross_entropy", &read(&g, &tgrad), &logits, &f, &s, FD_EPS, FD_TOL);
 }

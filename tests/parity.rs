@@ -21,10 +21,7 @@ type Fixture = HashMap<String, (Vec<usize>, Vec<f32>)>;
 
 fn rel_err(got: &[f32], want: &[f32]) -> (f64, usize) {
     assert_eq!(got.len(), want.len(), "length mismatch");
-    let scale = want
-        .iter()
-        .fold(0f64, |m, &v| m.max(v.abs() as f64))
-        .max(1e-12);
+    let scale = want.iter().fold(0f64, |m, &v| m.max(v.abs() as f64)).max(1e-12);
     let mut worst = (0f64, 0usize);
     for (i, (&g, &w)) in got.iter().zip(want).enumerate() {
         let e = (g as f64 - w as f64).abs();
@@ -47,9 +44,7 @@ fn check(name: &str, got: &[f32], want: &[f32], tol: f64, failures: &mut Vec<Str
 }
 
 fn fixture_dir(name: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/fixtures")
-        .join(name)
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures").join(name)
 }
 
 fn meta_coef(path: &Path, key: &str) -> f32 {
@@ -74,11 +69,7 @@ fn run_fixture(gpu: &Gpu, dir: &Path) -> Vec<String> {
         gpu,
         &vit,
         batch,
-        GraphOptions {
-            backward: true,
-            attention_grads: true,
-            accumulate_image_grad: false,
-        },
+        GraphOptions { backward: true, attention_grads: true, ..Default::default() },
     );
     g.images.write(gpu, images);
     g.forward(gpu);
@@ -102,13 +93,7 @@ fn run_fixture(gpu: &Gpu, dir: &Path) -> Vec<String> {
         &g.d_logits,
     );
     gpu.run(&[&ce]);
-    let mut objective: f64 = losses
-        .read(gpu)
-        .unwrap()
-        .iter()
-        .map(|&v| v as f64)
-        .sum::<f64>()
-        / batch as f64;
+    let mut objective: f64 = losses.read(gpu).unwrap().iter().map(|&v| v as f64).sum::<f64>() / batch as f64;
     for (l, tap) in g.taps.iter().enumerate() {
         let a = tap.attn_logits.read(gpu).unwrap();
         let o = tap.attn_out.read(gpu).unwrap();
@@ -126,10 +111,8 @@ fn run_fixture(gpu: &Gpu, dir: &Path) -> Vec<String> {
             1e-4,
             &mut failures,
         );
-        objective +=
-            ca as f64 * a.iter().map(|&v| (v as f64).powi(2)).sum::<f64>() / a.len() as f64;
-        objective +=
-            co as f64 * o.iter().map(|&v| (v as f64).powi(2)).sum::<f64>() / o.len() as f64;
+        objective += ca as f64 * a.iter().map(|&v| (v as f64).powi(2)).sum::<f64>() / a.len() as f64;
+        objective += co as f64 * o.iter().map(|&v| (v as f64).powi(2)).sum::<f64>() / o.len() as f64;
         let da: Vec<f32> = a.iter().map(|&v| 2.0 * ca * v / a.len() as f32).collect();
         let d_o: Vec<f32> = o.iter().map(|&v| 2.0 * co * v / o.len() as f32).collect();
         tap.d_attn_logits.as_ref().unwrap().write(gpu, &da);
@@ -141,18 +124,10 @@ fn run_fixture(gpu: &Gpu, dir: &Path) -> Vec<String> {
     }
 
     g.backward(gpu);
-    check(
-        "grad.images",
-        &g.d_images.read(gpu).unwrap(),
-        &fx["grad.images"].1,
-        1e-3,
-        &mut failures,
-    );
+    check("grad.images", &g.d_images.read(gpu).unwrap(), &fx["grad.images"].1, 1e-3, &mut failures);
     for p in &vit.params {
         let key = format!("grad.{}", p.name);
-        let (shape, want) = fx
-            .get(&key)
-            .unwrap_or_else(|| panic!("fixture lacks {key}"));
+        let (shape, want) = fx.get(&key).unwrap_or_else(|| panic!("fixture lacks {key}"));
         assert_eq!(shape, &p.shape, "{key} shape");
         check(&key, &p.grad.read(gpu).unwrap(), want, 1e-3, &mut failures);
     }
@@ -162,11 +137,7 @@ fn run_fixture(gpu: &Gpu, dir: &Path) -> Vec<String> {
 fn assert_fixture(name: &str) {
     let gpu = common::gpu();
     let failures = run_fixture(&gpu, &fixture_dir(name));
-    assert!(
-        failures.is_empty(),
-        "{name} differs from PyTorch:\n{}",
-        failures.join("\n")
-    );
+    assert!(failures.is_empty(), "{name} differs from PyTorch:\n{}", failures.join("\n"));
 }
 
 #[test]

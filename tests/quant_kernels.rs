@@ -19,21 +19,22 @@ fn weight_quant_all_bits_ragged() {
             }
             let wt = upload1(&gpu, &w);
             let out = Tensor::zeros(&gpu, &[rows * cols]);
-            gpu.run(&[&quant::weight_quant(&gpu, rows, cols, bits, &wt, &out)]);
+            gpu.run(&[&quant::weight_quant(
+                &gpu,
+                rows,
+                cols,
+                bits,
+                &wt,
+                &out,
+                &Tensor::zeros(&gpu, &[rows]),
+            )]);
             let got = read(&gpu, &out);
             let want = quant::cpu_weight_quant(rows, cols, bits, &w);
-            assert_close(
-                &format!("weight_quant b{bits} {rows}x{cols}"),
-                &got,
-                &want,
-                1e-6,
-            );
+            assert_close(&format!("weight_quant b{bits} {rows}x{cols}"), &got, &want, 1e-6);
             // At most 2^b levels per row.
             for r in 0..rows {
-                let mut levels: Vec<u32> = got[r * cols..(r + 1) * cols]
-                    .iter()
-                    .map(|v| (v + 0.0).to_bits())
-                    .collect();
+                let mut levels: Vec<u32> =
+                    got[r * cols..(r + 1) * cols].iter().map(|v| (v + 0.0).to_bits()).collect();
                 levels.sort();
                 levels.dedup();
                 assert!(levels.len() <= 1 << bits);
@@ -72,33 +73,20 @@ fn check_act(bits: u32, region: Region, len: usize, seed: u64, shift: f32) {
     assert_eq!(m[7] == 1.0, signed, "{tag} signedness");
 
     let want_q = quant::cpu_act_forward(&sub, p[2], p[3], qn, qp);
-    let (want_dx, want_ga, want_gz) =
-        quant::cpu_act_backward(&sub, &dsub, p[2], p[3], qn, qp, m[6]);
+    let (want_dx, want_ga, want_gz) = quant::cpu_act_backward(&sub, &dsub, p[2], p[3], qn, qp, m[6]);
     let got_q = read(&gpu, &xq);
     let got_dx = read(&gpu, &dx);
-    let got_q: Vec<f32> = (0..region.numel())
-        .map(|i| got_q[region.element(i)])
-        .collect();
-    let got_dx: Vec<f32> = (0..region.numel())
-        .map(|i| got_dx[region.element(i)])
-        .collect();
+    let got_q: Vec<f32> = (0..region.numel()).map(|i| got_q[region.element(i)]).collect();
+    let got_dx: Vec<f32> = (0..region.numel()).map(|i| got_dx[region.element(i)]).collect();
     assert_close(&format!("{tag} forward"), &got_q, &want_q, 1e-5);
     assert_close(&format!("{tag} dx"), &got_dx, &want_dx, 1e-6);
     let qg = read(&gpu, &st.qgrad);
-    assert_close(
-        &format!("{tag} dalpha, dz"),
-        &qg[2..4],
-        &[want_ga, want_gz],
-        1e-4,
-    );
+    assert_close(&format!("{tag} dalpha, dz"), &qg[2..4], &[want_ga, want_gz], 1e-4);
     // Elements outside the region are untouched.
-    let inside: std::collections::HashSet<usize> =
-        (0..region.numel()).map(|i| region.element(i)).collect();
+    let inside: std::collections::HashSet<usize> = (0..region.numel()).map(|i| region.element(i)).collect();
     let all_q = read(&gpu, &xq);
     assert!(
-        (0..len)
-            .filter(|i| !inside.contains(i))
-            .all(|i| all_q[i] == 0.0),
+        (0..len).filter(|i| !inside.contains(i)).all(|i| all_q[i] == 0.0),
         "{tag}: wrote outside the region"
     );
 }
@@ -125,12 +113,7 @@ fn act_quant_strided_regions() {
     // q, k, v of a fused [rows, 3D] matrix.
     let (rows, d) = (17, 5);
     for which in 0..3 {
-        let region = Region {
-            rows,
-            cols: d,
-            off: which * d,
-            rs: 3 * d,
-        };
+        let region = Region { rows, cols: d, off: which * d, rs: 3 * d };
         check_act(3, region, rows * 3 * d, 9 + which as u64, 0.3);
     }
 }

@@ -46,7 +46,10 @@ impl Report {
         let (e, i) = rel_err(got, want);
         eprintln!("  {name:<44} rel err {e:.2e} (tol {tol:.0e})");
         if !(e <= tol) {
-            self.failures.push(format!("{name}: relative error {e:.3e} > {tol:.0e} at {i}: got {} want {}", got[i], want[i]));
+            self.failures.push(format!(
+                "{name}: relative error {e:.3e} > {tol:.0e} at {i}: got {} want {}",
+                got[i], want[i]
+            ));
         }
     }
 }
@@ -57,7 +60,12 @@ fn run(model: &str, fixture: &str, bits: &str) {
     let mut vit = Vit::load(&gpu, &fixtures().join(model), None).unwrap();
     vit.quantize(&gpu, bits.parse::<Bits>().unwrap());
     let batch = fx["images"].0[0];
-    let g = Graph::build(&gpu, &vit, batch, GraphOptions { backward: true, attention_grads: true, accumulate_image_grad: false });
+    let g = Graph::build(
+        &gpu,
+        &vit,
+        batch,
+        GraphOptions { backward: true, attention_grads: true, ..Default::default() },
+    );
     g.images.write(&gpu, &fx["images"].1);
     g.forward_init(&gpu);
     g.forward(&gpu);
@@ -66,7 +74,8 @@ fn run(model: &str, fixture: &str, bits: &str) {
     // Quantizer initialisation.
     let q = vit.quant.as_ref().unwrap();
     let sites = q.read(&gpu).unwrap();
-    let (mut a_got, mut a_want, mut z_got, mut z_want, mut g_got, mut g_want) = (vec![], vec![], vec![], vec![], vec![], vec![]);
+    let (mut a_got, mut a_want, mut z_got, mut z_want, mut g_got, mut g_want) =
+        (vec![], vec![], vec![], vec![], vec![], vec![]);
     let mut ties = 0.0;
     for s in &sites {
         a_got.push(s.alpha);
@@ -88,12 +97,23 @@ fn run(model: &str, fixture: &str, bits: &str) {
         let rows = w.shape[0];
         let cols = w.value.numel() / rows;
         let w_hat = Tensor::zeros(&gpu, &w.shape);
-        gpu.run(&[&maskaq::ops::quant::weight_quant(&gpu, rows, cols, q.bits.w, &w.value, &w_hat)]);
+        gpu.run(&[&maskaq::ops::quant::weight_quant(
+            &gpu,
+            rows,
+            cols,
+            q.bits.w,
+            &w.value,
+            &w_hat,
+            &Tensor::zeros(&gpu, &[rows]),
+        )]);
         let got = w_hat.read(&gpu).unwrap();
         let want = &fx[&format!("wq.{name}")].1;
         let differ = got.iter().zip(want).filter(|(a, b)| (*a - *b).abs() > 1e-6 * b.abs().max(1e-3)).count();
         eprintln!("  weight quantizer {name}: {differ} of {} values differ (rounding ties)", got.len());
-        assert!(differ <= rows / 10, "{name}: {differ} quantized weights differ from PyTorch (more than ties explain)");
+        assert!(
+            differ <= rows / 10,
+            "{name}: {differ} quantized weights differ from PyTorch (more than ties explain)"
+        );
     }
 
     // Forward.
@@ -104,7 +124,16 @@ fn run(model: &str, fixture: &str, bits: &str) {
     let classes = vit.cfg.num_classes;
     let targets = Tensor::from_slice(&gpu, &fx["targets"].1, &[batch]);
     let losses = Tensor::zeros(&gpu, &[batch]);
-    gpu.run(&[&loss::cross_entropy(&gpu, batch, classes, 1.0 / batch as f32, &g.logits, &targets, &losses, &g.d_logits)]);
+    gpu.run(&[&loss::cross_entropy(
+        &gpu,
+        batch,
+        classes,
+        1.0 / batch as f32,
+        &g.logits,
+        &targets,
+        &losses,
+        &g.d_logits,
+    )]);
     let mut objective = losses.read(&gpu).unwrap().iter().map(|&v| v as f64).sum::<f64>() / batch as f64;
     for (l, tap) in g.taps.iter().enumerate() {
         let a = tap.attn_logits.read(&gpu).unwrap();
@@ -113,8 +142,14 @@ fn run(model: &str, fixture: &str, bits: &str) {
         r.check(&format!("blocks.{l}.attn_out"), &o, &fx[&format!("blocks.{l}.attn_out")].1, 1e-4);
         objective += coef_a as f64 * a.iter().map(|&v| (v as f64).powi(2)).sum::<f64>() / a.len() as f64;
         objective += coef_o as f64 * o.iter().map(|&v| (v as f64).powi(2)).sum::<f64>() / o.len() as f64;
-        tap.d_attn_logits.as_ref().unwrap().write(&gpu, &a.iter().map(|&v| 2.0 * coef_a * v / a.len() as f32).collect::<Vec<_>>());
-        tap.d_attn_out.as_ref().unwrap().write(&gpu, &o.iter().map(|&v| 2.0 * coef_o * v / o.len() as f32).collect::<Vec<_>>());
+        tap.d_attn_logits
+            .as_ref()
+            .unwrap()
+            .write(&gpu, &a.iter().map(|&v| 2.0 * coef_a * v / a.len() as f32).collect::<Vec<_>>());
+        tap.d_attn_out
+            .as_ref()
+            .unwrap()
+            .write(&gpu, &o.iter().map(|&v| 2.0 * coef_o * v / o.len() as f32).collect::<Vec<_>>());
     }
     let want = fx["objective"].1[0] as f64;
     assert!(((objective - want) / want).abs() < 1e-4, "objective {objective} vs {want}");
@@ -123,7 +158,12 @@ fn run(model: &str, fixture: &str, bits: &str) {
     g.backward(&gpu);
     r.check("grad.images", &g.d_images.read(&gpu).unwrap(), &fx["grad.images"].1, 1e-3);
     for p in &vit.params {
-        r.check(&format!("grad.{}", p.name), &p.grad.read(&gpu).unwrap(), &fx[&format!("grad.{}", p.name)].1, 1e-3);
+        r.check(
+            &format!("grad.{}", p.name),
+            &p.grad.read(&gpu).unwrap(),
+            &fx[&format!("grad.{}", p.name)].1,
+            1e-3,
+        );
     }
     let qg = q.state.qgrad.read(&gpu).unwrap();
     let ga: Vec<f32> = (0..sites.len()).map(|i| qg[2 * i]).collect();

@@ -5,7 +5,7 @@
 use std::collections::HashSet;
 
 use maskaq::gpu::Kernel;
-use maskaq::ops::{self, copy, embed, gelu, layernorm, loss, matmul, quant, reduce, softmax};
+use maskaq::ops::{self, copy, embed, gelu, layernorm, loss, matmul, optim, quant, reduce, softmax};
 use naga::valid::{Capabilities, ModuleInfo, ValidationFlags, Validator};
 
 /// Every kernel the ops modules define (keep in sync with `src/ops/*.rs`).
@@ -23,12 +23,16 @@ const KERNELS: &[&Kernel] = &[
     &loss::CROSS_ENTROPY,
     &matmul::REGS,
     &matmul::TILED,
+    &optim::ADAMW,
+    &optim::SGD,
     &quant::WEIGHT,
     &quant::FORWARD,
     &quant::STATS,
     &quant::INIT,
     &quant::BACKWARD,
     &quant::GRAD,
+    &quant::MINMAX_PARTIAL,
+    &quant::MINMAX_MERGE,
     &reduce::SUM_ROWS,
     &softmax::FORWARD,
     &softmax::BACKWARD,
@@ -37,17 +41,11 @@ const KERNELS: &[&Kernel] = &[
 fn parse_and_validate(name: &str, source: &str) -> (naga::Module, ModuleInfo) {
     let module = match naga::front::wgsl::parse_str(source) {
         Ok(m) => m,
-        Err(e) => panic!(
-            "{name}: WGSL parse error:\n{}",
-            e.emit_to_string_with_path(source, name)
-        ),
+        Err(e) => panic!("{name}: WGSL parse error:\n{}", e.emit_to_string_with_path(source, name)),
     };
     let info = match Validator::new(ValidationFlags::all(), Capabilities::all()).validate(&module) {
         Ok(i) => i,
-        Err(e) => panic!(
-            "{name}: naga validation error:\n{}",
-            e.emit_to_string_with_path(source, name)
-        ),
+        Err(e) => panic!("{name}: naga validation error:\n{}", e.emit_to_string_with_path(source, name)),
     };
     (module, info)
 }
@@ -66,10 +64,7 @@ fn every_shader_parses_and_validates() {
     for entry in std::fs::read_dir(dir).expect("read shaders/") {
         let file = entry.unwrap().file_name().into_string().unwrap();
         if file.ends_with(".wgsl") {
-            assert!(
-                names.contains(file.as_str()),
-                "shaders/{file} is not in ops::SHADERS"
-            );
+            assert!(names.contains(file.as_str()), "shaders/{file} is not in ops::SHADERS");
         }
     }
 }
@@ -85,24 +80,12 @@ fn every_kernel_matches_its_source() {
             .map(|(n, _)| *n)
             .unwrap_or_else(|| panic!("kernel {}: its source is not in ops::SHADERS", k.id));
         let (module, info) = parse_and_validate(file, k.source);
-        let names: Vec<&str> = module
-            .entry_points
-            .iter()
-            .map(|e| e.name.as_str())
-            .collect();
+        let names: Vec<&str> = module.entry_points.iter().map(|e| e.name.as_str()).collect();
         let idx = names.iter().position(|&n| n == k.entry).unwrap_or_else(|| {
-            panic!(
-                "kernel {}: entry point `{}` not in {file} (has {names:?})",
-                k.id, k.entry
-            )
+            panic!("kernel {}: entry point `{}` not in {file} (has {names:?})", k.id, k.entry)
         });
         let ep = &module.entry_points[idx];
-        assert_eq!(
-            ep.stage,
-            naga::ShaderStage::Compute,
-            "kernel {}: not a compute entry point",
-            k.id
-        );
+        assert_eq!(ep.stage, naga::ShaderStage::Compute, "kernel {}: not a compute entry point", k.id);
         assert_eq!(
             ep.workgroup_size,
             [k.workgroup, 1, 1],
@@ -115,24 +98,12 @@ fn every_kernel_matches_its_source() {
         let uses = info.get_entry_point(idx);
         let mut listed = HashSet::new();
         for &(binding, rw) in k.storage {
-            assert!(
-                listed.insert(binding),
-                "kernel {}: binding {binding} listed twice",
-                k.id
-            );
-            assert_ne!(
-                binding, 0,
-                "kernel {}: binding 0 is the uniform block",
-                k.id
-            );
+            assert!(listed.insert(binding), "kernel {}: binding {binding} listed twice", k.id);
+            assert_ne!(binding, 0, "kernel {}: binding 0 is the uniform block", k.id);
             let (_, var) = module
                 .global_variables
                 .iter()
-                .find(|(_, v)| {
-                    v.binding
-                        .as_ref()
-                        .is_some_and(|b| b.group == 0 && b.binding == binding)
-                })
+                .find(|(_, v)| v.binding.as_ref().is_some_and(|b| b.group == 0 && b.binding == binding))
                 .unwrap_or_else(|| panic!("kernel {}: no @binding({binding}) in {file}", k.id));
             match var.space {
                 naga::AddressSpace::Storage { access } => assert_eq!(
@@ -142,10 +113,7 @@ fn every_kernel_matches_its_source() {
                     k.id,
                     var.name
                 ),
-                other => panic!(
-                    "kernel {}: binding {binding} is {other:?}, not storage",
-                    k.id
-                ),
+                other => panic!("kernel {}: binding {binding} is {other:?}, not storage", k.id),
             }
         }
         for (h, var) in module.global_variables.iter() {
@@ -155,12 +123,7 @@ fn every_kernel_matches_its_source() {
             }
             assert_eq!(rb.group, 0, "kernel {}: uses group {}", k.id, rb.group);
             if rb.binding == 0 {
-                assert_eq!(
-                    var.space,
-                    naga::AddressSpace::Uniform,
-                    "kernel {}: binding 0",
-                    k.id
-                );
+                assert_eq!(var.space, naga::AddressSpace::Uniform, "kernel {}: binding 0", k.id);
             } else {
                 assert!(
                     listed.contains(&rb.binding),
@@ -178,9 +141,7 @@ fn every_kernel_matches_its_source() {
         let module = naga::front::wgsl::parse_str(source).unwrap();
         for ep in &module.entry_points {
             assert!(
-                KERNELS
-                    .iter()
-                    .any(|k| k.source == source && k.entry == ep.name),
+                KERNELS.iter().any(|k| k.source == source && k.entry == ep.name),
                 "{file}: entry point `{}` has no Kernel in the KERNELS list",
                 ep.name
             );

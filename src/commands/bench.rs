@@ -73,35 +73,17 @@ pub fn run(
     progress: bool,
 ) -> Result<BenchReport> {
     let cfg = &vit.cfg;
-    let g = Graph::build(
-        gpu,
-        vit,
-        batch,
-        GraphOptions {
-            backward: true,
-            ..Default::default()
-        },
-    );
+    let g = Graph::build(gpu, vit, batch, GraphOptions { backward: true, ..Default::default() });
     let mut rng = crate::rng::Rng::new(1);
     let imgs: Vec<f32> = (0..g.images.numel()).map(|_| rng.normal() as f32).collect();
     g.images.write(gpu, &imgs);
-    let dl: Vec<f32> = (0..g.d_logits.numel())
-        .map(|_| rng.normal() as f32 * 1e-3)
-        .collect();
+    let dl: Vec<f32> = (0..g.d_logits.numel()).map(|_| rng.normal() as f32 * 1e-3).collect();
     g.d_logits.write(gpu, &dl);
     if progress {
-        eprintln!(
-            "bench: {} batch {batch} on {}",
-            cfg.architecture,
-            gpu.describe()
-        );
+        eprintln!("bench: {} batch {batch} on {}", cfg.architecture, gpu.describe());
     }
     let fwd_list: Vec<&Dispatch> = g.forward_dispatches().iter().collect();
-    let train_list: Vec<&Dispatch> = g
-        .forward_dispatches()
-        .iter()
-        .chain(g.backward_dispatches())
-        .collect();
+    let train_list: Vec<&Dispatch> = g.forward_dispatches().iter().chain(g.backward_dispatches()).collect();
     let (fwd, s1) = time(gpu, &fwd_list, iters)?;
     let (train, s2) = time(gpu, &train_list, iters)?;
 
@@ -109,27 +91,19 @@ pub fn run(
     let a = Tensor::zeros(gpu, &[m, k]);
     let w = Tensor::zeros(gpu, &[n, k]);
     let c = Tensor::zeros(gpu, &[m, n]);
-    let mm = Matmul::new(m, n, k, View::rows(k), View::rows(k).t(), View::rows(n))
-        .dispatch(gpu, &a, &w, None, &c);
+    let mm =
+        Matmul::new(m, n, k, View::rows(k), View::rows(k).t(), View::rows(n)).dispatch(gpu, &a, &w, None, &c);
     const REPS: usize = 10;
     let (gemm_s, s3) = time(gpu, &vec![&mm; REPS], iters)?;
     let gemm_s = gemm_s / REPS as f64;
-    let profile = if profile {
-        profile_kernels(gpu, &train_list)?
-    } else {
-        Vec::new()
-    };
+    let profile = if profile { profile_kernels(gpu, &train_list)? } else { Vec::new() };
     let macs = cfg.macs_per_image() * batch as f64;
     Ok(BenchReport {
         adapter: gpu.describe(),
         architecture: cfg.architecture.clone(),
         batch,
         params: vit.num_params(),
-        timing: if s1 && s2 && s3 {
-            "gpu timestamps".into()
-        } else {
-            "wall clock".into()
-        },
+        timing: if s1 && s2 && s3 { "gpu timestamps".into() } else { "wall clock".into() },
         forward_ms: fwd * 1e3,
         forward_images_per_s: batch as f64 / fwd,
         train_step_ms: train * 1e3,
@@ -139,11 +113,7 @@ pub fn run(
             m,
             n,
             k,
-            kernel: if gpu.cpu_like {
-                "matmul_regs".into()
-            } else {
-                "matmul_tiled".into()
-            },
+            kernel: if gpu.cpu_like { "matmul_regs".into() } else { "matmul_tiled".into() },
             ms: gemm_s * 1e3,
             gflops: 2.0 * (m * n * k) as f64 / gemm_s * 1e-9,
         },
@@ -162,11 +132,7 @@ fn profile_kernels(gpu: &Gpu, list: &[&Dispatch]) -> Result<Vec<KernelTime>> {
                 k.launches += 1;
                 k.ms += ms;
             }
-            None => by_kernel.push(KernelTime {
-                kernel: d.kernel.to_string(),
-                launches: 1,
-                ms,
-            }),
+            None => by_kernel.push(KernelTime { kernel: d.kernel.to_string(), launches: 1, ms }),
         }
     }
     by_kernel.sort_by(|a, b| b.ms.total_cmp(&a.ms));
@@ -179,20 +145,12 @@ pub fn print(r: &BenchReport, json: bool) -> Result<()> {
         return Ok(());
     }
     println!("adapter      {}", r.adapter);
-    println!(
-        "model        {} ({:.2} M params), batch {}",
-        r.architecture,
-        r.params as f64 / 1e6,
-        r.batch
-    );
+    println!("model        {} ({:.2} M params), batch {}", r.architecture, r.params as f64 / 1e6, r.batch);
     println!(
         "forward      {:9.2} ms  {:10.1} images/s  {:8.1} GFLOP/s",
         r.forward_ms, r.forward_images_per_s, r.forward_gflops
     );
-    println!(
-        "fwd+bwd      {:9.2} ms  {:10.1} images/s",
-        r.train_step_ms, r.train_images_per_s
-    );
+    println!("fwd+bwd      {:9.2} ms  {:10.1} images/s", r.train_step_ms, r.train_images_per_s);
     println!(
         "matmul       {}x{}x{} ({}): {:.3} ms, {:.1} GFLOP/s",
         r.gemm.m, r.gemm.n, r.gemm.k, r.gemm.kernel, r.gemm.ms, r.gemm.gflops
@@ -200,9 +158,7 @@ pub fn print(r: &BenchReport, json: bool) -> Result<()> {
     println!("timing       {} (median)", r.timing);
     if !r.profile.is_empty() {
         let total: f64 = r.profile.iter().map(|k| k.ms).sum();
-        println!(
-            "profile      one forward+backward, each launch timed alone ({total:.2} ms in all):"
-        );
+        println!("profile      one forward+backward, each launch timed alone ({total:.2} ms in all):");
         for k in &r.profile {
             println!(
                 "  {:<28} {:5} launches {:10.3} ms {:5.1}%",

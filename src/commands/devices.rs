@@ -38,8 +38,6 @@ pub fn run(opts: &GpuOptions, json: bool) -> Result<()> {
             a.max_compute_invocations_per_workgroup
         );
     }
-    println!(
-        "(* = chosen by default; pick another with --adapter NAME or --backend vulkan|metal|dx12|gl)"
-    );
+    println!("(* = chosen by default; pick another with --adapter NAME or --backend vulkan|metal|dx12|gl)");
     Ok(())
 }

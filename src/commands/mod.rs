@@ -2,7 +2,9 @@
 
 pub mod bench;
 pub mod devices;
+pub mod eval;
 pub mod predict;
+pub mod ptq;
 
 use std::path::Path;
 

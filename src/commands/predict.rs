@@ -63,11 +63,7 @@ pub fn predict(gpu: &Gpu, vit: &Vit, images: &[PathBuf], top: usize) -> Result<V
                     prob: (((row[k] - m) as f64).exp() / z) as f32,
                 })
                 .collect();
-            out.push(Prediction {
-                file: path.display().to_string(),
-                top,
-                logits: row.to_vec(),
-            });
+            out.push(Prediction { file: path.display().to_string(), top, logits: row.to_vec() });
         }
     }
     Ok(out)

@@ -34,10 +34,7 @@ pub fn load_image(path: &Path, chans: usize) -> Result<Image8> {
         3 => rgb.into_raw(),
         1 => rgb
             .pixels()
-            .map(|p| {
-                ((p[0] as u32 * 19595 + p[1] as u32 * 38470 + p[2] as u32 * 7471 + 0x8000) >> 16)
-                    as u8
-            })
+            .map(|p| ((p[0] as u32 * 19595 + p[1] as u32 * 38470 + p[2] as u32 * 7471 + 0x8000) >> 16) as u8)
             .collect(),
         c => bail!("models with {c} input channels take no image files (1 or 3 channels only)"),
     };
@@ -79,9 +76,7 @@ fn coefficients(
             let center = (xx as f64 + 0.5) * scale;
             let xmin = ((center - support + 0.5) as i64).max(0) as usize;
             let xmax = ((center + support + 0.5) as i64).min(in_size as i64) as usize;
-            let mut k: Vec<f64> = (xmin..xmax)
-                .map(|x| filter((x as f64 - center + 0.5) * ss))
-                .collect();
+            let mut k: Vec<f64> = (xmin..xmax).map(|x| filter((x as f64 - center + 0.5) * ss)).collect();
             let ww: f64 = k.iter().sum();
             if ww != 0.0 {
                 k.iter_mut().for_each(|v| *v /= ww);
@@ -124,12 +119,7 @@ pub fn resize(img: &Image8, w: usize, h: usize, interpolation: &str) -> Image8 {
                 }
             }
         }
-        tmp = Image8 {
-            w,
-            h: img.h,
-            chans: c,
-            data: out,
-        };
+        tmp = Image8 { w, h: img.h, chans: c, data: out };
     }
     if h != img.h {
         let cy = coefficients(img.h, h, filter, support);
@@ -145,12 +135,7 @@ pub fn resize(img: &Image8, w: usize, h: usize, interpolation: &str) -> Image8 {
                 }
             }
         }
-        tmp = Image8 {
-            w,
-            h,
-            chans: c,
-            data: out,
-        };
+        tmp = Image8 { w, h, chans: c, data: out };
     }
     tmp
 }
@@ -162,21 +147,12 @@ pub fn eval_transform(img: &Image8, pp: &Preprocess) -> Vec<f32> {
     let scale_size = (th.max(tw) as f64 / pp.crop_pct as f64).floor() as usize;
     // torchvision Resize(int): the shorter side becomes scale_size, the longer keeps the aspect.
     let (nw, nh) = if img.w <= img.h {
-        (
-            scale_size,
-            (scale_size as f64 * img.h as f64 / img.w as f64) as usize,
-        )
+        (scale_size, (scale_size as f64 * img.h as f64 / img.w as f64) as usize)
     } else {
-        (
-            (scale_size as f64 * img.w as f64 / img.h as f64) as usize,
-            scale_size,
-        )
+        ((scale_size as f64 * img.w as f64 / img.h as f64) as usize, scale_size)
     };
-    let resized = if (nw, nh) == (img.w, img.h) {
-        img.clone()
-    } else {
-        resize(img, nw, nh, &pp.interpolation)
-    };
+    let resized =
+        if (nw, nh) == (img.w, img.h) { img.clone() } else { resize(img, nw, nh, &pp.interpolation) };
     // CenterCrop: round((in - out) / 2), padding with zeros if the image is smaller.
     let top = ((nh as f64 - th as f64) / 2.0).round() as i64;
     let left = ((nw as f64 - tw as f64) / 2.0).round() as i64;

@@ -65,11 +65,7 @@ fn preference(info: &wgpu::AdapterInfo) -> i32 {
         wgpu::DeviceType::Cpu => 10,
         wgpu::DeviceType::Other => 0,
     };
-    let api = if info.backend == wgpu::Backend::Gl {
-        0
-    } else {
-        1
-    };
+    let api = if info.backend == wgpu::Backend::Gl { 0 } else { 1 };
     ty * 2 + api
 }
 
@@ -201,27 +197,19 @@ impl Gpu {
     pub fn describe(&self) -> String {
         format!(
             "{} ({:?}, {:?}, driver {} {})",
-            self.info.name,
-            self.info.backend,
-            self.info.device_type,
-            self.info.driver,
-            self.info.driver_info
+            self.info.name, self.info.backend, self.info.device_type, self.info.driver, self.info.driver_info
         )
     }
 
     /// The compiled pipeline for `kernel`, built on first use.
     pub(crate) fn pipeline(&self, kernel: &Kernel) -> Arc<Pipeline> {
         let mut map = self.pipelines.lock().expect("pipeline cache poisoned");
-        map.entry(kernel.id)
-            .or_insert_with(|| Arc::new(Pipeline::build(&self.device, kernel)))
-            .clone()
+        map.entry(kernel.id).or_insert_with(|| Arc::new(Pipeline::build(&self.device, kernel))).clone()
     }
 
     /// Blocks until all submitted work is done.
     pub fn wait(&self) -> Result<()> {
-        self.device
-            .poll(wgpu::PollType::wait_indefinitely())
-            .map_err(|e| anyhow!("GPU poll failed: {e}"))?;
+        self.device.poll(wgpu::PollType::wait_indefinitely()).map_err(|e| anyhow!("GPU poll failed: {e}"))?;
         Ok(())
     }
 
@@ -310,10 +298,8 @@ impl Gpu {
                 self.wait()?;
                 rx.recv()?.map_err(|e| anyhow!("timestamp readback: {e}"))?;
                 let ticks: Vec<u64> = {
-                    let view = rb
-                        .slice(..)
-                        .get_mapped_range()
-                        .map_err(|e| anyhow!("timestamp view: {e:?}"))?;
+                    let view =
+                        rb.slice(..).get_mapped_range().map_err(|e| anyhow!("timestamp view: {e:?}"))?;
                     bytemuck::pod_collect_to_vec::<u8, u64>(&view)
                 };
                 rb.unmap();

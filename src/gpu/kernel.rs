@@ -117,13 +117,7 @@ pub fn grid_for(k: &Kernel, threads: usize) -> [u32; 3] {
 
 impl Gpu {
     /// Binds `params` (uniform, binding 0) and `buffers` (bindings 1..) to `kernel`.
-    pub fn dispatch(
-        &self,
-        kernel: &Kernel,
-        params: &[u32],
-        buffers: &[&Tensor],
-        grid: [u32; 3],
-    ) -> Dispatch {
+    pub fn dispatch(&self, kernel: &Kernel, params: &[u32], buffers: &[&Tensor], grid: [u32; 3]) -> Dispatch {
         assert_eq!(
             buffers.len(),
             kernel.storage.len(),
@@ -136,34 +130,20 @@ impl Gpu {
         while words.is_empty() || words.len() % 4 != 0 {
             words.push(0);
         }
-        let pbuf = self
-            .device
-            .create_buffer_init(&wgpu::util::BufferInitDescriptor {
-                label: Some(kernel.id),
-                contents: bytemuck::cast_slice(&words),
-                usage: wgpu::BufferUsages::UNIFORM,
-            });
-        let mut entries = vec![wgpu::BindGroupEntry {
-            binding: 0,
-            resource: pbuf.as_entire_binding(),
-        }];
+        let pbuf = self.device.create_buffer_init(&wgpu::util::BufferInitDescriptor {
+            label: Some(kernel.id),
+            contents: bytemuck::cast_slice(&words),
+            usage: wgpu::BufferUsages::UNIFORM,
+        });
+        let mut entries = vec![wgpu::BindGroupEntry { binding: 0, resource: pbuf.as_entire_binding() }];
         for (&(binding, _), t) in kernel.storage.iter().zip(buffers) {
-            entries.push(wgpu::BindGroupEntry {
-                binding,
-                resource: t.buf.as_entire_binding(),
-            });
+            entries.push(wgpu::BindGroupEntry { binding, resource: t.buf.as_entire_binding() });
         }
         let bind_group = self.device.create_bind_group(&wgpu::BindGroupDescriptor {
             label: Some(kernel.id),
             layout: &pipeline.layout,
             entries: &entries,
         });
-        Dispatch {
-            kernel: kernel.id,
-            pipeline,
-            bind_group,
-            grid,
-            _params: pbuf,
-        }
+        Dispatch { kernel: kernel.id, pipeline, bind_group, grid, _params: pbuf }
     }
 }

@@ -12,9 +12,8 @@ pub struct Tensor {
     pub shape: Vec<usize>,
 }
 
-const USAGE: wgpu::BufferUsages = wgpu::BufferUsages::STORAGE
-    .union(wgpu::BufferUsages::COPY_SRC)
-    .union(wgpu::BufferUsages::COPY_DST);
+const USAGE: wgpu::BufferUsages =
+    wgpu::BufferUsages::STORAGE.union(wgpu::BufferUsages::COPY_SRC).union(wgpu::BufferUsages::COPY_DST);
 
 impl Tensor {
     pub fn numel(&self) -> usize {
@@ -53,35 +52,21 @@ impl Tensor {
 
     pub fn from_slice(gpu: &Gpu, data: &[f32], shape: &[usize]) -> Tensor {
         let n: usize = shape.iter().product();
-        assert_eq!(
-            n,
-            data.len(),
-            "tensor data length does not match shape {shape:?}"
-        );
-        let contents: &[u8] = if data.is_empty() {
-            &[0u8; 4]
-        } else {
-            bytemuck::cast_slice(data)
-        };
-        let buf = gpu
-            .device
-            .create_buffer_init(&wgpu::util::BufferInitDescriptor {
-                label: None,
-                contents,
-                usage: USAGE,
-            });
-        Tensor {
-            buf: Arc::new(buf),
-            shape: shape.to_vec(),
-        }
+        assert_eq!(n, data.len(), "tensor data length does not match shape {shape:?}");
+        let contents: &[u8] = if data.is_empty() { &[0u8; 4] } else { bytemuck::cast_slice(data) };
+        let buf = gpu.device.create_buffer_init(&wgpu::util::BufferInitDescriptor {
+            label: None,
+            contents,
+            usage: USAGE,
+        });
+        Tensor { buf: Arc::new(buf), shape: shape.to_vec() }
     }
 
     /// Overwrites the contents (queued; ordered before later submissions).
     pub fn write(&self, gpu: &Gpu, data: &[f32]) {
         assert_eq!(data.len(), self.numel(), "write: length mismatch");
         if !data.is_empty() {
-            gpu.queue
-                .write_buffer(&self.buf, 0, bytemuck::cast_slice(data));
+            gpu.queue.write_buffer(&self.buf, 0, bytemuck::cast_slice(data));
         }
     }
 
@@ -113,10 +98,7 @@ impl Tensor {
             .map_err(|e| anyhow!("readback channel: {e}"))?
             .map_err(|e| anyhow!("readback map failed: {e}"))?;
         let out = {
-            let view = staging
-                .slice(..)
-                .get_mapped_range()
-                .map_err(|e| anyhow!("readback view: {e:?}"))?;
+            let view = staging.slice(..).get_mapped_range().map_err(|e| anyhow!("readback view: {e:?}"))?;
             bytemuck::pod_collect_to_vec::<u8, f32>(&view)
         };
         staging.unmap();

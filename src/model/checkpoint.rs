@@ -39,10 +39,7 @@ impl Weights {
     }
 
     pub fn get(&self, name: &str) -> Option<&[f32]> {
-        self.tensors
-            .iter()
-            .find(|t| t.0 == name)
-            .map(|t| t.2.as_slice())
+        self.tensors.iter().find(|t| t.0 == name).map(|t| t.2.as_slice())
     }
 }
 
@@ -57,10 +54,7 @@ pub fn resolve(model: &Path, arch: Option<&str>) -> Result<(VitConfig, PathBuf)>
         let cfg_path = model.join("config.json");
         let st = model.join("model.safetensors");
         if !cfg_path.exists() {
-            bail!(
-                "{}: folder has no config.json (expected a timm Hugging Face folder)",
-                model.display()
-            );
+            bail!("{}: folder has no config.json (expected a timm Hugging Face folder)", model.display());
         }
         if !st.exists() {
             bail!("{}: folder has no model.safetensors", model.display());
@@ -92,15 +86,9 @@ pub fn resolve(model: &Path, arch: Option<&str>) -> Result<(VitConfig, PathBuf)>
 }
 
 fn check_not_pickle(path: &Path) -> Result<()> {
-    let ext = path
-        .extension()
-        .and_then(|e| e.to_str())
-        .unwrap_or("")
-        .to_ascii_lowercase();
+    let ext = path.extension().and_then(|e| e.to_str()).unwrap_or("").to_ascii_lowercase();
     let mut head = [0u8; 4];
-    let n = std::fs::File::open(path)
-        .and_then(|mut f| std::io::Read::read(&mut f, &mut head))
-        .unwrap_or(0);
+    let n = std::fs::File::open(path).and_then(|mut f| std::io::Read::read(&mut f, &mut head)).unwrap_or(0);
     let zip = n >= 4 && head == *b"PK\x03\x04";
     let pickle = n >= 2 && head[0] == 0x80 && head[1] <= 5;
     if matches!(ext.as_str(), "pth" | "pt" | "bin" | "ckpt") || zip || pickle {
@@ -116,8 +104,7 @@ pub fn load_weights(cfg: &VitConfig, path: &Path) -> Result<Weights> {
     let st = SafeTensors::deserialize(&bytes)
         .map_err(|e| anyhow::anyhow!("{}: not a valid safetensors file ({e})", path.display()))?;
     let expected = cfg.tensor_shapes();
-    let wanted: HashMap<&str, &Vec<usize>> =
-        expected.iter().map(|(n, s)| (n.as_str(), s)).collect();
+    let wanted: HashMap<&str, &Vec<usize>> = expected.iter().map(|(n, s)| (n.as_str(), s)).collect();
     let mut names: Vec<String> = st.names().into_iter().map(|s| s.to_string()).collect();
     names.sort();
     for n in &names {
@@ -132,42 +119,29 @@ pub fn load_weights(cfg: &VitConfig, path: &Path) -> Result<Weights> {
     let mut tensors = Vec::with_capacity(expected.len());
     for (name, shape) in &expected {
         let t = st.tensor(name).map_err(|_| {
-            anyhow::anyhow!(
-                "{}: missing tensor `{name}` (expected shape {shape:?})",
-                path.display()
-            )
+            anyhow::anyhow!("{}: missing tensor `{name}` (expected shape {shape:?})", path.display())
         })?;
         if t.shape() != shape.as_slice() {
-            bail!(
-                "{}: tensor `{name}` has shape {:?}, expected {shape:?}",
-                path.display(),
-                t.shape()
-            );
+            bail!("{}: tensor `{name}` has shape {:?}, expected {shape:?}", path.display(), t.shape());
         }
         let data = t.data();
         let values: Vec<f32> = match t.dtype() {
-            Dtype::F32 => data
-                .chunks_exact(4)
-                .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
-                .collect(),
-            Dtype::F16 => data
-                .chunks_exact(2)
-                .map(|c| half::f16::from_le_bytes([c[0], c[1]]).to_f32())
-                .collect(),
-            Dtype::BF16 => data
-                .chunks_exact(2)
-                .map(|c| half::bf16::from_le_bytes([c[0], c[1]]).to_f32())
-                .collect(),
+            Dtype::F32 => {
+                data.chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect()
+            }
+            Dtype::F16 => {
+                data.chunks_exact(2).map(|c| half::f16::from_le_bytes([c[0], c[1]]).to_f32()).collect()
+            }
+            Dtype::BF16 => {
+                data.chunks_exact(2).map(|c| half::bf16::from_le_bytes([c[0], c[1]]).to_f32()).collect()
+            }
             other => bail!(
                 "{}: tensor `{name}` has dtype {other:?}; expected a float tensor (F32, F16 or BF16)",
                 path.display()
             ),
         };
         if values.iter().any(|v| !v.is_finite()) {
-            bail!(
-                "{}: tensor `{name}` holds NaN or infinite values",
-                path.display()
-            );
+            bail!("{}: tensor `{name}` holds NaN or infinite values", path.display());
         }
         tensors.push((name.clone(), shape.clone(), values));
     }
@@ -182,17 +156,9 @@ pub fn read_f32_tensors(path: &Path) -> Result<HashMap<String, (Vec<usize>, Vec<
     let mut out = HashMap::new();
     for (name, t) in st.tensors() {
         if t.dtype() != Dtype::F32 {
-            bail!(
-                "{}: tensor `{name}` is {:?}, expected F32",
-                path.display(),
-                t.dtype()
-            );
+            bail!("{}: tensor `{name}` is {:?}, expected F32", path.display(), t.dtype());
         }
-        let v = t
-            .data()
-            .chunks_exact(4)
-            .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
-            .collect();
+        let v = t.data().chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect();
         out.insert(name, (t.shape().to_vec(), v));
     }
     Ok(out)

@@ -74,11 +74,8 @@ impl VitConfig {
                 known_architectures().join(", ")
             );
         };
-        let (mean, std) = if deit {
-            (IMAGENET_MEAN.to_vec(), IMAGENET_STD.to_vec())
-        } else {
-            (vec![0.5; 3], vec![0.5; 3])
-        };
+        let (mean, std) =
+            if deit { (IMAGENET_MEAN.to_vec(), IMAGENET_STD.to_vec()) } else { (vec![0.5; 3], vec![0.5; 3]) };
         Ok(VitConfig {
             architecture: arch.to_string(),
             img_size: 224,
@@ -104,10 +101,10 @@ impl VitConfig {
 
     /// Reads a timm Hugging Face `config.json`.
     pub fn from_json_file(path: &Path) -> Result<VitConfig> {
-        let text = std::fs::read_to_string(path)
-            .with_context(|| format!("cannot read {}", path.display()))?;
-        let v: Value = serde_json::from_str(&text)
-            .with_context(|| format!("{}: not valid JSON", path.display()))?;
+        let text =
+            std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
+        let v: Value =
+            serde_json::from_str(&text).with_context(|| format!("{}: not valid JSON", path.display()))?;
         Self::from_json(&v).with_context(|| format!("{}", path.display()))
     }
 
@@ -130,17 +127,14 @@ impl VitConfig {
                 val.as_u64()
                     .filter(|&n| n > 0)
                     .map(|n| n as usize)
-                    .with_context(|| {
-                        format!("model_args.{key} must be a positive integer, found {val}")
-                    })
+                    .with_context(|| format!("model_args.{key} must be a positive integer, found {val}"))
             };
             match key.as_str() {
                 "img_size" => {
                     cfg.img_size = match val {
-                        Value::Array(a) if a.len() == 2 && a[0] == a[1] => a[0]
-                            .as_u64()
-                            .context("model_args.img_size: expected integers")?
-                            as usize,
+                        Value::Array(a) if a.len() == 2 && a[0] == a[1] => {
+                            a[0].as_u64().context("model_args.img_size: expected integers")? as usize
+                        }
                         _ => num()?,
                     }
                 }
@@ -158,18 +152,13 @@ impl VitConfig {
                 "qkv_bias" | "class_token" if val == &Value::Bool(true) => {}
                 "global_pool" if val == "token" => {}
                 // Regularisers are identity at inference and in maskaq's training.
-                "drop_rate" | "pos_drop_rate" | "proj_drop_rate" | "attn_drop_rate"
-                | "drop_path_rate" => {}
-                _ => bail!(
-                    "model_args.{key} = {val} is not supported by maskaq (only plain timm ViT/DeiT)"
-                ),
+                "drop_rate" | "pos_drop_rate" | "proj_drop_rate" | "attn_drop_rate" | "drop_path_rate" => {}
+                _ => bail!("model_args.{key} = {val} is not supported by maskaq (only plain timm ViT/DeiT)"),
             }
         }
         if let Some(n) = obj.get("num_classes") {
             cfg.num_classes =
-                n.as_u64()
-                    .filter(|&n| n > 0)
-                    .context("`num_classes` must be a positive integer")? as usize;
+                n.as_u64().filter(|&n| n > 0).context("`num_classes` must be a positive integer")? as usize;
         }
         cfg.mlp_hidden = (cfg.embed_dim as f64 * mlp_ratio.unwrap_or(4.0)) as usize;
         // timm's default pretrained_cfg follows the architecture's input size.
@@ -186,18 +175,10 @@ impl VitConfig {
                 .as_array()
                 .context("`label_names` must be an array of strings")?
                 .iter()
-                .map(|v| {
-                    v.as_str()
-                        .map(str::to_string)
-                        .context("`label_names` must hold strings")
-                })
+                .map(|v| v.as_str().map(str::to_string).context("`label_names` must hold strings"))
                 .collect::<Result<_>>()?;
             if names.len() != cfg.num_classes {
-                bail!(
-                    "`label_names` has {} names for {} classes",
-                    names.len(),
-                    cfg.num_classes
-                );
+                bail!("`label_names` has {} names for {} classes", names.len(), cfg.num_classes);
             }
             cfg.label_names = Some(names);
         }
@@ -213,9 +194,7 @@ impl VitConfig {
                 Some(Value::Array(a)) => a
                     .iter()
                     .map(|x| {
-                        x.as_f64()
-                            .map(|f| f as f32)
-                            .with_context(|| format!("`{key}` must hold numbers"))
+                        x.as_f64().map(|f| f as f32).with_context(|| format!("`{key}` must hold numbers"))
                     })
                     .collect::<Result<Vec<_>>>()
                     .map(Some),
@@ -245,18 +224,10 @@ impl VitConfig {
 
     pub fn validate(&self) -> Result<()> {
         if self.embed_dim % self.num_heads != 0 {
-            bail!(
-                "embed_dim {} is not divisible by num_heads {}",
-                self.embed_dim,
-                self.num_heads
-            );
+            bail!("embed_dim {} is not divisible by num_heads {}", self.embed_dim, self.num_heads);
         }
         if self.patch_size > self.img_size {
-            bail!(
-                "patch_size {} is larger than img_size {}",
-                self.patch_size,
-                self.img_size
-            );
+            bail!("patch_size {} is larger than img_size {}", self.patch_size, self.img_size);
         }
         let p = &self.preprocess;
         if p.input_size != [self.in_chans, self.img_size, self.img_size] {
@@ -268,19 +239,13 @@ impl VitConfig {
             );
         }
         if p.mean.len() != self.in_chans || p.std.len() != self.in_chans {
-            bail!(
-                "pretrained_cfg mean/std need {} values (one per input channel)",
-                self.in_chans
-            );
+            bail!("pretrained_cfg mean/std need {} values (one per input channel)", self.in_chans);
         }
         if p.std.iter().any(|&s| s <= 0.0) {
             bail!("pretrained_cfg std must be positive");
         }
         if !(p.crop_pct > 0.0 && p.crop_pct <= 1.0) {
-            bail!(
-                "pretrained_cfg crop_pct must be in (0, 1], found {}",
-                p.crop_pct
-            );
+            bail!("pretrained_cfg crop_pct must be in (0, 1], found {}", p.crop_pct);
         }
         Ok(())
     }
@@ -303,12 +268,7 @@ impl VitConfig {
 
     /// Every tensor of the checkpoint, in timm `state_dict` order, with its shape.
     pub fn tensor_shapes(&self) -> Vec<(String, Vec<usize>)> {
-        let (d, h, p, c) = (
-            self.embed_dim,
-            self.mlp_hidden,
-            self.patch_size,
-            self.in_chans,
-        );
+        let (d, h, p, c) = (self.embed_dim, self.mlp_hidden, self.patch_size, self.in_chans);
         let mut v: Vec<(String, Vec<usize>)> = vec![("cls_token".into(), vec![1, 1, d])];
         if self.distilled {
             v.push(("dist_token".into(), vec![1, 1, d]));
@@ -344,16 +304,9 @@ impl VitConfig {
 
     /// Multiply-accumulates of one forward pass for one image.
     pub fn macs_per_image(&self) -> f64 {
-        let (n, d, h) = (
-            self.tokens() as f64,
-            self.embed_dim as f64,
-            self.mlp_hidden as f64,
-        );
-        let embed =
-            self.patches() as f64 * d * (self.in_chans * self.patch_size * self.patch_size) as f64;
+        let (n, d, h) = (self.tokens() as f64, self.embed_dim as f64, self.mlp_hidden as f64);
+        let embed = self.patches() as f64 * d * (self.in_chans * self.patch_size * self.patch_size) as f64;
         let block = n * d * 3.0 * d + 2.0 * n * n * d + n * d * d + 2.0 * n * d * h;
-        embed
-            + self.depth as f64 * block
-            + d * self.num_classes as f64 * self.prefix_tokens() as f64
+        embed + self.depth as f64 * block + d * self.num_classes as f64 * self.prefix_tokens() as f64
     }
 }

@@ -34,6 +34,9 @@ pub struct GraphOptions {
     pub attention_grads: bool,
     /// Add the image gradient to `d_images` instead of overwriting it (two models, one image).
     pub accumulate_image_grad: bool,
+    /// Q only: run the full-precision model and fold every activation quantizer's input range
+    /// into `Quant::calib` (min-max calibration); no backward.
+    pub calibrate: bool,
 }
 
 /// Per-block attention tensors.
@@ -70,7 +73,11 @@ pub struct Graph {
 impl Graph {
     /// Builds the graph for `batch` images.
     pub fn build(gpu: &Gpu, vit: &Vit, batch: usize, opts: GraphOptions) -> Graph {
-        Builder::new(gpu, vit, batch).build(opts)
+        assert!(
+            !opts.calibrate || (vit.quant.is_some() && !opts.backward),
+            "calibration is a forward pass of Q"
+        );
+        Builder::new(gpu, vit, batch, opts.calibrate).build(opts)
     }
 
     /// Records and submits the forward pass (does not wait).
@@ -138,6 +145,7 @@ struct Builder<'a> {
     rows: usize,
     geo: Geometry,
     buffers: RefCell<Vec<Tensor>>,
+    calibrate: bool,
     /// Partial sums of the quantizers' reductions (Q only).
     partials: Option<Tensor>,
     /// Scratch gradients of quantized inputs, by shape (each is consumed right after it is made).
@@ -149,7 +157,7 @@ struct Builder<'a> {
 }
 
 impl<'a> Builder<'a> {
-    fn new(gpu: &'a Gpu, vit: &'a Vit, batch: usize) -> Self {
+    fn new(gpu: &'a Gpu, vit: &'a Vit, batch: usize, calibrate: bool) -> Self {
         let cfg = &vit.cfg;
         let geo = Geometry {
             batch,
@@ -173,6 +181,7 @@ impl<'a> Builder<'a> {
             rows: batch * cfg.tokens(),
             geo,
             buffers: Default::default(),
+            calibrate,
             partials: None,
             scratch: HashMap::new(),
             fw: Vec::new(),
@@ -201,12 +210,27 @@ impl<'a> Builder<'a> {
     /// The weight the forward multiplies by: its fake-quantized copy in Q, itself otherwise.
     fn weight(&mut self, name: &str) -> Tensor {
         let w = self.p(name);
-        let Some(q) = self.quant else { return w.value.clone() };
+        let Some(q) = self.quant.filter(|q| !self.calibrate && !q.frozen_weights) else {
+            return w.value.clone();
+        };
         let rows = w.shape[0];
         let cols = w.value.numel() / rows;
         let w_hat = self.t(&w.shape);
-        self.fw.push(quant::weight_quant(self.gpu, rows, cols, q.bits.w, &w.value, &w_hat));
+        let scales = self.t(&[rows]);
+        self.fw.push(quant::weight_quant(self.gpu, rows, cols, q.bits.w, &w.value, &w_hat, &scales));
         w_hat
+    }
+
+    /// Whether activations pass through quantizers (Q, not calibrating).
+    fn quantizing(&self) -> bool {
+        self.quant.is_some() && !self.calibrate
+    }
+
+    /// Calibration: folds the range of `region` of `x` into quantizer `site`'s running min/max.
+    fn observe(&mut self, site: &str, region: Region, x: &Tensor) {
+        let q = self.quant.expect("calibration needs a quantized model");
+        let partials = self.partials.as_ref().unwrap();
+        self.fw.extend(quant::act_minmax(self.gpu, &q.calib, q.site(site), region, x, partials));
     }
 
     /// Quantizes `region` of `x` into the same region of `xq` with quantizer `site` (Q only).
@@ -222,7 +246,10 @@ impl<'a> Builder<'a> {
 
     /// `x` through quantizer `site` (a new buffer in Q; `x` itself in the FP model).
     fn act(&mut self, site: &str, x: &Tensor) -> Tensor {
-        if self.quant.is_none() {
+        if self.calibrate {
+            self.observe(site, Region::whole(x.numel()), x);
+        }
+        if !self.quantizing() {
             return x.clone();
         }
         let xq = self.t(&x.shape);
@@ -232,7 +259,7 @@ impl<'a> Builder<'a> {
 
     /// Where to put the gradient of a quantized input whose source gradient goes to `dx`.
     fn grad_target(&mut self, dx: &Tensor) -> Tensor {
-        if self.quant.is_none() {
+        if !self.quantizing() {
             return dx.clone();
         }
         if let Some(t) = self.scratch.get(&dx.shape) {
@@ -265,7 +292,17 @@ impl<'a> Builder<'a> {
     /// to `w.grad` (straight through the weight quantizer). dx = alpha dy W, dW = alpha dyᵀ x,
     /// db = alpha sum dy.
     #[allow(clippy::too_many_arguments)]
-    fn linear_back(&mut self, rows: usize, x: &Tensor, w_used: &Tensor, w: &Param, b: &Param, dy: &Tensor, dx: Option<&Tensor>, alpha: f32) {
+    fn linear_back(
+        &mut self,
+        rows: usize,
+        x: &Tensor,
+        w_used: &Tensor,
+        w: &Param,
+        b: &Param,
+        dy: &Tensor,
+        dx: Option<&Tensor>,
+        alpha: f32,
+    ) {
         let (out, inp) = (w.shape[0], w.shape[1]);
         let gpu = self.gpu;
         if let Some(dx) = dx {
@@ -337,13 +374,19 @@ impl<'a> Builder<'a> {
         let w_qkv = self.weight(&name("attn.qkv.weight"));
         let qkv = self.t(&[rows, 3 * d]);
         self.linear(rows, &ln1_q, &w_qkv, pn("attn.qkv.bias"), &qkv, 1.0, 0.0);
-        let qkv_q = if self.quant.is_some() {
+        let qkv_sites = ["attn.matmul1.act_a", "attn.matmul1.act_b", "attn.matmul2.act_b"];
+        let qkv_q = if self.quantizing() {
             let t = self.t(&[rows, 3 * d]);
-            self.act_region(&name("attn.matmul1.act_a"), self.qkv_region(0), &qkv, &t);
-            self.act_region(&name("attn.matmul1.act_b"), self.qkv_region(1), &qkv, &t);
-            self.act_region(&name("attn.matmul2.act_b"), self.qkv_region(2), &qkv, &t);
+            for (which, site) in qkv_sites.iter().enumerate() {
+                self.act_region(&name(site), self.qkv_region(which), &qkv, &t);
+            }
             t
         } else {
+            if self.calibrate {
+                for (which, site) in qkv_sites.iter().enumerate() {
+                    self.observe(&name(site), self.qkv_region(which), &qkv);
+                }
+            }
             qkv.clone()
         };
 
@@ -386,8 +429,27 @@ impl<'a> Builder<'a> {
         self.linear(rows, &g_q, &w_fc2, pn("mlp.fc2.bias"), &out, 1.0, 1.0);
 
         let acts = BlockActs {
-            x, ln1, ln1_q, st1, qkv, qkv_q, prob, prob_q, merged, merged_q, xm, ln2, ln2_q, st2, h, g, g_q,
-            w_qkv, w_proj, w_fc1, w_fc2,
+            x,
+            ln1,
+            ln1_q,
+            st1,
+            qkv,
+            qkv_q,
+            prob,
+            prob_q,
+            merged,
+            merged_q,
+            xm,
+            ln2,
+            ln2_q,
+            st2,
+            h,
+            g,
+            g_q,
+            w_qkv,
+            w_proj,
+            w_fc1,
+            w_fc2,
         };
         (acts, tap, out)
     }
@@ -405,20 +467,63 @@ impl<'a> Builder<'a> {
 
         // MLP.
         let dg_q = self.grad_target(&s.dg);
-        self.linear_back(rows, &a.g_q, &a.w_fc2, pn("mlp.fc2.weight"), pn("mlp.fc2.bias"), dxa, Some(&dg_q), 1.0);
+        self.linear_back(
+            rows,
+            &a.g_q,
+            &a.w_fc2,
+            pn("mlp.fc2.weight"),
+            pn("mlp.fc2.bias"),
+            dxa,
+            Some(&dg_q),
+            1.0,
+        );
         self.act_back(&name("mlp.fc2.act"), Region::whole(a.g.numel()), &a.g, &dg_q, &s.dg);
         self.bw.push(gelu::backward(gpu, &a.h, &s.dg, &s.dh));
         let dln_q = self.grad_target(&s.dln);
-        self.linear_back(rows, &a.ln2_q, &a.w_fc1, pn("mlp.fc1.weight"), pn("mlp.fc1.bias"), &s.dh, Some(&dln_q), 1.0);
+        self.linear_back(
+            rows,
+            &a.ln2_q,
+            &a.w_fc1,
+            pn("mlp.fc1.weight"),
+            pn("mlp.fc1.bias"),
+            &s.dh,
+            Some(&dln_q),
+            1.0,
+        );
         self.act_back(&name("mlp.fc1.act"), Region::whole(a.ln2.numel()), &a.ln2, &dln_q, &s.dln);
         let (n2w, n2b) = (pn("norm2.weight"), pn("norm2.bias"));
-        self.bw.push(layernorm::backward_input(gpu, rows, d, &a.xm, &n2w.value, &a.st2, &s.dln, Some(dxa), &s.dxm));
+        self.bw.push(layernorm::backward_input(
+            gpu,
+            rows,
+            d,
+            &a.xm,
+            &n2w.value,
+            &a.st2,
+            &s.dln,
+            Some(dxa),
+            &s.dxm,
+        ));
         self.bw.push(layernorm::backward_params(gpu, rows, d, &a.xm, &a.st2, &s.dln, &n2w.grad, &n2b.grad));
 
         // Attention output projection and head merge.
         let dmerged_q = self.grad_target(&s.dmerged);
-        self.linear_back(rows, &a.merged_q, &a.w_proj, pn("attn.proj.weight"), pn("attn.proj.bias"), &s.dxm, Some(&dmerged_q), 1.0);
-        self.act_back(&name("attn.proj.act"), Region::whole(a.merged.numel()), &a.merged, &dmerged_q, &s.dmerged);
+        self.linear_back(
+            rows,
+            &a.merged_q,
+            &a.w_proj,
+            pn("attn.proj.weight"),
+            pn("attn.proj.bias"),
+            &s.dxm,
+            Some(&dmerged_q),
+            1.0,
+        );
+        self.act_back(
+            &name("attn.proj.act"),
+            Region::whole(a.merged.numel()),
+            &a.merged,
+            &dmerged_q,
+            &s.dmerged,
+        );
         self.bw.push(self.merge_copy(true).dispatch(gpu, &s.dmerged, &s.d_o));
         if let Some(extra) = &tap.d_attn_out {
             self.bw.push(Copy4 { beta: 1.0, ..Copy4::flat(s.d_o.numel()) }.dispatch(gpu, extra, &s.d_o));
@@ -428,8 +533,23 @@ impl<'a> Builder<'a> {
         let dprob_q = self.grad_target(&s.dprob);
         let mm = Matmul::new(n, n, hd, self.head_view(), self.qkv_view(2).t(), self.attn_view());
         self.bw.push(mm.batched(b, heads).dispatch(gpu, &s.d_o, &a.qkv_q, None, &dprob_q));
-        self.act_back(&name("attn.matmul2.act_a"), Region::whole(a.prob.numel()), &a.prob, &dprob_q, &s.dprob);
-        self.bw.push(softmax::backward(gpu, b * heads * n, n, scale, &a.prob, &s.dprob, tap.d_attn_logits.as_ref(), &s.da));
+        self.act_back(
+            &name("attn.matmul2.act_a"),
+            Region::whole(a.prob.numel()),
+            &a.prob,
+            &dprob_q,
+            &s.dprob,
+        );
+        self.bw.push(softmax::backward(
+            gpu,
+            b * heads * n,
+            n,
+            scale,
+            &a.prob,
+            &s.dprob,
+            tap.d_attn_logits.as_ref(),
+            &s.da,
+        ));
 
         // dv = Pᵀ dO, dq = dA k, dk = dAᵀ q, each into its slice of dqkv (through q/k/v quantizers).
         let dqkv_q = self.grad_target(&s.dqkv);
@@ -444,10 +564,29 @@ impl<'a> Builder<'a> {
         self.act_back(&name("attn.matmul2.act_b"), self.qkv_region(2), &a.qkv, &dqkv_q, &s.dqkv);
 
         let dln_q = self.grad_target(&s.dln);
-        self.linear_back(rows, &a.ln1_q, &a.w_qkv, pn("attn.qkv.weight"), pn("attn.qkv.bias"), &s.dqkv, Some(&dln_q), 1.0);
+        self.linear_back(
+            rows,
+            &a.ln1_q,
+            &a.w_qkv,
+            pn("attn.qkv.weight"),
+            pn("attn.qkv.bias"),
+            &s.dqkv,
+            Some(&dln_q),
+            1.0,
+        );
         self.act_back(&name("attn.qkv.act"), Region::whole(a.ln1.numel()), &a.ln1, &dln_q, &s.dln);
         let (n1w, n1b) = (pn("norm1.weight"), pn("norm1.bias"));
-        self.bw.push(layernorm::backward_input(gpu, rows, d, &a.x, &n1w.value, &a.st1, &s.dln, Some(&s.dxm), dxa));
+        self.bw.push(layernorm::backward_input(
+            gpu,
+            rows,
+            d,
+            &a.x,
+            &n1w.value,
+            &a.st1,
+            &s.dln,
+            Some(&s.dxm),
+            dxa,
+        ));
         self.bw.push(layernorm::backward_params(gpu, rows, d, &a.x, &a.st1, &s.dln, &n1w.grad, &n1b.grad));
     }
 
@@ -526,14 +665,30 @@ impl<'a> Builder<'a> {
 
             // Tokens and patch embedding.
             let prefix = cfg.prefix_tokens();
-            let sum_batch = |n_el: usize, s_off: usize| SumRows { n: n_el, rows: b, s_off, rs: n * d, o_off: 0, alpha: 1.0, beta: 0.0 };
+            let sum_batch = |n_el: usize, s_off: usize| SumRows {
+                n: n_el,
+                rows: b,
+                s_off,
+                rs: n * d,
+                o_off: 0,
+                alpha: 1.0,
+                beta: 0.0,
+            };
             self.bw.push(sum_batch(d, 0).dispatch(gpu, &dxa, &cls.grad));
             if cfg.distilled {
                 self.bw.push(sum_batch(d, d).dispatch(gpu, &dxa, &dist.grad));
             }
             self.bw.push(sum_batch(n * d, 0).dispatch(gpu, &dxa, &pos.grad));
             let dpe = self.t(&[b * np, d]);
-            let gather = Copy4 { dims: [1, b, np, d], s_off: prefix * d, s: [0, n * d, d, 1], t_off: 0, t: [0, np * d, d, 1], alpha: 1.0, beta: 0.0 };
+            let gather = Copy4 {
+                dims: [1, b, np, d],
+                s_off: prefix * d,
+                s: [0, n * d, d, 1],
+                t_off: 0,
+                t: [0, np * d, d, 1],
+                alpha: 1.0,
+                beta: 0.0,
+            };
             self.bw.push(gather.dispatch(gpu, &dxa, &dpe));
             let dcols = self.t(&[b * np, kk]);
             // The conv weight [D, C, P, P] is a [D, KK] matrix.
@@ -549,7 +704,7 @@ impl<'a> Builder<'a> {
 
         // The initialising forward: the forward with each quantizer's LSQ init before its use.
         let mut forward_init = Vec::new();
-        if self.quant.is_some() {
+        if self.quantizing() {
             let mut inits = self.init.drain(..).peekable();
             for (i, d) in self.fw.iter().enumerate() {
                 while let Some((_, init)) = inits.next_if(|(pos, _)| *pos == i) {

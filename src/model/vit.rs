@@ -53,10 +53,7 @@ impl Vit {
     }
 
     pub fn param(&self, name: &str) -> &Param {
-        &self.params[*self
-            .index
-            .get(name)
-            .unwrap_or_else(|| panic!("no parameter {name}"))]
+        &self.params[*self.index.get(name).unwrap_or_else(|| panic!("no parameter {name}"))]
     }
 
     /// Turns this model into Q at `bits`; the activation quantizers still need initialising
@@ -74,4 +71,3 @@ impl Vit {
         self.params.iter().map(|p| p.value.numel()).sum()
     }
 }
-

@@ -11,13 +11,8 @@ pub const COPY: Kernel = Kernel {
     storage: &[(1, false), (2, true)],
     workgroup: 256,
 };
-pub const FILL: Kernel = Kernel {
-    id: "fill",
-    source: SOURCE,
-    entry: "fill",
-    storage: &[(2, true)],
-    workgroup: 256,
-};
+pub const FILL: Kernel =
+    Kernel { id: "fill", source: SOURCE, entry: "fill", storage: &[(2, true)], workgroup: 256 };
 
 /// `dst[t_off + i.t] = alpha * src[s_off + i.s] + beta * dst[..]` over the index box `dims`.
 #[derive(Clone, Copy, Debug)]
@@ -84,12 +79,7 @@ impl Copy4 {
             f(self.alpha),
             f(self.beta),
         ];
-        gpu.dispatch(
-            &COPY,
-            &params,
-            &[src, dst],
-            grid_for(&COPY, d.iter().product()),
-        )
+        gpu.dispatch(&COPY, &params, &[src, dst], grid_for(&COPY, d.iter().product()))
     }
 
     pub fn cpu(&self, src: &[f32], dst: &mut [f32]) {
@@ -99,16 +89,10 @@ impl Copy4 {
             for i1 in 0..d[1] {
                 for i2 in 0..d[2] {
                     for i3 in 0..d[3] {
-                        let s = self.s_off
-                            + i0 * self.s[0]
-                            + i1 * self.s[1]
-                            + i2 * self.s[2]
-                            + i3 * self.s[3];
-                        let t = self.t_off
-                            + i0 * self.t[0]
-                            + i1 * self.t[1]
-                            + i2 * self.t[2]
-                            + i3 * self.t[3];
+                        let s =
+                            self.s_off + i0 * self.s[0] + i1 * self.s[1] + i2 * self.s[2] + i3 * self.s[3];
+                        let t =
+                            self.t_off + i0 * self.t[0] + i1 * self.t[1] + i2 * self.t[2] + i3 * self.t[3];
                         let mut v = self.alpha * src[s];
                         if self.beta != 0.0 {
                             v += self.beta * dst[t];

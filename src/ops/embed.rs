@@ -77,24 +77,14 @@ impl Geometry {
     pub fn patchify(&self, gpu: &Gpu, img: &Tensor, cols: &Tensor) -> Dispatch {
         assert_eq!(img.numel(), self.batch * self.chans * self.h * self.w);
         assert_eq!(cols.numel(), self.batch * self.patches() * self.kk());
-        gpu.dispatch(
-            &PATCHIFY,
-            &self.params(0.0),
-            &[img, cols],
-            grid_for(&PATCHIFY, cols.numel()),
-        )
+        gpu.dispatch(&PATCHIFY, &self.params(0.0), &[img, cols], grid_for(&PATCHIFY, cols.numel()))
     }
 
     /// `dimg = unpatchify(dcols) + beta * dimg`.
     pub fn unpatchify(&self, gpu: &Gpu, dcols: &Tensor, dimg: &Tensor, beta: f32) -> Dispatch {
         assert_eq!(dimg.numel(), self.batch * self.chans * self.h * self.w);
         assert_eq!(dcols.numel(), self.batch * self.patches() * self.kk());
-        gpu.dispatch(
-            &UNPATCHIFY,
-            &self.params(beta),
-            &[dcols, dimg],
-            grid_for(&UNPATCHIFY, dimg.numel()),
-        )
+        gpu.dispatch(&UNPATCHIFY, &self.params(beta), &[dcols, dimg], grid_for(&UNPATCHIFY, dimg.numel()))
     }
 
     /// `x[B, N, D]` = prefix tokens and patch embeddings, plus position embeddings.
@@ -109,12 +99,7 @@ impl Geometry {
     ) -> Dispatch {
         assert_eq!(x.numel(), self.batch * self.tokens() * self.d);
         assert_eq!(pos.numel(), self.tokens() * self.d);
-        gpu.dispatch(
-            &TOKENS,
-            &self.params(0.0),
-            &[patches, cls, dist, pos, x],
-            grid_for(&TOKENS, x.numel()),
-        )
+        gpu.dispatch(&TOKENS, &self.params(0.0), &[patches, cls, dist, pos, x], grid_for(&TOKENS, x.numel()))
     }
 
     pub fn cpu_patchify(&self, img: &[f32]) -> Vec<f32> {
@@ -129,9 +114,7 @@ impl Geometry {
                                 let row = b * np + py * self.gw() + px;
                                 let col = (c * p + ky) * p + kx;
                                 cols[row * kk + col] =
-                                    img[((b * self.chans + c) * self.h + py * p + ky) * self.w
-                                        + px * p
-                                        + kx];
+                                    img[((b * self.chans + c) * self.h + py * p + ky) * self.w + px * p + kx];
                             }
                         }
                     }

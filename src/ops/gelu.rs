@@ -21,22 +21,12 @@ pub const BACKWARD: Kernel = Kernel {
 
 pub fn forward(gpu: &Gpu, x: &Tensor, y: &Tensor) -> Dispatch {
     assert_eq!(x.numel(), y.numel());
-    gpu.dispatch(
-        &FORWARD,
-        &[u(x.numel())],
-        &[x, y],
-        grid_for(&FORWARD, x.numel()),
-    )
+    gpu.dispatch(&FORWARD, &[u(x.numel())], &[x, y], grid_for(&FORWARD, x.numel()))
 }
 
 pub fn backward(gpu: &Gpu, x: &Tensor, dy: &Tensor, dx: &Tensor) -> Dispatch {
     assert!(x.numel() == dy.numel() && x.numel() == dx.numel());
-    gpu.dispatch(
-        &BACKWARD,
-        &[u(x.numel())],
-        &[x, dy, dx],
-        grid_for(&BACKWARD, x.numel()),
-    )
+    gpu.dispatch(&BACKWARD, &[u(x.numel())], &[x, dy, dx], grid_for(&BACKWARD, x.numel()))
 }
 
 fn erf(x: f64) -> f64 {
@@ -57,9 +47,7 @@ fn erf(x: f64) -> f64 {
 
 /// CPU reference: `y = 0.5 x (1 + erf(x / sqrt 2))` (erf to ~1e-7, Numerical Recipes erfc).
 pub fn cpu_forward(x: &[f32]) -> Vec<f32> {
-    x.iter()
-        .map(|&v| (0.5 * v as f64 * (1.0 + erf(v as f64 / 2f64.sqrt()))) as f32)
-        .collect()
+    x.iter().map(|&v| (0.5 * v as f64 * (1.0 + erf(v as f64 / 2f64.sqrt()))) as f32).collect()
 }
 
 /// CPU reference: `dx = dy (Phi(x) + x phi(x))`.

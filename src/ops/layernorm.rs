@@ -15,14 +15,7 @@ pub const BACKWARD_INPUT: Kernel = Kernel {
     id: "layernorm_backward_input",
     source: SOURCE,
     entry: "layernorm_backward_input",
-    storage: &[
-        (1, false),
-        (2, false),
-        (6, false),
-        (7, false),
-        (8, false),
-        (9, true),
-    ],
+    storage: &[(1, false), (2, false), (6, false), (7, false), (8, false), (9, true)],
     workgroup: 64,
 };
 pub const BACKWARD_PARAMS: Kernel = Kernel {
@@ -48,12 +41,7 @@ pub fn forward(
 ) -> Dispatch {
     assert!(x.numel() >= rows * d && y.numel() >= rows * d && stats.numel() >= 2 * rows);
     assert!(gamma.numel() == d && beta.numel() == d);
-    gpu.dispatch(
-        &FORWARD,
-        &[u(rows), u(d), f(eps), 0],
-        &[x, gamma, beta, y, stats],
-        grid_for(&FORWARD, rows),
-    )
+    gpu.dispatch(&FORWARD, &[u(rows), u(d), f(eps), 0], &[x, gamma, beta, y, stats], grid_for(&FORWARD, rows))
 }
 
 /// `dx = dres + dLN/dx^T dy` (`dres` optional: the residual branch's gradient).
@@ -71,12 +59,7 @@ pub fn backward_input(
 ) -> Dispatch {
     let params = [u(rows), u(d), 0, dres.is_some() as u32];
     let dres = dres.unwrap_or(dy);
-    gpu.dispatch(
-        &BACKWARD_INPUT,
-        &params,
-        &[x, gamma, stats, dy, dres, dx],
-        grid_for(&BACKWARD_INPUT, rows),
-    )
+    gpu.dispatch(&BACKWARD_INPUT, &params, &[x, gamma, stats, dy, dres, dx], grid_for(&BACKWARD_INPUT, rows))
 }
 
 /// `dgamma = sum_r dy * xhat`, `dbeta = sum_r dy` (overwrites).
@@ -139,12 +122,8 @@ pub fn cpu_backward(
     let mut db = vec![0f64; d];
     for r in 0..rows {
         let (mean, rstd) = (stats[2 * r] as f64, stats[2 * r + 1] as f64);
-        let xhat: Vec<f64> = (0..d)
-            .map(|j| (x[r * d + j] as f64 - mean) * rstd)
-            .collect();
-        let g: Vec<f64> = (0..d)
-            .map(|j| dy[r * d + j] as f64 * gamma[j] as f64)
-            .collect();
+        let xhat: Vec<f64> = (0..d).map(|j| (x[r * d + j] as f64 - mean) * rstd).collect();
+        let g: Vec<f64> = (0..d).map(|j| dy[r * d + j] as f64 * gamma[j] as f64).collect();
         let mg = g.iter().sum::<f64>() / d as f64;
         let mgx = g.iter().zip(&xhat).map(|(a, b)| a * b).sum::<f64>() / d as f64;
         for j in 0..d {
@@ -153,9 +132,5 @@ pub fn cpu_backward(
             db[j] += dy[r * d + j] as f64;
         }
     }
-    (
-        dx,
-        dg.iter().map(|&v| v as f32).collect(),
-        db.iter().map(|&v| v as f32).collect(),
-    )
+    (dx, dg.iter().map(|&v| v as f32).collect(), db.iter().map(|&v| v as f32).collect())
 }

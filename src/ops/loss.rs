@@ -34,13 +34,7 @@ pub fn cross_entropy(
 }
 
 /// CPU reference: (per-row loss, scale * gradient).
-pub fn cpu(
-    rows: usize,
-    classes: usize,
-    scale: f32,
-    logits: &[f32],
-    targets: &[f32],
-) -> (Vec<f32>, Vec<f32>) {
+pub fn cpu(rows: usize, classes: usize, scale: f32, logits: &[f32], targets: &[f32]) -> (Vec<f32>, Vec<f32>) {
     let mut loss = vec![0f32; rows];
     let mut grad = vec![0f32; rows * classes];
     for r in 0..rows {

@@ -5,20 +5,10 @@ use crate::gpu::{Dispatch, Gpu, Kernel, Tensor};
 
 pub const SOURCE: &str = include_str!("../../shaders/matmul.wgsl");
 const STORAGE: &[(u32, bool)] = &[(1, false), (2, false), (3, false), (4, true)];
-pub const REGS: Kernel = Kernel {
-    id: "matmul_regs",
-    source: SOURCE,
-    entry: "matmul_regs",
-    storage: STORAGE,
-    workgroup: 64,
-};
-pub const TILED: Kernel = Kernel {
-    id: "matmul_tiled",
-    source: SOURCE,
-    entry: "matmul_tiled",
-    storage: STORAGE,
-    workgroup: 256,
-};
+pub const REGS: Kernel =
+    Kernel { id: "matmul_regs", source: SOURCE, entry: "matmul_regs", storage: STORAGE, workgroup: 64 };
+pub const TILED: Kernel =
+    Kernel { id: "matmul_tiled", source: SOURCE, entry: "matmul_tiled", storage: STORAGE, workgroup: 256 };
 
 /// How an operand is laid out: element (z1, z2, r, c) is at `off + z1*b1 + z2*b2 + r*rs + c*cs`.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -33,21 +23,11 @@ pub struct View {
 impl View {
     /// Row-major matrix with `ld` elements per row.
     pub fn rows(ld: usize) -> View {
-        View {
-            off: 0,
-            rs: ld,
-            cs: 1,
-            b1: 0,
-            b2: 0,
-        }
+        View { off: 0, rs: ld, cs: 1, b1: 0, b2: 0 }
     }
     /// The transpose of this view.
     pub fn t(self) -> View {
-        View {
-            rs: self.cs,
-            cs: self.rs,
-            ..self
-        }
+        View { rs: self.cs, cs: self.rs, ..self }
     }
     pub fn at(self, off: usize) -> View {
         View { off, ..self }
@@ -76,39 +56,16 @@ pub struct Matmul {
 
 impl Matmul {
     pub fn new(m: usize, n: usize, k: usize, a: View, b: View, c: View) -> Matmul {
-        Matmul {
-            m,
-            n,
-            k,
-            batch1: 1,
-            batch2: 1,
-            a,
-            b,
-            c,
-            bias_off: None,
-            alpha: 1.0,
-            beta: 0.0,
-        }
+        Matmul { m, n, k, batch1: 1, batch2: 1, a, b, c, bias_off: None, alpha: 1.0, beta: 0.0 }
     }
     pub fn batched(self, batch1: usize, batch2: usize) -> Matmul {
-        Matmul {
-            batch1,
-            batch2,
-            ..self
-        }
+        Matmul { batch1, batch2, ..self }
     }
     pub fn bias(self, off: usize) -> Matmul {
-        Matmul {
-            bias_off: Some(off),
-            ..self
-        }
+        Matmul { bias_off: Some(off), ..self }
     }
     pub fn scale(self, alpha: f32, beta: f32) -> Matmul {
-        Matmul {
-            alpha,
-            beta,
-            ..self
-        }
+        Matmul { alpha, beta, ..self }
     }
 
     fn max_index(v: &View, rows: usize, cols: usize, b1: usize, b2: usize) -> usize {
@@ -122,44 +79,20 @@ impl Matmul {
         }
         let (b1, b2) = (self.batch1, self.batch2);
         if self.k > 0 {
-            assert!(
-                Self::max_index(&self.a, self.m, self.k, b1, b2) < a,
-                "matmul: A out of range {self:?}"
-            );
-            assert!(
-                Self::max_index(&self.b, self.k, self.n, b1, b2) < b,
-                "matmul: B out of range {self:?}"
-            );
+            assert!(Self::max_index(&self.a, self.m, self.k, b1, b2) < a, "matmul: A out of range {self:?}");
+            assert!(Self::max_index(&self.b, self.k, self.n, b1, b2) < b, "matmul: B out of range {self:?}");
         }
-        assert!(
-            Self::max_index(&self.c, self.m, self.n, b1, b2) < c,
-            "matmul: C out of range {self:?}"
-        );
+        assert!(Self::max_index(&self.c, self.m, self.n, b1, b2) < c, "matmul: C out of range {self:?}");
         if let (Some(off), Some(len)) = (self.bias_off, bias) {
             assert!(off + self.n <= len, "matmul: bias out of range");
         }
     }
 
     /// Builds the launch. `bias` must be given iff `bias_off` is set.
-    pub fn dispatch(
-        &self,
-        gpu: &Gpu,
-        a: &Tensor,
-        b: &Tensor,
-        bias: Option<&Tensor>,
-        c: &Tensor,
-    ) -> Dispatch {
-        assert_eq!(
-            bias.is_some(),
-            self.bias_off.is_some(),
-            "matmul: bias tensor and offset disagree"
-        );
+    pub fn dispatch(&self, gpu: &Gpu, a: &Tensor, b: &Tensor, bias: Option<&Tensor>, c: &Tensor) -> Dispatch {
+        assert_eq!(bias.is_some(), self.bias_off.is_some(), "matmul: bias tensor and offset disagree");
         self.check(a.numel(), b.numel(), c.numel(), bias.map(|t| t.numel()));
-        let (kernel, tile) = if gpu.cpu_like {
-            (&REGS, 32)
-        } else {
-            (&TILED, 64)
-        };
+        let (kernel, tile) = if gpu.cpu_like { (&REGS, 32) } else { (&TILED, 64) };
         let params = [
             u(self.m),
             u(self.n),

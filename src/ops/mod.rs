@@ -7,6 +7,7 @@ pub mod gelu;
 pub mod layernorm;
 pub mod loss;
 pub mod matmul;
+pub mod optim;
 pub mod quant;
 pub mod reduce;
 pub mod softmax;
@@ -19,6 +20,7 @@ pub const SHADERS: &[(&str, &str)] = &[
     ("layernorm.wgsl", layernorm::SOURCE),
     ("loss.wgsl", loss::SOURCE),
     ("matmul.wgsl", matmul::SOURCE),
+    ("optim.wgsl", optim::SOURCE),
     ("quant.wgsl", quant::SOURCE),
     ("reduce.wgsl", reduce::SOURCE),
     ("softmax.wgsl", softmax::SOURCE),

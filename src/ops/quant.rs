@@ -4,18 +4,63 @@ use super::{f, u};
 use crate::gpu::{Dispatch, Gpu, Kernel, Tensor, grid1d};
 
 pub const SOURCE: &str = include_str!("../../shaders/quant.wgsl");
-pub const WEIGHT: Kernel = Kernel { id: "weight_quant", source: SOURCE, entry: "weight_quant", storage: &[(1, false), (2, true)], workgroup: 64 };
+pub const WEIGHT: Kernel = Kernel {
+    id: "weight_quant",
+    source: SOURCE,
+    entry: "weight_quant",
+    storage: &[(1, false), (2, true), (13, true)],
+    workgroup: 64,
+};
 pub const FORWARD: Kernel = Kernel {
-    id: "act_quant_forward", source: SOURCE, entry: "act_quant_forward",
-    storage: &[(1, false), (2, true), (3, false), (4, false)], workgroup: 64,
+    id: "act_quant_forward",
+    source: SOURCE,
+    entry: "act_quant_forward",
+    storage: &[(1, false), (2, true), (3, false), (4, false)],
+    workgroup: 64,
 };
-pub const STATS: Kernel = Kernel { id: "act_quant_stats", source: SOURCE, entry: "act_quant_stats", storage: &[(1, false), (7, true)], workgroup: 64 };
-pub const INIT: Kernel = Kernel { id: "act_quant_init", source: SOURCE, entry: "act_quant_init", storage: &[(5, true), (6, true), (8, false)], workgroup: 1 };
+pub const STATS: Kernel = Kernel {
+    id: "act_quant_stats",
+    source: SOURCE,
+    entry: "act_quant_stats",
+    storage: &[(1, false), (7, true)],
+    workgroup: 64,
+};
+pub const INIT: Kernel = Kernel {
+    id: "act_quant_init",
+    source: SOURCE,
+    entry: "act_quant_init",
+    storage: &[(5, true), (6, true), (8, false)],
+    workgroup: 1,
+};
 pub const BACKWARD: Kernel = Kernel {
-    id: "act_quant_backward", source: SOURCE, entry: "act_quant_backward",
-    storage: &[(1, false), (3, false), (4, false), (7, true), (9, false), (10, true)], workgroup: 64,
+    id: "act_quant_backward",
+    source: SOURCE,
+    entry: "act_quant_backward",
+    storage: &[(1, false), (3, false), (4, false), (7, true), (9, false), (10, true)],
+    workgroup: 64,
 };
-pub const GRAD: Kernel = Kernel { id: "act_quant_grad", source: SOURCE, entry: "act_quant_grad", storage: &[(4, false), (8, false), (11, true)], workgroup: 1 };
+pub const GRAD: Kernel = Kernel {
+    id: "act_quant_grad",
+    source: SOURCE,
+    entry: "act_quant_grad",
+    storage: &[(4, false), (8, false), (11, true)],
+    workgroup: 1,
+};
+
+pub const MINMAX_PARTIAL: Kernel = Kernel {
+    id: "act_minmax_partial",
+    source: SOURCE,
+    entry: "act_minmax_partial",
+    storage: &[(1, false), (7, true)],
+    workgroup: 64,
+};
+pub const MINMAX_MERGE: Kernel = Kernel {
+    id: "act_minmax_merge",
+    source: SOURCE,
+    entry: "act_minmax_merge",
+    storage: &[(8, false), (12, true)],
+    workgroup: 1,
+};
 
 /// Floats per quantizer in the `qparams` (alpha, z) and `qmeta` (QN, QP, g, signed) buffers.
 pub const PARAMS_PER_SITE: usize = 2;
@@ -47,7 +92,10 @@ impl Region {
     }
     fn check(&self, len: usize) {
         if self.numel() > 0 {
-            assert!(self.off + (self.rows - 1) * self.rs + self.cols <= len, "quant region out of range {self:?}");
+            assert!(
+                self.off + (self.rows - 1) * self.rs + self.cols <= len,
+                "quant region out of range {self:?}"
+            );
         }
     }
     fn params(&self, site: usize, bits: u32, threads: usize, lsq_scale: f32) -> [u32; 8] {
@@ -59,11 +107,20 @@ impl Region {
     }
 }
 
-/// Fake-quantized weight `w_hat` from `w` [rows, cols] (per-row symmetric min-max).
-pub fn weight_quant(gpu: &Gpu, rows: usize, cols: usize, bits: u32, w: &Tensor, w_hat: &Tensor) -> Dispatch {
-    assert!(w.numel() == rows * cols && w_hat.numel() == rows * cols);
+/// Fake-quantized weight `w_hat` from `w` [rows, cols] (per-row symmetric min-max); the
+/// per-row multipliers s (w_hat = q / s with integer q) go to `scales` [rows].
+pub fn weight_quant(
+    gpu: &Gpu,
+    rows: usize,
+    cols: usize,
+    bits: u32,
+    w: &Tensor,
+    w_hat: &Tensor,
+    scales: &Tensor,
+) -> Dispatch {
+    assert!(w.numel() == rows * cols && w_hat.numel() == rows * cols && scales.numel() >= rows);
     let params = Region { rows, cols, off: 0, rs: cols }.params(0, bits, 0, 0.0);
-    gpu.dispatch(&WEIGHT, &params, &[w, w_hat], grid1d(rows, 64))
+    gpu.dispatch(&WEIGHT, &params, &[w, w_hat, scales], grid1d(rows, 64))
 }
 
 /// The GPU state of every activation quantizer of a model.
@@ -87,15 +144,36 @@ impl ActQuantState {
 }
 
 /// `xq = fake_quant(x)` on `region` (the same region of both buffers).
-pub fn act_forward(gpu: &Gpu, st: &ActQuantState, site: usize, region: Region, x: &Tensor, xq: &Tensor) -> Dispatch {
+pub fn act_forward(
+    gpu: &Gpu,
+    st: &ActQuantState,
+    site: usize,
+    region: Region,
+    x: &Tensor,
+    xq: &Tensor,
+) -> Dispatch {
     region.check(x.numel());
     region.check(xq.numel());
-    gpu.dispatch(&FORWARD, &region.params(site, 0, 0, 0.0), &[x, xq, &st.qparams, &st.qmeta], grid1d(region.numel(), 64))
+    gpu.dispatch(
+        &FORWARD,
+        &region.params(site, 0, 0, 0.0),
+        &[x, xq, &st.qparams, &st.qmeta],
+        grid1d(region.numel(), 64),
+    )
 }
 
 /// LSQ initialisation of quantizer `site` from `x` (two launches: partial stats, finalize).
 #[allow(clippy::too_many_arguments)]
-pub fn act_init(gpu: &Gpu, st: &ActQuantState, site: usize, bits: u32, lsq_scale: f32, region: Region, x: &Tensor, partials: &Tensor) -> [Dispatch; 2] {
+pub fn act_init(
+    gpu: &Gpu,
+    st: &ActQuantState,
+    site: usize,
+    bits: u32,
+    lsq_scale: f32,
+    region: Region,
+    x: &Tensor,
+    partials: &Tensor,
+) -> [Dispatch; 2] {
     region.check(x.numel());
     let threads = reduction_threads(region.numel());
     assert!(partials.numel() >= 2 * threads);
@@ -108,16 +186,58 @@ pub fn act_init(gpu: &Gpu, st: &ActQuantState, site: usize, bits: u32, lsq_scale
 
 /// Backward: `dx = dxq * [in range]` on `region`, and `qgrad[site]` (overwritten).
 #[allow(clippy::too_many_arguments)]
-pub fn act_backward(gpu: &Gpu, st: &ActQuantState, site: usize, region: Region, x: &Tensor, dxq: &Tensor, dx: &Tensor, partials: &Tensor) -> [Dispatch; 2] {
+pub fn act_backward(
+    gpu: &Gpu,
+    st: &ActQuantState,
+    site: usize,
+    region: Region,
+    x: &Tensor,
+    dxq: &Tensor,
+    dx: &Tensor,
+    partials: &Tensor,
+) -> [Dispatch; 2] {
     region.check(x.numel());
     region.check(dx.numel());
     let threads = reduction_threads(region.numel());
     assert!(partials.numel() >= 2 * threads);
     let params = region.params(site, 0, threads, 0.0);
     [
-        gpu.dispatch(&BACKWARD, &params, &[x, &st.qparams, &st.qmeta, partials, dxq, dx], grid1d(threads, 64)),
+        gpu.dispatch(
+            &BACKWARD,
+            &params,
+            &[x, &st.qparams, &st.qmeta, partials, dxq, dx],
+            grid1d(threads, 64),
+        ),
         gpu.dispatch(&GRAD, &params, &[&st.qmeta, partials, &st.qgrad], [1, 1, 1]),
     ]
+}
+
+/// Folds the (min, max) of `region` of `x` into the running `qcalib[site]` (calibration).
+pub fn act_minmax(
+    gpu: &Gpu,
+    qcalib: &Tensor,
+    site: usize,
+    region: Region,
+    x: &Tensor,
+    partials: &Tensor,
+) -> [Dispatch; 2] {
+    region.check(x.numel());
+    let threads = reduction_threads(region.numel());
+    assert!(partials.numel() >= 2 * threads && qcalib.numel() > 2 * site + 1);
+    let params = region.params(site, 0, threads, 0.0);
+    [
+        gpu.dispatch(&MINMAX_PARTIAL, &params, &[x, partials], grid1d(threads, 64)),
+        gpu.dispatch(&MINMAX_MERGE, &params, &[partials, qcalib], [1, 1, 1]),
+    ]
+}
+
+/// Min-max quantizer state for an observed range: the signedness rule of LSQ's initialisation,
+/// alpha spreading [min, max] over the integer range and z mapping min to QN:
+/// (alpha, z, QN, QP). A degenerate range gets a tiny step.
+pub fn minmax_state(min: f32, max: f32, bits: u32) -> (f32, f32, f32, f32) {
+    let (qn, qp) = range(bits, min < 1e-5);
+    let alpha = ((max - min) / (qp - qn)).max(1e-8);
+    (alpha, qn - min / alpha, qn, qp)
 }
 
 /// The integer range of a signed or unsigned `bits`-bit quantizer.
@@ -163,7 +283,15 @@ pub fn cpu_act_forward(x: &[f32], alpha: f32, z: f32, qn: f32, qp: f32) -> Vec<f
 }
 
 /// CPU reference of the LSQ backward: (dx, dalpha, dz).
-pub fn cpu_act_backward(x: &[f32], dy: &[f32], alpha: f32, z: f32, qn: f32, qp: f32, g: f32) -> (Vec<f32>, f32, f32) {
+pub fn cpu_act_backward(
+    x: &[f32],
+    dy: &[f32],
+    alpha: f32,
+    z: f32,
+    qn: f32,
+    qp: f32,
+    g: f32,
+) -> (Vec<f32>, f32, f32) {
     let zr = z.round_ties_even();
     let mut dx = vec![0f32; x.len()];
     let (mut ga, mut gz) = (0f64, 0f64);

@@ -27,15 +27,7 @@ pub struct SumRows {
 impl SumRows {
     /// Column sums of a contiguous `rows x n` matrix.
     pub fn matrix(rows: usize, n: usize) -> SumRows {
-        SumRows {
-            n,
-            rows,
-            s_off: 0,
-            rs: n,
-            o_off: 0,
-            alpha: 1.0,
-            beta: 0.0,
-        }
+        SumRows { n, rows, s_off: 0, rs: n, o_off: 0, alpha: 1.0, beta: 0.0 }
     }
 
     fn check(&self, src: usize, out: usize) {
@@ -43,10 +35,7 @@ impl SumRows {
             return;
         }
         if self.rows > 0 {
-            assert!(
-                self.s_off + (self.rows - 1) * self.rs + self.n <= src,
-                "sum_rows: source out of range"
-            );
+            assert!(self.s_off + (self.rows - 1) * self.rs + self.n <= src, "sum_rows: source out of range");
         }
         assert!(self.o_off + self.n <= out, "sum_rows: output out of range");
     }
@@ -69,9 +58,7 @@ impl SumRows {
     pub fn cpu(&self, src: &[f32], out: &mut [f32]) {
         self.check(src.len(), out.len());
         for i in 0..self.n {
-            let s: f64 = (0..self.rows)
-                .map(|r| src[self.s_off + r * self.rs + i] as f64)
-                .sum();
+            let s: f64 = (0..self.rows).map(|r| src[self.s_off + r * self.rs + i] as f64).sum();
             let mut v = self.alpha as f64 * s;
             if self.beta != 0.0 {
                 v += self.beta as f64 * out[self.o_off + i] as f64;

@@ -20,21 +20,9 @@ pub const BACKWARD: Kernel = Kernel {
 };
 
 /// `prob = softmax(scale * a)` over rows of length `n`.
-pub fn forward(
-    gpu: &Gpu,
-    rows: usize,
-    n: usize,
-    scale: f32,
-    a: &Tensor,
-    prob: &Tensor,
-) -> Dispatch {
+pub fn forward(gpu: &Gpu, rows: usize, n: usize, scale: f32, a: &Tensor, prob: &Tensor) -> Dispatch {
     assert!(a.numel() >= rows * n && prob.numel() >= rows * n);
-    gpu.dispatch(
-        &FORWARD,
-        &[u(rows), u(n), f(scale), 0],
-        &[a, prob],
-        grid_for(&FORWARD, rows),
-    )
+    gpu.dispatch(&FORWARD, &[u(rows), u(n), f(scale), 0], &[a, prob], grid_for(&FORWARD, rows))
 }
 
 /// `da = scale * prob * (dprob - <dprob, prob>) + extra`.
@@ -51,26 +39,15 @@ pub fn backward(
 ) -> Dispatch {
     let params = [u(rows), u(n), f(scale), extra.is_some() as u32];
     let extra = extra.unwrap_or(dprob);
-    gpu.dispatch(
-        &BACKWARD,
-        &params,
-        &[prob, dprob, extra, da],
-        grid_for(&BACKWARD, rows),
-    )
+    gpu.dispatch(&BACKWARD, &params, &[prob, dprob, extra, da], grid_for(&BACKWARD, rows))
 }
 
 pub fn cpu_forward(rows: usize, n: usize, scale: f32, a: &[f32]) -> Vec<f32> {
     let mut out = vec![0f32; rows * n];
     for r in 0..rows {
         let row = &a[r * n..(r + 1) * n];
-        let m = row
-            .iter()
-            .map(|&v| scale as f64 * v as f64)
-            .fold(f64::NEG_INFINITY, f64::max);
-        let s: f64 = row
-            .iter()
-            .map(|&v| (scale as f64 * v as f64 - m).exp())
-            .sum();
+        let m = row.iter().map(|&v| scale as f64 * v as f64).fold(f64::NEG_INFINITY, f64::max);
+        let s: f64 = row.iter().map(|&v| (scale as f64 * v as f64 - m).exp()).sum();
         for j in 0..n {
             out[r * n + j] = ((scale as f64 * row[j] as f64 - m).exp() / s) as f32;
         }
@@ -82,9 +59,7 @@ pub fn cpu_backward(rows: usize, n: usize, scale: f32, prob: &[f32], dprob: &[f3
     let mut out = vec![0f32; rows * n];
     for r in 0..rows {
         let o = r * n;
-        let dot: f64 = (0..n)
-            .map(|j| dprob[o + j] as f64 * prob[o + j] as f64)
-            .sum();
+        let dot: f64 = (0..n).map(|j| dprob[o + j] as f64 * prob[o + j] as f64).sum();
         for j in 0..n {
             out[o + j] = (scale as f64 * prob[o + j] as f64 * (dprob[o + j] as f64 - dot)) as f32;
         }

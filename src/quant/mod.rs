@@ -6,13 +6,16 @@
 //! operands of q·kᵀ and of softmax·v; per-channel min-max weight quantization of every Linear
 //! and of the patch convolution. The image, LayerNorm, softmax, GELU and residual adds stay FP.
 
+pub mod calibrate;
+pub mod export;
+
 use std::collections::HashMap;
 use std::fmt;
 use std::str::FromStr;
 
 use anyhow::{Result, bail};
 
-use crate::gpu::Gpu;
+use crate::gpu::{Gpu, Tensor};
 use crate::model::VitConfig;
 use crate::ops::quant::ActQuantState;
 
@@ -26,7 +29,11 @@ pub struct Bits {
 impl FromStr for Bits {
     type Err = anyhow::Error;
     fn from_str(s: &str) -> Result<Bits> {
-        let err = || anyhow::anyhow!("unknown bit string `{s}`: expected W<bits>A<bits> with 2 to 8 bits each, e.g. W4A4 or W4A8");
+        let err = || {
+            anyhow::anyhow!(
+                "unknown bit string `{s}`: expected W<bits>A<bits> with 2 to 8 bits each, e.g. W4A4 or W4A8"
+            )
+        };
         let up = s.trim().to_ascii_uppercase();
         let rest = up.strip_prefix('W').ok_or_else(err)?;
         let (w, a) = rest.split_once('A').ok_or_else(err)?;
@@ -96,6 +103,11 @@ pub struct Quant {
     pub sites: Vec<String>,
     index: HashMap<String, usize>,
     pub state: ActQuantState,
+    /// Running (min, max) per quantizer during min-max calibration.
+    pub calib: Tensor,
+    /// The weights already hold their quantized values (a loaded export): the graph uses them
+    /// as they are instead of re-quantizing.
+    pub frozen_weights: bool,
 }
 
 impl Quant {
@@ -103,7 +115,8 @@ impl Quant {
         let sites = act_sites(cfg);
         let index = sites.iter().enumerate().map(|(i, s)| (s.clone(), i)).collect();
         let state = ActQuantState::new(gpu, sites.len());
-        Quant { bits, sites, index, state }
+        let calib = Tensor::zeros(gpu, &[sites.len(), 2]);
+        Quant { bits, sites, index, state, calib, frozen_weights: false }
     }
 
     pub fn site(&self, name: &str) -> usize {

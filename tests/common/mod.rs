@@ -70,21 +70,14 @@ impl Rng {
 
     /// `k` indices in [0, n) (with repetition when k > n, all of them when n <= k).
     pub fn sample(&mut self, n: usize, k: usize) -> Vec<usize> {
-        if n <= k {
-            (0..n).collect()
-        } else {
-            (0..k).map(|_| self.below(n)).collect()
-        }
+        if n <= k { (0..n).collect() } else { (0..k).map(|_| self.below(n)).collect() }
     }
 }
 
 /// `max |got - want| / max(max |want|, 1e-12)` and the index of the worst element.
 pub fn rel_err(got: &[f32], want: &[f32]) -> (f64, usize) {
     assert_eq!(got.len(), want.len(), "rel_err: length mismatch");
-    let scale = want
-        .iter()
-        .fold(0f64, |m, &v| m.max((v as f64).abs()))
-        .max(1e-12);
+    let scale = want.iter().fold(0f64, |m, &v| m.max((v as f64).abs())).max(1e-12);
     let mut worst = (0f64, 0usize);
     for (i, (&g, &w)) in got.iter().zip(want).enumerate() {
         let d = (g as f64 - w as f64).abs();
@@ -100,13 +93,7 @@ pub fn rel_err(got: &[f32], want: &[f32]) -> (f64, usize) {
 /// Asserts `rel_err(got, want) < tol`, printing the name, the error and the worst element.
 #[track_caller]
 pub fn assert_close(name: &str, got: &[f32], want: &[f32], tol: f64) {
-    assert_eq!(
-        got.len(),
-        want.len(),
-        "{name}: got {} values, want {}",
-        got.len(),
-        want.len()
-    );
+    assert_eq!(got.len(), want.len(), "{name}: got {} values, want {}", got.len(), want.len());
     let (err, i) = rel_err(got, want);
     assert!(
         err < tol,
@@ -124,10 +111,7 @@ pub fn assert_close(name: &str, got: &[f32], want: &[f32], tol: f64) {
 pub fn assert_close_floor(name: &str, got: &[f32], want: &[f32], tol: f64, floor: f64) {
     assert_eq!(got.len(), want.len(), "{name}: length mismatch");
     let (err, i) = rel_err(got, want);
-    let max_want = want
-        .iter()
-        .fold(0f64, |m, &v| m.max((v as f64).abs()))
-        .max(1e-12);
+    let max_want = want.iter().fold(0f64, |m, &v| m.max((v as f64).abs())).max(1e-12);
     let err = err * max_want / max_want.max(floor);
     assert!(
         err < tol,
@@ -144,11 +128,6 @@ pub fn assert_close_floor(name: &str, got: &[f32], want: &[f32], tol: f64, floor
 pub fn assert_exact(name: &str, got: &[f32], want: &[f32]) {
     assert_eq!(got.len(), want.len(), "{name}: length mismatch");
     if let Some(i) = (0..got.len()).find(|&i| got[i].to_bits() != want[i].to_bits()) {
-        panic!(
-            "{name}: element {i} differs: got {} want {} (len {})",
-            got[i],
-            want[i],
-            got.len()
-        );
+        panic!("{name}: element {i} differs: got {} want {} (len {})", got[i], want[i], got.len());
     }
 }

@@ -1,0 +1,73 @@
+//! Min-max calibration of the activation quantizers: the plain PTQ baseline every data-free
+//! method must beat. The full-precision model runs on the calibration images, each quantizer's
+//! input range is folded into a running min/max on the GPU, and each quantizer's step and zero
+//! point then spread that range over its integer levels (`ops::quant::minmax_state`).
+
+use anyhow::{Result, bail};
+
+use super::{SiteState, lsq_scale};
+use crate::gpu::Gpu;
+use crate::model::{Graph, GraphOptions, Vit, VitConfig};
+use crate::ops::quant::minmax_state;
+
+/// Elements a quantizer sees per batch of `batch` images.
+pub fn site_numel(cfg: &VitConfig, site: &str, batch: usize) -> usize {
+    let rows = batch * cfg.tokens();
+    if site.starts_with("head") {
+        batch * cfg.embed_dim
+    } else if site.ends_with("matmul2.act_a") {
+        batch * cfg.num_heads * cfg.tokens() * cfg.tokens()
+    } else if site.ends_with("fc2.act") {
+        rows * cfg.mlp_hidden
+    } else {
+        rows * cfg.embed_dim
+    }
+}
+
+/// Calibrates `q`'s activation quantizers on `images` ([N, C, H, W] flattened, normalised),
+/// `batch` at a time.
+pub fn minmax_calibrate(gpu: &Gpu, q: &Vit, images: &[f32], batch: usize) -> Result<()> {
+    let quant = q.quant.as_ref().expect("calibration needs a quantized model");
+    let per = q.cfg.in_chans * q.cfg.img_size * q.cfg.img_size;
+    let n = images.len() / per;
+    if n == 0 || images.len() % per != 0 {
+        bail!("calibration needs at least one whole image");
+    }
+    let sites = quant.sites.len();
+    let init: Vec<f32> = (0..sites).flat_map(|_| [f32::INFINITY, f32::NEG_INFINITY]).collect();
+    quant.calib.write(gpu, &init);
+    let batch = batch.clamp(1, n);
+    let opts = GraphOptions { calibrate: true, ..Default::default() };
+    let full = Graph::build(gpu, q, batch, opts);
+    let rest = n % batch;
+    let tail = (rest > 0).then(|| Graph::build(gpu, q, rest, opts));
+    for chunk in images.chunks(batch * per) {
+        let g = if chunk.len() == batch * per { &full } else { tail.as_ref().unwrap() };
+        g.images.write(gpu, chunk);
+        g.forward(gpu);
+    }
+    let mm = quant.calib.read(gpu)?;
+    let states: Vec<SiteState> = quant
+        .sites
+        .iter()
+        .enumerate()
+        .map(|(i, name)| {
+            let (lo, hi) = (mm[2 * i], mm[2 * i + 1]);
+            let (alpha, z, qn, qp) = minmax_state(lo, hi, quant.bits.a);
+            let numel = site_numel(&q.cfg, name, batch) as f32;
+            SiteState {
+                name: name.clone(),
+                alpha,
+                zero_point: z,
+                qn,
+                qp,
+                g: lsq_scale(name) / (numel * qp).sqrt(),
+                signed: qn < 0.0,
+            }
+        })
+        .collect();
+    if let Some(bad) = states.iter().find(|s| !s.alpha.is_finite() || !s.zero_point.is_finite()) {
+        bail!("calibration produced a non-finite range at `{}` (non-finite activations?)", bad.name);
+    }
+    quant.write(gpu, &states)
+}
