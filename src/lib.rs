@@ -6,7 +6,9 @@
 pub mod commands;
 pub mod data;
 pub mod gpu;
+pub mod io;
 pub mod model;
 pub mod ops;
 pub mod quant;
 pub mod rng;
+pub mod train;

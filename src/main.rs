@@ -96,6 +96,46 @@ enum Command {
         #[arg(long)]
         quantized: Option<PathBuf>,
     },
+    /// Supervised training of a full-precision ViT (AdamW, cross-entropy, light augmentation);
+    /// writes a timm folder (config.json + model.safetensors) after every epoch.
+    Train {
+        /// Architecture to initialise randomly: a timm name or a config.json path.
+        #[arg(long)]
+        arch: Option<String>,
+        /// Or continue from this checkpoint.
+        #[arg(long)]
+        model: Option<PathBuf>,
+        /// Training data: an image folder or an IDX images file.
+        #[arg(long)]
+        data: PathBuf,
+        #[arg(long, default_value_t = 10)]
+        epochs: usize,
+        #[arg(long, default_value_t = 128)]
+        batch: usize,
+        #[arg(long, default_value_t = 1e-3)]
+        lr: f32,
+        #[arg(long, default_value_t = 0.05)]
+        weight_decay: f32,
+        #[arg(long, default_value_t = 1)]
+        warmup_epochs: usize,
+        /// Largest random shift in pixels (padding with black), 0 for none.
+        #[arg(long, default_value_t = 2)]
+        shift: usize,
+        /// No random horizontal flips.
+        #[arg(long)]
+        no_flip: bool,
+        #[arg(long, default_value_t = 0)]
+        seed: u64,
+        /// Evaluate after every epoch on this dataset.
+        #[arg(long)]
+        eval_data: Option<PathBuf>,
+        /// Train on the first N samples only.
+        #[arg(long)]
+        limit: Option<usize>,
+        /// Output folder.
+        #[arg(long)]
+        out: PathBuf,
+    },
     /// Min-max post-training quantization (the baseline): calibrate activation ranges on
     /// Gaussian noise or real images, no training; writes a quantized-model file.
     Ptq {
@@ -158,6 +198,42 @@ fn run(cli: Cli) -> Result<()> {
             &gpu_options(&cli.gpu),
             &commands::eval::EvalArgs { model, arch, data, batch, limit, json, quantized },
         ),
+        Command::Train {
+            arch,
+            model,
+            data,
+            epochs,
+            batch,
+            lr,
+            weight_decay,
+            warmup_epochs,
+            shift,
+            no_flip,
+            seed,
+            eval_data,
+            limit,
+            out,
+        } => {
+            let gpu = gpu(&cli.gpu)?;
+            let args = maskaq::train::TrainArgs {
+                arch,
+                model,
+                data,
+                epochs,
+                batch,
+                lr,
+                weight_decay,
+                warmup_epochs,
+                seed,
+                out,
+                eval_data,
+                limit,
+                shift,
+                flip: !no_flip,
+                progress: true,
+            };
+            maskaq::train::train(&gpu, &args).map(|_| ())
+        }
         Command::Ptq { model, arch, bits, calib, num, batch, seed, out } => {
             let bits = bits.parse().map_err(|e| anyhow::anyhow!("--bits: {e}"))?;
             if batch == 0 {

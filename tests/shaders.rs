@@ -5,11 +5,12 @@
 use std::collections::HashSet;
 
 use maskaq::gpu::Kernel;
-use maskaq::ops::{self, copy, embed, gelu, layernorm, loss, matmul, optim, quant, reduce, softmax};
+use maskaq::ops::{self, augment, copy, embed, gelu, layernorm, loss, matmul, optim, quant, reduce, softmax};
 use naga::valid::{Capabilities, ModuleInfo, ValidationFlags, Validator};
 
 /// Every kernel the ops modules define (keep in sync with `src/ops/*.rs`).
 const KERNELS: &[&Kernel] = &[
+    &augment::SHIFT_FLIP,
     &copy::COPY,
     &copy::FILL,
     &embed::PATCHIFY,

@@ -163,3 +163,23 @@ pub fn read_f32_tensors(path: &Path) -> Result<HashMap<String, (Vec<usize>, Vec<
     }
     Ok(out)
 }
+
+/// Writes a timm Hugging Face folder (`config.json` + `model.safetensors`, F32) for `vit`'s
+/// current parameters; each file is replaced atomically.
+pub fn save_model(gpu: &crate::gpu::Gpu, vit: &crate::model::Vit, dir: &Path) -> Result<()> {
+    std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    let params = vit.read_params(gpu)?;
+    let bytes: Vec<Vec<u8>> =
+        params.iter().map(|(_, _, v)| v.iter().flat_map(|x| x.to_le_bytes()).collect()).collect();
+    let views: Vec<(String, safetensors::tensor::TensorView)> = params
+        .iter()
+        .zip(&bytes)
+        .map(|((name, shape, _), b)| {
+            Ok((name.clone(), safetensors::tensor::TensorView::new(Dtype::F32, shape.clone(), b)?))
+        })
+        .collect::<Result<_>>()?;
+    let st = safetensors::serialize(views, None)?;
+    crate::io::write_atomic(&dir.join("model.safetensors"), &st)?;
+    let cfg = serde_json::to_string_pretty(&vit.cfg.to_json())?;
+    crate::io::write_atomic(&dir.join("config.json"), cfg.as_bytes())
+}

@@ -250,6 +250,40 @@ impl VitConfig {
         Ok(())
     }
 
+    /// The timm Hugging Face `config.json` object for this config (what timm's
+    /// `save_pretrained` writes and [`VitConfig::from_json`] reads).
+    pub fn to_json(&self) -> serde_json::Value {
+        let cfg = self;
+        let p = &cfg.preprocess;
+        let mut v = serde_json::json!({
+            "architecture": cfg.architecture,
+            "num_classes": cfg.num_classes,
+            "num_features": cfg.embed_dim,
+            "global_pool": "token",
+            "model_args": {
+                "img_size": cfg.img_size,
+                "patch_size": cfg.patch_size,
+                "in_chans": cfg.in_chans,
+                "embed_dim": cfg.embed_dim,
+                "depth": cfg.depth,
+                "num_heads": cfg.num_heads,
+                "mlp_ratio": cfg.mlp_hidden as f64 / cfg.embed_dim as f64,
+            },
+            "pretrained_cfg": {
+                "input_size": p.input_size,
+                "mean": p.mean,
+                "std": p.std,
+                "crop_pct": p.crop_pct,
+                "interpolation": p.interpolation,
+                "num_classes": cfg.num_classes,
+            },
+        });
+        if let Some(names) = &cfg.label_names {
+            v["label_names"] = serde_json::json!(names);
+        }
+        v
+    }
+
     pub fn head_dim(&self) -> usize {
         self.embed_dim / self.num_heads
     }

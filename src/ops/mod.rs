@@ -1,6 +1,7 @@
 //! One module per shader file: the kernels it holds, how they are launched, and a CPU reference
 //! that is the executable specification of each (used by the tests on ragged shapes).
 
+pub mod augment;
 pub mod copy;
 pub mod embed;
 pub mod gelu;
@@ -14,6 +15,7 @@ pub mod softmax;
 
 /// Every WGSL source in the crate, by file name (validated with naga in the tests).
 pub const SHADERS: &[(&str, &str)] = &[
+    ("augment.wgsl", augment::SOURCE),
     ("copy.wgsl", copy::SOURCE),
     ("embed.wgsl", embed::SOURCE),
     ("gelu.wgsl", gelu::SOURCE),

@@ -11,6 +11,7 @@ use safetensors::{Dtype, SafeTensors};
 
 use super::{Bits, SiteState, quantized_weights};
 use crate::gpu::{Gpu, Tensor};
+use crate::io::write_atomic;
 use crate::model::checkpoint::Weights;
 use crate::model::{Vit, VitConfig};
 use crate::ops::quant::weight_quant;
@@ -51,53 +52,6 @@ pub fn unpack(bytes: &[u8], rows: usize, cols: usize, bits: u32) -> Vec<i8> {
         }
     }
     out
-}
-
-/// The timm Hugging Face `config.json` object for `cfg`.
-pub fn config_json(cfg: &VitConfig) -> serde_json::Value {
-    let p = &cfg.preprocess;
-    let mut v = serde_json::json!({
-        "architecture": cfg.architecture,
-        "num_classes": cfg.num_classes,
-        "num_features": cfg.embed_dim,
-        "global_pool": "token",
-        "model_args": {
-            "img_size": cfg.img_size,
-            "patch_size": cfg.patch_size,
-            "in_chans": cfg.in_chans,
-            "embed_dim": cfg.embed_dim,
-            "depth": cfg.depth,
-            "num_heads": cfg.num_heads,
-            "mlp_ratio": cfg.mlp_hidden as f64 / cfg.embed_dim as f64,
-        },
-        "pretrained_cfg": {
-            "input_size": p.input_size,
-            "mean": p.mean,
-            "std": p.std,
-            "crop_pct": p.crop_pct,
-            "interpolation": p.interpolation,
-            "num_classes": cfg.num_classes,
-        },
-    });
-    if let Some(names) = &cfg.label_names {
-        v["label_names"] = serde_json::json!(names);
-    }
-    v
-}
-
-/// Writes `bytes` to `path` through a temporary file in the same folder and a rename, so a
-/// reader never sees a half-written file.
-pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
-    let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
-    if !dir.is_dir() {
-        bail!("{}: the folder {} does not exist", path.display(), dir.display());
-    }
-    let name = path.file_name().context("output path has no file name")?.to_string_lossy();
-    let tmp = dir.join(format!(".{name}.tmp-{}", std::process::id()));
-    std::fs::write(&tmp, bytes).with_context(|| format!("cannot write {}", tmp.display()))?;
-    std::fs::rename(&tmp, path)
-        .with_context(|| format!("cannot rename {} to {}", tmp.display(), path.display()))?;
-    Ok(())
 }
 
 /// Exports Q (fake-quantized weights, initialised activation quantizers) to `path`.
@@ -147,7 +101,7 @@ pub fn export(gpu: &Gpu, q: &Vit, method: &str, path: &Path) -> Result<()> {
     meta.insert("format".to_string(), FORMAT.to_string());
     meta.insert("bits".to_string(), bits.to_string());
     meta.insert("method".to_string(), method.to_string());
-    meta.insert("config".to_string(), config_json(&q.cfg).to_string());
+    meta.insert("config".to_string(), q.cfg.to_json().to_string());
     meta.insert("activation_quantizers".to_string(), serde_json::to_string(&quant.sites)?);
     meta.insert("producer".to_string(), format!("maskaq {}", env!("CARGO_PKG_VERSION")));
     let views: Vec<(String, TensorView)> = tensors
