@@ -236,3 +236,52 @@ fn bench_runs_and_reports() {
     }
     assert!(v["gemm"]["gflops"].as_f64().unwrap() > 0.0);
 }
+
+#[test]
+fn ptq_bad_input() {
+    let folder = fixtures().join("tiny_gray_f16");
+    let m = folder.to_str().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("q.safetensors");
+    let o = out.to_str().unwrap();
+    expect_error(&["ptq", "--model", m, "--bits", "W9A4", "--out", o], &["--bits", "W9A4", "2 to 8"]);
+    expect_error(&["ptq", "--model", m, "--bits", "W4", "--out", o], &["--bits", "W4"]);
+    expect_error(
+        &["ptq", "--model", m, "--bits", "W4A4", "--out", "/no/such/folder/q.safetensors"],
+        &["--out", "does not exist"],
+    );
+    expect_error(&["ptq", "--model", m, "--bits", "W4A4", "--num", "0", "--out", o], &["--num"]);
+    expect_error(
+        &["ptq", "--model", m, "--bits", "W4A4", "--calib", "/no/such/data", "--out", o],
+        &["--calib", "/no/such/data"],
+    );
+    assert!(!out.exists(), "a failed run must not leave an output file");
+}
+
+#[test]
+fn ptq_then_eval_quantized() {
+    let folder = fixtures().join("tiny_gray_f16");
+    let m = folder.to_str().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("q.safetensors");
+    let o = out.to_str().unwrap();
+    let run = maskaq(&["ptq", "--model", m, "--bits", "W4A8", "--num", "8", "--out", o]);
+    assert!(run.status.success(), "{}", String::from_utf8_lossy(&run.stderr));
+    // Evaluate on a few generated Fashion-MNIST-shaped images.
+    let pixels: Vec<u8> = (0..6 * 784).map(|i| (i * 37 % 251) as u8).collect();
+    let images = dir.path().join("t10k-images-idx3-ubyte");
+    maskaq::data::idx::write_images(&images, 6, 28, 28, &pixels, false).unwrap();
+    maskaq::data::idx::write_labels(&dir.path().join("t10k-labels-idx1-ubyte"), &[0, 1, 2, 3, 4, 5], false)
+        .unwrap();
+    let d = images.to_str().unwrap();
+    let ev = maskaq(&["eval", "--model", m, "--quantized", o, "--data", d, "--json"]);
+    assert!(ev.status.success(), "{}", String::from_utf8_lossy(&ev.stderr));
+    let v: serde_json::Value = serde_json::from_slice(&ev.stdout).unwrap();
+    assert_eq!(v["images"], 6);
+    // The quantized file belongs to another model than tiny_vit.
+    let other = fixtures().join("tiny_vit");
+    expect_error(
+        &["eval", "--model", other.to_str().unwrap(), "--quantized", o, "--data", d],
+        &["does not match --model"],
+    );
+}
