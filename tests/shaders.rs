@@ -5,7 +5,9 @@
 use std::collections::HashSet;
 
 use maskaq::gpu::Kernel;
-use maskaq::ops::{self, augment, copy, embed, gelu, layernorm, loss, matmul, optim, quant, reduce, softmax};
+use maskaq::ops::{
+    self, augment, copy, embed, gelu, layernorm, loss, matmul, objectives, optim, quant, reduce, softmax,
+};
 use naga::valid::{Capabilities, ModuleInfo, ValidationFlags, Validator};
 
 /// Every kernel the ops modules define (keep in sync with `src/ops/*.rs`).
@@ -24,6 +26,16 @@ const KERNELS: &[&Kernel] = &[
     &loss::CROSS_ENTROPY,
     &matmul::REGS,
     &matmul::TILED,
+    &objectives::SSIM_HEADS,
+    &objectives::ENTROPY_ROWS,
+    &objectives::ENTROPY_GRAM,
+    &objectives::ENTROPY_VAR,
+    &objectives::ENTROPY_BACKWARD,
+    &objectives::CLS_MEAN,
+    &objectives::MASK_TOPK,
+    &objectives::MASK_DROP,
+    &objectives::MASK_COUNT,
+    &objectives::MASKED_ALIGNMENT,
     &optim::ADAMW,
     &optim::SGD,
     &quant::WEIGHT,

@@ -8,6 +8,7 @@ pub mod gelu;
 pub mod layernorm;
 pub mod loss;
 pub mod matmul;
+pub mod objectives;
 pub mod optim;
 pub mod quant;
 pub mod reduce;
@@ -22,6 +23,7 @@ pub const SHADERS: &[(&str, &str)] = &[
     ("layernorm.wgsl", layernorm::SOURCE),
     ("loss.wgsl", loss::SOURCE),
     ("matmul.wgsl", matmul::SOURCE),
+    ("objectives.wgsl", objectives::SOURCE),
     ("optim.wgsl", optim::SOURCE),
     ("quant.wgsl", quant::SOURCE),
     ("reduce.wgsl", reduce::SOURCE),

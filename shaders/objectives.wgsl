@@ -1,0 +1,325 @@
+// MaskAQ's image-synthesis objectives on the attention taps (maskaq-spec.md sections 2.1-2.4),
+// forward and backward, for one block at a time. Taps are [B, H, N, N] raw logits A = q kᵀ;
+// tokens 0..prefix are the class (and distillation) tokens, the np = G x G patches follow.
+// Gradients are ADDED to the gradient buffers (several terms feed the same tap); each kernel
+// writes its loss contribution, already multiplied by `coef`, to `partial[off + thread]`.
+// No workgroup barriers: one invocation per independent unit of work.
+
+struct Params {
+    b: u32, h: u32, n: u32, prefix: u32,
+    g: u32, np: u32, sub: u32, off: u32,
+    coef: f32, c1: f32, c2: f32, first: u32,
+}
+
+@group(0) @binding(0) var<uniform> p: Params;
+@group(0) @binding(1) var<storage, read> a: array<f32>;
+@group(0) @binding(2) var<storage, read> a2: array<f32>;
+@group(0) @binding(3) var<storage, read_write> da: array<f32>;
+@group(0) @binding(4) var<storage, read_write> da2: array<f32>;
+@group(0) @binding(5) var<storage, read_write> partial: array<f32>;
+@group(0) @binding(6) var<storage, read_write> scratch: array<f32>;
+@group(0) @binding(7) var<storage, read> scratch_in: array<f32>;
+@group(0) @binding(8) var<storage, read_write> scratch2: array<f32>;
+@group(0) @binding(9) var<storage, read> scratch2_in: array<f32>;
+@group(0) @binding(10) var<storage, read> subset: array<f32>;
+@group(0) @binding(11) var<storage, read_write> mask: array<f32>;
+@group(0) @binding(12) var<storage, read> mask_in: array<f32>;
+@group(0) @binding(13) var<storage, read> keys: array<f32>;
+@group(0) @binding(14) var<storage, read> hyper: array<f32>;
+@group(0) @binding(15) var<storage, read_write> count: array<f32>;
+@group(0) @binding(16) var<storage, read> count_in: array<f32>;
+
+const MAXH: u32 = 16u;
+
+fn index(wid: vec3<u32>, nwg: vec3<u32>, lid: u32) -> u32 { return (wid.y * nwg.x + wid.x) * 64u + lid; }
+
+// Element (b, head, row token, col token) of a tap.
+fn at(b: u32, head: u32, r: u32, c: u32) -> u32 { return ((b * p.h + head) * p.n + r) * p.n + c; }
+
+// ---- 2.1 inter-head attention similarity (MimiQ) --------------------------------------------
+// For query patch q of image b, each head's key-patch logit row is min-max normalised to S_h and
+// read as a G x G map; every ordered head pair contributes (1 - SSIM(S_h, S_h')^2) with global
+// (single-window) SSIM. coef = weight / (L * B * np * H * H). One invocation per (b, q).
+@compute @workgroup_size(64)
+fn ssim_heads(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+              @builtin(local_invocation_index) lid: u32) {
+    let t = index(wid, nwg, lid);
+    if (t >= p.b * p.np) { return; }
+    let bi = t / p.np;
+    let row = p.prefix + t % p.np;
+    let n = f32(p.np);
+    var mn: array<f32, MAXH>;
+    var rg: array<f32, MAXH>;
+    var imin: array<u32, MAXH>;
+    var imax: array<u32, MAXH>;
+    var mu: array<f32, MAXH>;
+    var s2: array<f32, MAXH>;
+    for (var h = 0u; h < p.h; h++) {
+        var lo = 3.4028235e38; var hi = -3.4028235e38; var il = 0u; var ih = 0u;
+        for (var j = 0u; j < p.np; j++) {
+            let v = a[at(bi, h, row, p.prefix + j)];
+            if (v < lo) { lo = v; il = j; }
+            if (v > hi) { hi = v; ih = j; }
+        }
+        mn[h] = lo; rg[h] = hi - lo + 1e-8; imin[h] = il; imax[h] = ih;
+        var s = 0.0; var sq = 0.0;
+        for (var j = 0u; j < p.np; j++) {
+            let v = (a[at(bi, h, row, p.prefix + j)] - lo) / rg[h];
+            s += v; sq += v * v;
+        }
+        mu[h] = s / n;
+        s2[h] = sq / n - mu[h] * mu[h];
+    }
+    // SSIM of each unordered pair; ordered pairs (x, y) and (y, x) are equal terms.
+    var ss: array<f32, 256>;
+    var cv: array<f32, 256>;
+    var loss = 0.0;
+    for (var x = 0u; x < p.h; x++) {
+        for (var y = x + 1u; y < p.h; y++) {
+            var sxy = 0.0;
+            for (var j = 0u; j < p.np; j++) {
+                let vx = (a[at(bi, x, row, p.prefix + j)] - mn[x]) / rg[x];
+                let vy = (a[at(bi, y, row, p.prefix + j)] - mn[y]) / rg[y];
+                sxy += vx * vy;
+            }
+            let cov = sxy / n - mu[x] * mu[y];
+            let s = (2.0 * mu[x] * mu[y] + p.c1) * (2.0 * cov + p.c2)
+                / ((mu[x] * mu[x] + mu[y] * mu[y] + p.c1) * (s2[x] + s2[y] + p.c2));
+            ss[x * MAXH + y] = s;
+            ss[y * MAXH + x] = s;
+            cv[x * MAXH + y] = cov;
+            cv[y * MAXH + x] = cov;
+            loss += 2.0 * (1.0 - s * s);
+        }
+    }
+    partial[p.off + t] = p.coef * loss;
+    // d loss / d S_x(j) = sum_{y != x} 2 coef (-2 ssim_xy) d ssim_xy / d S_x(j), where
+    // d ssim / d S_x(j) = [dA1 A2 B + A1 dA2 B - A1 A2 (dB1 B2 + B1 dB2)] / B^2 with
+    // A1 = 2 mu_x mu_y + C1, A2 = 2 cov + C2, B1 = mu_x^2 + mu_y^2 + C1, B2 = s2_x + s2_y + C2,
+    // dA1 = 2 mu_y / n, dA2 = 2 (S_y(j) - mu_y) / n, dB1 = 2 mu_x / n, dB2 = 2 (S_x(j) - mu_x) / n.
+    for (var x = 0u; x < p.h; x++) {
+        var sum_g = 0.0;
+        var sum_gs = 0.0;
+        for (var sweep = 0u; sweep < 2u; sweep++) {
+            for (var j = 0u; j < p.np; j++) {
+                let sx = (a[at(bi, x, row, p.prefix + j)] - mn[x]) / rg[x];
+                var g = 0.0;
+                for (var y = 0u; y < p.h; y++) {
+                    if (y == x) { continue; }
+                    let sy = (a[at(bi, y, row, p.prefix + j)] - mn[y]) / rg[y];
+                    let s = ss[x * MAXH + y];
+                    let a1 = 2.0 * mu[x] * mu[y] + p.c1;
+                    let b1 = mu[x] * mu[x] + mu[y] * mu[y] + p.c1;
+                    let b2 = s2[x] + s2[y] + p.c2;
+                    let a2v = 2.0 * cv[x * MAXH + y] + p.c2;
+                    let bb = b1 * b2;
+                    let ds = ((2.0 * mu[y] / n) * a2v * bb + a1 * (2.0 * (sy - mu[y]) / n) * bb
+                        - a1 * a2v * ((2.0 * mu[x] / n) * b2 + b1 * (2.0 * (sx - mu[x]) / n))) / (bb * bb);
+                    g += -4.0 * p.coef * s * ds;
+                }
+                if (sweep == 0u) {
+                    sum_g += g;
+                    sum_gs += g * sx;
+                } else {
+                    // Through S = (A - min) / (max - min + 1e-8).
+                    var d = g / rg[x];
+                    if (j == imin[x]) { d += (sum_gs - sum_g) / rg[x]; }
+                    if (j == imax[x]) { d -= sum_gs / rg[x]; }
+                    let e = at(bi, x, row, p.prefix + j);
+                    da[e] = da[e] + d;
+                }
+            }
+        }
+    }
+}
+
+// ---- 2.2 patch-similarity differential entropy ------------------------------------------------
+// Per image: the head-averaged patch-to-patch logit rows of `sub` sampled patches (`subset`,
+// [B, sub] patch indices) are L2-normalised (norm clamped at 1e-6); their Gram matrix of cosine
+// similarities has population variance var; h = 0.5 (log(2 pi e) + log(var + 1e-8)) and the
+// loss is -coef h (coef = weight / (L B)). Four launches: rows, gram, variance, backward.
+
+// scratch[(b sub + r) np + k] = normalised row; scratch2[b sub + r] = its norm before the clamp.
+@compute @workgroup_size(64)
+fn entropy_rows(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+                @builtin(local_invocation_index) lid: u32) {
+    let t = index(wid, nwg, lid);
+    if (t >= p.b * p.sub) { return; }
+    let bi = t / p.sub;
+    let row = p.prefix + u32(subset[t]);
+    var sq = 0.0;
+    for (var k = 0u; k < p.np; k++) {
+        var u = 0.0;
+        for (var h = 0u; h < p.h; h++) { u += a[at(bi, h, row, p.prefix + k)]; }
+        u = u / f32(p.h);
+        scratch[t * p.np + k] = u;
+        sq += u * u;
+    }
+    let norm = sqrt(sq);
+    let inv = 1.0 / max(norm, 1e-6);
+    for (var k = 0u; k < p.np; k++) { scratch[t * p.np + k] = scratch[t * p.np + k] * inv; }
+    scratch2[t] = norm;
+}
+
+// mask (used as scratch here) [B, sub, sub] = Gram matrices of the normalised rows.
+@compute @workgroup_size(64)
+fn entropy_gram(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+                @builtin(local_invocation_index) lid: u32) {
+    let t = index(wid, nwg, lid);
+    if (t >= p.b * p.sub * p.sub) { return; }
+    let bi = t / (p.sub * p.sub);
+    let i = (t / p.sub) % p.sub;
+    let j = t % p.sub;
+    var s = 0.0;
+    for (var k = 0u; k < p.np; k++) {
+        s += scratch_in[(bi * p.sub + i) * p.np + k] * scratch_in[(bi * p.sub + j) * p.np + k];
+    }
+    mask[t] = s;
+}
+
+// Per image: mean and variance of its Gram entries into scratch2[B sub + 2 b ..], loss partial.
+@compute @workgroup_size(64)
+fn entropy_var(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+               @builtin(local_invocation_index) lid: u32) {
+    let bi = index(wid, nwg, lid);
+    if (bi >= p.b) { return; }
+    let m = p.sub * p.sub;
+    var s = 0.0;
+    for (var i = 0u; i < m; i++) { s += mask_in[bi * m + i]; }
+    let mean = s / f32(m);
+    var v = 0.0;
+    for (var i = 0u; i < m; i++) { let d = mask_in[bi * m + i] - mean; v += d * d; }
+    let var_ = v / f32(m) + 1e-8;
+    scratch2[p.b * p.sub + 2u * bi] = mean;
+    scratch2[p.b * p.sub + 2u * bi + 1u] = var_;
+    partial[p.off + bi] = -p.coef * 0.5 * (log(2.0 * 3.14159265358979 * 2.718281828459045) + log(var_));
+}
+
+// Per sampled row: dG -> d(normalised row) -> d(row) -> dA (spread over heads).
+// dL/dG_ij = -coef (G_ij - mean) / (var m); dV_r = sum_i (dG_ri + dG_ir) V_i = 2 sum_i dG_ri V_i.
+@compute @workgroup_size(64)
+fn entropy_backward(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+                    @builtin(local_invocation_index) lid: u32) {
+    let t = index(wid, nwg, lid);
+    if (t >= p.b * p.sub) { return; }
+    let bi = t / p.sub;
+    let r = t % p.sub;
+    let m = p.sub * p.sub;
+    let mean = scratch2_in[p.b * p.sub + 2u * bi];
+    let var_ = scratch2_in[p.b * p.sub + 2u * bi + 1u];
+    let scale = -p.coef / (var_ * f32(m));
+    let norm = scratch2_in[t];
+    // v . dv, then du = (dv - v (v . dv)) / norm (or dv / 1e-6 where the clamp is active).
+    var dot = 0.0;
+    for (var sweep = 0u; sweep < 2u; sweep++) {
+        for (var k = 0u; k < p.np; k++) {
+            var dv = 0.0;
+            for (var i = 0u; i < p.sub; i++) {
+                let dg = scale * (mask_in[bi * m + r * p.sub + i] - mean);
+                dv += 2.0 * dg * scratch_in[(bi * p.sub + i) * p.np + k];
+            }
+            let v = scratch_in[t * p.np + k];
+            if (sweep == 0u) {
+                dot += v * dv;
+            } else {
+                var du: f32;
+                if (norm > 1e-6) { du = (dv - v * dot) / norm; } else { du = dv / 1e-6; }
+                let row = p.prefix + u32(subset[t]);
+                for (var h = 0u; h < p.h; h++) {
+                    let e = at(bi, h, row, p.prefix + k);
+                    da[e] = da[e] + du / f32(p.h);
+                }
+            }
+        }
+    }
+}
+
+// ---- 2.3 informative-region mask ------------------------------------------------------------
+// scratch[b np + j] (+)= coef * mean_h A[b, h, 0, prefix + j]: the CLS-query logits averaged
+// over heads, and over layers when launched once per block with coef = 1 / L (`first` resets).
+@compute @workgroup_size(64)
+fn cls_mean(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+            @builtin(local_invocation_index) lid: u32) {
+    let t = index(wid, nwg, lid);
+    if (t >= p.b * p.np) { return; }
+    let bi = t / p.np;
+    let j = t % p.np;
+    var s = 0.0;
+    for (var h = 0u; h < p.h; h++) { s += a[at(bi, h, 0u, p.prefix + j)]; }
+    var v = p.coef * s / f32(p.h);
+    if (p.first == 0u) { v += scratch[t]; }
+    scratch[t] = v;
+}
+
+// mask[b np + j] = 1 on the top-k of scratch_in[b, :] (ties: lower index first), k = hyper[0].
+@compute @workgroup_size(64)
+fn mask_topk(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+             @builtin(local_invocation_index) lid: u32) {
+    let t = index(wid, nwg, lid);
+    if (t >= p.b * p.np) { return; }
+    let bi = t / p.np;
+    let j = t % p.np;
+    let c = scratch_in[t];
+    var rank = 0u;
+    for (var i = 0u; i < p.np; i++) {
+        let o = scratch_in[bi * p.np + i];
+        if (o > c || (o == c && i < j)) { rank++; }
+    }
+    mask[t] = select(0.0, 1.0, rank < u32(hyper[0]));
+}
+
+// Stochastic drop: of the selected patches keep the hyper[1] with the smallest random keys
+// (uniform keys per patch from the host: a uniformly random subset).
+@compute @workgroup_size(64)
+fn mask_drop(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+             @builtin(local_invocation_index) lid: u32) {
+    let t = index(wid, nwg, lid);
+    if (t >= p.b * p.np) { return; }
+    let bi = t / p.np;
+    let j = t % p.np;
+    var keep = 0.0;
+    if (mask_in[t] != 0.0) {
+        let k = keys[t];
+        var rank = 0u;
+        for (var i = 0u; i < p.np; i++) {
+            let o = keys[bi * p.np + i];
+            if (mask_in[bi * p.np + i] != 0.0 && (o < k || (o == k && i < j))) { rank++; }
+        }
+        keep = select(0.0, 1.0, rank < u32(hyper[1]));
+    }
+    mask[t] = keep;
+}
+
+// count[0] = number of selected patches over the batch (one invocation).
+@compute @workgroup_size(1)
+fn mask_count() {
+    var c = 0.0;
+    for (var i = 0u; i < p.b * p.np; i++) { c += mask_in[i]; }
+    count[0] = c;
+}
+
+// ---- 2.4 masked attention alignment -----------------------------------------------------------
+// |mean_h A_P[b,:,0,prefix+j] - mean_h A_Q[b,:,0,prefix+j]| M[b,j] / (sum M + 1e-8), times coef
+// (= weight / L); the gradient reaches both taps. One invocation per (b, j).
+@compute @workgroup_size(64)
+fn masked_alignment(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+                    @builtin(local_invocation_index) lid: u32) {
+    let t = index(wid, nwg, lid);
+    if (t >= p.b * p.np) { return; }
+    let bi = t / p.np;
+    let j = t % p.np;
+    let w = p.coef * mask_in[t] / (count_in[0] + 1e-8);
+    var sp = 0.0; var sq = 0.0;
+    for (var h = 0u; h < p.h; h++) {
+        sp += a[at(bi, h, 0u, p.prefix + j)];
+        sq += a2[at(bi, h, 0u, p.prefix + j)];
+    }
+    let d = (sp - sq) / f32(p.h);
+    partial[p.off + t] = w * abs(d);
+    let g = w * sign(d) / f32(p.h);
+    for (var h = 0u; h < p.h; h++) {
+        let e = at(bi, h, 0u, p.prefix + j);
+        da[e] = da[e] + g;
+        da2[e] = da2[e] - g;
+    }
+}
