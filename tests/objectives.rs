@@ -223,3 +223,100 @@ fn mask_selection_topk_and_random_drop() {
         }
     }
 }
+
+/// Against PyTorch autograd (tools/make_fixtures.py, tests/fixtures/objectives): L = 2 blocks
+/// of [2, 2, 82, 82] taps (9 x 9 patches + CLS), each term's value and gradient.
+#[test]
+fn objectives_match_pytorch() {
+    use maskaq::model::checkpoint::read_f32_tensors;
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures/objectives/objectives.safetensors");
+    let fx = read_f32_tensors(&path).unwrap();
+    let gpu = gpu();
+    let d = AttnDims { b: 2, h: 2, n: 82, prefix: 1, g: 9 };
+    let (l, len) = (2usize, tap_len(&d));
+    let layer = |name: &str, i: usize| upload1(&gpu, &fx[name].1[i * len..(i + 1) * len]);
+    let (ap, aq): (Vec<Tensor>, Vec<Tensor>) =
+        ((0..l).map(|i| layer("a_p", i)).collect(), (0..l).map(|i| layer("a_q", i)).collect());
+    let parts = d.b * d.np();
+    let rel = |got: &[f32], want: &[f32]| {
+        let scale = want.iter().fold(0f32, |m, v| m.max(v.abs())).max(1e-12);
+        got.iter().zip(want).map(|(g, w)| (g - w).abs()).fold(0f32, f32::max) / scale
+    };
+    let grads = |bufs: &[Tensor]| bufs.iter().flat_map(|t| read(&gpu, t)).collect::<Vec<f32>>();
+    let sum = |t: &Tensor| read(&gpu, t).iter().map(|&v| v as f64).sum::<f64>();
+
+    // 2.1 inter-head SSIM: mean over (L, B*np, H, H).
+    let da: Vec<Tensor> = (0..l).map(|_| Tensor::zeros(&gpu, &[len])).collect();
+    let partial = Tensor::zeros(&gpu, &[l * parts]);
+    let coef = 1.0 / (l * d.b * d.np() * d.h * d.h) as f32;
+    let ds: Vec<_> =
+        (0..l).map(|i| obj::ssim_heads(&gpu, &d, coef, &ap[i], &da[i], &partial, i * parts)).collect();
+    gpu.run(&ds.iter().collect::<Vec<_>>());
+    let v = sum(&partial);
+    assert!((v - fx["ssim.value"].1[0] as f64).abs() < 1e-5, "ssim value {v}");
+    let e = rel(&grads(&da), &fx["ssim.grad_a_p"].1);
+    assert!(e < 1e-4, "ssim gradient rel err {e}");
+
+    // 2.2 entropy with the fixture's row subsets.
+    let sub = 64;
+    let da: Vec<Tensor> = (0..l).map(|_| Tensor::zeros(&gpu, &[len])).collect();
+    let partial = Tensor::zeros(&gpu, &[l * d.b]);
+    let subsets: Vec<Tensor> =
+        (0..l).map(|i| upload1(&gpu, &fx["entropy.subset"].1[i * d.b * sub..(i + 1) * d.b * sub])).collect();
+    let scratch = EntropyScratch::new(&gpu, &d, sub);
+    let coef = 1.0 / (l * d.b) as f32;
+    for i in 0..l {
+        let ds = obj::entropy(&gpu, &d, coef, &ap[i], &subsets[i], &da[i], &partial, i * d.b, &scratch);
+        gpu.run(&ds.iter().collect::<Vec<_>>());
+    }
+    let v = sum(&partial);
+    assert!((v - fx["entropy.value"].1[0] as f64).abs() < 1e-5, "entropy value {v}");
+    let e = rel(&grads(&da), &fx["entropy.grad_a_p"].1);
+    assert!(e < 1e-4, "entropy gradient rel err {e}");
+
+    // 2.3 mask: layer- and head-averaged CLS logits, top-k at ratio 0.3.
+    let cls = Tensor::zeros(&gpu, &[parts]);
+    let ds: Vec<_> = (0..l).map(|i| obj::cls_mean(&gpu, &d, 1.0 / l as f32, i == 0, &ap[i], &cls)).collect();
+    gpu.run(&ds.iter().collect::<Vec<_>>());
+    assert!(rel(&read(&gpu, &cls), &fx["mask.cls_mean"].1) < 1e-5, "cls mean");
+    let k = ((d.np() as f32 * fx["mask.ratio"].1[0]) as usize).max(1);
+    let hyper = upload1(&gpu, &[k as f32, k as f32, 0.0, 0.0]);
+    let (topk, mask, count) =
+        (Tensor::zeros(&gpu, &[parts]), Tensor::zeros(&gpu, &[parts]), Tensor::zeros(&gpu, &[1]));
+    let keys = upload1(&gpu, &vec![0.5; parts]);
+    let ds = obj::mask_select(&gpu, &d, &cls, &hyper, &keys, &topk, &mask, &count);
+    gpu.run(&ds.iter().collect::<Vec<_>>());
+    assert_eq!(read(&gpu, &topk), fx["mask.topk"].1, "top-k mask");
+
+    // 2.4 masked alignment with the fixture's mask: (1/L) sum over layers.
+    let m = upload1(&gpu, &fx["att.mask"].1);
+    let c = upload1(&gpu, &[fx["att.mask"].1.iter().sum::<f32>()]);
+    let (dp, dq): (Vec<Tensor>, Vec<Tensor>) = (
+        (0..l).map(|_| Tensor::zeros(&gpu, &[len])).collect(),
+        (0..l).map(|_| Tensor::zeros(&gpu, &[len])).collect(),
+    );
+    let partial = Tensor::zeros(&gpu, &[l * parts]);
+    let ds: Vec<_> = (0..l)
+        .map(|i| {
+            obj::masked_alignment(
+                &gpu,
+                &d,
+                1.0 / l as f32,
+                &ap[i],
+                &aq[i],
+                &dp[i],
+                &dq[i],
+                &m,
+                &c,
+                &partial,
+                i * parts,
+            )
+        })
+        .collect();
+    gpu.run(&ds.iter().collect::<Vec<_>>());
+    let v = sum(&partial);
+    assert!((v - fx["att.value"].1[0] as f64).abs() < 1e-5, "alignment value {v}");
+    assert!(rel(&grads(&dp), &fx["att.grad_a_p"].1) < 1e-4, "alignment dA_P");
+    assert!(rel(&grads(&dq), &fx["att.grad_a_q"].1) < 1e-4, "alignment dA_Q");
+}

@@ -8,8 +8,8 @@ Usage (CPU only; needs `pip install -r tools/requirements.txt`):
     --out DIR    where to write (default: tests/fixtures next to this script's parent)
     --only NAME  write one fixture only: tiny_vit, tiny_deit_distilled, tiny_gray_f16,
                  deit_tiny_full, quant_tiny_vit_w4a4, quant_tiny_vit_w3a3,
-                 quant_tiny_deit_distilled_w4a4, preprocess (a quant_* fixture reads its FP
-                 fixture's folder under --out, so write that first)
+                 quant_tiny_deit_distilled_w4a4, preprocess, objectives (a quant_* fixture reads
+                 its FP fixture's folder under --out, so write that first)
     --full       also write the full-size deit_tiny_full (about 55 MB, not committed)
 
 Everything is seeded and computed on one CPU thread, so a rerun with the same library versions writes
@@ -62,6 +62,39 @@ Quantized fixtures `<out>/quant_<model>_w<b>a<b>/fixture.safetensors` (F32; meta
   value is then the residue of two cancelling sums (about 1e-8): compare it with an absolute tolerance.
   Checked against a float64 rerun with the same alpha / z in which near-tie codes take the f32 decision
   (only weight ties flip there); the run prints every site's init values and tie counts.
+
+`<out>/objectives/objectives.safetensors` (F32, no model): MaskAQ's loss terms (maskaq-spec 1.2, 1.3, 2)
+as plain functions of seeded random tensors, each with its value and its gradient with respect to each of
+its inputs, computed in float64 with autograd from the stored F32 inputs and rounded to F32 (a float32
+rerun, the f32 top-k masks and a float64 central-difference check along one random direction per
+gradient are asserted). Shapes generalise the code's 197/14: L 2 blocks, B 2, H 2 heads, G 9 (np = 81
+patches), prefix 1 (CLS = token 0), N 82, d 8, C 7, images [2,3,12,12]. Metadata: those dims and every
+constant used. Inputs: a_p, a_q [L,B,H,N,N] (raw q k^T logits, a_p = 3 randn, a_q = a_p + 0.3 randn),
+o_p, o_q [L,B,H,N,d] (o_q = o_p + 0.5 randn), images, logits_p, logits_q [B,C], labels [B] (F32 indices).
+  ssim.value, ssim.grad_a_p      2.1: per (l, b, query patch q, head h) the key row S = a_p[l,b,h,1+q,1:]
+                                 -> (S - min) / (max - min + 1e-8); global SSIM with population stats
+                                 between heads h, h' (C1 = 0.01^2, C2 = 0.03^2); mean of 1 - ssim^2 over
+                                 (L, B*np, H, H), the diagonal h = h' included (it is 1, so adds 0).
+  entropy.subset [L,B,64], entropy.value, entropy.grad_a_p   2.2 with the fixed 64 patch rows per (l, b)
+                                 (0-based into the np patch rows): V = mean_h a_p[l,b,:,1:,1:][subset],
+                                 rows / max(|row|, 1e-6), Ssim = V V^T (64 x 64), var = population variance
+                                 + 1e-8, h = (log(2 pi e) + log var) / 2; value = -mean_{l,b} h.
+  mask.ratio, mask.cls_mean [B,np], mask.topk [B,np]   2.3 without the random drop: cls_mean =
+                                 mean_{l,h} a_p[l,b,h,0,1:], topk = 1 on its top k = max(1, int(np ratio)).
+  att.mask [B,np], att.value, att.grad_a_p, att.grad_a_q   2.4 with a fixed mask: (1/L) sum_l sum_{b,j}
+                                 |mean_h a_p[l,b,:,0,1+j] - mean_h a_q[l,b,:,0,1+j]| M[b,j] / (sum M + 1e-8).
+  tv.value, tv.grad_images       2.6: |dx| + |dy| + |d1|/sqrt2 + |d2|/sqrt2, Frobenius over the batch;
+                                 dx = x[..., :, 1:] - x[..., :, :-1], dy = x[..., 1:, :] - x[..., :-1, :],
+                                 d1 = x[..., 1:, 1:] - x[..., :-1, :-1], d2 = x[..., 1:, :-1] - x[..., :-1, 1:].
+  ce.value, ce.grad_logits_p     CE(logits_p, labels), mean over the batch.
+  kd.temperature, kd.value, kd.grad_logits_q   1.3: sum p (log p - log q) / B * T^2, p = softmax(logits_p / T)
+                                 (constant), log q = log_softmax(logits_q / T), T = 5.
+  hd.weights [L,B,np], hd.value, hd.grad_o_q   2.5, teacher o_p constant: imp = mean_h mean_d |o_p[l,b,:,1:,:]|,
+                                 k = max(1, round(np 0.1)) (Python round: 8), w = 2 on the top k, else 1
+                                 (stored w has no 1e-6); per (l, b, d-channel, h) over the np patch tokens,
+                                 w' = w + 1e-6: mu = sum w' t / sum w', s_t = sum w' t^2 / sum w' - mu_t^2 (same
+                                 for q), s_tq = sum w t q / (sum w + 1e-6) - mu_t mu_q, ssim = (2 s_tq + C2) /
+                                 ((s_t + s_q + C2) + 1e-6), C2 = 0.03^2; value = 1 - mean ssim.
 
 All weights are random (timm's own init leaves biases 0 and LayerNorm weights 1, which would hide bugs):
 Linear/Conv weights N(0, 1/fan_in), their biases N(0, 0.1^2), LayerNorm weight 1 + 0.2 N(0,1), bias
@@ -820,6 +853,302 @@ def make_preprocess_fixture(out_dir):
 
 
 # ----------------------------------------------------------------------------------------------------
+# Loss-term fixture: MaskAQ's objectives (maskaq-spec sections 1.2, 1.3, 2) on random tensors.
+# Each term is a plain function of its inputs; the reference is computed in float64 with autograd and
+# stored as F32, and a float32 rerun of the same functions must agree to about 1e-5.
+
+OBJ_DIMS = dict(L=2, B=2, H=2, G=9, prefix=1, d=8, C=7, image=12)
+OBJ_SSIM_C1 = 0.01 ** 2
+OBJ_SSIM_C2 = 0.03 ** 2
+OBJ_SSIM_MINMAX_EPS = 1e-8
+OBJ_ENT_SUBSAMPLE = 64
+OBJ_ENT_NORM_EPS = 1e-6
+OBJ_ENT_VAR_EPS = 1e-8
+OBJ_MASK_RATIO = 0.3
+OBJ_MASK_DROP_PROB = 0.3
+OBJ_ATT_MASK_P = 0.3
+OBJ_ATT_EPS = 1e-8
+OBJ_KD_T = 5.0
+OBJ_HD_PROPORTION = 0.1
+OBJ_HD_WEIGHT_HIGH = 2.0
+OBJ_HD_WEIGHT_LOW = 1.0
+OBJ_HD_EPS = 1e-6
+OBJ_HD_C2 = 0.03 ** 2
+
+
+def obj_ssim(a, prefix):
+    """Spec 2.1, MimiQ inter-head similarity. a [L,B,H,N,N] raw logits -> mean (1 - ssim^2) over (L, B*np, H, H).
+
+    Per (l, b, query patch q, head h) the key-patch row a[l,b,h,prefix+q,prefix:] (length np = G*G, the G x G
+    map flattened) is min-max normalised; SSIM is one global window with population statistics, so the
+    map's 2-D layout does not enter. Every ordered head pair counts, the diagonal h = h' included.
+    """
+    s = a[:, :, :, prefix:, prefix:].transpose(2, 3)  # L,B,np(query),H,np(key)
+    lo = s.amin(-1, keepdim=True)
+    hi = s.amax(-1, keepdim=True)
+    s = (s - lo) / (hi - lo + OBJ_SSIM_MINMAX_EPS)
+    mu = s.mean(-1)  # L,B,np,H
+    var = (s * s).mean(-1) - mu * mu
+    cov = (s[..., :, None, :] * s[..., None, :, :]).mean(-1) - mu[..., :, None] * mu[..., None, :]  # L,B,np,H,H
+    mu_h, mu_g = mu[..., :, None], mu[..., None, :]
+    var_h, var_g = var[..., :, None], var[..., None, :]
+    ssim = ((2 * mu_h * mu_g + OBJ_SSIM_C1) * (2 * cov + OBJ_SSIM_C2)) / (
+        (mu_h * mu_h + mu_g * mu_g + OBJ_SSIM_C1) * (var_h + var_g + OBJ_SSIM_C2))
+    return (1 - ssim * ssim).mean()
+
+
+def obj_entropy(a, subset, prefix):
+    """Spec 2.2. a [L,B,H,N,N], subset [L,B,k] long (patch-row indices) -> L_ent = -mean_{l,b} h."""
+    v = a.mean(2)[:, :, prefix:, prefix:]  # L,B,np,np: head-averaged, query patch rows x key patch cols
+    hs = []
+    for l in range(v.shape[0]):
+        for b in range(v.shape[1]):
+            x = v[l, b][subset[l, b]]  # k x np
+            x = x / x.norm(dim=-1, keepdim=True).clamp_min(OBJ_ENT_NORM_EPS)
+            sims = (x @ x.t()).reshape(-1)  # k*k cosine similarities, diagonal included
+            var = ((sims - sims.mean()) ** 2).mean() + OBJ_ENT_VAR_EPS  # population variance
+            hs.append(0.5 * (math.log(2 * math.pi * math.e) + torch.log(var)))
+    return -torch.stack(hs).mean()
+
+
+def obj_cls_mean(a, prefix):
+    """Spec 2.3: CLS-query logits to each patch, averaged over all layers and heads. [L,B,H,N,N] -> [B,np]."""
+    return a.mean(0).mean(1)[:, 0, prefix:]
+
+
+def obj_topk_mask(c, ratio):
+    """Spec 2.3 deterministic part: 1 on the top k = max(1, int(np * ratio)) entries of each row of c."""
+    k = max(1, int(c.shape[-1] * ratio))
+    idx = torch.topk(c, k, dim=-1).indices
+    return torch.zeros_like(c).scatter_(-1, idx, 1.0), k
+
+
+def obj_att(a_p, a_q, mask, prefix):
+    """Spec 2.4: (1/L) sum_l sum_{b,j} |mean_h A_P - mean_h A_Q| (CLS row, patch cols) * M / (sum M + 1e-8)."""
+    dp = a_p.mean(2)[:, :, 0, prefix:]  # L,B,np
+    dq = a_q.mean(2)[:, :, 0, prefix:]
+    per_layer = ((dp - dq).abs() * mask).sum((1, 2)) / (mask.sum() + OBJ_ATT_EPS)
+    return per_layer.sum() / a_p.shape[0]
+
+
+def obj_tv(x):
+    """Spec 2.6 TV on the whole [B,3,H,W] tensor, Frobenius norms (not squared)."""
+    def fro(t):
+        return (t * t).sum().sqrt()
+    dx = x[..., :, 1:] - x[..., :, :-1]
+    dy = x[..., 1:, :] - x[..., :-1, :]
+    d1 = x[..., 1:, 1:] - x[..., :-1, :-1]   # down-right neighbour
+    d2 = x[..., 1:, :-1] - x[..., :-1, 1:]   # down-left neighbour
+    return fro(dx) + fro(dy) + fro(d1) / math.sqrt(2.0) + fro(d2) / math.sqrt(2.0)
+
+
+def obj_ce(logits, labels):
+    """Cross-entropy, mean over the batch; labels hold class indices."""
+    logp = logits - torch.logsumexp(logits, dim=-1, keepdim=True)
+    return -logp.gather(-1, labels[:, None]).mean()
+
+
+def obj_kd(logits_q, logits_p, t):
+    """Spec 1.3: KL_batchmean(log_softmax(zQ/T), softmax(zP/T)) * T^2; zP is a constant (teacher)."""
+    logq = logits_q / t - torch.logsumexp(logits_q / t, dim=-1, keepdim=True)
+    logp = logits_p / t - torch.logsumexp(logits_p / t, dim=-1, keepdim=True)
+    p = logp.exp()
+    return (p * (logp - logq)).sum() / logits_q.shape[0] * (t * t)
+
+
+def obj_hd_weights(o_t, prefix):
+    """Spec 2.5 token weights from the teacher: imp = mean_h mean_d |O_P| over patch tokens, top
+    k = max(1, round(np * 0.1)) (Python round, half to even) per (l, b) get 2.0, the rest 1.0. -> [L,B,np], k."""
+    imp = o_t[:, :, :, prefix:, :].abs().mean(-1).mean(2)  # L,B,np
+    k = max(1, int(round(imp.shape[-1] * OBJ_HD_PROPORTION)))
+    idx = torch.topk(imp, k, dim=-1).indices
+    mk = torch.zeros_like(imp).scatter_(-1, idx, 1.0)
+    return mk * (OBJ_HD_WEIGHT_HIGH - OBJ_HD_WEIGHT_LOW) + OBJ_HD_WEIGHT_LOW, k
+
+
+def obj_hd(o_t, o_q, w, prefix):
+    """Spec 2.5 mask-weighted contrast-structure SSIM over the patch-token axis, per (l, b, d-channel, head).
+
+    With w' = w + 1e-6 ("w+1e-6 in means"):
+      mu_t = sum w' t / sum w',  s_t = sum w' t^2 / sum w' - mu_t^2   (same for q)
+      s_tq = sum w t q / (sum w + 1e-6) - mu_t mu_q                  (plain w here)
+      ssim = (2 s_tq + C2) / ((s_t + s_q + C2) + 1e-6)
+    L_hd = 1 - mean ssim.
+    """
+    t = o_t[:, :, :, prefix:, :].permute(0, 1, 4, 2, 3)  # L,B,d,H,np
+    q = o_q[:, :, :, prefix:, :].permute(0, 1, 4, 2, 3)
+    wm = w[:, :, None, None, :]
+    we = wm + OBJ_HD_EPS
+    wes = we.sum(-1)
+    mu_t = (t * we).sum(-1) / wes
+    mu_q = (q * we).sum(-1) / wes
+    s_t = (t * t * we).sum(-1) / wes - mu_t * mu_t
+    s_q = (q * q * we).sum(-1) / wes - mu_q * mu_q
+    s_tq = (t * q * wm).sum(-1) / (wm.expand_as(t).sum(-1) + OBJ_HD_EPS) - mu_t * mu_q
+    ssim = (2 * s_tq + OBJ_HD_C2) / ((s_t + s_q + OBJ_HD_C2) + OBJ_HD_EPS)
+    return 1 - ssim.mean()
+
+
+def obj_inputs(gen):
+    """Seeded random inputs, drawn in float64 and rounded to float32 (the stored values)."""
+    dm = OBJ_DIMS
+    L, B, H, G, P, d, C, S = dm["L"], dm["B"], dm["H"], dm["G"], dm["prefix"], dm["d"], dm["C"], dm["image"]
+    npatch = G * G
+    N = P + npatch
+
+    def randn(*shape):
+        return torch.randn(*shape, generator=gen, dtype=torch.float64)
+
+    a_p = 3.0 * randn(L, B, H, N, N)
+    a_q = a_p + 0.3 * randn(L, B, H, N, N)
+    o_p = randn(L, B, H, N, d)
+    o_q = o_p + 0.5 * randn(L, B, H, N, d)
+    images = randn(B, 3, S, S)
+    logits_p = 2.0 * randn(B, C)
+    logits_q = logits_p + randn(B, C)
+    labels = torch.randint(0, C, (B,), generator=gen)
+    subset = torch.stack([torch.stack([torch.randperm(npatch, generator=gen)[:OBJ_ENT_SUBSAMPLE] for _ in range(B)])
+                          for _ in range(L)])
+    att_mask = (torch.rand(B, npatch, generator=gen, dtype=torch.float64) < OBJ_ATT_MASK_P).double()
+    for b in range(B):
+        if att_mask[b].sum() == 0:
+            att_mask[b, torch.randint(0, npatch, (1,), generator=gen)] = 1.0
+    x = dict(a_p=a_p, a_q=a_q, o_p=o_p, o_q=o_q, images=images, logits_p=logits_p, logits_q=logits_q)
+    x = {k: v.float() for k, v in x.items()}
+    return x, labels, subset, att_mask.float()
+
+
+def obj_terms(x, labels, subset, att_mask, dtype):
+    """Value and input gradients of every term, computed in `dtype` from the F32 inputs x."""
+    P = OBJ_DIMS["prefix"]
+    out = {}
+
+    def leaf(name):
+        return x[name].to(dtype).clone().requires_grad_(True)
+
+    def run(term, f, wrt):
+        leaves = {k: leaf(k) for k in wrt}
+        v = f(leaves)
+        grads = torch.autograd.grad(v, [leaves[k] for k in wrt])
+        out[f"{term}.value"] = v.detach().reshape(1)
+        for k, g in zip(wrt, grads):
+            out[f"{term}.grad_{k}"] = g
+        return v
+
+    m = att_mask.to(dtype)
+    run("ssim", lambda t: obj_ssim(t["a_p"], P), ["a_p"])
+    run("entropy", lambda t: obj_entropy(t["a_p"], subset, P), ["a_p"])
+    run("att", lambda t: obj_att(t["a_p"], t["a_q"], m, P), ["a_p", "a_q"])
+    run("tv", lambda t: obj_tv(t["images"]), ["images"])
+    run("ce", lambda t: obj_ce(t["logits_p"], labels), ["logits_p"])
+    run("kd", lambda t: obj_kd(t["logits_q"], x["logits_p"].to(dtype), OBJ_KD_T), ["logits_q"])
+    w, k_hd = obj_hd_weights(x["o_p"].to(dtype), P)
+    run("hd", lambda t: obj_hd(x["o_p"].to(dtype), t["o_q"], w, P), ["o_q"])
+    out["hd.weights"] = w
+    c = obj_cls_mean(x["a_p"].to(dtype), P)
+    topk, k_mask = obj_topk_mask(c, OBJ_MASK_RATIO)
+    out["mask.cls_mean"] = c
+    out["mask.topk"] = topk
+    return out, k_mask, k_hd
+
+
+def obj_fd_check(x, labels, subset, att_mask, ref, gen):
+    """float64 central differences along one random direction per (term, input) vs <grad, direction>."""
+    P = OBJ_DIMS["prefix"]
+    x64 = {k: v.double() for k, v in x.items()}
+    m = att_mask.double()
+    w, _ = obj_hd_weights(x64["o_p"], P)
+    fns = {
+        ("ssim", "a_p"): lambda z: obj_ssim(z["a_p"], P),
+        ("entropy", "a_p"): lambda z: obj_entropy(z["a_p"], subset, P),
+        ("att", "a_p"): lambda z: obj_att(z["a_p"], z["a_q"], m, P),
+        ("att", "a_q"): lambda z: obj_att(z["a_p"], z["a_q"], m, P),
+        ("tv", "images"): lambda z: obj_tv(z["images"]),
+        ("ce", "logits_p"): lambda z: obj_ce(z["logits_p"], labels),
+        ("kd", "logits_q"): lambda z: obj_kd(z["logits_q"], z["logits_p"], OBJ_KD_T),
+        ("hd", "o_q"): lambda z: obj_hd(z["o_p"], z["o_q"], w, P),
+    }
+    worst = 0.0
+    for (term, name), f in fns.items():
+        g = ref[f"{term}.grad_{name}"]
+        dirn = torch.randn(g.shape, generator=gen, dtype=torch.float64)
+        h = 1e-6
+        zp, zm = dict(x64), dict(x64)
+        zp[name] = x64[name] + h * dirn
+        zm[name] = x64[name] - h * dirn
+        fd = (f(zp) - f(zm)).item() / (2 * h)
+        an = (g * dirn).sum().item()
+        err = abs(fd - an) / max(abs(an), 1e-12)
+        worst = max(worst, err)
+        print(f"    fd {term}.grad_{name}: directional {an:+.9e} vs central difference {fd:+.9e} (rel {err:.1e})")
+    assert worst < 1e-5, worst
+
+
+def make_objectives_fixture(out_dir):
+    folder = os.path.join(out_dir, "objectives")
+    os.makedirs(folder, exist_ok=True)
+    gen = torch.Generator().manual_seed(seed_of("objectives"))
+    x, labels, subset, att_mask = obj_inputs(gen)
+    ref, k_mask, k_hd = obj_terms(x, labels, subset, att_mask, torch.float64)
+    f32, k_mask32, k_hd32 = obj_terms(x, labels, subset, att_mask, torch.float32)
+    assert (k_mask32, k_hd32) == (k_mask, k_hd)
+
+    # Ranking robustness: the f32 masks must equal the f64 ones, with margins well above f32 noise.
+    assert torch.equal(f32["mask.topk"].double(), ref["mask.topk"]), "mask top-k differs in f32"
+    assert torch.equal(f32["hd.weights"].double(), ref["hd.weights"]), "hd top-k differs in f32"
+    c = ref["mask.cls_mean"].sort(-1, descending=True).values
+    mask_gap = (c[:, k_mask - 1] - c[:, k_mask]).min().item()
+    imp = x["o_p"].double()[:, :, :, OBJ_DIMS["prefix"]:, :].abs().mean(-1).mean(2).sort(-1, descending=True).values
+    hd_gap = (imp[..., k_hd - 1] - imp[..., k_hd]).min().item()
+    P = OBJ_DIMS["prefix"]
+    att_diff = (x["a_p"].double().mean(2)[:, :, 0, P:] - x["a_q"].double().mean(2)[:, :, 0, P:]).abs()
+    att_min = att_diff[:, att_mask.bool()].min().item()
+    print(f"  margins: mask k-th vs (k+1)-th {mask_gap:.3e}, hd k-th vs (k+1)-th {hd_gap:.3e}, "
+          f"min |mean_h dA| on the att mask {att_min:.3e}")
+    assert min(mask_gap, hd_gap, att_min) > 1e-4
+
+    worst = 0.0
+    for key, r in ref.items():
+        err = (f32[key].double() - r).abs().max().item() / max(r.abs().max().item(), 1e-30)
+        worst = max(worst, err)
+        print(f"    f32 vs f64 {key:18s} max |diff| / max |ref| = {err:.1e}")
+    assert worst < 1e-4, worst
+    obj_fd_check(x, labels, subset, att_mask, ref, gen)
+
+    tensors = dict(x)
+    tensors["labels"] = labels.float()
+    tensors["entropy.subset"] = subset.float()
+    tensors["att.mask"] = att_mask
+    tensors["mask.ratio"] = torch.tensor([OBJ_MASK_RATIO])
+    tensors["kd.temperature"] = torch.tensor([OBJ_KD_T])
+    for key, r in ref.items():
+        tensors[key] = r.float()
+    tensors = {k: v.float().contiguous() for k, v in sorted(tensors.items())}
+
+    dm = OBJ_DIMS
+    npatch = dm["G"] * dm["G"]
+    metadata = {
+        "L": dm["L"], "B": dm["B"], "H": dm["H"], "N": dm["prefix"] + npatch, "G": dm["G"], "np": npatch,
+        "d": dm["d"], "C": dm["C"], "prefix": dm["prefix"], "image_size": dm["image"],
+        "ssim_c1": OBJ_SSIM_C1, "ssim_c2": OBJ_SSIM_C2, "ssim_minmax_eps": OBJ_SSIM_MINMAX_EPS,
+        "entropy_subsample": OBJ_ENT_SUBSAMPLE, "entropy_norm_eps": OBJ_ENT_NORM_EPS,
+        "entropy_var_eps": OBJ_ENT_VAR_EPS,
+        "mask_ratio": OBJ_MASK_RATIO, "mask_k": k_mask, "mask_drop_prob": OBJ_MASK_DROP_PROB,
+        "att_eps": OBJ_ATT_EPS, "kd_temperature": OBJ_KD_T,
+        "hd_mask_proportion": OBJ_HD_PROPORTION, "hd_k": k_hd, "hd_weight_high": OBJ_HD_WEIGHT_HIGH,
+        "hd_weight_low": OBJ_HD_WEIGHT_LOW, "hd_eps": OBJ_HD_EPS, "hd_c2": OBJ_HD_C2,
+        "tv_diagonals": "d1 = x[..., 1:, 1:] - x[..., :-1, :-1]; d2 = x[..., 1:, :-1] - x[..., :-1, 1:]",
+        "reference": "float64 autograd on the stored F32 inputs, rounded to F32",
+    }
+    metadata = {k: str(v) for k, v in metadata.items()}
+    save_file(tensors, os.path.join(folder, "objectives.safetensors"), metadata=metadata)
+    for term in ("ssim", "entropy", "att", "tv", "ce", "kd", "hd"):
+        print(f"  {term}.value = {ref[term + '.value'].item():.9g}")
+    print(f"  mask k = {k_mask}, hd k = {k_hd}; att.mask ones per image {att_mask.sum(-1).tolist()}")
+    return folder
+
+
+# ----------------------------------------------------------------------------------------------------
 
 
 def summarize(folders):
@@ -841,7 +1170,7 @@ def main():
     default_out = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "tests", "fixtures")
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--out", default=default_out)
-    ap.add_argument("--only", choices=list(MODELS) + list(QUANT_FIXTURES) + ["preprocess"])
+    ap.add_argument("--only", choices=list(MODELS) + list(QUANT_FIXTURES) + ["preprocess", "objectives"])
     ap.add_argument("--full", action="store_true", help="also write the full-size deit_tiny_full")
     args = ap.parse_args()
 
@@ -852,13 +1181,16 @@ def main():
     if args.only:
         names = [args.only]
     else:
-        names = [n for n, s in MODELS.items() if args.full or not s["full"]] + list(QUANT_FIXTURES) + ["preprocess"]
+        names = ([n for n, s in MODELS.items() if args.full or not s["full"]] + list(QUANT_FIXTURES)
+                 + ["preprocess", "objectives"])
     folders = []
     all_ties = {}
     for name in names:
         print(f"{name}:")
         if name == "preprocess":
             folders.append(make_preprocess_fixture(args.out))
+        elif name == "objectives":
+            folders.append(make_objectives_fixture(args.out))
         elif name in QUANT_FIXTURES:
             folder, ties, wties = make_quant_fixture(name, QUANT_FIXTURES[name], args.out)
             folders.append(folder)
