@@ -7,6 +7,7 @@ use std::collections::HashSet;
 use maskaq::gpu::Kernel;
 use maskaq::ops::{
     self, augment, copy, embed, gelu, layernorm, loss, matmul, objectives, optim, quant, reduce, softmax,
+    synth,
 };
 use naga::valid::{Capabilities, ModuleInfo, ValidationFlags, Validator};
 
@@ -49,6 +50,12 @@ const KERNELS: &[&Kernel] = &[
     &reduce::SUM_ROWS,
     &softmax::FORWARD,
     &softmax::BACKWARD,
+    &synth::TV_PARTIAL,
+    &synth::TV_REDUCE,
+    &synth::TV_GRAD,
+    &synth::JITTER_FORWARD,
+    &synth::JITTER_BACKWARD,
+    &synth::CLAMP_CHANNELS,
 ];
 
 fn parse_and_validate(name: &str, source: &str) -> (naga::Module, ModuleInfo) {

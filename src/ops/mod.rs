@@ -13,6 +13,7 @@ pub mod optim;
 pub mod quant;
 pub mod reduce;
 pub mod softmax;
+pub mod synth;
 
 /// Every WGSL source in the crate, by file name (validated with naga in the tests).
 pub const SHADERS: &[(&str, &str)] = &[
@@ -28,6 +29,7 @@ pub const SHADERS: &[(&str, &str)] = &[
     ("quant.wgsl", quant::SOURCE),
     ("reduce.wgsl", reduce::SOURCE),
     ("softmax.wgsl", softmax::SOURCE),
+    ("synth.wgsl", synth::SOURCE),
 ];
 
 /// `f32` as the raw bits a uniform block field of type f32 expects.
