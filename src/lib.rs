@@ -7,6 +7,7 @@ pub mod commands;
 pub mod data;
 pub mod gpu;
 pub mod io;
+pub mod maskaq;
 pub mod model;
 pub mod ops;
 pub mod quant;

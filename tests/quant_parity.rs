@@ -67,7 +67,7 @@ fn run(model: &str, fixture: &str, bits: &str) {
         GraphOptions { backward: true, attention_grads: true, ..Default::default() },
     );
     g.images.write(&gpu, &fx["images"].1);
-    g.forward_init(&gpu);
+    g.forward_init(&gpu, &vit);
     g.forward(&gpu);
     let mut r = Report { failures: Vec::new() };
 

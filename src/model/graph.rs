@@ -87,9 +87,12 @@ impl Graph {
 
     /// Q only: the forward pass that first initialises every activation quantizer from the
     /// tensor it sees (LSQ's lazy initialisation on the first batch, spec section 1.4).
-    pub fn forward_init(&self, gpu: &Gpu) {
+    pub fn forward_init(&self, gpu: &Gpu, q: &Vit) {
         assert!(!self.forward_init.is_empty(), "forward_init needs a quantized model");
         gpu.run_all(&[&self.forward_init]);
+        if let Some(quant) = &q.quant {
+            quant.initialized.set(true);
+        }
     }
 
     /// Records and submits the backward pass; parameter gradients are overwritten.
@@ -100,6 +103,10 @@ impl Graph {
 
     pub fn forward_dispatches(&self) -> &[Dispatch] {
         &self.forward
+    }
+    /// The initialising forward of Q (see [`Graph::forward_init`]); empty for an FP model.
+    pub fn forward_init_dispatches(&self) -> &[Dispatch] {
+        &self.forward_init
     }
     pub fn backward_dispatches(&self) -> &[Dispatch] {
         &self.backward

@@ -108,6 +108,8 @@ pub struct Quant {
     /// The weights already hold their quantized values (a loaded export): the graph uses them
     /// as they are instead of re-quantizing.
     pub frozen_weights: bool,
+    /// Whether the activation quantizers hold a state (LSQ-initialised, calibrated or loaded).
+    pub initialized: std::cell::Cell<bool>,
 }
 
 impl Quant {
@@ -116,7 +118,7 @@ impl Quant {
         let index = sites.iter().enumerate().map(|(i, s)| (s.clone(), i)).collect();
         let state = ActQuantState::new(gpu, sites.len());
         let calib = Tensor::zeros(gpu, &[sites.len(), 2]);
-        Quant { bits, sites, index, state, calib, frozen_weights: false }
+        Quant { bits, sites, index, state, calib, frozen_weights: false, initialized: Default::default() }
     }
 
     pub fn site(&self, name: &str) -> usize {
@@ -159,6 +161,7 @@ impl Quant {
         }
         self.state.qparams.write(gpu, &p);
         self.state.qmeta.write(gpu, &m);
+        self.initialized.set(true);
         Ok(())
     }
 }

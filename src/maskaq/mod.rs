@@ -1,0 +1,5 @@
+//! The MaskAQ method: sample synthesis (objectives on P's and Q's attention taps), and, later,
+//! Q training and the refresh scheduler. Each module reads like the matching section of
+//! maskaq-spec.md.
+
+pub mod synth;

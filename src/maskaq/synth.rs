@@ -1,0 +1,553 @@
+//! Sample synthesis (maskaq-spec.md section 1.2): a batch of images optimised from N(0, 1) noise
+//! so that P sees natural attention structure and P and Q agree on the informative patches.
+//!
+//! One iteration is one GPU submission the host does not wait for: jitter and augment the
+//! images, P and Q forward, the objectives on their attention taps (gradients into the taps),
+//! cross-entropy on P's logits, P and Q backward into the augmented images, back through the
+//! augmentation, total variation, AdamW on the pixels, clamp. The host draws the random numbers
+//! (shift, noise, colour jitter, entropy rows, mask keys, learning rate) and writes them to small
+//! buffers; it reads back only the logged loss terms.
+
+use std::fmt;
+use std::str::FromStr;
+
+use anyhow::{Result, bail};
+use serde::Serialize;
+
+use crate::gpu::{Dispatch, Gpu, Tensor};
+use crate::model::{Graph, GraphOptions, Vit};
+use crate::ops::copy::{self, Copy4};
+use crate::ops::loss::cross_entropy;
+use crate::ops::objectives::{self as obj, AttnDims, EntropyScratch};
+use crate::ops::optim::{Slice, adamw};
+use crate::ops::reduce::SumRows;
+use crate::ops::synth::{self as sy, TvScratch};
+use crate::rng::Rng;
+
+/// Which data-free method synthesises the images.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Method {
+    /// All five MaskAQ objectives.
+    Maskaq,
+    /// MimiQ: inter-head SSIM, cross-entropy, total variation.
+    Mimiq,
+    /// Gaussian noise, no optimisation.
+    Noise,
+}
+
+impl FromStr for Method {
+    type Err = anyhow::Error;
+    fn from_str(s: &str) -> Result<Method> {
+        Ok(match s.to_ascii_lowercase().as_str() {
+            "maskaq" => Method::Maskaq,
+            "mimiq" => Method::Mimiq,
+            "noise" => Method::Noise,
+            "psaq" => bail!(
+                "--method psaq (PSAQ-ViT's kernel-density entropy) is not implemented yet; use maskaq, mimiq or noise"
+            ),
+            other => bail!("unknown method `{other}`: expected maskaq, mimiq or noise"),
+        })
+    }
+}
+
+impl fmt::Display for Method {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Method::Maskaq => "maskaq",
+            Method::Mimiq => "mimiq",
+            Method::Noise => "noise",
+        })
+    }
+}
+
+/// Weights of the synthesis objectives (0 switches a term off).
+#[derive(Clone, Copy, Debug, Serialize)]
+pub struct Weights {
+    pub ssim: f32,
+    pub entropy: f32,
+    pub alignment: f32,
+    pub ce: f32,
+    pub tv: f32,
+}
+
+impl Weights {
+    /// The defaults of `method` (spec 2.6).
+    pub fn of(method: Method) -> Weights {
+        match method {
+            Method::Maskaq => Weights { ssim: 1.0, entropy: 1.0, alignment: 0.1, ce: 1.0, tv: 2.5e-5 },
+            Method::Mimiq => Weights { ssim: 1.0, entropy: 0.0, alignment: 0.0, ce: 1.0, tv: 2.5e-5 },
+            Method::Noise => Weights { ssim: 0.0, entropy: 0.0, alignment: 0.0, ce: 0.0, tv: 0.0 },
+        }
+    }
+}
+
+/// Synthesis settings (defaults: the authors' code).
+#[derive(Clone, Debug, Serialize)]
+pub struct SynthConfig {
+    pub method: Method,
+    pub weights: Weights,
+    pub iters: usize,
+    pub batch: usize,
+    pub lr: f32,
+    pub lr_min: f32,
+    pub weight_decay: f32,
+    /// Informative-region ratio, linear from the first to the second over the iterations.
+    pub mask_ratio: (f32, f32),
+    /// Fraction of the selected patches dropped at random each iteration.
+    pub mask_drop: f32,
+    /// Patch rows sampled for the entropy (all of them if the grid has fewer).
+    pub entropy_rows: usize,
+    /// Jitter in pixels at 224 px for the first and second half (scaled to the image size).
+    pub jitter: (usize, usize),
+    /// Log the loss terms every this many iterations (and at the last).
+    pub log_every: usize,
+}
+
+impl SynthConfig {
+    pub fn new(method: Method) -> SynthConfig {
+        SynthConfig {
+            method,
+            weights: Weights::of(method),
+            iters: 2000,
+            batch: 16,
+            lr: 0.1,
+            lr_min: 1e-3,
+            weight_decay: 1e-6,
+            mask_ratio: (0.5, 0.1),
+            mask_drop: 0.3,
+            entropy_rows: 64,
+            jitter: (8, 16),
+            log_every: 50,
+        }
+    }
+}
+
+/// The unweighted objective values at one iteration (batch means).
+#[derive(Clone, Debug, Serialize)]
+pub struct TermLog {
+    pub iter: usize,
+    pub ssim: Option<f32>,
+    pub entropy: Option<f32>,
+    pub alignment: Option<f32>,
+    pub ce: Option<f32>,
+    pub tv: Option<f32>,
+    /// Weighted sum (the optimised objective).
+    pub total: f32,
+}
+
+/// One synthesised batch.
+pub struct SynthBatch {
+    /// [B, C, H, W] in normalised space.
+    pub images: Vec<f32>,
+    pub labels: Vec<usize>,
+    /// False if the batch went non-finite (the spec drops such a batch).
+    pub finite: bool,
+    pub log: Vec<TermLog>,
+}
+
+/// Indices of the terms in the loss buffer.
+const SSIM: usize = 0;
+const ENTROPY: usize = 1;
+const ALIGN: usize = 2;
+const CE: usize = 3;
+const TV: usize = 4;
+const TERMS: usize = 5;
+
+/// P, Q and every buffer and launch of one synthesis batch, built once and reused.
+pub struct Synthesizer<'a> {
+    gpu: &'a Gpu,
+    cfg: SynthConfig,
+    p: &'a Vit,
+    q: Option<&'a Vit>,
+    gp: Graph,
+    gq: Option<Graph>,
+    shape: [usize; 4],
+    dims: AttnDims,
+    img: Tensor,
+    d_img: Tensor,
+    draws: Tensor,
+    hyper_opt: Tensor,
+    hyper_mask: Tensor,
+    subsets: Vec<Tensor>,
+    keys: Tensor,
+    targets: Tensor,
+    terms: Tensor,
+    m_adam: Tensor,
+    v_adam: Tensor,
+    step: Vec<Dispatch>,
+    q_init_step: Vec<Dispatch>,
+    sub: usize,
+    noise_calls: usize,
+    _keep: Vec<Tensor>,
+}
+
+impl<'a> Synthesizer<'a> {
+    /// `q` is required for the alignment term (MaskAQ); P's graph drives the others.
+    pub fn new(gpu: &'a Gpu, p: &'a Vit, q: Option<&'a Vit>, cfg: SynthConfig) -> Result<Synthesizer<'a>> {
+        let c = &p.cfg;
+        if cfg.batch == 0 || cfg.iters == 0 {
+            bail!("synthesis needs a batch and an iteration count of at least 1");
+        }
+        if let Some(q) = q
+            && (
+                q.cfg.embed_dim,
+                q.cfg.depth,
+                q.cfg.num_heads,
+                q.cfg.img_size,
+                q.cfg.patch_size,
+                q.cfg.in_chans,
+                q.cfg.num_classes,
+            ) != (c.embed_dim, c.depth, c.num_heads, c.img_size, c.patch_size, c.in_chans, c.num_classes)
+        {
+            bail!("the quantized model's architecture differs from the full-precision model's");
+        }
+        if c.num_heads > obj::MAX_HEADS {
+            bail!("inter-head SSIM supports at most {} heads", obj::MAX_HEADS);
+        }
+        let w = cfg.weights;
+        let use_q = w.alignment > 0.0 && q.is_some();
+        let b = cfg.batch;
+        let shape = [b, c.in_chans, c.img_size, c.img_size];
+        let n_img: usize = shape.iter().product();
+        let dims = AttnDims { b, h: c.num_heads, n: c.tokens(), prefix: c.prefix_tokens(), g: c.grid() };
+        let np = dims.np();
+        let l = c.depth;
+        let opts = GraphOptions { backward: true, attention_grads: true, ..Default::default() };
+        let gp = Graph::build(gpu, p, b, opts);
+        let gq = if use_q { Some(Graph::build(gpu, q.unwrap(), b, opts)) } else { None };
+        let t = |shape: &[usize]| Tensor::zeros(gpu, shape);
+        let img = t(&shape);
+        let d_img = t(&shape);
+        let draws = t(&[2 + 2 * b * c.in_chans]);
+        let hyper_opt = t(&[4]);
+        let hyper_mask = t(&[4]);
+        let sub = cfg.entropy_rows.min(np).max(1);
+        let subsets: Vec<Tensor> = (0..l).map(|_| t(&[b * sub])).collect();
+        let keys = t(&[b * np]);
+        let targets = t(&[b]);
+        let partial = t(&[l * b * np.max(1) * 3 + 4 * b]);
+        let terms = t(&[TERMS]);
+        let (m_adam, v_adam) = (t(&shape), t(&shape));
+        let cls = t(&[b * np]);
+        let (topk, mask, count) = (t(&[b * np]), t(&[b * np]), t(&[1]));
+        let ce_loss = t(&[b]);
+        let tv_loss = t(&[1]);
+        let ent = EntropyScratch::new(gpu, &dims, sub);
+        let tvs = TvScratch::new(gpu, n_img);
+        let bounds: Vec<f32> = (0..c.in_chans)
+            .flat_map(|ch| {
+                [
+                    -c.preprocess.mean[ch] / c.preprocess.std[ch],
+                    (1.0 - c.preprocess.mean[ch]) / c.preprocess.std[ch],
+                ]
+            })
+            .collect();
+        let bounds = Tensor::from_slice(gpu, &bounds, &[2 * c.in_chans]);
+
+        // Segments of `partial` per term; each is summed into terms[k] after the launches.
+        let seg_ssim = 0;
+        let seg_ent = l * b * np;
+        let seg_align = seg_ent + l * b;
+        let mut ds: Vec<Dispatch> = Vec::new();
+        let mut loss_sums: Vec<Dispatch> = Vec::new();
+        // The forward passes see the jittered, augmented images.
+        ds.push(sy::jitter_forward(gpu, shape, &img, &gp.images, &draws));
+        if let Some(gq) = &gq {
+            ds.push(Copy4::flat(n_img).dispatch(gpu, &gp.images, &gq.images));
+        }
+        let fw_p: Vec<Dispatch> = gp.forward_dispatches().to_vec();
+        let fw_q: Vec<Dispatch> = gq.as_ref().map(|g| g.forward_dispatches().to_vec()).unwrap_or_default();
+        let fw_q_init: Vec<Dispatch> =
+            gq.as_ref().map(|g| g.forward_init_dispatches().to_vec()).unwrap_or_default();
+        let mut objectives: Vec<Dispatch> = vec![copy::fill(gpu, &partial, 0.0)];
+        for tap in gp.taps.iter().chain(gq.iter().flat_map(|g| g.taps.iter())) {
+            objectives.push(copy::fill(gpu, tap.d_attn_logits.as_ref().unwrap(), 0.0));
+        }
+        let lf = l as f32;
+        for (li, tap) in gp.taps.iter().enumerate() {
+            let da = tap.d_attn_logits.as_ref().unwrap();
+            if w.ssim > 0.0 {
+                let coef = w.ssim / (lf * (b * np * dims.h * dims.h) as f32);
+                objectives.push(obj::ssim_heads(
+                    gpu,
+                    &dims,
+                    coef,
+                    &tap.attn_logits,
+                    da,
+                    &partial,
+                    seg_ssim + li * b * np,
+                ));
+            }
+            if w.entropy > 0.0 {
+                let coef = w.entropy / (lf * b as f32);
+                objectives.extend(obj::entropy(
+                    gpu,
+                    &dims,
+                    coef,
+                    &tap.attn_logits,
+                    &subsets[li],
+                    da,
+                    &partial,
+                    seg_ent + li * b,
+                    &ent,
+                ));
+            }
+            if use_q {
+                objectives.push(obj::cls_mean(gpu, &dims, 1.0 / lf, li == 0, &tap.attn_logits, &cls));
+            }
+        }
+        if let Some(gq) = &gq {
+            objectives.extend(obj::mask_select(gpu, &dims, &cls, &hyper_mask, &keys, &topk, &mask, &count));
+            for li in 0..l {
+                let (tp, tq) = (&gp.taps[li], &gq.taps[li]);
+                objectives.push(obj::masked_alignment(
+                    gpu,
+                    &dims,
+                    w.alignment / lf,
+                    &tp.attn_logits,
+                    &tq.attn_logits,
+                    tp.d_attn_logits.as_ref().unwrap(),
+                    tq.d_attn_logits.as_ref().unwrap(),
+                    &mask,
+                    &count,
+                    &partial,
+                    seg_align + li * b * np,
+                ));
+            }
+        }
+        // Cross-entropy on P's logits against the targets (zero gradient when switched off).
+        objectives.push(cross_entropy(
+            gpu,
+            b,
+            c.num_classes,
+            w.ce / b as f32,
+            &gp.logits,
+            &targets,
+            &ce_loss,
+            &gp.d_logits,
+        ));
+        let sum = |n, off, alpha| SumRows { n: 1, rows: n, s_off: off, rs: 1, o_off: 0, alpha, beta: 0.0 };
+        let inv = |x: f32| if x > 0.0 { 1.0 / x } else { 0.0 };
+        // Logged terms are unweighted batch means.
+        for (k, off, n, weight) in [
+            (SSIM, seg_ssim, l * b * np, w.ssim),
+            (ENTROPY, seg_ent, l * b, w.entropy),
+            (ALIGN, seg_align, l * b * np, w.alignment),
+        ] {
+            loss_sums.push(SumRows { o_off: k, ..sum(n, off, inv(weight)) }.dispatch(gpu, &partial, &terms));
+        }
+        loss_sums.push(SumRows { o_off: CE, ..sum(b, 0, 1.0 / b as f32) }.dispatch(gpu, &ce_loss, &terms));
+        // Backward: P, then Q, into the augmented images; sum; back through the augmentation.
+        let bw_p: Vec<Dispatch> = gp.backward_dispatches().to_vec();
+        let mut tail: Vec<Dispatch> = Vec::new();
+        if let Some(gq) = &gq {
+            tail.extend(gq.backward_dispatches().iter().cloned());
+            tail.push(Copy4 { beta: 1.0, ..Copy4::flat(n_img) }.dispatch(gpu, &gq.d_images, &gp.d_images));
+        }
+        tail.push(sy::jitter_backward(gpu, shape, &gp.d_images, &d_img, &draws));
+        tail.extend(sy::tv(gpu, shape, w.tv.max(0.0), &img, &d_img, &tv_loss, &tvs));
+        tail.push(SumRows { o_off: TV, ..sum(1, 0, inv(w.tv)) }.dispatch(gpu, &tv_loss, &terms));
+        tail.extend(loss_sums);
+        tail.push(adamw(
+            gpu,
+            Slice::all(n_img),
+            (0.9, 0.999),
+            1e-8,
+            cfg.weight_decay,
+            &img,
+            &d_img,
+            &m_adam,
+            &v_adam,
+            &hyper_opt,
+        ));
+        tail.push(sy::clamp_channels(gpu, shape, &img, &bounds));
+
+        let mut step = ds.clone();
+        step.extend(fw_p.iter().cloned());
+        step.extend(fw_q.iter().cloned());
+        step.extend(objectives.iter().cloned());
+        step.extend(bw_p.iter().cloned());
+        step.extend(tail.iter().cloned());
+        let mut q_init_step = ds;
+        q_init_step.extend(fw_p);
+        q_init_step.extend(fw_q_init);
+        q_init_step.extend(objectives);
+        q_init_step.extend(bw_p);
+        q_init_step.extend(tail);
+        let keep = vec![partial, cls, topk, mask, count, ce_loss, tv_loss, bounds];
+        Ok(Synthesizer {
+            gpu,
+            cfg,
+            p,
+            q: if use_q { q } else { None },
+            gp,
+            gq,
+            shape,
+            dims,
+            img,
+            d_img,
+            draws,
+            hyper_opt,
+            hyper_mask,
+            subsets,
+            keys,
+            targets,
+            terms,
+            m_adam,
+            v_adam,
+            step,
+            q_init_step,
+            sub,
+            noise_calls: 0,
+            _keep: keep,
+        })
+    }
+
+    pub fn config(&self) -> &SynthConfig {
+        &self.cfg
+    }
+
+    /// Writes the per-iteration random draws for iteration `i` of `iters`.
+    fn draw(&mut self, rng: &mut Rng, i: usize) {
+        let c = &self.p.cfg;
+        let (b, ch) = (self.shape[0], self.shape[1]);
+        let iters = self.cfg.iters;
+        // Jitter: 8 px then 16 px at 224, scaled to the image size (at least 1 px).
+        let j224 = if i < iters / 2 { self.cfg.jitter.0 } else { self.cfg.jitter.1 };
+        let j =
+            ((j224 as f64 * c.img_size as f64 / 224.0).round() as usize).max(if j224 > 0 { 1 } else { 0 });
+        let shift = |r: &mut Rng| if j > 0 { r.below(2 * j + 1) as f32 - j as f32 } else { 0.0 };
+        let mut d = vec![shift(rng), shift(rng)];
+        // GaussianNoise: a per-image, per-channel constant randn * rem * 0.5 / iters, rem counting
+        // down from iters - 1 per call (the object persists across batches); then ColorJitter
+        // (x - m) / s with m ~ U[-1, 1], s = exp(U[-1, 1]).
+        let rem = (iters - 1 - self.noise_calls % iters) as f64;
+        self.noise_calls += 1;
+        for _ in 0..b * ch {
+            let noise = rng.normal() * rem * 0.5 / iters as f64;
+            let m = rng.unit() * 2.0 - 1.0;
+            let s = (rng.unit() * 2.0 - 1.0).exp();
+            d.push((noise - m) as f32);
+            d.push(s as f32);
+        }
+        self.draws.write(self.gpu, &d);
+        // Learning rate: cosine from lr to lr_min over the iterations (stepped after each one).
+        let t = i as f64 / iters as f64;
+        let lr = self.cfg.lr_min as f64
+            + 0.5 * (self.cfg.lr - self.cfg.lr_min) as f64 * (1.0 + (std::f64::consts::PI * t).cos());
+        let step = (i + 1) as i32;
+        self.hyper_opt.write(self.gpu, &[lr as f32, 1.0 - 0.9f32.powi(step), 1.0 - 0.999f32.powi(step), 0.0]);
+        // Entropy rows: a fresh random subset per block and image.
+        let np = self.dims.np();
+        for s in &self.subsets {
+            let mut idx = Vec::with_capacity(b * self.sub);
+            for _ in 0..b {
+                let mut perm: Vec<usize> = (0..np).collect();
+                for k in (1..np).rev() {
+                    perm.swap(k, rng.below(k + 1));
+                }
+                idx.extend(perm[..self.sub].iter().map(|&v| v as f32));
+            }
+            s.write(self.gpu, &idx);
+        }
+        // Mask: ratio linear over the iterations, then keep round(0.7 k) at random.
+        if self.q.is_some() {
+            let (r0, r1) = self.cfg.mask_ratio;
+            let ratio = r0 * (1.0 - t as f32) + r1 * t as f32;
+            let k = ((np as f32 * ratio) as usize).max(1);
+            let keep = (((1.0 - self.cfg.mask_drop) * k as f32).round() as usize).clamp(1, k);
+            self.hyper_mask.write(self.gpu, &[k as f32, keep as f32, 0.0, 0.0]);
+            let keys: Vec<f32> = (0..b * np).map(|_| rng.unit() as f32).collect();
+            self.keys.write(self.gpu, &keys);
+        }
+    }
+
+    fn read_terms(&self, iter: usize) -> Result<TermLog> {
+        let v = self.terms.read(self.gpu)?;
+        let w = self.cfg.weights;
+        let on = |weight: f32, x: f32| (weight > 0.0).then_some(x);
+        let align_on = if self.q.is_some() { w.alignment } else { 0.0 };
+        Ok(TermLog {
+            iter,
+            ssim: on(w.ssim, v[SSIM]),
+            entropy: on(w.entropy, v[ENTROPY]),
+            alignment: on(align_on, v[ALIGN]),
+            ce: on(w.ce, v[CE]),
+            tv: on(w.tv, v[TV]),
+            total: w.ssim * v[SSIM]
+                + w.entropy * v[ENTROPY]
+                + align_on * v[ALIGN]
+                + w.ce * v[CE]
+                + w.tv * v[TV],
+        })
+    }
+
+    /// Synthesises one batch from fresh noise with random target labels.
+    pub fn run_batch(&mut self, rng: &mut Rng, mut on_log: impl FnMut(&TermLog)) -> Result<SynthBatch> {
+        let c = &self.p.cfg;
+        let b = self.shape[0];
+        let n_img: usize = self.shape.iter().product();
+        let img: Vec<f32> = (0..n_img).map(|_| rng.normal() as f32).collect();
+        let labels: Vec<usize> = (0..b).map(|_| rng.below(c.num_classes)).collect();
+        let mut log = Vec::new();
+        if self.cfg.method == Method::Noise {
+            return Ok(SynthBatch { images: img, labels, finite: true, log });
+        }
+        self.img.write(self.gpu, &img);
+        self.targets.write(self.gpu, &labels.iter().map(|&l| l as f32).collect::<Vec<_>>());
+        // A fresh image optimiser per batch.
+        self.m_adam.write(self.gpu, &vec![0.0; n_img]);
+        self.v_adam.write(self.gpu, &vec![0.0; n_img]);
+        for i in 0..self.cfg.iters {
+            self.draw(rng, i);
+            let init_q = self.q.is_some_and(|q| q.quant.as_ref().is_some_and(|qq| !qq.initialized.get()));
+            if init_q {
+                self.gpu.run_all(&[&self.q_init_step]);
+                if let Some(qq) = self.q.and_then(|q| q.quant.as_ref()) {
+                    qq.initialized.set(true);
+                }
+            } else {
+                self.gpu.run_all(&[&self.step]);
+            }
+            if (i + 1) % self.cfg.log_every.max(1) == 0 || i + 1 == self.cfg.iters || i == 0 {
+                let entry = self.read_terms(i)?;
+                on_log(&entry);
+                log.push(entry);
+            }
+        }
+        let images = self.img.read(self.gpu)?;
+        let finite = images.iter().all(|v| v.is_finite());
+        Ok(SynthBatch { images, labels, finite, log })
+    }
+
+    /// For gradient checks: the total objective and its gradient with respect to `images`,
+    /// with the random draws of iteration `iter` from `rng` (no optimiser step is applied to
+    /// the result: the images are restored).
+    pub fn objective_and_grad(
+        &mut self,
+        rng: &mut Rng,
+        iter: usize,
+        images: &[f32],
+        labels: &[usize],
+    ) -> Result<(f32, Vec<f32>)> {
+        self.img.write(self.gpu, images);
+        self.targets.write(self.gpu, &labels.iter().map(|&l| l as f32).collect::<Vec<_>>());
+        self.draw(rng, iter);
+        self.gpu.run_all(&[&self.step]);
+        let total = self.read_terms(iter)?.total;
+        let grad = self.d_img.read(self.gpu)?;
+        Ok((total, grad))
+    }
+
+    /// Re-runs the objective with the draws already written (for finite differences).
+    pub fn objective_again(&mut self, images: &[f32]) -> Result<f32> {
+        self.img.write(self.gpu, images);
+        self.gpu.run_all(&[&self.step]);
+        Ok(self.read_terms(0)?.total)
+    }
+
+    pub fn graphs(&self) -> (&Graph, Option<&Graph>) {
+        (&self.gp, self.gq.as_ref())
+    }
+}
