@@ -136,6 +136,53 @@ enum Command {
         #[arg(long)]
         out: PathBuf,
     },
+    /// Synthesise labelled images from noise (MaskAQ, or a baseline) for data-free quantization.
+    Synth {
+        /// The full-precision model P.
+        #[arg(long)]
+        model: PathBuf,
+        #[arg(long)]
+        arch: Option<String>,
+        /// The quantized model Q (a file from `maskaq ptq`/`quantize`); default: P quantized at --bits.
+        #[arg(long)]
+        quantized: Option<PathBuf>,
+        #[arg(long, default_value = "W4A4")]
+        bits: String,
+        /// maskaq (all terms), mimiq (SSIM + CE + TV) or noise (no optimisation).
+        #[arg(long, default_value = "maskaq")]
+        method: String,
+        /// Number of images.
+        #[arg(long)]
+        num: usize,
+        /// Optimisation steps per batch (the authors use 2000).
+        #[arg(long, default_value_t = 2000)]
+        iters: usize,
+        #[arg(long, default_value_t = 16)]
+        batch: usize,
+        #[arg(long, default_value_t = 0)]
+        seed: u64,
+        /// Output folder.
+        #[arg(long)]
+        out: PathBuf,
+        /// Weight of the inter-head attention SSIM term (default 1; 0 switches it off).
+        #[arg(long)]
+        w_ssim: Option<f32>,
+        /// Weight of the patch-similarity entropy term (default 1 for maskaq).
+        #[arg(long)]
+        w_entropy: Option<f32>,
+        /// Weight of the masked P-Q attention alignment (default 0.1 for maskaq).
+        #[arg(long)]
+        w_alignment: Option<f32>,
+        /// Weight of the cross-entropy to the target labels (default 1).
+        #[arg(long)]
+        w_ce: Option<f32>,
+        /// Weight of the total variation (default 2.5e-5).
+        #[arg(long)]
+        w_tv: Option<f32>,
+        /// Log the loss terms every N iterations.
+        #[arg(long, default_value_t = 50)]
+        log_every: usize,
+    },
     /// Min-max post-training quantization (the baseline): calibrate activation ranges on
     /// Gaussian noise or real images, no training; writes a quantized-model file.
     Ptq {
@@ -233,6 +280,40 @@ fn run(cli: Cli) -> Result<()> {
                 progress: true,
             };
             maskaq::train::train(&gpu, &args).map(|_| ())
+        }
+        Command::Synth {
+            model,
+            arch,
+            quantized,
+            bits,
+            method,
+            num,
+            iters,
+            batch,
+            seed,
+            out,
+            w_ssim,
+            w_entropy,
+            w_alignment,
+            w_ce,
+            w_tv,
+            log_every,
+        } => {
+            let args = commands::synth::SynthArgs {
+                model,
+                arch,
+                quantized,
+                bits,
+                method,
+                num,
+                iters,
+                batch,
+                seed,
+                out,
+                weights: [w_ssim, w_entropy, w_alignment, w_ce, w_tv],
+                log_every,
+            };
+            commands::synth::run(&gpu_options(&cli.gpu), &args)
         }
         Command::Ptq { model, arch, bits, calib, num, batch, seed, out } => {
             let bits = bits.parse().map_err(|e| anyhow::anyhow!("--bits: {e}"))?;

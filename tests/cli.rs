@@ -285,3 +285,107 @@ fn ptq_then_eval_quantized() {
         &["does not match --model"],
     );
 }
+
+#[test]
+fn synth_bad_input_fails_before_work() {
+    let folder = fixtures().join("tiny_gray_f16");
+    let m = folder.to_str().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let o = dir.path().join("syn");
+    let o = o.to_str().unwrap();
+    expect_error(&["synth", "--model", m, "--num", "0", "--out", o], &["--num"]);
+    expect_error(
+        &["synth", "--model", m, "--num", "4", "--method", "deepinversion", "--out", o],
+        &["--method", "deepinversion"],
+    );
+    expect_error(&["synth", "--model", m, "--num", "4", "--bits", "W9A9", "--out", o], &["--bits"]);
+    // An output folder that cannot be created (a file is in the way).
+    let file = dir.path().join("a-file");
+    std::fs::write(&file, b"x").unwrap();
+    let blocked = file.join("out");
+    expect_error(
+        &["synth", "--model", m, "--num", "4", "--out", blocked.to_str().unwrap()],
+        &["--out", "cannot create"],
+    );
+    // A quantized model of another architecture.
+    let q = dir.path().join("q.safetensors");
+    let other = fixtures().join("tiny_vit");
+    let run = maskaq(&[
+        "ptq",
+        "--model",
+        other.to_str().unwrap(),
+        "--bits",
+        "W4A4",
+        "--num",
+        "2",
+        "--out",
+        q.to_str().unwrap(),
+    ]);
+    assert!(run.status.success());
+    expect_error(
+        &["synth", "--model", m, "--num", "4", "--quantized", q.to_str().unwrap(), "--out", o],
+        &["does not match"],
+    );
+}
+
+#[test]
+fn synth_writes_dataset_previews_and_log() {
+    let folder = fixtures().join("tiny_gray_f16");
+    let m = folder.to_str().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("syn");
+    let o = out.to_str().unwrap();
+    let run = maskaq(&[
+        "synth",
+        "--model",
+        m,
+        "--num",
+        "5",
+        "--batch",
+        "3",
+        "--iters",
+        "6",
+        "--log-every",
+        "2",
+        "--out",
+        o,
+    ]);
+    assert!(run.status.success(), "{}", String::from_utf8_lossy(&run.stderr));
+    for f in ["synthetic.safetensors", "contact_sheet.png", "log.json", "previews/00004.png"] {
+        assert!(out.join(f).exists(), "{f} missing");
+    }
+    let log: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(out.join("log.json")).unwrap()).unwrap();
+    assert_eq!(log["images"], 5);
+    assert_eq!(log["batches"].as_array().unwrap().len(), 2);
+    let terms = &log["batches"][0]["terms"];
+    assert!(terms.as_array().unwrap().len() >= 3);
+    for k in ["ssim", "entropy", "alignment", "ce", "tv", "total"] {
+        assert!(terms[0][k].as_f64().is_some(), "term {k} logged");
+    }
+    let ev = maskaq(&["eval", "--model", m, "--data", o, "--json"]);
+    assert!(ev.status.success(), "{}", String::from_utf8_lossy(&ev.stderr));
+    let v: serde_json::Value = serde_json::from_slice(&ev.stdout).unwrap();
+    assert_eq!(v["images"], 5);
+    // Same seed, same adapter: the same images bit for bit.
+    let out2 = dir.path().join("syn2");
+    let run = maskaq(&[
+        "synth",
+        "--model",
+        m,
+        "--num",
+        "5",
+        "--batch",
+        "3",
+        "--iters",
+        "6",
+        "--out",
+        out2.to_str().unwrap(),
+    ]);
+    assert!(run.status.success());
+    let a = maskaq::model::checkpoint::read_f32_tensors(&out.join("synthetic.safetensors")).unwrap();
+    let b = maskaq::model::checkpoint::read_f32_tensors(&out2.join("synthetic.safetensors")).unwrap();
+    let bits = |v: &Vec<f32>| v.iter().map(|x| x.to_bits()).collect::<Vec<u32>>();
+    assert!(bits(&a["images"].1) == bits(&b["images"].1), "same seed must give the same images bit for bit");
+    assert!(a["labels"].1 == b["labels"].1);
+}

@@ -49,7 +49,9 @@ pub trait Dataset: Sync {
 /// Opens `path` as a dataset: a directory is an image folder ([`FolderDataset`]), a file an
 /// IDX images file with its labels file beside it ([`IdxDataset`]).
 pub fn open(path: &Path) -> Result<Box<dyn Dataset>> {
-    if path.is_dir() {
+    if path.is_dir() && path.join(crate::data::synthetic::FILE).is_file() {
+        Ok(Box::new(crate::data::synthetic::SyntheticDataset::open(path)?))
+    } else if path.is_dir() {
         Ok(Box::new(FolderDataset::open(path)?))
     } else if path.is_file() {
         Ok(Box::new(IdxDataset::open(path)?))

@@ -4,3 +4,4 @@ pub mod dataset;
 pub mod folder;
 pub mod idx;
 pub mod preprocess;
+pub mod synthetic;

@@ -1,0 +1,167 @@
+//! Synthetic datasets written by `maskaq synth` (and the refresh of `maskaq quantize`):
+//! `synthetic.safetensors` in a folder, holding `images` [N, C, H, W] in the model's normalised
+//! input space and `labels` [N] (the target classes, as f32), plus PNG previews and a contact
+//! sheet for people.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result, bail};
+use safetensors::tensor::TensorView;
+use safetensors::{Dtype, SafeTensors};
+
+use crate::data::dataset::{Dataset, Sample};
+use crate::io::write_atomic;
+use crate::model::config::Preprocess;
+
+pub const FILE: &str = "synthetic.safetensors";
+
+/// Images with their labels, in normalised space.
+pub struct SyntheticDataset {
+    pub path: PathBuf,
+    /// [C, H, W] of one image.
+    pub shape: [usize; 3],
+    pub images: Vec<f32>,
+    pub labels: Vec<usize>,
+    pub classes: Option<usize>,
+}
+
+impl SyntheticDataset {
+    /// Reads `dir/synthetic.safetensors`.
+    pub fn open(dir: &Path) -> Result<SyntheticDataset> {
+        let path = dir.join(FILE);
+        let bytes = std::fs::read(&path).with_context(|| format!("cannot read {}", path.display()))?;
+        let st = SafeTensors::deserialize(&bytes)
+            .map_err(|e| anyhow::anyhow!("{}: not a valid safetensors file ({e})", path.display()))?;
+        let get = |name: &str| -> Result<(Vec<usize>, Vec<f32>)> {
+            let t = st
+                .tensor(name)
+                .map_err(|_| anyhow::anyhow!("{}: missing tensor `{name}`", path.display()))?;
+            if t.dtype() != Dtype::F32 {
+                bail!("{}: tensor `{name}` must be F32", path.display());
+            }
+            let v = t.data().chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect();
+            Ok((t.shape().to_vec(), v))
+        };
+        let (ishape, images) = get("images")?;
+        let (lshape, labels) = get("labels")?;
+        if ishape.len() != 4 || lshape != [ishape[0]] {
+            bail!(
+                "{}: expected images [N, C, H, W] and labels [N], found {ishape:?} and {lshape:?}",
+                path.display()
+            );
+        }
+        if let Some(bad) = labels.iter().find(|l| !(**l >= 0.0 && l.fract() == 0.0)) {
+            bail!("{}: label {bad} is not a class index", path.display());
+        }
+        let (_, header) = SafeTensors::read_metadata(&bytes)?;
+        let classes =
+            header.metadata().as_ref().and_then(|m| m.get("num_classes")).and_then(|v| v.parse().ok());
+        Ok(SyntheticDataset {
+            path,
+            shape: [ishape[1], ishape[2], ishape[3]],
+            images,
+            labels: labels.iter().map(|&l| l as usize).collect(),
+            classes,
+        })
+    }
+
+    /// Writes `dir/synthetic.safetensors` atomically.
+    pub fn write(
+        dir: &Path,
+        shape: [usize; 3],
+        images: &[f32],
+        labels: &[usize],
+        meta: HashMap<String, String>,
+    ) -> Result<()> {
+        let n = labels.len();
+        let per: usize = shape.iter().product();
+        assert_eq!(images.len(), n * per);
+        let ib: Vec<u8> = images.iter().flat_map(|v| v.to_le_bytes()).collect();
+        let lb: Vec<u8> = labels.iter().flat_map(|&l| (l as f32).to_le_bytes()).collect();
+        let views = vec![
+            ("images".to_string(), TensorView::new(Dtype::F32, vec![n, shape[0], shape[1], shape[2]], &ib)?),
+            ("labels".to_string(), TensorView::new(Dtype::F32, vec![n], &lb)?),
+        ];
+        write_atomic(&dir.join(FILE), &safetensors::serialize(views, Some(meta))?)
+    }
+}
+
+impl Dataset for SyntheticDataset {
+    fn len(&self) -> usize {
+        self.labels.len()
+    }
+    fn num_classes(&self) -> Option<usize> {
+        self.classes.or_else(|| self.labels.iter().max().map(|m| m + 1))
+    }
+    fn label(&self, i: usize) -> usize {
+        self.labels[i]
+    }
+    fn name(&self, i: usize) -> String {
+        format!("{}[{i}]", self.path.display())
+    }
+    fn source(&self) -> String {
+        self.path.display().to_string()
+    }
+    /// Synthetic images are already in the model's normalised input space.
+    fn load(&self, i: usize, pp: &Preprocess) -> Result<Sample> {
+        if pp.input_size != self.shape {
+            bail!(
+                "{}: images are {:?}, the model takes {:?}",
+                self.path.display(),
+                self.shape,
+                pp.input_size
+            );
+        }
+        let per: usize = self.shape.iter().product();
+        Ok(Sample { input: self.images[i * per..(i + 1) * per].to_vec(), label: self.labels[i] })
+    }
+}
+
+/// An image in normalised space back to 8-bit pixels (x * std + mean, clamped).
+pub fn to_rgb8(img: &[f32], shape: [usize; 3], pp: &Preprocess) -> image::RgbImage {
+    let [c, h, w] = shape;
+    image::RgbImage::from_fn(w as u32, h as u32, |x, y| {
+        let px = |ch: usize| {
+            let v = img[(ch * h + y as usize) * w + x as usize] * pp.std[ch] + pp.mean[ch];
+            (v.clamp(0.0, 1.0) * 255.0).round() as u8
+        };
+        if c == 1 { image::Rgb([px(0); 3]) } else { image::Rgb([px(0), px(1), px(2)]) }
+    })
+}
+
+/// One PNG per image in `dir/previews/` and `dir/contact_sheet.png`: a grid of every image,
+/// upscaled so small images stay visible, labels not drawn.
+pub fn write_previews(dir: &Path, images: &[f32], shape: [usize; 3], pp: &Preprocess) -> Result<()> {
+    let per: usize = shape.iter().product();
+    let n = images.len() / per;
+    let pdir = dir.join("previews");
+    std::fs::create_dir_all(&pdir).with_context(|| format!("cannot create {}", pdir.display()))?;
+    let scale = (96 / shape[1].max(1)).max(1) as u32;
+    let (w, h) = (shape[2] as u32 * scale, shape[1] as u32 * scale);
+    let cols = (n as f64).sqrt().ceil().max(1.0) as u32;
+    let rows = (n as u32).div_ceil(cols);
+    let gap = 2;
+    let mut sheet = image::RgbImage::from_pixel(
+        cols * (w + gap) + gap,
+        rows * (h + gap) + gap,
+        image::Rgb([255, 255, 255]),
+    );
+    for i in 0..n {
+        let small = to_rgb8(&images[i * per..(i + 1) * per], shape, pp);
+        let big = image::imageops::resize(&small, w, h, image::imageops::FilterType::Nearest);
+        let mut bytes = Vec::new();
+        small.write_to(&mut std::io::Cursor::new(&mut bytes), image::ImageFormat::Png)?;
+        write_atomic(&pdir.join(format!("{i:05}.png")), &bytes)?;
+        let (cx, cy) = (i as u32 % cols, i as u32 / cols);
+        image::imageops::replace(
+            &mut sheet,
+            &big,
+            (gap + cx * (w + gap)) as i64,
+            (gap + cy * (h + gap)) as i64,
+        );
+    }
+    let mut bytes = Vec::new();
+    sheet.write_to(&mut std::io::Cursor::new(&mut bytes), image::ImageFormat::Png)?;
+    write_atomic(&dir.join("contact_sheet.png"), &bytes)
+}
