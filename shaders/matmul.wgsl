@@ -78,6 +78,105 @@ fn matmul_regs(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_
     }
 }
 
+// CPU adapters, both operands contiguous along k (A row-major, B = a transposed row-major
+// matrix, as in x Wᵀ and q kᵀ) with offsets and strides multiples of 4: vec4 loads along k,
+// 4 x 4 outputs per invocation from 8 vec4 loads per 4 steps of k.
+@group(0) @binding(5) var<storage, read> a4: array<vec4<f32>>;
+@group(0) @binding(6) var<storage, read> b4: array<vec4<f32>>;
+
+@compute @workgroup_size(64)
+fn matmul_nt4(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
+    let z = wid.z;
+    let col0 = (wid.x * 8u + (lid % 8u)) * 4u;
+    let row0 = (wid.y * 8u + (lid / 8u)) * 4u;
+    if (row0 >= p.m || col0 >= p.n) { return; }
+    let ab = base_a(z);
+    let bb = base_b(z);
+    var ar: array<u32, 4>;
+    var bc: array<u32, 4>;
+    for (var i = 0u; i < 4u; i++) {
+        ar[i] = (ab + min(row0 + i, p.m - 1u) * p.a_rs) / 4u;
+        bc[i] = (bb + min(col0 + i, p.n - 1u) * p.b_cs) / 4u;
+    }
+    var acc: array<f32, 16>;
+    for (var i = 0u; i < 16u; i++) { acc[i] = 0.0; }
+    for (var k4 = 0u; k4 < p.k / 4u; k4++) {
+        let a0 = a4[ar[0] + k4]; let a1 = a4[ar[1] + k4]; let a2 = a4[ar[2] + k4]; let a3 = a4[ar[3] + k4];
+        let b0 = b4[bc[0] + k4]; let b1 = b4[bc[1] + k4]; let b2 = b4[bc[2] + k4]; let b3 = b4[bc[3] + k4];
+        acc[0] += dot(a0, b0); acc[1] += dot(a0, b1); acc[2] += dot(a0, b2); acc[3] += dot(a0, b3);
+        acc[4] += dot(a1, b0); acc[5] += dot(a1, b1); acc[6] += dot(a1, b2); acc[7] += dot(a1, b3);
+        acc[8] += dot(a2, b0); acc[9] += dot(a2, b1); acc[10] += dot(a2, b2); acc[11] += dot(a2, b3);
+        acc[12] += dot(a3, b0); acc[13] += dot(a3, b1); acc[14] += dot(a3, b2); acc[15] += dot(a3, b3);
+    }
+    let cb = base_c(z);
+    for (var i = 0u; i < 4u; i++) {
+        for (var j = 0u; j < 4u; j++) {
+            store(cb, row0 + i, col0 + j, acc[i * 4u + j]);
+        }
+    }
+}
+
+// CPU adapters, B contiguous along n (row-major B: dy W, P v): one vec4 load of B and four
+// scalar loads of A per step of k for a 4 x 4 block.
+@compute @workgroup_size(64)
+fn matmul_nn4(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
+    let z = wid.z;
+    let col0 = (wid.x * 8u + (lid % 8u)) * 4u;
+    let row0 = (wid.y * 8u + (lid / 8u)) * 4u;
+    if (row0 >= p.m || col0 >= p.n) { return; }
+    let ab = base_a(z);
+    let b0 = (base_b(z) + col0) / 4u;
+    var ar: array<u32, 4>;
+    for (var i = 0u; i < 4u; i++) { ar[i] = ab + min(row0 + i, p.m - 1u) * p.a_rs; }
+    let brs = p.b_rs / 4u;
+    var acc: array<vec4<f32>, 4>;
+    for (var i = 0u; i < 4u; i++) { acc[i] = vec4<f32>(0.0); }
+    for (var kk = 0u; kk < p.k; kk++) {
+        let bv = b4[b0 + kk * brs];
+        let ak = kk * p.a_cs;
+        acc[0] = fma(vec4<f32>(a[ar[0] + ak]), bv, acc[0]);
+        acc[1] = fma(vec4<f32>(a[ar[1] + ak]), bv, acc[1]);
+        acc[2] = fma(vec4<f32>(a[ar[2] + ak]), bv, acc[2]);
+        acc[3] = fma(vec4<f32>(a[ar[3] + ak]), bv, acc[3]);
+    }
+    let cb = base_c(z);
+    for (var i = 0u; i < 4u; i++) {
+        for (var j = 0u; j < 4u; j++) {
+            store(cb, row0 + i, col0 + j, acc[i][j]);
+        }
+    }
+}
+
+// CPU adapters, A contiguous along m and B along n (dyᵀ x, Pᵀ dO): an outer product of two
+// vec4 loads per step of k.
+@compute @workgroup_size(64)
+fn matmul_tn4(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
+    let z = wid.z;
+    let col0 = (wid.x * 8u + (lid % 8u)) * 4u;
+    let row0 = (wid.y * 8u + (lid / 8u)) * 4u;
+    if (row0 >= p.m || col0 >= p.n) { return; }
+    let a0 = (base_a(z) + row0) / 4u;
+    let b0 = (base_b(z) + col0) / 4u;
+    let acs = p.a_cs / 4u;
+    let brs = p.b_rs / 4u;
+    var acc: array<vec4<f32>, 4>;
+    for (var i = 0u; i < 4u; i++) { acc[i] = vec4<f32>(0.0); }
+    for (var kk = 0u; kk < p.k; kk++) {
+        let av = a4[a0 + kk * acs];
+        let bv = b4[b0 + kk * brs];
+        acc[0] = fma(vec4<f32>(av.x), bv, acc[0]);
+        acc[1] = fma(vec4<f32>(av.y), bv, acc[1]);
+        acc[2] = fma(vec4<f32>(av.z), bv, acc[2]);
+        acc[3] = fma(vec4<f32>(av.w), bv, acc[3]);
+    }
+    let cb = base_c(z);
+    for (var i = 0u; i < 4u; i++) {
+        for (var j = 0u; j < 4u; j++) {
+            store(cb, row0 + i, col0 + j, acc[i][j]);
+        }
+    }
+}
+
 // ---- real GPUs: 64 x 64 tiles through workgroup memory -----------------------------------
 const TILE: u32 = 64u;
 const TK: u32 = 16u;

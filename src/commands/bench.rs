@@ -24,6 +24,10 @@ pub struct BenchReport {
     pub forward_gflops: f64,
     /// Standalone matmul at the model's MLP shape (B*N x 4D x D).
     pub gemm: GemmReport,
+    /// Sample synthesis (MaskAQ, Q at W4A4): milliseconds per iteration of P and Q forward and
+    /// backward with every objective, and image-iterations per second.
+    pub synth_iteration_ms: f64,
+    pub synth_image_iterations_per_s: f64,
     /// With `--profile`: GPU time per kernel over one forward+backward, largest first.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub profile: Vec<KernelTime>,
@@ -97,6 +101,7 @@ pub fn run(
     let (gemm_s, s3) = time(gpu, &vec![&mm; REPS], iters)?;
     let gemm_s = gemm_s / REPS as f64;
     let profile = if profile { profile_kernels(gpu, &train_list)? } else { Vec::new() };
+    let synth_s = synth_iteration(gpu, vit, batch)?;
     let macs = cfg.macs_per_image() * batch as f64;
     Ok(BenchReport {
         adapter: gpu.describe(),
@@ -113,12 +118,36 @@ pub fn run(
             m,
             n,
             k,
-            kernel: if gpu.cpu_like { "matmul_regs".into() } else { "matmul_tiled".into() },
+            kernel: Matmul::new(m, n, k, View::rows(k), View::rows(k).t(), View::rows(n))
+                .kernel(gpu.cpu_like)
+                .id
+                .into(),
             ms: gemm_s * 1e3,
             gflops: 2.0 * (m * n * k) as f64 / gemm_s * 1e-9,
         },
+        synth_iteration_ms: synth_s * 1e3,
+        synth_image_iterations_per_s: batch as f64 / synth_s,
         profile,
     })
+}
+
+/// Wall seconds per synthesis iteration (MaskAQ objectives, Q = P at W4A4), after warm-up.
+fn synth_iteration(gpu: &Gpu, p: &Vit, batch: usize) -> Result<f64> {
+    use crate::maskaq::synth::{Method, SynthConfig, Synthesizer};
+    let weights = crate::model::checkpoint::Weights { tensors: p.read_params(gpu)? };
+    let mut q = Vit::new(gpu, p.cfg.clone(), &weights);
+    q.quantize(gpu, crate::quant::Bits { w: 4, a: 4 });
+    let mut cfg = SynthConfig::new(Method::Maskaq);
+    cfg.batch = batch;
+    cfg.iters = 2;
+    cfg.log_every = usize::MAX;
+    let mut rng = crate::rng::Rng::new(2);
+    Synthesizer::new(gpu, p, Some(&q), cfg.clone())?.run_batch(&mut rng, |_| {})?;
+    cfg.iters = 6;
+    let mut s = Synthesizer::new(gpu, p, Some(&q), cfg.clone())?;
+    let start = std::time::Instant::now();
+    s.run_batch(&mut rng, |_| {})?;
+    Ok(start.elapsed().as_secs_f64() / cfg.iters as f64)
 }
 
 /// Times every launch on its own (one pass each) and sums by kernel.
@@ -155,7 +184,11 @@ pub fn print(r: &BenchReport, json: bool) -> Result<()> {
         "matmul       {}x{}x{} ({}): {:.3} ms, {:.1} GFLOP/s",
         r.gemm.m, r.gemm.n, r.gemm.k, r.gemm.kernel, r.gemm.ms, r.gemm.gflops
     );
-    println!("timing       {} (median)", r.timing);
+    println!(
+        "synthesis    {:9.2} ms per iteration (P+Q fwd+bwd, all MaskAQ terms)  {:10.1} image-iterations/s",
+        r.synth_iteration_ms, r.synth_image_iterations_per_s
+    );
+    println!("timing       {} (median; synthesis: wall clock)", r.timing);
     if !r.profile.is_empty() {
         let total: f64 = r.profile.iter().map(|k| k.ms).sum();
         println!("profile      one forward+backward, each launch timed alone ({total:.2} ms in all):");

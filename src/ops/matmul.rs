@@ -7,6 +7,30 @@ pub const SOURCE: &str = include_str!("../../shaders/matmul.wgsl");
 const STORAGE: &[(u32, bool)] = &[(1, false), (2, false), (3, false), (4, true)];
 pub const REGS: Kernel =
     Kernel { id: "matmul_regs", source: SOURCE, entry: "matmul_regs", storage: STORAGE, workgroup: 64 };
+/// vec4-along-k variant for CPU adapters; buffers in order bias, c, a, b.
+pub const NT4: Kernel = Kernel {
+    id: "matmul_nt4",
+    source: SOURCE,
+    entry: "matmul_nt4",
+    storage: &[(3, false), (4, true), (5, false), (6, false)],
+    workgroup: 64,
+};
+/// vec4-along-n variant for CPU adapters; buffers in order a, bias, c, b.
+pub const NN4: Kernel = Kernel {
+    id: "matmul_nn4",
+    source: SOURCE,
+    entry: "matmul_nn4",
+    storage: &[(1, false), (3, false), (4, true), (6, false)],
+    workgroup: 64,
+};
+/// vec4 outer-product variant for CPU adapters; buffers in order bias, c, a, b.
+pub const TN4: Kernel = Kernel {
+    id: "matmul_tn4",
+    source: SOURCE,
+    entry: "matmul_tn4",
+    storage: &[(3, false), (4, true), (5, false), (6, false)],
+    workgroup: 64,
+};
 pub const TILED: Kernel =
     Kernel { id: "matmul_tiled", source: SOURCE, entry: "matmul_tiled", storage: STORAGE, workgroup: 256 };
 
@@ -88,11 +112,45 @@ impl Matmul {
         }
     }
 
+    /// The kernel this product uses: on CPU adapters the vec4 variant its layout allows
+    /// (`MASKAQ_MATMUL=regs` forces the scalar one), on GPUs the tiled kernel.
+    pub fn kernel(&self, cpu_like: bool) -> &'static Kernel {
+        if !cpu_like {
+            return &TILED;
+        }
+        if std::env::var("MASKAQ_MATMUL").is_ok_and(|v| v == "regs") {
+            return &REGS;
+        }
+        let b_n4 = self.b.cs == 1 && [self.b.off, self.b.rs, self.b.b1, self.b.b2].iter().all(|v| v % 4 == 0);
+        let a_m4 = self.a.rs == 1 && [self.a.off, self.a.cs, self.a.b1, self.a.b2].iter().all(|v| v % 4 == 0);
+        if self.nt4_ok() {
+            &NT4
+        } else if b_n4 && a_m4 {
+            &TN4
+        } else if b_n4 {
+            &NN4
+        } else {
+            &REGS
+        }
+    }
+
+    /// Whether the vec4-along-k kernel applies: both operands contiguous along k, and every
+    /// offset and stride a multiple of 4 (16-byte aligned vec4 loads).
+    pub fn nt4_ok(&self) -> bool {
+        let (a, b) = (&self.a, &self.b);
+        a.cs == 1
+            && b.rs == 1
+            && self.k % 4 == 0
+            && self.k > 0
+            && [a.off, a.rs, a.b1, a.b2, b.off, b.cs, b.b1, b.b2].iter().all(|v| v % 4 == 0)
+    }
+
     /// Builds the launch. `bias` must be given iff `bias_off` is set.
     pub fn dispatch(&self, gpu: &Gpu, a: &Tensor, b: &Tensor, bias: Option<&Tensor>, c: &Tensor) -> Dispatch {
         assert_eq!(bias.is_some(), self.bias_off.is_some(), "matmul: bias tensor and offset disagree");
         self.check(a.numel(), b.numel(), c.numel(), bias.map(|t| t.numel()));
-        let (kernel, tile) = if gpu.cpu_like { (&REGS, 32) } else { (&TILED, 64) };
+        let kernel = self.kernel(gpu.cpu_like);
+        let tile = if gpu.cpu_like { 32 } else { 64 };
         let params = [
             u(self.m),
             u(self.n),
@@ -125,7 +183,11 @@ impl Matmul {
             u(self.batch1 * self.batch2),
         ];
         let bias = bias.unwrap_or(a);
-        gpu.dispatch(kernel, &params, &[a, b, bias, c], grid)
+        match kernel.id {
+            "matmul_nt4" | "matmul_tn4" => gpu.dispatch(kernel, &params, &[bias, c, a, b], grid),
+            "matmul_nn4" => gpu.dispatch(kernel, &params, &[a, bias, c, b], grid),
+            _ => gpu.dispatch(kernel, &params, &[a, b, bias, c], grid),
+        }
     }
 
     /// CPU reference (f64 accumulation).

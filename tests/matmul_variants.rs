@@ -1,0 +1,81 @@
+//! The vec4 matmul variants CPU adapters use (chosen by operand layout) against the CPU
+//! reference on ragged M and N, with batching, offsets, bias and beta.
+
+mod common;
+
+use common::{Rng, assert_close, gpu, read, upload1};
+use maskaq::ops::matmul::{Matmul, View};
+
+fn check(
+    name: &str,
+    expected_kernel: &str,
+    mm: Matmul,
+    a_len: usize,
+    b_len: usize,
+    c_len: usize,
+    bias: bool,
+) {
+    let gpu = gpu();
+    assert!(gpu.cpu_like, "this test runs on a CPU adapter (lavapipe)");
+    assert_eq!(mm.kernel(true).id, expected_kernel, "{name}: kernel choice");
+    let mut rng = Rng::new(9);
+    let (a, b, c0) = (rng.vec(a_len, 1.0), rng.vec(b_len, 1.0), rng.vec(c_len, 1.0));
+    let bias_v = rng.vec(mm.n + 3, 1.0);
+    let (at, bt, ct) = (upload1(&gpu, &a), upload1(&gpu, &b), upload1(&gpu, &c0));
+    let biast = upload1(&gpu, &bias_v);
+    let mm = if bias { mm.bias(3) } else { mm };
+    gpu.run(&[&mm.dispatch(&gpu, &at, &bt, bias.then_some(&biast), &ct)]);
+    let mut want = c0.clone();
+    mm.cpu(&a, &b, bias.then_some(&bias_v[..]), &mut want);
+    assert_close(name, &read(&gpu, &ct), &want, 1e-5);
+}
+
+#[test]
+fn nt4_both_operands_along_k() {
+    for (m, n, k) in [(1usize, 1usize, 4usize), (17, 13, 12), (65, 3, 64), (33, 66, 20)] {
+        // C = A Bᵀ with A [m, k] and B [n, k] row-major, leading dimensions padded to 4.
+        let (lda, ldb) = (k + 4, k + 8);
+        let mm =
+            Matmul::new(m, n, k, View::rows(lda).at(4), View::rows(ldb).t(), View::rows(n)).scale(0.7, 0.3);
+        check(&format!("nt4 {m}x{n}x{k}"), "matmul_nt4", mm, 4 + m * lda, n * ldb, m * n, true);
+    }
+    // Attention logits: heads inside a fused qkv matrix.
+    let (b, h, n, hd) = (2, 3, 9, 8);
+    let d3 = 3 * h * hd;
+    let q = View { off: 0, rs: d3, cs: 1, b1: n * d3, b2: hd };
+    let kv = View { off: h * hd, ..q };
+    let c = View { off: 0, rs: n, cs: 1, b1: h * n * n, b2: n * n };
+    let mm = Matmul::new(n, n, hd, q, kv.t(), c).batched(b, h);
+    check("nt4 q kᵀ", "matmul_nt4", mm, b * n * d3, b * n * d3, b * h * n * n, false);
+}
+
+#[test]
+fn nn4_b_along_n() {
+    for (m, n, k) in [(1usize, 4usize, 1usize), (17, 13, 5), (65, 8, 33), (3, 70, 64)] {
+        let ldb = n.div_ceil(4) * 4 + 4;
+        let mm = Matmul::new(m, n, k, View::rows(k + 1), View::rows(ldb), View::rows(n)).scale(1.0, 1.0);
+        check(&format!("nn4 {m}x{n}x{k}"), "matmul_nn4", mm, m * (k + 1), k * ldb, m * n, true);
+    }
+}
+
+#[test]
+fn tn4_a_along_m_b_along_n() {
+    for (m, n, k) in [(4usize, 4usize, 1usize), (17, 13, 5), (64, 9, 40), (6, 70, 3)] {
+        // dW = dyᵀ x: A(m, k) = dy[k, m] with dy [k, m] row-major (ld multiple of 4).
+        let (lda, ldb) = (m.div_ceil(4) * 4, n.div_ceil(4) * 4 + 4);
+        let mm = Matmul::new(m, n, k, View::rows(lda).t(), View::rows(ldb), View::rows(n));
+        check(&format!("tn4 {m}x{n}x{k}"), "matmul_tn4", mm, k * lda, k * ldb, m * n, false);
+    }
+}
+
+#[test]
+fn unaligned_layouts_fall_back_to_scalar_kernel() {
+    // Head dimension 6: offsets of q/k/v are not multiples of 4.
+    let (b, h, n, hd) = (1, 2, 5, 6);
+    let d3 = 3 * h * hd;
+    let q = View { off: 0, rs: d3, cs: 1, b1: n * d3, b2: hd };
+    let k = View { off: h * hd, ..q };
+    let c = View { off: 0, rs: n, cs: 1, b1: h * n * n, b2: n * n };
+    let mm = Matmul::new(n, n, hd, q, k.t(), c).batched(b, h);
+    check("regs fallback", "matmul_regs", mm, b * n * d3, b * n * d3, b * h * n * n, false);
+}
