@@ -233,3 +233,56 @@ fn matmul_tiled(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation
         }
     }
 }
+
+// The tiled kernel for both operands contiguous along k (x Wᵀ, q kᵀ; the layout `nt4_ok`
+// checks): each invocation fetches one vec4 of A and one of B per K-tile.
+@compute @workgroup_size(256)
+fn matmul_tiled_nt4(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
+    let z = wid.z;
+    let tm = wid.y * TILE;
+    let tn = wid.x * TILE;
+    let tx = lid % 16u;
+    let ty = lid / 16u;
+    let ab = base_a(z);
+    let bb = base_b(z);
+    // Loader role: row (or column) lid / 4 of the tile, k quad lid % 4.
+    let li = lid / 4u;
+    let lq = lid % 4u;
+    let arow = (ab + min(tm + li, p.m - 1u) * p.a_rs) / 4u;
+    let bcol = (bb + min(tn + li, p.n - 1u) * p.b_cs) / 4u;
+    var acc: array<f32, 16>;
+    for (var i = 0u; i < 16u; i++) { acc[i] = 0.0; }
+    for (var k0 = 0u; k0 < p.k; k0 += TK) {
+        let kq = k0 / 4u + lq;
+        var av = vec4<f32>(0.0);
+        var bv = vec4<f32>(0.0);
+        if (kq * 4u < p.k) {
+            av = a4[arow + kq];
+            bv = b4[bcol + kq];
+        }
+        for (var e = 0u; e < 4u; e++) {
+            a_tile[(lq * 4u + e) * TILE + li] = av[e];
+            b_tile[(lq * 4u + e) * TILE + li] = bv[e];
+        }
+        workgroupBarrier();
+        for (var kk = 0u; kk < TK; kk++) {
+            let a = vec4<f32>(a_tile[kk * TILE + ty * 4u], a_tile[kk * TILE + ty * 4u + 1u],
+                              a_tile[kk * TILE + ty * 4u + 2u], a_tile[kk * TILE + ty * 4u + 3u]);
+            let b = vec4<f32>(b_tile[kk * TILE + tx * 4u], b_tile[kk * TILE + tx * 4u + 1u],
+                              b_tile[kk * TILE + tx * 4u + 2u], b_tile[kk * TILE + tx * 4u + 3u]);
+            for (var i = 0u; i < 4u; i++) {
+                acc[i * 4u + 0u] = fma(a[i], b.x, acc[i * 4u + 0u]);
+                acc[i * 4u + 1u] = fma(a[i], b.y, acc[i * 4u + 1u]);
+                acc[i * 4u + 2u] = fma(a[i], b.z, acc[i * 4u + 2u]);
+                acc[i * 4u + 3u] = fma(a[i], b.w, acc[i * 4u + 3u]);
+            }
+        }
+        workgroupBarrier();
+    }
+    let cb = base_c(z);
+    for (var i = 0u; i < 4u; i++) {
+        for (var j = 0u; j < 4u; j++) {
+            store(cb, tm + ty * 4u + i, tn + tx * 4u + j, acc[i * 4u + j]);
+        }
+    }
+}

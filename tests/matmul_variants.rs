@@ -79,3 +79,26 @@ fn unaligned_layouts_fall_back_to_scalar_kernel() {
     let mm = Matmul::new(n, n, hd, q, k.t(), c).batched(b, h);
     check("regs fallback", "matmul_regs", mm, b * n * d3, b * n * d3, b * h * n * n, false);
 }
+
+#[test]
+fn tiled_nt4_for_gpus() {
+    // The GPU kernels run on lavapipe too when told the adapter is not a CPU.
+    let mut gpu = gpu();
+    gpu.cpu_like = false;
+    let mut rng = Rng::new(10);
+    for (m, n, k) in [(1usize, 1usize, 4usize), (17, 13, 12), (65, 70, 36), (130, 64, 64)] {
+        let (lda, ldb) = (k + 4, k);
+        let mm =
+            Matmul::new(m, n, k, View::rows(lda).at(4), View::rows(ldb).t(), View::rows(n)).scale(0.5, 0.25);
+        assert_eq!(mm.kernel(false).id, "matmul_tiled_nt4");
+        let (a, b, c0) = (rng.vec(4 + m * lda, 1.0), rng.vec(n * ldb, 1.0), rng.vec(m * n, 1.0));
+        let bias = rng.vec(n + 3, 1.0);
+        let (at, bt, ct, biast) =
+            (upload1(&gpu, &a), upload1(&gpu, &b), upload1(&gpu, &c0), upload1(&gpu, &bias));
+        let mm = mm.bias(3);
+        gpu.run(&[&mm.dispatch(&gpu, &at, &bt, Some(&biast), &ct)]);
+        let mut want = c0.clone();
+        mm.cpu(&a, &b, Some(&bias), &mut want);
+        assert_close(&format!("tiled_nt4 {m}x{n}x{k}"), &read(&gpu, &ct), &want, 1e-5);
+    }
+}

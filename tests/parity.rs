@@ -181,3 +181,15 @@ fn deit_tiny_full_matches_pytorch() {
     }
     assert_fixture("deit_tiny_full");
 }
+
+/// The same parity with the kernels real GPUs use (tiled matmuls with workgroup memory), run
+/// on whatever adapter is present.
+#[test]
+fn gpu_kernel_variants_match_pytorch() {
+    let mut gpu = common::gpu();
+    gpu.cpu_like = false;
+    for name in ["tiny_vit", "tiny_deit_distilled", "tiny_gray_f16"] {
+        let failures = run_fixture(&gpu, &fixture_dir(name));
+        assert!(failures.is_empty(), "{name} (GPU kernels) differs from PyTorch:\n{}", failures.join("\n"));
+    }
+}

@@ -30,6 +30,7 @@ const KERNELS: &[&Kernel] = &[
     &matmul::NT4,
     &matmul::NN4,
     &matmul::TN4,
+    &matmul::TILED_NT4,
     &objectives::SSIM_HEADS,
     &objectives::ENTROPY_ROWS,
     &objectives::ENTROPY_GRAM,

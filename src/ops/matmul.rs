@@ -31,6 +31,14 @@ pub const TN4: Kernel = Kernel {
     storage: &[(3, false), (4, true), (5, false), (6, false)],
     workgroup: 64,
 };
+/// The tiled kernel with vec4 loads, both operands contiguous along k; buffers bias, c, a, b.
+pub const TILED_NT4: Kernel = Kernel {
+    id: "matmul_tiled_nt4",
+    source: SOURCE,
+    entry: "matmul_tiled_nt4",
+    storage: &[(3, false), (4, true), (5, false), (6, false)],
+    workgroup: 256,
+};
 pub const TILED: Kernel =
     Kernel { id: "matmul_tiled", source: SOURCE, entry: "matmul_tiled", storage: STORAGE, workgroup: 256 };
 
@@ -116,7 +124,7 @@ impl Matmul {
     /// (`MASKAQ_MATMUL=regs` forces the scalar one), on GPUs the tiled kernel.
     pub fn kernel(&self, cpu_like: bool) -> &'static Kernel {
         if !cpu_like {
-            return &TILED;
+            return if self.nt4_ok() { &TILED_NT4 } else { &TILED };
         }
         if std::env::var("MASKAQ_MATMUL").is_ok_and(|v| v == "regs") {
             return &REGS;
@@ -184,7 +192,9 @@ impl Matmul {
         ];
         let bias = bias.unwrap_or(a);
         match kernel.id {
-            "matmul_nt4" | "matmul_tn4" => gpu.dispatch(kernel, &params, &[bias, c, a, b], grid),
+            "matmul_nt4" | "matmul_tn4" | "matmul_tiled_nt4" => {
+                gpu.dispatch(kernel, &params, &[bias, c, a, b], grid)
+            }
             "matmul_nn4" => gpu.dispatch(kernel, &params, &[a, bias, c, b], grid),
             _ => gpu.dispatch(kernel, &params, &[a, b, bias, c], grid),
         }
