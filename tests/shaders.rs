@@ -6,8 +6,8 @@ use std::collections::HashSet;
 
 use maskaq::gpu::Kernel;
 use maskaq::ops::{
-    self, augment, copy, embed, gelu, layernorm, loss, matmul, objectives, optim, quant, reduce, softmax,
-    synth,
+    self, augment, copy, distill, embed, gelu, layernorm, loss, matmul, objectives, optim, quant, reduce,
+    softmax, synth,
 };
 use naga::valid::{Capabilities, ModuleInfo, ValidationFlags, Validator};
 
@@ -16,6 +16,9 @@ const KERNELS: &[&Kernel] = &[
     &augment::SHIFT_FLIP,
     &copy::COPY,
     &copy::FILL,
+    &distill::KD,
+    &distill::HD_WEIGHTS,
+    &distill::HD_SSIM,
     &embed::PATCHIFY,
     &embed::UNPATCHIFY,
     &embed::TOKENS,

@@ -3,6 +3,7 @@
 
 pub mod augment;
 pub mod copy;
+pub mod distill;
 pub mod embed;
 pub mod gelu;
 pub mod layernorm;
@@ -19,6 +20,7 @@ pub mod synth;
 pub const SHADERS: &[(&str, &str)] = &[
     ("augment.wgsl", augment::SOURCE),
     ("copy.wgsl", copy::SOURCE),
+    ("distill.wgsl", distill::SOURCE),
     ("embed.wgsl", embed::SOURCE),
     ("gelu.wgsl", gelu::SOURCE),
     ("layernorm.wgsl", layernorm::SOURCE),

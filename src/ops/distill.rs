@@ -1,0 +1,117 @@
+//! Q-training losses (shaders/distill.wgsl, spec 1.3 and 2.5): knowledge distillation at
+//! temperature T and the mask-weighted SSIM distillation of the attention outputs.
+
+use super::{f, u};
+use crate::gpu::{Dispatch, Gpu, Kernel, Tensor, grid1d};
+
+pub const SOURCE: &str = include_str!("../../shaders/distill.wgsl");
+pub const KD: Kernel = Kernel {
+    id: "kd",
+    source: SOURCE,
+    entry: "kd",
+    storage: &[(1, false), (2, false), (3, true), (4, true)],
+    workgroup: 64,
+};
+pub const HD_WEIGHTS: Kernel = Kernel {
+    id: "hd_weights",
+    source: SOURCE,
+    entry: "hd_weights",
+    storage: &[(1, false), (5, true)],
+    workgroup: 64,
+};
+pub const HD_SSIM: Kernel = Kernel {
+    id: "hd_ssim",
+    source: SOURCE,
+    entry: "hd_ssim",
+    storage: &[(1, false), (2, false), (3, true), (4, true), (6, false)],
+    workgroup: 64,
+};
+
+pub const C2: f32 = 0.03 * 0.03;
+
+/// KD loss `coef * KL * T^2` per row into `partial[off..off + rows]`, its gradient added to `dzq`.
+#[allow(clippy::too_many_arguments)]
+pub fn kd(
+    gpu: &Gpu,
+    rows: usize,
+    classes: usize,
+    temp: f32,
+    coef: f32,
+    zp: &Tensor,
+    zq: &Tensor,
+    dzq: &Tensor,
+    partial: &Tensor,
+    off: usize,
+) -> Dispatch {
+    assert!(zp.numel() == rows * classes && zq.numel() == rows * classes && dzq.numel() == rows * classes);
+    assert!(partial.numel() >= off + rows);
+    let params = [u(rows), 0, u(classes), 0, 0, 0, 0, u(off), f(coef), f(temp), 0, 0];
+    gpu.dispatch(&KD, &params, &[zp, zq, dzq, partial], grid1d(rows, 64))
+}
+
+/// Shape of one block's per-head attention output [B, H, N, d] and its patch tokens.
+#[derive(Clone, Copy, Debug)]
+pub struct HeadDims {
+    pub b: usize,
+    pub h: usize,
+    pub n: usize,
+    pub prefix: usize,
+    pub d: usize,
+}
+
+impl HeadDims {
+    pub fn np(&self) -> usize {
+        self.n - self.prefix
+    }
+    /// Tokens weighted 2: round(np * proportion) with round-half-to-even (Python's round), at least 1.
+    pub fn top_k(&self, proportion: f64) -> usize {
+        ((self.np() as f64 * proportion).round_ties_even() as usize).max(1)
+    }
+    fn params(&self, k: usize, off: usize, coef: f32) -> [u32; 12] {
+        [
+            u(self.b),
+            u(self.h),
+            u(self.n),
+            u(self.prefix),
+            u(self.np()),
+            u(self.d),
+            u(k),
+            u(off),
+            f(coef),
+            0,
+            f(C2),
+            0,
+        ]
+    }
+}
+
+/// The mask-weighted SSIM head distillation of one block: token weights from the teacher's
+/// `o_p` (top `k` by importance get 2), then `coef * (1 - ssim)` partials per (b, h, channel) at
+/// `partial[off..]` and the gradient added to `do_q`. coef = weight / (L B H d).
+#[allow(clippy::too_many_arguments)]
+pub fn head_distill(
+    gpu: &Gpu,
+    dims: &HeadDims,
+    k: usize,
+    coef: f32,
+    o_p: &Tensor,
+    o_q: &Tensor,
+    do_q: &Tensor,
+    weights: &Tensor,
+    partial: &Tensor,
+    off: usize,
+) -> [Dispatch; 2] {
+    let len = dims.b * dims.h * dims.n * dims.d;
+    assert!(o_p.numel() == len && o_q.numel() == len && do_q.numel() == len);
+    assert!(weights.numel() >= dims.b * dims.np() && partial.numel() >= off + dims.b * dims.h * dims.d);
+    let params = dims.params(k, off, coef);
+    [
+        gpu.dispatch(&HD_WEIGHTS, &params, &[o_p, weights], grid1d(dims.b * dims.np(), 64)),
+        gpu.dispatch(
+            &HD_SSIM,
+            &params,
+            &[o_p, o_q, do_q, partial, weights],
+            grid1d(dims.b * dims.h * dims.d, 64),
+        ),
+    ]
+}
