@@ -2,4 +2,5 @@
 //! Q training and the refresh scheduler. Each module reads like the matching section of
 //! maskaq-spec.md.
 
+pub mod qtrain;
 pub mod synth;

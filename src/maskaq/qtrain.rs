@@ -1,0 +1,247 @@
+//! Q training on synthetic images (maskaq-spec.md section 1.3): knowledge distillation from P
+//! (KL at temperature T, times T^2) plus `hd_coef` times the mask-weighted SSIM distillation of
+//! the attention outputs (section 2.5), SGD with Nesterov momentum on every parameter of Q,
+//! including the activation quantizers' alpha and z.
+//!
+//! One step is one submission (P forward, Q forward, both losses, Q backward, SGD). The host
+//! writes the batch and the learning rate; it reads the summed losses only when logging.
+//! Not yet here: the spec's batch augmentation and the refresh scheduler (`maskaq quantize`).
+
+use anyhow::{Result, bail};
+use serde::Serialize;
+
+use crate::gpu::{Dispatch, Gpu, Tensor};
+use crate::model::{Graph, GraphOptions, Vit};
+use crate::ops::copy;
+use crate::ops::distill::{self, HeadDims};
+use crate::ops::optim::{Slice, sgd};
+use crate::ops::reduce::SumRows;
+
+/// Q-training settings (defaults: the authors' code, spec 1.3 and section 5).
+#[derive(Clone, Debug, Serialize)]
+pub struct QTrainConfig {
+    pub lr: f32,
+    pub momentum: f32,
+    pub weight_decay: f32,
+    pub batch: usize,
+    pub kd_temperature: f32,
+    /// Weight of the head distillation (argparse default 10; 0 switches it off).
+    pub hd_coef: f32,
+    /// Fraction of patch tokens weighted 2 in the head distillation.
+    pub mask_proportion: f64,
+    /// Weight of the top tokens (the spec's masked weighting; 1 switches the masking off).
+    pub mask_weight: f32,
+}
+
+impl Default for QTrainConfig {
+    fn default() -> Self {
+        QTrainConfig {
+            lr: 1e-3,
+            momentum: 0.9,
+            weight_decay: 0.0,
+            batch: 16,
+            kd_temperature: 5.0,
+            hd_coef: 10.0,
+            mask_proportion: 0.1,
+            mask_weight: 2.0,
+        }
+    }
+}
+
+/// Mean losses over the steps since the last read.
+#[derive(Clone, Debug, Serialize)]
+pub struct StepLosses {
+    pub kd: f32,
+    pub hd: f32,
+    pub steps: usize,
+}
+
+/// P and Q unrolled for one batch size with every launch of a training step.
+pub struct QTrainer<'a> {
+    gpu: &'a Gpu,
+    cfg: QTrainConfig,
+    q: &'a Vit,
+    gp: Graph,
+    gq: Graph,
+    hyper: Tensor,
+    sums: Tensor,
+    forward_losses: Vec<Dispatch>,
+    update: Vec<Dispatch>,
+    q_init: bool,
+    updates_done: usize,
+    steps_since_read: usize,
+    _keep: Vec<Tensor>,
+}
+
+impl<'a> QTrainer<'a> {
+    pub fn new(gpu: &'a Gpu, p: &'a Vit, q: &'a Vit, cfg: QTrainConfig) -> Result<QTrainer<'a>> {
+        let quant = q.quant.as_ref().ok_or_else(|| anyhow::anyhow!("Q training needs a quantized model"))?;
+        if quant.frozen_weights {
+            bail!(
+                "this quantized model holds already-quantized weights (a loaded export); train from the FP weights"
+            );
+        }
+        let c = &p.cfg;
+        let b = cfg.batch;
+        let gp = Graph::build(gpu, p, b, GraphOptions::default());
+        let gq = Graph::build(
+            gpu,
+            q,
+            b,
+            GraphOptions { backward: true, attention_grads: true, ..Default::default() },
+        );
+        let t = |s: &[usize]| Tensor::zeros(gpu, s);
+        let hyper = t(&[4]);
+        let sums = t(&[2]);
+        let l = c.depth;
+        let dims = HeadDims { b, h: c.num_heads, n: c.tokens(), prefix: c.prefix_tokens(), d: c.head_dim() };
+        let kd_partial = t(&[b]);
+        let hd_partial = t(&[l * b * dims.h * dims.d]);
+        let weights = t(&[b * dims.np()]);
+        let mut fl: Vec<Dispatch> = vec![copy::fill(gpu, &gq.d_logits, 0.0)];
+        fl.push(distill::kd(
+            gpu,
+            b,
+            c.num_classes,
+            cfg.kd_temperature,
+            1.0 / b as f32,
+            &gp.logits,
+            &gq.logits,
+            &gq.d_logits,
+            &kd_partial,
+            0,
+        ));
+        let k = if cfg.mask_weight == 1.0 { 0 } else { dims.top_k(cfg.mask_proportion) };
+        let count = (l * b * dims.h * dims.d) as f32;
+        for li in 0..l {
+            let d_o = gq.taps[li].d_attn_out.as_ref().unwrap();
+            fl.push(copy::fill(gpu, d_o, 0.0));
+            if cfg.hd_coef > 0.0 {
+                let ds = distill::head_distill(
+                    gpu,
+                    &dims,
+                    k,
+                    cfg.hd_coef / count,
+                    &gp.taps[li].attn_out,
+                    &gq.taps[li].attn_out,
+                    d_o,
+                    &weights,
+                    &hd_partial,
+                    li * b * dims.h * dims.d,
+                );
+                fl.extend(ds);
+            }
+        }
+        let sum = |n: usize, o_off: usize, alpha: f32| SumRows {
+            n: 1,
+            rows: n,
+            s_off: 0,
+            rs: 1,
+            o_off,
+            alpha,
+            beta: 1.0,
+        };
+        fl.push(sum(b, 0, 1.0).dispatch(gpu, &kd_partial, &sums));
+        fl.push(
+            sum(hd_partial.numel(), 1, if cfg.hd_coef > 0.0 { 1.0 / cfg.hd_coef } else { 0.0 }).dispatch(
+                gpu,
+                &hd_partial,
+                &sums,
+            ),
+        );
+        let mut keep = vec![kd_partial, hd_partial, weights];
+        let mut update = Vec::new();
+        for p in &q.params {
+            let buf = t(&p.shape);
+            update.push(sgd(
+                gpu,
+                Slice::all(p.value.numel()),
+                cfg.momentum,
+                cfg.weight_decay,
+                &p.value,
+                &p.grad,
+                &buf,
+                &hyper,
+            ));
+            keep.push(buf);
+        }
+        let qbuf = t(&quant.state.qparams.shape);
+        update.push(sgd(
+            gpu,
+            Slice::all(qbuf.numel()),
+            cfg.momentum,
+            cfg.weight_decay,
+            &quant.state.qparams,
+            &quant.state.qgrad,
+            &qbuf,
+            &hyper,
+        ));
+        keep.push(qbuf);
+        Ok(QTrainer {
+            gpu,
+            cfg,
+            q,
+            gp,
+            gq,
+            hyper,
+            sums,
+            forward_losses: fl,
+            update,
+            q_init: !quant.initialized.get(),
+            updates_done: 0,
+            steps_since_read: 0,
+            _keep: keep,
+        })
+    }
+
+    /// One step on `images` ([B, C, H, W], normalised). With `update` false the losses and
+    /// gradients are computed but Q is not changed (the spec's first two epochs).
+    pub fn step(&mut self, images: &[f32], lr: f32, update: bool) {
+        self.gp.images.write(self.gpu, images);
+        self.gq.images.write(self.gpu, images);
+        let first = self.updates_done == 0;
+        self.hyper.write(self.gpu, &[lr, if first { 1.0 } else { 0.0 }, 0.0, 0.0]);
+        let q_fw = if self.q_init { self.gq.forward_init_dispatches() } else { self.gq.forward_dispatches() };
+        let none: &[Dispatch] = &[];
+        let upd: &[Dispatch] = if update { &self.update } else { none };
+        self.gpu.run_all(&[
+            self.gp.forward_dispatches(),
+            q_fw,
+            &self.forward_losses,
+            self.gq.backward_dispatches(),
+            upd,
+        ]);
+        if self.q_init {
+            self.q_init = false;
+            if let Some(q) = &self.q.quant {
+                q.initialized.set(true);
+            }
+        }
+        if update {
+            self.updates_done += 1;
+        }
+        self.steps_since_read += 1;
+    }
+
+    /// Mean KD and head-distillation losses since the last call (waits for the GPU).
+    pub fn read_losses(&mut self) -> Result<StepLosses> {
+        let v = self.sums.read(self.gpu)?;
+        let n = self.steps_since_read.max(1) as f32;
+        let out = StepLosses { kd: v[0] / n, hd: v[1] / n, steps: self.steps_since_read };
+        self.sums.write(self.gpu, &[0.0, 0.0]);
+        self.steps_since_read = 0;
+        Ok(out)
+    }
+
+    pub fn config(&self) -> &QTrainConfig {
+        &self.cfg
+    }
+}
+
+/// Learning rate of epoch `epoch` (from 0) of `epochs`: cosine annealing to 1% of `lr`, stepped
+/// at the start of every epoch as the authors' code does (epoch 0 already uses step 1).
+pub fn epoch_lr(lr: f32, epoch: usize, epochs: usize) -> f32 {
+    let eta_min = 0.01 * lr as f64;
+    let t = (epoch + 1) as f64 / epochs.max(1) as f64;
+    (eta_min + (lr as f64 - eta_min) * 0.5 * (1.0 + (std::f64::consts::PI * t).cos())) as f32
+}
