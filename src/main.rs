@@ -148,7 +148,7 @@ enum Command {
         quantized: Option<PathBuf>,
         #[arg(long, default_value = "W4A4")]
         bits: String,
-        /// maskaq (all terms), mimiq (SSIM + CE + TV) or noise (no optimisation).
+        /// maskaq (all terms), mimiq (SSIM + CE + TV), psaq (KDE entropy + CE + TV) or noise.
         #[arg(long, default_value = "maskaq")]
         method: String,
         /// Number of images.

@@ -6,8 +6,8 @@ use std::collections::HashSet;
 
 use maskaq::gpu::Kernel;
 use maskaq::ops::{
-    self, augment, copy, distill, embed, gelu, layernorm, loss, matmul, objectives, optim, quant, reduce,
-    softmax, synth,
+    self, augment, copy, distill, embed, gelu, layernorm, loss, matmul, objectives, optim, psaq, quant,
+    reduce, softmax, synth,
 };
 use naga::valid::{Capabilities, ModuleInfo, ValidationFlags, Validator};
 
@@ -46,6 +46,11 @@ const KERNELS: &[&Kernel] = &[
     &objectives::MASKED_ALIGNMENT,
     &optim::ADAMW,
     &optim::SGD,
+    &psaq::ROWS,
+    &psaq::SIMS,
+    &psaq::RANGE,
+    &psaq::ENTROPY,
+    &psaq::BACKWARD,
     &quant::WEIGHT,
     &quant::FORWARD,
     &quant::STATS,

@@ -69,8 +69,14 @@ pub fn prepare_out_dir(out: &Path) -> Result<()> {
 
 fn fmt_terms(t: &TermLog) -> String {
     let mut s = format!("loss {:.4}", t.total);
-    for (name, v) in [("ssim", t.ssim), ("ent", t.entropy), ("att", t.alignment), ("ce", t.ce), ("tv", t.tv)]
-    {
+    for (name, v) in [
+        ("ssim", t.ssim),
+        ("ent", t.entropy),
+        ("att", t.alignment),
+        ("kde", t.kde),
+        ("ce", t.ce),
+        ("tv", t.tv),
+    ] {
         if let Some(v) = v {
             s += &format!("  {name} {v:.4}");
         }

@@ -85,8 +85,11 @@ pub struct Dispatch {
     pipeline: Arc<Pipeline>,
     bind_group: wgpu::BindGroup,
     grid: [u32; 3],
-    /// Keeps the parameter buffer alive with the bind group (and lets tests inspect it).
+    /// Keeps the parameter buffer alive with the bind group.
     _params: wgpu::Buffer,
+    /// The bound storage buffers: holding them tells the buffer pool they are still in use, so
+    /// a buffer is never handed out again while a launch that binds it exists.
+    _buffers: Vec<Arc<wgpu::Buffer>>,
 }
 
 impl Dispatch {
@@ -144,6 +147,13 @@ impl Gpu {
             layout: &pipeline.layout,
             entries: &entries,
         });
-        Dispatch { kernel: kernel.id, pipeline, bind_group, grid, _params: pbuf }
+        Dispatch {
+            kernel: kernel.id,
+            pipeline,
+            bind_group,
+            grid,
+            _params: pbuf,
+            _buffers: buffers.iter().map(|t| t.buf.clone()).collect(),
+        }
     }
 }

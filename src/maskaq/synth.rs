@@ -17,9 +17,11 @@ use serde::Serialize;
 use crate::gpu::{Dispatch, Gpu, Tensor};
 use crate::model::{Graph, GraphOptions, Vit};
 use crate::ops::copy::{self, Copy4};
+use crate::ops::distill::HeadDims;
 use crate::ops::loss::cross_entropy;
 use crate::ops::objectives::{self as obj, AttnDims, EntropyScratch};
 use crate::ops::optim::{Slice, adamw};
+use crate::ops::psaq::{self as pq, PsaqScratch};
 use crate::ops::reduce::SumRows;
 use crate::ops::synth::{self as sy, TvScratch};
 use crate::rng::Rng;
@@ -32,6 +34,9 @@ pub enum Method {
     Maskaq,
     /// MimiQ: inter-head SSIM, cross-entropy, total variation.
     Mimiq,
+    /// PSAQ-ViT's objective: KDE entropy of the attention outputs' patch similarities,
+    /// cross-entropy, total variation (in this synthesis loop, for a like-for-like comparison).
+    Psaq,
     /// Gaussian noise, no optimisation.
     Noise,
 }
@@ -43,10 +48,8 @@ impl FromStr for Method {
             "maskaq" => Method::Maskaq,
             "mimiq" => Method::Mimiq,
             "noise" => Method::Noise,
-            "psaq" => bail!(
-                "--method psaq (PSAQ-ViT's kernel-density entropy) is not implemented yet; use maskaq, mimiq or noise"
-            ),
-            other => bail!("unknown method `{other}`: expected maskaq, mimiq or noise"),
+            "psaq" => Method::Psaq,
+            other => bail!("unknown method `{other}`: expected maskaq, mimiq, psaq or noise"),
         })
     }
 }
@@ -56,6 +59,7 @@ impl fmt::Display for Method {
         f.write_str(match self {
             Method::Maskaq => "maskaq",
             Method::Mimiq => "mimiq",
+            Method::Psaq => "psaq",
             Method::Noise => "noise",
         })
     }
@@ -69,15 +73,24 @@ pub struct Weights {
     pub alignment: f32,
     pub ce: f32,
     pub tv: f32,
+    /// PSAQ-ViT's KDE entropy of the attention outputs' patch similarities.
+    pub kde: f32,
 }
 
 impl Weights {
     /// The defaults of `method` (spec 2.6).
     pub fn of(method: Method) -> Weights {
         match method {
-            Method::Maskaq => Weights { ssim: 1.0, entropy: 1.0, alignment: 0.1, ce: 1.0, tv: 2.5e-5 },
-            Method::Mimiq => Weights { ssim: 1.0, entropy: 0.0, alignment: 0.0, ce: 1.0, tv: 2.5e-5 },
-            Method::Noise => Weights { ssim: 0.0, entropy: 0.0, alignment: 0.0, ce: 0.0, tv: 0.0 },
+            Method::Maskaq => {
+                Weights { ssim: 1.0, entropy: 1.0, alignment: 0.1, ce: 1.0, tv: 2.5e-5, kde: 0.0 }
+            }
+            Method::Mimiq => {
+                Weights { ssim: 1.0, entropy: 0.0, alignment: 0.0, ce: 1.0, tv: 2.5e-5, kde: 0.0 }
+            }
+            Method::Psaq => {
+                Weights { ssim: 0.0, entropy: 0.0, alignment: 0.0, ce: 1.0, tv: 2.5e-5, kde: 1.0 }
+            }
+            Method::Noise => Weights { ssim: 0.0, entropy: 0.0, alignment: 0.0, ce: 0.0, tv: 0.0, kde: 0.0 },
         }
     }
 }
@@ -132,6 +145,7 @@ pub struct TermLog {
     pub alignment: Option<f32>,
     pub ce: Option<f32>,
     pub tv: Option<f32>,
+    pub kde: Option<f32>,
     /// Weighted sum (the optimised objective).
     pub total: f32,
 }
@@ -152,7 +166,8 @@ const ENTROPY: usize = 1;
 const ALIGN: usize = 2;
 const CE: usize = 3;
 const TV: usize = 4;
-const TERMS: usize = 5;
+const KDE: usize = 5;
+const TERMS: usize = 6;
 
 /// P, Q and every buffer and launch of one synthesis batch, built once and reused.
 pub struct Synthesizer<'a> {
@@ -226,7 +241,7 @@ impl<'a> Synthesizer<'a> {
         let subsets: Vec<Tensor> = (0..l).map(|_| t(&[b * sub])).collect();
         let keys = t(&[b * np]);
         let targets = t(&[b]);
-        let partial = t(&[l * b * np.max(1) * 3 + 4 * b]);
+        let partial = t(&[l * b * np.max(1) * 2 + 2 * l * b]);
         let terms = t(&[TERMS]);
         let (m_adam, v_adam) = (t(&shape), t(&shape));
         let cls = t(&[b * np]);
@@ -249,6 +264,9 @@ impl<'a> Synthesizer<'a> {
         let seg_ssim = 0;
         let seg_ent = l * b * np;
         let seg_align = seg_ent + l * b;
+        let seg_kde = seg_align + l * b * np;
+        let hdims = HeadDims { b, h: c.num_heads, n: c.tokens(), prefix: c.prefix_tokens(), d: c.head_dim() };
+        let kde_scratch = PsaqScratch::new(gpu, &hdims);
         let mut ds: Vec<Dispatch> = Vec::new();
         let mut loss_sums: Vec<Dispatch> = Vec::new();
         // The forward passes see the jittered, augmented images.
@@ -263,6 +281,12 @@ impl<'a> Synthesizer<'a> {
         let mut objectives: Vec<Dispatch> = vec![copy::fill(gpu, &partial, 0.0)];
         for tap in gp.taps.iter().chain(gq.iter().flat_map(|g| g.taps.iter())) {
             objectives.push(copy::fill(gpu, tap.d_attn_logits.as_ref().unwrap(), 0.0));
+        }
+        if w.kde > 0.0 {
+            for tap in &gp.taps {
+                let d_o = tap.d_attn_out.as_ref().unwrap();
+                objectives.push(copy::fill(gpu, d_o, 0.0));
+            }
         }
         let lf = l as f32;
         for (li, tap) in gp.taps.iter().enumerate() {
@@ -295,6 +319,20 @@ impl<'a> Synthesizer<'a> {
             }
             if use_q {
                 objectives.push(obj::cls_mean(gpu, &dims, 1.0 / lf, li == 0, &tap.attn_logits, &cls));
+            }
+            if w.kde > 0.0 {
+                let d_o = tap.d_attn_out.as_ref().unwrap();
+                let coef = w.kde / b as f32;
+                objectives.extend(pq::entropy(
+                    gpu,
+                    &hdims,
+                    coef,
+                    &tap.attn_out,
+                    d_o,
+                    &partial,
+                    seg_kde + li * b,
+                    &kde_scratch,
+                ));
             }
         }
         if let Some(gq) = &gq {
@@ -334,6 +372,7 @@ impl<'a> Synthesizer<'a> {
             (SSIM, seg_ssim, l * b * np, w.ssim),
             (ENTROPY, seg_ent, l * b, w.entropy),
             (ALIGN, seg_align, l * b * np, w.alignment),
+            (KDE, seg_kde, l * b, w.kde),
         ] {
             loss_sums.push(SumRows { o_off: k, ..sum(n, off, inv(weight)) }.dispatch(gpu, &partial, &terms));
         }
@@ -475,9 +514,11 @@ impl<'a> Synthesizer<'a> {
             alignment: on(align_on, v[ALIGN]),
             ce: on(w.ce, v[CE]),
             tv: on(w.tv, v[TV]),
+            kde: on(w.kde, v[KDE]),
             total: w.ssim * v[SSIM]
                 + w.entropy * v[ENTROPY]
                 + align_on * v[ALIGN]
+                + w.kde * v[KDE]
                 + w.ce * v[CE]
                 + w.tv * v[TV],
         })

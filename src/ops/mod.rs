@@ -11,6 +11,7 @@ pub mod loss;
 pub mod matmul;
 pub mod objectives;
 pub mod optim;
+pub mod psaq;
 pub mod quant;
 pub mod reduce;
 pub mod softmax;
@@ -28,6 +29,7 @@ pub const SHADERS: &[(&str, &str)] = &[
     ("matmul.wgsl", matmul::SOURCE),
     ("objectives.wgsl", objectives::SOURCE),
     ("optim.wgsl", optim::SOURCE),
+    ("psaq.wgsl", psaq::SOURCE),
     ("quant.wgsl", quant::SOURCE),
     ("reduce.wgsl", reduce::SOURCE),
     ("softmax.wgsl", softmax::SOURCE),
