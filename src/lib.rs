@@ -10,6 +10,7 @@ pub mod io;
 pub mod maskaq;
 pub mod model;
 pub mod ops;
+pub mod plot;
 pub mod quant;
 pub mod rng;
 pub mod train;

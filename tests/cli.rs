@@ -389,3 +389,74 @@ fn synth_writes_dataset_previews_and_log() {
     assert!(bits(&a["images"].1) == bits(&b["images"].1), "same seed must give the same images bit for bit");
     assert!(a["labels"].1 == b["labels"].1);
 }
+
+#[test]
+fn quantize_runs_the_pipeline_and_writes_its_outputs() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("q");
+    let model = fixtures().join("tiny_gray_f16");
+    let slice = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("assets/fashion-mnist-test-slice/t10k-images-idx3-ubyte.gz");
+    let args = [
+        "quantize",
+        "--model",
+        model.to_str().unwrap(),
+        "--bits",
+        "W4A4",
+        "--eval-data",
+        slice.to_str().unwrap(),
+        "--num-images",
+        "8",
+        "--synth-iters",
+        "3",
+        "--epochs",
+        "3",
+        "--refresh-every",
+        "2",
+        "--frozen-epochs",
+        "1",
+        "--out",
+        out.to_str().unwrap(),
+    ];
+    let run = maskaq(&args);
+    assert!(run.status.success(), "{}", String::from_utf8_lossy(&run.stderr));
+    for f in [
+        "quantized.safetensors",
+        "report.json",
+        "curves_loss.png",
+        "curves_accuracy.png",
+        "synthetic/contact_sheet.png",
+    ] {
+        assert!(out.join(f).exists(), "{f} missing");
+    }
+    let r: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(out.join("report.json")).unwrap()).unwrap();
+    let epochs = r["epochs"].as_array().unwrap();
+    assert_eq!(epochs.len(), 3);
+    assert_eq!(epochs[0]["updated"], false, "first epoch frozen");
+    assert_eq!(epochs[2]["refreshed"], true, "refresh at epoch 3 (every 2)");
+    for k in ["fp_top1", "ptq_noise_top1", "final_top1"] {
+        assert!(r[k].as_f64().is_some(), "{k}");
+    }
+    // The exported model evaluates to the reported final accuracy.
+    let ev = maskaq(&[
+        "eval",
+        "--model",
+        model.to_str().unwrap(),
+        "--quantized",
+        out.join("quantized.safetensors").to_str().unwrap(),
+        "--data",
+        slice.to_str().unwrap(),
+        "--json",
+    ]);
+    let v: serde_json::Value = serde_json::from_slice(&ev.stdout).unwrap();
+    assert_eq!(v["top1"], r["final_top1"]);
+    expect_error(
+        &["quantize", "--model", model.to_str().unwrap(), "--out", out.to_str().unwrap(), "--resume"],
+        &["--resume", "not implemented"],
+    );
+    expect_error(
+        &["quantize", "--model", model.to_str().unwrap(), "--out", out.to_str().unwrap(), "--preset", "huge"],
+        &["--preset", "huge"],
+    );
+}

@@ -5,6 +5,7 @@ pub mod devices;
 pub mod eval;
 pub mod predict;
 pub mod ptq;
+pub mod quantize;
 pub mod synth;
 
 use std::path::Path;

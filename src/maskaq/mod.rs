@@ -2,5 +2,6 @@
 //! Q training and the refresh scheduler. Each module reads like the matching section of
 //! maskaq-spec.md.
 
+pub mod pipeline;
 pub mod qtrain;
 pub mod synth;

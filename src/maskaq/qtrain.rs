@@ -67,7 +67,6 @@ pub struct QTrainer<'a> {
     sums: Tensor,
     forward_losses: Vec<Dispatch>,
     update: Vec<Dispatch>,
-    q_init: bool,
     updates_done: usize,
     steps_since_read: usize,
     _keep: Vec<Tensor>,
@@ -187,7 +186,6 @@ impl<'a> QTrainer<'a> {
             sums,
             forward_losses: fl,
             update,
-            q_init: !quant.initialized.get(),
             updates_done: 0,
             steps_since_read: 0,
             _keep: keep,
@@ -201,7 +199,9 @@ impl<'a> QTrainer<'a> {
         self.gq.images.write(self.gpu, images);
         let first = self.updates_done == 0;
         self.hyper.write(self.gpu, &[lr, if first { 1.0 } else { 0.0 }, 0.0, 0.0]);
-        let q_fw = if self.q_init { self.gq.forward_init_dispatches() } else { self.gq.forward_dispatches() };
+        // LSQ initialises on the first forward Q ever sees (in synthesis, or here).
+        let init = self.q.quant.as_ref().is_some_and(|q| !q.initialized.get());
+        let q_fw = if init { self.gq.forward_init_dispatches() } else { self.gq.forward_dispatches() };
         let none: &[Dispatch] = &[];
         let upd: &[Dispatch] = if update { &self.update } else { none };
         self.gpu.run_all(&[
@@ -211,11 +211,8 @@ impl<'a> QTrainer<'a> {
             self.gq.backward_dispatches(),
             upd,
         ]);
-        if self.q_init {
-            self.q_init = false;
-            if let Some(q) = &self.q.quant {
-                q.initialized.set(true);
-            }
+        if init && let Some(q) = &self.q.quant {
+            q.initialized.set(true);
         }
         if update {
             self.updates_done += 1;

@@ -1,0 +1,164 @@
+//! `maskaq quantize`: the MaskAQ pipeline — sample synthesis with P and Q, Q training with
+//! periodic refresh — then export, a JSON report and loss/accuracy curves.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result, bail};
+
+use crate::commands::synth::prepare_out_dir;
+use crate::data::dataset;
+use crate::gpu::{Gpu, GpuOptions};
+use crate::maskaq::pipeline::{self, QuantizeConfig};
+use crate::maskaq::synth::Method;
+use crate::model::Vit;
+use crate::model::checkpoint::{load_weights, resolve};
+use crate::quant::Bits;
+
+pub struct QuantizeArgs {
+    pub model: Option<PathBuf>,
+    pub arch: Option<String>,
+    pub bits: String,
+    pub method: String,
+    pub preset: String,
+    pub eval_data: Option<PathBuf>,
+    pub out: PathBuf,
+    pub seed: u64,
+    pub num_images: Option<usize>,
+    pub synth_iters: Option<usize>,
+    pub epochs: Option<usize>,
+    pub refresh_every: Option<usize>,
+    pub frozen_epochs: Option<usize>,
+    pub lr: Option<f32>,
+    pub hd_coef: Option<f32>,
+    /// Ablations: switch off the entropy term, the masked alignment, the masked distillation
+    /// weights, the refresh.
+    pub no_entropy: bool,
+    pub no_alignment: bool,
+    pub no_mask_weights: bool,
+    pub no_refresh: bool,
+    pub resume: bool,
+}
+
+/// The bundled model and test slice, found beside the sources or in the working directory.
+fn bundled(rel: &str) -> PathBuf {
+    let here = Path::new(rel);
+    if here.exists() { here.to_path_buf() } else { Path::new(env!("CARGO_MANIFEST_DIR")).join(rel) }
+}
+
+pub fn run(gpu_opts: &GpuOptions, args: &QuantizeArgs) -> Result<()> {
+    if args.resume {
+        bail!("--resume: checkpoints and resuming are not implemented yet");
+    }
+    let method: Method = args.method.parse().map_err(|e| anyhow::anyhow!("--method: {e}"))?;
+    let bits: Bits = args.bits.parse().map_err(|e| anyhow::anyhow!("--bits: {e}"))?;
+    let mut cfg = QuantizeConfig::preset(&args.preset, method, &bits.to_string())?;
+    cfg.seed = args.seed;
+    if let Some(v) = args.num_images {
+        cfg.num_images = v;
+    }
+    if let Some(v) = args.synth_iters {
+        cfg.synth.iters = v;
+        cfg.synth.log_every = v;
+    }
+    if let Some(v) = args.epochs {
+        cfg.epochs = v;
+    }
+    if let Some(v) = args.refresh_every {
+        cfg.refresh_every = v;
+    }
+    if let Some(v) = args.frozen_epochs {
+        cfg.frozen_epochs = v;
+    }
+    if let Some(v) = args.lr {
+        cfg.train.lr = v;
+    }
+    if let Some(v) = args.hd_coef {
+        cfg.train.hd_coef = v;
+    }
+    if args.no_entropy {
+        cfg.synth.weights.entropy = 0.0;
+    }
+    if args.no_alignment {
+        cfg.synth.weights.alignment = 0.0;
+    }
+    if args.no_mask_weights {
+        cfg.train.mask_weight = 1.0;
+    }
+    if args.no_refresh {
+        cfg.refresh_every = 0;
+    }
+    if cfg.num_images == 0 || cfg.epochs == 0 || cfg.synth.iters == 0 {
+        bail!("--num-images, --epochs and --synth-iters must be at least 1");
+    }
+    let (model, eval_path) = match &args.model {
+        Some(m) => (m.clone(), args.eval_data.clone()),
+        None => (
+            bundled("assets/fashion_vit"),
+            Some(
+                args.eval_data
+                    .clone()
+                    .unwrap_or_else(|| bundled("assets/fashion-mnist-test-slice/t10k-images-idx3-ubyte.gz")),
+            ),
+        ),
+    };
+    let (pcfg, file) = resolve(&model, args.arch.as_deref())?;
+    let weights = load_weights(&pcfg, &file)?;
+    let eval = match &eval_path {
+        Some(p) => Some(dataset::open(p).with_context(|| format!("--eval-data {}", p.display()))?),
+        None => None,
+    };
+    prepare_out_dir(&args.out)?;
+
+    let gpu = Gpu::new(gpu_opts)?;
+    eprintln!(
+        "quantize: {} to {bits} with {method} ({} preset) on {}",
+        pcfg.architecture,
+        args.preset,
+        gpu.describe()
+    );
+    let p = Vit::new(&gpu, pcfg.clone(), &weights);
+    let mut q = Vit::new(&gpu, pcfg.clone(), &weights);
+    q.quantize(&gpu, bits);
+    let mut report = pipeline::run(&gpu, &p, &weights, &q, &cfg, eval.as_deref(), &args.out, |line| {
+        eprintln!("quantize: {line}")
+    })?;
+    report.model = model.display().to_string();
+    crate::quant::export::export(
+        &gpu,
+        &q,
+        &format!("{method}-{}", args.preset),
+        &args.out.join("quantized.safetensors"),
+    )?;
+    let kd: Vec<f64> = report.epochs.iter().map(|e| e.kd as f64).collect();
+    let hd: Vec<f64> = report.epochs.iter().map(|e| e.hd as f64).collect();
+    crate::plot::line_chart(&args.out.join("curves_loss.png"), &[kd, hd])?;
+    if report.fp_top1.is_some() {
+        let n = report.epochs.len();
+        let top1: Vec<f64> = report.epochs.iter().map(|e| e.top1.unwrap_or(f64::NAN)).collect();
+        let fp = vec![report.fp_top1.unwrap(); n];
+        let ptq = vec![report.ptq_noise_top1.unwrap_or(f64::NAN); n];
+        crate::plot::line_chart(&args.out.join("curves_accuracy.png"), &[top1, fp, ptq])?;
+    }
+    crate::io::write_atomic(
+        &args.out.join("report.json"),
+        serde_json::to_string_pretty(&report)?.as_bytes(),
+    )?;
+    println!("model              {}", report.model);
+    println!("bits               {bits}");
+    let pct = |v: Option<f64>| v.map_or("-".to_string(), |t| format!("{t:.2} %"));
+    if let Some(e) = &eval_path {
+        println!("evaluation data    {}", e.display());
+    }
+    println!("full precision     {}", pct(report.fp_top1));
+    println!("min-max PTQ noise  {}", pct(report.ptq_noise_top1));
+    println!("{:<18} {} (final epoch)", method.to_string(), pct(report.final_top1));
+    println!(
+        "time               {:.1} s (synthesis {:.1} s, training {:.1} s)",
+        report.total_seconds, report.synthesis_seconds, report.training_seconds
+    );
+    println!(
+        "wrote              {} (quantized.safetensors, report.json, curves_loss.png [kd blue, hd red], curves_accuracy.png [{method} blue, FP red, PTQ green], synthetic/contact_sheet.png)",
+        args.out.display()
+    );
+    Ok(())
+}
