@@ -232,9 +232,12 @@ enum Command {
         /// Ablation: synthesize once, never refresh.
         #[arg(long)]
         no_refresh: bool,
-        /// Continue an interrupted run (not implemented yet).
+        /// Continue an interrupted run from --out's checkpoint.safetensors (same flags).
         #[arg(long)]
         resume: bool,
+        /// Stop after finishing this epoch, as an interruption would (to test --resume).
+        #[arg(long, hide = true)]
+        stop_after_epoch: Option<usize>,
     },
     /// Min-max post-training quantization (the baseline): calibrate activation ranges on
     /// Gaussian noise or real images, no training; writes a quantized-model file.
@@ -389,6 +392,7 @@ fn run(cli: Cli) -> Result<()> {
             no_mask_weights,
             no_refresh,
             resume,
+            stop_after_epoch,
         } => {
             let args = commands::quantize::QuantizeArgs {
                 model,
@@ -411,6 +415,7 @@ fn run(cli: Cli) -> Result<()> {
                 no_mask_weights,
                 no_refresh,
                 resume,
+                stop_after_epoch,
             };
             commands::quantize::run(&gpu_options(&cli.gpu), &args)
         }

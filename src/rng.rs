@@ -9,6 +9,16 @@ impl Rng {
         Rng(seed ^ 0x6a09_e667_f3bc_c908)
     }
 
+    /// The internal state, to checkpoint a run.
+    pub fn state(&self) -> u64 {
+        self.0
+    }
+
+    /// Restores a state from [`Rng::state`].
+    pub fn from_state(state: u64) -> Rng {
+        Rng(state)
+    }
+
     pub fn next_u64(&mut self) -> u64 {
         self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
         let mut z = self.0;

@@ -451,12 +451,107 @@ fn quantize_runs_the_pipeline_and_writes_its_outputs() {
     ]);
     let v: serde_json::Value = serde_json::from_slice(&ev.stdout).unwrap();
     assert_eq!(v["top1"], r["final_top1"]);
+    // Resuming a finished run with other settings is refused.
     expect_error(
         &["quantize", "--model", model.to_str().unwrap(), "--out", out.to_str().unwrap(), "--resume"],
-        &["--resume", "not implemented"],
+        &["--resume", "other settings"],
     );
     expect_error(
         &["quantize", "--model", model.to_str().unwrap(), "--out", out.to_str().unwrap(), "--preset", "huge"],
         &["--preset", "huge"],
     );
+}
+
+/// Interrupting after an epoch and resuming ends with the same Q as an uninterrupted run.
+#[test]
+fn quantize_resume_equals_uninterrupted_run() {
+    let dir = tempfile::tempdir().unwrap();
+    let model = fixtures().join("tiny_gray_f16");
+    let m = model.to_str().unwrap();
+    let common = [
+        "--bits",
+        "W4A4",
+        "--num-images",
+        "8",
+        "--synth-iters",
+        "3",
+        "--epochs",
+        "4",
+        "--refresh-every",
+        "2",
+        "--frozen-epochs",
+        "1",
+        "--seed",
+        "7",
+    ];
+    let full = dir.path().join("full");
+    let mut args = vec!["quantize", "--model", m];
+    args.extend(common);
+    args.extend(["--out", full.to_str().unwrap()]);
+    let run = maskaq(&args);
+    assert!(run.status.success(), "{}", String::from_utf8_lossy(&run.stderr));
+
+    let part = dir.path().join("part");
+    let mut args = vec!["quantize", "--model", m];
+    args.extend(common);
+    args.extend(["--out", part.to_str().unwrap(), "--stop-after-epoch", "3"]);
+    let stopped = maskaq(&args);
+    assert!(!stopped.status.success(), "the interrupted run must stop");
+    assert!(part.join("checkpoint.safetensors").exists());
+    assert!(!part.join("quantized.safetensors").exists());
+
+    // A checkpoint made with other settings is refused and left as it is.
+    let before = std::fs::read(part.join("checkpoint.safetensors")).unwrap();
+    let mut other = vec![
+        "quantize",
+        "--model",
+        m,
+        "--bits",
+        "W3A3",
+        "--num-images",
+        "8",
+        "--synth-iters",
+        "3",
+        "--epochs",
+        "4",
+    ];
+    other.extend([
+        "--refresh-every",
+        "2",
+        "--frozen-epochs",
+        "1",
+        "--seed",
+        "7",
+        "--out",
+        part.to_str().unwrap(),
+        "--resume",
+    ]);
+    expect_error(&other, &["--resume", "other settings"]);
+    assert_eq!(std::fs::read(part.join("checkpoint.safetensors")).unwrap(), before, "nothing overwritten");
+
+    let mut args = vec!["quantize", "--model", m];
+    args.extend(common);
+    args.extend(["--out", part.to_str().unwrap(), "--resume"]);
+    let resumed = maskaq(&args);
+    assert!(resumed.status.success(), "{}", String::from_utf8_lossy(&resumed.stderr));
+    let a = maskaq::model::checkpoint::read_f32_tensors(&full.join("checkpoint.safetensors")).unwrap();
+    let b = maskaq::model::checkpoint::read_f32_tensors(&part.join("checkpoint.safetensors")).unwrap();
+    for (name, (_, va)) in &a {
+        if name.starts_with("q.") || name.starts_with("momentum.") {
+            let vb = &b[name].1;
+            assert!(
+                va.iter().zip(vb).all(|(x, y)| x.to_bits() == y.to_bits()),
+                "{name} differs after resuming"
+            );
+        }
+    }
+    let ra: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(full.join("report.json")).unwrap()).unwrap();
+    let rb: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(part.join("report.json")).unwrap()).unwrap();
+    assert_eq!(ra["epochs"].as_array().unwrap().len(), rb["epochs"].as_array().unwrap().len());
+
+    // A corrupt checkpoint is refused.
+    std::fs::write(part.join("checkpoint.safetensors"), b"garbage").unwrap();
+    expect_error(&args, &["--resume", "not a valid checkpoint"]);
 }

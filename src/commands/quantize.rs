@@ -37,6 +37,7 @@ pub struct QuantizeArgs {
     pub no_mask_weights: bool,
     pub no_refresh: bool,
     pub resume: bool,
+    pub stop_after_epoch: Option<usize>,
 }
 
 /// The bundled model and test slice, found beside the sources or in the working directory.
@@ -46,9 +47,6 @@ fn bundled(rel: &str) -> PathBuf {
 }
 
 pub fn run(gpu_opts: &GpuOptions, args: &QuantizeArgs) -> Result<()> {
-    if args.resume {
-        bail!("--resume: checkpoints and resuming are not implemented yet");
-    }
     let method: Method = args.method.parse().map_err(|e| anyhow::anyhow!("--method: {e}"))?;
     let bits: Bits = args.bits.parse().map_err(|e| anyhow::anyhow!("--bits: {e}"))?;
     let mut cfg = QuantizeConfig::preset(&args.preset, method, &bits.to_string())?;
@@ -107,6 +105,12 @@ pub fn run(gpu_opts: &GpuOptions, args: &QuantizeArgs) -> Result<()> {
         Some(p) => Some(dataset::open(p).with_context(|| format!("--eval-data {}", p.display()))?),
         None => None,
     };
+    if args.resume {
+        if !args.out.join(pipeline::CHECKPOINT).is_file() {
+            bail!("--resume: no {} in {}", pipeline::CHECKPOINT, args.out.display());
+        }
+        pipeline::check_resume(&args.out, &cfg, &weights)?;
+    }
     prepare_out_dir(&args.out)?;
 
     let gpu = Gpu::new(gpu_opts)?;
@@ -119,9 +123,14 @@ pub fn run(gpu_opts: &GpuOptions, args: &QuantizeArgs) -> Result<()> {
     let p = Vit::new(&gpu, pcfg.clone(), &weights);
     let mut q = Vit::new(&gpu, pcfg.clone(), &weights);
     q.quantize(&gpu, bits);
-    let mut report = pipeline::run(&gpu, &p, &weights, &q, &cfg, eval.as_deref(), &args.out, |line| {
-        eprintln!("quantize: {line}")
-    })?;
+    let opts = pipeline::RunOptions {
+        eval: eval.as_deref(),
+        out: &args.out,
+        resume: args.resume,
+        stop_after_epoch: args.stop_after_epoch,
+    };
+    let mut report =
+        pipeline::run(&gpu, &p, &weights, &q, &cfg, &opts, |line| eprintln!("quantize: {line}"))?;
     report.model = model.display().to_string();
     crate::quant::export::export(
         &gpu,

@@ -2,14 +2,19 @@
 //! Q, train Q on them for a few epochs, regenerate the whole set with the current Q every
 //! `refresh_every` epochs (periodic refresh), evaluate after every epoch.
 //!
-//! Not yet implemented (see the closing notes of the issue): the batch augmentation of Q
-//! training, checkpoints with `--resume`, and the ablation switch for the masked distillation
-//! weights beyond `mask_weight = 1`.
+//! After every epoch the whole state (Q, the quantizers, the optimiser, the synthetic set, the
+//! scheduler position and the random-number state) is written atomically to
+//! `out/checkpoint.safetensors`; a resumed run continues from it and ends with the same Q as an
+//! uninterrupted one on the same adapter.
+//!
+//! Not yet implemented: the batch augmentation of Q training (spec 1.3, `T_aug`).
 
 use std::path::Path;
 use std::time::Instant;
 
-use anyhow::{Result, bail};
+use anyhow::{Context, Result, bail};
+use safetensors::tensor::TensorView;
+use safetensors::{Dtype, SafeTensors};
 use serde::Serialize;
 
 use super::qtrain::{QTrainConfig, QTrainer, StepLosses, epoch_lr};
@@ -70,7 +75,7 @@ impl QuantizeConfig {
     }
 }
 
-#[derive(Serialize, Clone, Debug)]
+#[derive(Serialize, serde::Deserialize, Clone, Debug)]
 pub struct EpochReport {
     pub epoch: usize,
     pub lr: f32,
@@ -110,22 +115,141 @@ fn accuracy(gpu: &Gpu, vit: &Vit, data: &dyn Dataset) -> Result<(f64, f64)> {
     Ok((r.top1, r.top5))
 }
 
-/// Runs the pipeline; `log` receives one line per event. Writes the synthetic set of the last
-/// refresh (with previews) to `out/synthetic/`; the caller writes the model and the report.
+/// How to run the pipeline besides its configuration.
+pub struct RunOptions<'a> {
+    pub eval: Option<&'a dyn Dataset>,
+    pub out: &'a Path,
+    /// Continue from `out/checkpoint.safetensors`.
+    pub resume: bool,
+    /// Stop after finishing this epoch (1-based), as an interruption would (for tests).
+    pub stop_after_epoch: Option<usize>,
+}
+
+pub const CHECKPOINT: &str = "checkpoint.safetensors";
+const CHECKPOINT_FORMAT: &str = "maskaq-checkpoint-v1";
+
+/// FNV-1a of the full-precision weights: a resumed run must start from the same model.
+pub fn fingerprint(w: &Weights) -> String {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for (name, _, v) in &w.tensors {
+        for b in name.bytes().chain(v.iter().flat_map(|x| x.to_le_bytes())) {
+            h ^= b as u64;
+            h = h.wrapping_mul(0x0100_0000_01b3);
+        }
+    }
+    format!("{h:016x}")
+}
+
+#[derive(Serialize, serde::Deserialize)]
+struct ScheduleState {
+    format: String,
+    config: String,
+    model: String,
+    next_epoch: usize,
+    rng: u64,
+    noise_calls: usize,
+    updates_done: usize,
+    epochs: Vec<EpochReport>,
+    fp_top1: Option<f64>,
+    ptq_top1: Option<f64>,
+    synth_s: f64,
+    train_s: f64,
+    dropped: usize,
+}
+
+fn f32_bytes(v: &[f32]) -> Vec<u8> {
+    v.iter().flat_map(|x| x.to_le_bytes()).collect()
+}
+
+fn write_checkpoint(
+    path: &Path,
+    st: &ScheduleState,
+    tensors: Vec<(String, Vec<usize>, Vec<f32>)>,
+) -> Result<()> {
+    let bytes: Vec<Vec<u8>> = tensors.iter().map(|(_, _, v)| f32_bytes(v)).collect();
+    let views: Vec<(String, TensorView)> = tensors
+        .iter()
+        .zip(&bytes)
+        .map(|((n, s, _), b)| Ok((n.clone(), TensorView::new(Dtype::F32, s.clone(), b)?)))
+        .collect::<Result<_>>()?;
+    let mut meta = std::collections::HashMap::new();
+    meta.insert("state".to_string(), serde_json::to_string(st)?);
+    crate::io::write_atomic(path, &safetensors::serialize(views, Some(meta))?)
+}
+
+/// Reads and checks a checkpoint against this run's configuration and model.
+fn read_checkpoint(
+    path: &Path,
+    config: &str,
+    model: &str,
+) -> Result<(ScheduleState, std::collections::HashMap<String, Vec<f32>>)> {
+    let bytes = std::fs::read(path).with_context(|| format!("--resume: cannot read {}", path.display()))?;
+    let st = SafeTensors::deserialize(&bytes)
+        .map_err(|e| anyhow::anyhow!("--resume: {} is not a valid checkpoint ({e})", path.display()))?;
+    let (_, header) = SafeTensors::read_metadata(&bytes)?;
+    let state: ScheduleState = header
+        .metadata()
+        .as_ref()
+        .and_then(|m| m.get("state"))
+        .and_then(|s| serde_json::from_str(s).ok())
+        .with_context(|| format!("--resume: {} holds no run state", path.display()))?;
+    if state.format != CHECKPOINT_FORMAT {
+        bail!("--resume: {} is format `{}`, expected {CHECKPOINT_FORMAT}", path.display(), state.format);
+    }
+    if state.model != model {
+        bail!("--resume: {} was made from another model (weights differ)", path.display());
+    }
+    if state.config != config {
+        bail!(
+            "--resume: {} was made with other settings; rerun with the same flags (its settings: {})",
+            path.display(),
+            state.config
+        );
+    }
+    let mut tensors = std::collections::HashMap::new();
+    for (name, t) in st.tensors() {
+        if t.dtype() != Dtype::F32 {
+            bail!("--resume: tensor `{name}` of {} is not F32", path.display());
+        }
+        tensors.insert(
+            name,
+            t.data().chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect(),
+        );
+    }
+    Ok((state, tensors))
+}
+
+/// Checks, before any work, that `out`'s checkpoint can continue this run.
+pub fn check_resume(out: &Path, cfg: &QuantizeConfig, weights: &Weights) -> Result<()> {
+    read_checkpoint(&out.join(CHECKPOINT), &serde_json::to_string(cfg)?, &fingerprint(weights)).map(|_| ())
+}
+
+/// Runs the pipeline; `log` receives one line per event. Writes a checkpoint after every epoch
+/// and, at the end, the last synthetic set (with previews) to `out/synthetic/`; the caller
+/// writes the model and the report.
+#[allow(clippy::too_many_arguments)]
 pub fn run(
     gpu: &Gpu,
     p: &Vit,
     weights: &Weights,
     q: &Vit,
     cfg: &QuantizeConfig,
-    eval: Option<&dyn Dataset>,
-    out: &Path,
+    opts: &RunOptions,
     mut log: impl FnMut(&str),
 ) -> Result<QuantizeReport> {
     let start = Instant::now();
+    let eval = opts.eval;
     let bits: Bits = cfg.bits.parse()?;
+    let config_json = serde_json::to_string(cfg)?;
+    let model_fp = fingerprint(weights);
+    let ckpt_path = opts.out.join(CHECKPOINT);
+    let resumed =
+        if opts.resume { Some(read_checkpoint(&ckpt_path, &config_json, &model_fp)?) } else { None };
     let (mut fp_top1, mut ptq_top1) = (None, None);
-    if let Some(data) = eval {
+    if let Some((st, _)) = &resumed {
+        fp_top1 = st.fp_top1;
+        ptq_top1 = st.ptq_top1;
+    } else if let Some(data) = eval {
         let (t1, _) = accuracy(gpu, p, data)?;
         fp_top1 = Some(t1);
         log(&format!("full precision: top-1 {t1:.2} %"));
@@ -154,13 +278,47 @@ pub fn run(
     )?;
     let tb = trainer.config().batch;
     let per = p.cfg.in_chans * p.cfg.img_size * p.cfg.img_size;
+    let quant = q.quant.as_ref().context("Q must be quantized")?;
     let mut rng = Rng::new(cfg.seed);
     let (mut images, mut labels): (Vec<f32>, Vec<usize>) = (Vec::new(), Vec::new());
     let (mut synth_s, mut train_s) = (0.0, 0.0);
     let mut dropped = 0;
     let mut epochs = Vec::new();
+    let mut first_epoch = 0;
+    if let Some((st, t)) = resumed {
+        let get = |name: &str, len: usize| -> Result<&Vec<f32>> {
+            let v = t.get(name).with_context(|| format!("--resume: checkpoint lacks `{name}`"))?;
+            if v.len() != len {
+                bail!("--resume: checkpoint tensor `{name}` has {} values, expected {len}", v.len());
+            }
+            Ok(v)
+        };
+        for prm in &q.params {
+            prm.value.write(gpu, get(&format!("q.{}", prm.name), prm.value.numel())?);
+        }
+        quant.state.qparams.write(gpu, get("q.qparams", quant.state.qparams.numel())?);
+        quant.state.qmeta.write(gpu, get("q.qmeta", quant.state.qmeta.numel())?);
+        quant.initialized.set(true);
+        let mut momentum = Vec::new();
+        for (i, prm) in q.params.iter().enumerate() {
+            momentum.push(get(&format!("momentum.{i}"), prm.value.numel())?.clone());
+        }
+        momentum.push(get(&format!("momentum.{}", q.params.len()), quant.state.qparams.numel())?.clone());
+        trainer.set_optimizer_state(&momentum, st.updates_done)?;
+        synth.set_noise_calls(st.noise_calls);
+        let n = t.get("synthetic.labels").map_or(0, Vec::len);
+        images = get("synthetic.images", n * per)?.clone();
+        labels = get("synthetic.labels", n)?.iter().map(|&l| l as usize).collect();
+        rng = Rng::from_state(st.rng);
+        epochs = st.epochs;
+        first_epoch = st.next_epoch;
+        synth_s = st.synth_s;
+        train_s = st.train_s;
+        dropped = st.dropped;
+        log(&format!("resumed from {} at epoch {}", ckpt_path.display(), first_epoch + 1));
+    }
     let mut batch = vec![0f32; tb * per];
-    for epoch in 0..cfg.epochs {
+    for epoch in first_epoch..cfg.epochs {
         let t0 = Instant::now();
         let refresh = epoch == 0 || (cfg.refresh_every > 0 && epoch % cfg.refresh_every == 0);
         if refresh {
@@ -232,7 +390,44 @@ pub fn run(
             top1.map_or(String::new(), |t| format!("  top-1 {t:.2} %"))
         ));
         epochs.push(e);
+        // Checkpoint: everything needed to continue after this epoch.
+        let (momentum, updates_done) = trainer.optimizer_state()?;
+        let mut tensors: Vec<(String, Vec<usize>, Vec<f32>)> = Vec::new();
+        for prm in &q.params {
+            tensors.push((format!("q.{}", prm.name), vec![prm.value.numel()], prm.value.read(gpu)?));
+        }
+        tensors.push(("q.qparams".into(), vec![quant.state.qparams.numel()], quant.state.qparams.read(gpu)?));
+        tensors.push(("q.qmeta".into(), vec![quant.state.qmeta.numel()], quant.state.qmeta.read(gpu)?));
+        for (i, m) in momentum.into_iter().enumerate() {
+            tensors.push((format!("momentum.{i}"), vec![m.len()], m));
+        }
+        tensors.push(("synthetic.images".into(), vec![images.len()], images.clone()));
+        tensors.push((
+            "synthetic.labels".into(),
+            vec![labels.len()],
+            labels.iter().map(|&l| l as f32).collect(),
+        ));
+        let st = ScheduleState {
+            format: CHECKPOINT_FORMAT.into(),
+            config: config_json.clone(),
+            model: model_fp.clone(),
+            next_epoch: epoch + 1,
+            rng: rng.state(),
+            noise_calls: synth.noise_calls(),
+            updates_done,
+            epochs: epochs.clone(),
+            fp_top1,
+            ptq_top1,
+            synth_s,
+            train_s,
+            dropped,
+        };
+        write_checkpoint(&ckpt_path, &st, tensors)?;
+        if opts.stop_after_epoch == Some(epoch + 1) && epoch + 1 < cfg.epochs {
+            bail!("stopped after epoch {} as asked (--stop-after-epoch); continue with --resume", epoch + 1);
+        }
     }
+    let out = opts.out;
     let synth_dir = out.join("synthetic");
     std::fs::create_dir_all(&synth_dir)?;
     let shape = [p.cfg.in_chans, p.cfg.img_size, p.cfg.img_size];

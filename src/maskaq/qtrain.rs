@@ -69,6 +69,8 @@ pub struct QTrainer<'a> {
     update: Vec<Dispatch>,
     updates_done: usize,
     steps_since_read: usize,
+    /// Momentum buffers: one per parameter of Q, then one for the quantizers' (alpha, z).
+    momentum: Vec<Tensor>,
     _keep: Vec<Tensor>,
 }
 
@@ -148,8 +150,9 @@ impl<'a> QTrainer<'a> {
                 &sums,
             ),
         );
-        let mut keep = vec![kd_partial, hd_partial, weights];
+        let keep = vec![kd_partial, hd_partial, weights];
         let mut update = Vec::new();
+        let mut momentum = Vec::new();
         for p in &q.params {
             let buf = t(&p.shape);
             update.push(sgd(
@@ -162,7 +165,7 @@ impl<'a> QTrainer<'a> {
                 &buf,
                 &hyper,
             ));
-            keep.push(buf);
+            momentum.push(buf);
         }
         let qbuf = t(&quant.state.qparams.shape);
         update.push(sgd(
@@ -175,7 +178,7 @@ impl<'a> QTrainer<'a> {
             &qbuf,
             &hyper,
         ));
-        keep.push(qbuf);
+        momentum.push(qbuf);
         Ok(QTrainer {
             gpu,
             cfg,
@@ -188,6 +191,7 @@ impl<'a> QTrainer<'a> {
             update,
             updates_done: 0,
             steps_since_read: 0,
+            momentum,
             _keep: keep,
         })
     }
@@ -232,6 +236,32 @@ impl<'a> QTrainer<'a> {
 
     pub fn config(&self) -> &QTrainConfig {
         &self.cfg
+    }
+
+    /// The optimiser state: momentum buffers (per parameter of Q, then the quantizers') and the
+    /// number of updates made.
+    pub fn optimizer_state(&self) -> Result<(Vec<Vec<f32>>, usize)> {
+        let m = self.momentum.iter().map(|t| t.read(self.gpu)).collect::<Result<Vec<_>>>()?;
+        Ok((m, self.updates_done))
+    }
+
+    /// Restores [`QTrainer::optimizer_state`].
+    pub fn set_optimizer_state(&mut self, momentum: &[Vec<f32>], updates_done: usize) -> Result<()> {
+        if momentum.len() != self.momentum.len() {
+            bail!(
+                "checkpoint holds {} momentum buffers, the model needs {}",
+                momentum.len(),
+                self.momentum.len()
+            );
+        }
+        for (t, v) in self.momentum.iter().zip(momentum) {
+            if t.numel() != v.len() {
+                bail!("checkpoint momentum buffer of {} values where {} are needed", v.len(), t.numel());
+            }
+            t.write(self.gpu, v);
+        }
+        self.updates_done = updates_done;
+        Ok(())
     }
 }
 

@@ -447,6 +447,16 @@ impl<'a> Synthesizer<'a> {
         &self.cfg
     }
 
+    /// Calls of the noise augmentation so far (its schedule persists across batches).
+    pub fn noise_calls(&self) -> usize {
+        self.noise_calls
+    }
+
+    /// Restores [`Synthesizer::noise_calls`] (resuming a run).
+    pub fn set_noise_calls(&mut self, n: usize) {
+        self.noise_calls = n;
+    }
+
     /// Writes the per-iteration random draws for iteration `i` of `iters`.
     fn draw(&mut self, rng: &mut Rng, i: usize) {
         let c = &self.p.cfg;
