@@ -114,6 +114,14 @@ pub fn run(gpu_opts: &GpuOptions, args: &QuantizeArgs) -> Result<()> {
     prepare_out_dir(&args.out)?;
 
     let gpu = Gpu::new(gpu_opts)?;
+    // Ctrl-C stops at the next batch; the checkpoint of the last finished epoch stays.
+    if let Err(e) =
+        ctrlc::set_handler(|| pipeline::INTERRUPTED.store(true, std::sync::atomic::Ordering::Relaxed))
+    {
+        eprintln!(
+            "quantize: no Ctrl-C handler ({e}); an interruption keeps the last epoch's checkpoint all the same"
+        );
+    }
     eprintln!(
         "quantize: {} to {bits} with {method} ({} preset) on {}",
         pcfg.architecture,

@@ -126,6 +126,20 @@ pub struct RunOptions<'a> {
 }
 
 pub const CHECKPOINT: &str = "checkpoint.safetensors";
+
+/// Set by the Ctrl-C handler of `maskaq quantize`: the run stops at the next batch, keeping the
+/// checkpoint of the last finished epoch.
+pub static INTERRUPTED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+fn check_interrupt(epoch: usize) -> Result<()> {
+    if INTERRUPTED.load(std::sync::atomic::Ordering::Relaxed) {
+        bail!(
+            "interrupted during epoch {}; the checkpoint of the last finished epoch is kept: continue with --resume",
+            epoch + 1
+        );
+    }
+    Ok(())
+}
 const CHECKPOINT_FORMAT: &str = "maskaq-checkpoint-v1";
 
 /// FNV-1a of the full-precision weights: a resumed run must start from the same model.
@@ -331,6 +345,7 @@ pub fn run(
                 if attempts > 3 * cfg.num_images.div_ceil(synth.config().batch) + 3 {
                     bail!("synthesis keeps going non-finite; nothing to train on");
                 }
+                check_interrupt(epoch)?;
                 let b = synth.run_batch(&mut rng, |_| {})?;
                 if !b.finite {
                     dropped += 1;
@@ -357,6 +372,7 @@ pub fn run(
             order.swap(i, rng.below(i + 1));
         }
         for chunk in order.chunks_exact(tb) {
+            check_interrupt(epoch)?;
             for (k, &i) in chunk.iter().enumerate() {
                 batch[k * per..(k + 1) * per].copy_from_slice(&images[i * per..(i + 1) * per]);
             }
