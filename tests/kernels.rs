@@ -557,7 +557,9 @@ fn cross_entropy_ragged() {
             let tgrad = upload1(&g, &rng.vec(rows * classes, 9.0));
             run1(&g, &loss::cross_entropy(&g, rows, classes, scale, &tl, &tt, &tloss, &tgrad));
             assert_close(&format!("ce loss {name}"), &read(&g, &tloss), &want_loss, TOL);
-            assert_close(&format!("ce grad {name}"), &read(&g, &tgrad), &want_grad, TOL);
+            // f32 exp(logit - lse) carries ~1e-7 absolute error; when every gradient of a row is
+            // small (a confident row of 3 classes) that is ~1e-5 relative to their maximum.
+            assert_close(&format!("ce grad {name}"), &read(&g, &tgrad), &want_grad, 5e-5);
         }
     }
 }

@@ -19,21 +19,8 @@ use maskaq::ops::loss;
 
 type Fixture = HashMap<String, (Vec<usize>, Vec<f32>)>;
 
-fn rel_err(got: &[f32], want: &[f32]) -> (f64, usize) {
-    assert_eq!(got.len(), want.len(), "length mismatch");
-    let scale = want.iter().fold(0f64, |m, &v| m.max(v.abs() as f64)).max(1e-12);
-    let mut worst = (0f64, 0usize);
-    for (i, (&g, &w)) in got.iter().zip(want).enumerate() {
-        let e = (g as f64 - w as f64).abs();
-        if e > worst.0 || !e.is_finite() {
-            worst = (if e.is_finite() { e } else { f64::INFINITY }, i);
-        }
-    }
-    (worst.0 / scale, worst.1)
-}
-
 fn check(name: &str, got: &[f32], want: &[f32], tol: f64, failures: &mut Vec<String>) {
-    let (e, i) = rel_err(got, want);
+    let (e, i) = common::rel_err(got, want);
     eprintln!("  {name:<36} rel err {e:.2e} (tol {tol:.0e})");
     if e > tol || !e.is_finite() {
         failures.push(format!(

@@ -24,26 +24,13 @@ fn fixtures() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures")
 }
 
-fn rel_err(got: &[f32], want: &[f32]) -> (f64, usize) {
-    assert_eq!(got.len(), want.len());
-    let scale = want.iter().fold(0f64, |m, &v| m.max(v.abs() as f64)).max(1e-12);
-    let mut worst = (0f64, 0);
-    for (i, (&g, &w)) in got.iter().zip(want).enumerate() {
-        let e = (g as f64 - w as f64).abs();
-        if e > worst.0 || e.is_nan() {
-            worst = (if e.is_nan() { f64::INFINITY } else { e }, i);
-        }
-    }
-    (worst.0 / scale, worst.1)
-}
-
 struct Report {
     failures: Vec<String>,
 }
 
 impl Report {
     fn check(&mut self, name: &str, got: &[f32], want: &[f32], tol: f64) {
-        let (e, i) = rel_err(got, want);
+        let (e, i) = common::rel_err(got, want);
         eprintln!("  {name:<44} rel err {e:.2e} (tol {tol:.0e})");
         if !(e <= tol) {
             self.failures.push(format!(

@@ -32,20 +32,16 @@ pub fn read(gpu: &Gpu, t: &Tensor) -> Vec<f32> {
     t.read(gpu).expect("tensor readback failed")
 }
 
-/// SplitMix64: tiny, seeded, good enough for test data.
-pub struct Rng(u64);
+/// Seeded test data: the crate's own RNG with the helpers the tests need.
+pub struct Rng(maskaq::rng::Rng);
 
 impl Rng {
     pub fn new(seed: u64) -> Rng {
-        Rng(seed ^ 0x5851_f42d_4c95_7f2d)
+        Rng(maskaq::rng::Rng::new(seed))
     }
 
     pub fn next_u64(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
+        self.0.next_u64()
     }
 
     /// Uniform in [0, 1).
