@@ -148,7 +148,7 @@ pub fn train(gpu: &Gpu, args: &TrainArgs) -> Result<Vec<EpochLog>> {
     let steps_per_epoch = n / b;
     let total = steps_per_epoch * args.epochs;
     let warmup = (steps_per_epoch * args.warmup_epochs).min(total / 2);
-    let mut rng = Rng::new(args.seed ^ 0x7472_6169_6e);
+    let mut rng = Rng::new(args.seed ^ 0x0074_7261_696e);
     let mut step = 0usize;
     let mut logs = Vec::new();
     let pb = if args.progress {

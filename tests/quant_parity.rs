@@ -32,7 +32,7 @@ impl Report {
     fn check(&mut self, name: &str, got: &[f32], want: &[f32], tol: f64) {
         let (e, i) = common::rel_err(got, want);
         eprintln!("  {name:<44} rel err {e:.2e} (tol {tol:.0e})");
-        if !(e <= tol) {
+        if e.is_nan() || e > tol {
             self.failures.push(format!(
                 "{name}: relative error {e:.3e} > {tol:.0e} at {i}: got {} want {}",
                 got[i], want[i]

@@ -98,7 +98,7 @@ pub fn run(
     let mm =
         Matmul::new(m, n, k, View::rows(k), View::rows(k).t(), View::rows(n)).dispatch(gpu, &a, &w, None, &c);
     const REPS: usize = 10;
-    let (gemm_s, s3) = time(gpu, &vec![&mm; REPS], iters)?;
+    let (gemm_s, s3) = time(gpu, &[&mm; REPS], iters)?;
     let gemm_s = gemm_s / REPS as f64;
     let profile = if profile { profile_kernels(gpu, &train_list)? } else { Vec::new() };
     let synth_s = synth_iteration(gpu, vit, batch)?;

@@ -149,10 +149,10 @@ pub fn run(gpu_opts: &GpuOptions, args: &QuantizeArgs) -> Result<()> {
     let kd: Vec<f64> = report.epochs.iter().map(|e| e.kd as f64).collect();
     let hd: Vec<f64> = report.epochs.iter().map(|e| e.hd as f64).collect();
     crate::plot::line_chart(&args.out.join("curves_loss.png"), &[kd, hd])?;
-    if report.fp_top1.is_some() {
+    if let Some(fp_top1) = report.fp_top1 {
         let n = report.epochs.len();
         let top1: Vec<f64> = report.epochs.iter().map(|e| e.top1.unwrap_or(f64::NAN)).collect();
-        let fp = vec![report.fp_top1.unwrap(); n];
+        let fp = vec![fp_top1; n];
         let ptq = vec![report.ptq_noise_top1.unwrap_or(f64::NAN); n];
         crate::plot::line_chart(&args.out.join("curves_accuracy.png"), &[top1, fp, ptq])?;
     }

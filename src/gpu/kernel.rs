@@ -130,7 +130,7 @@ impl Gpu {
         );
         let pipeline = self.pipeline(kernel);
         let mut words = params.to_vec();
-        while words.is_empty() || words.len() % 4 != 0 {
+        while words.is_empty() || !words.len().is_multiple_of(4) {
             words.push(0);
         }
         let pbuf = self.device.create_buffer_init(&wgpu::util::BufferInitDescriptor {

@@ -10,9 +10,12 @@ use safetensors::{Dtype, SafeTensors};
 
 use super::config::VitConfig;
 
+/// A named tensor on the host: (name, shape, values).
+pub type NamedTensor = (String, Vec<usize>, Vec<f32>);
+
 /// Weights by timm name, widened to f32, in config order.
 pub struct Weights {
-    pub tensors: Vec<(String, Vec<usize>, Vec<f32>)>,
+    pub tensors: Vec<NamedTensor>,
 }
 
 impl Weights {
@@ -149,6 +152,7 @@ pub fn load_weights(cfg: &VitConfig, path: &Path) -> Result<Weights> {
 }
 
 /// Reads a safetensors file of f32 tensors (fixtures, datasets) into a name -> (shape, data) map.
+#[allow(clippy::type_complexity)]
 pub fn read_f32_tensors(path: &Path) -> Result<HashMap<String, (Vec<usize>, Vec<f32>)>> {
     let bytes = std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
     let st = SafeTensors::deserialize(&bytes)

@@ -223,7 +223,7 @@ impl VitConfig {
     }
 
     pub fn validate(&self) -> Result<()> {
-        if self.embed_dim % self.num_heads != 0 {
+        if !self.embed_dim.is_multiple_of(self.num_heads) {
             bail!("embed_dim {} is not divisible by num_heads {}", self.embed_dim, self.num_heads);
         }
         if self.patch_size > self.img_size {

@@ -63,7 +63,7 @@ impl Vit {
     }
 
     /// Current parameter values by name (read back from the GPU).
-    pub fn read_params(&self, gpu: &Gpu) -> Result<Vec<(String, Vec<usize>, Vec<f32>)>> {
+    pub fn read_params(&self, gpu: &Gpu) -> Result<Vec<super::checkpoint::NamedTensor>> {
         self.params.iter().map(|p| Ok((p.name.clone(), p.shape.clone(), p.value.read(gpu)?))).collect()
     }
 

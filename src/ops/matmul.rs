@@ -148,7 +148,7 @@ impl Matmul {
         let (a, b) = (&self.a, &self.b);
         a.cs == 1
             && b.rs == 1
-            && self.k % 4 == 0
+            && self.k.is_multiple_of(4)
             && self.k > 0
             && [a.off, a.rs, a.b1, a.b2, b.off, b.cs, b.b1, b.b2].iter().all(|v| v % 4 == 0)
     }

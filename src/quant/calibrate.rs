@@ -30,7 +30,7 @@ pub fn minmax_calibrate(gpu: &Gpu, q: &Vit, images: &[f32], batch: usize) -> Res
     let quant = q.quant.as_ref().expect("calibration needs a quantized model");
     let per = q.cfg.in_chans * q.cfg.img_size * q.cfg.img_size;
     let n = images.len() / per;
-    if n == 0 || images.len() % per != 0 {
+    if n == 0 || !images.len().is_multiple_of(per) {
         bail!("calibration needs at least one whole image");
     }
     let sites = quant.sites.len();
