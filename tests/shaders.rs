@@ -14,6 +14,10 @@ use naga::valid::{Capabilities, ModuleInfo, ValidationFlags, Validator};
 /// Every kernel the ops modules define (keep in sync with `src/ops/*.rs`).
 const KERNELS: &[&Kernel] = &[
     &augment::SHIFT_FLIP,
+    &augment::RRC_FLIP,
+    &augment::GRAY_MEAN,
+    &augment::COLOR_STEP,
+    &augment::BLUR_PASS,
     &copy::COPY,
     &copy::FILL,
     &distill::KD,

@@ -7,7 +7,7 @@
 //! `out/checkpoint.safetensors`; a resumed run continues from it and ends with the same Q as an
 //! uninterrupted one on the same adapter.
 //!
-//! Not yet implemented: the batch augmentation of Q training (spec 1.3, `T_aug`).
+//! Q training augments every batch as the spec's `T_aug` (see `QTrainer`).
 
 use std::path::Path;
 use std::time::Instant;
@@ -163,6 +163,7 @@ struct ScheduleState {
     rng: u64,
     noise_calls: usize,
     updates_done: usize,
+    aug_rng: u64,
     epochs: Vec<EpochReport>,
     fp_top1: Option<f64>,
     ptq_top1: Option<f64>,
@@ -288,7 +289,7 @@ pub fn run(
         gpu,
         p,
         q,
-        QTrainConfig { batch: cfg.train.batch.min(cfg.num_images), ..cfg.train.clone() },
+        QTrainConfig { batch: cfg.train.batch.min(cfg.num_images), seed: cfg.seed, ..cfg.train.clone() },
     )?;
     let tb = trainer.config().batch;
     let per = p.cfg.in_chans * p.cfg.img_size * p.cfg.img_size;
@@ -319,6 +320,7 @@ pub fn run(
         }
         momentum.push(get(&format!("momentum.{}", q.params.len()), quant.state.qparams.numel())?.clone());
         trainer.set_optimizer_state(&momentum, st.updates_done)?;
+        trainer.set_aug_rng_state(st.aug_rng);
         synth.set_noise_calls(st.noise_calls);
         let n = t.get("synthetic.labels").map_or(0, Vec::len);
         images = get("synthetic.images", n * per)?.clone();
@@ -431,6 +433,7 @@ pub fn run(
             rng: rng.state(),
             noise_calls: synth.noise_calls(),
             updates_done,
+            aug_rng: trainer.aug_rng_state(),
             epochs: epochs.clone(),
             fp_top1,
             ptq_top1,

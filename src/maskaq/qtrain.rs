@@ -5,17 +5,20 @@
 //!
 //! One step is one submission (P forward, Q forward, both losses, Q backward, SGD). The host
 //! writes the batch and the learning rate; it reads the summed losses only when logging.
-//! Not yet here: the spec's batch augmentation and the refresh scheduler (`maskaq quantize`).
+//! Every batch first goes through the spec's augmentation (`ops::augment::batch_augment`, one
+//! random draw per batch) unless `augment` is off.
 
 use anyhow::{Result, bail};
 use serde::Serialize;
 
 use crate::gpu::{Dispatch, Gpu, Tensor};
 use crate::model::{Graph, GraphOptions, Vit};
+use crate::ops::augment::{self, DRAWS, draw_batch_augment};
 use crate::ops::copy;
 use crate::ops::distill::{self, HeadDims};
 use crate::ops::optim::{Slice, sgd};
 use crate::ops::reduce::SumRows;
+use crate::rng::Rng;
 
 /// Q-training settings (defaults: the authors' code, spec 1.3 and section 5).
 #[derive(Clone, Debug, Serialize)]
@@ -31,6 +34,10 @@ pub struct QTrainConfig {
     pub mask_proportion: f64,
     /// Weight of the top tokens (the spec's masked weighting; 1 switches the masking off).
     pub mask_weight: f32,
+    /// Apply the spec's batch augmentation (`T_aug`) to every training batch.
+    pub augment: bool,
+    /// Seed of the augmentation draws.
+    pub seed: u64,
 }
 
 impl Default for QTrainConfig {
@@ -44,6 +51,8 @@ impl Default for QTrainConfig {
             hd_coef: 10.0,
             mask_proportion: 0.1,
             mask_weight: 2.0,
+            augment: true,
+            seed: 0,
         }
     }
 }
@@ -71,6 +80,11 @@ pub struct QTrainer<'a> {
     steps_since_read: usize,
     /// Momentum buffers: one per parameter of Q, then one for the quantizers' (alpha, z).
     momentum: Vec<Tensor>,
+    /// The batch as written by the host, before augmentation (when augmenting).
+    raw: Option<Tensor>,
+    aug_draws: Tensor,
+    aug_rng: Rng,
+    pre: Vec<Dispatch>,
     _keep: Vec<Tensor>,
 }
 
@@ -150,7 +164,21 @@ impl<'a> QTrainer<'a> {
                 &sums,
             ),
         );
-        let keep = vec![kd_partial, hd_partial, weights];
+        let mut keep = vec![kd_partial, hd_partial, weights];
+        let shape = [b, c.in_chans, c.img_size, c.img_size];
+        let aug_draws = t(&[DRAWS]);
+        let (raw, mut pre) = if cfg.augment {
+            let (raw, tmp, stats) = (t(&shape), t(&shape), t(&[b]));
+            let ds = augment::batch_augment(gpu, shape, &raw, &tmp, &gp.images, &stats, &aug_draws);
+            keep.extend([tmp, stats]);
+            (Some(raw), ds)
+        } else {
+            (None, Vec::new())
+        };
+        if cfg.augment {
+            pre.push(copy::Copy4::flat(gp.images.numel()).dispatch(gpu, &gp.images, &gq.images));
+        }
+        let aug_rng = Rng::new(cfg.seed ^ 0x0061_7567);
         let mut update = Vec::new();
         let mut momentum = Vec::new();
         for p in &q.params {
@@ -192,6 +220,10 @@ impl<'a> QTrainer<'a> {
             updates_done: 0,
             steps_since_read: 0,
             momentum,
+            raw,
+            aug_draws,
+            aug_rng,
+            pre,
             _keep: keep,
         })
     }
@@ -199,8 +231,24 @@ impl<'a> QTrainer<'a> {
     /// One step on `images` ([B, C, H, W], normalised). With `update` false the losses and
     /// gradients are computed but Q is not changed (the spec's first two epochs).
     pub fn step(&mut self, images: &[f32], lr: f32, update: bool) {
-        self.gp.images.write(self.gpu, images);
-        self.gq.images.write(self.gpu, images);
+        match &self.raw {
+            Some(raw) => {
+                raw.write(self.gpu, images);
+                let c = &self.q.cfg;
+                let d = draw_batch_augment(
+                    &mut self.aug_rng,
+                    c.img_size,
+                    c.img_size,
+                    &c.preprocess.mean,
+                    &c.preprocess.std,
+                );
+                self.aug_draws.write(self.gpu, &d);
+            }
+            None => {
+                self.gp.images.write(self.gpu, images);
+                self.gq.images.write(self.gpu, images);
+            }
+        }
         let first = self.updates_done == 0;
         self.hyper.write(self.gpu, &[lr, if first { 1.0 } else { 0.0 }, 0.0, 0.0]);
         // LSQ initialises on the first forward Q ever sees (in synthesis, or here).
@@ -209,6 +257,7 @@ impl<'a> QTrainer<'a> {
         let none: &[Dispatch] = &[];
         let upd: &[Dispatch] = if update { &self.update } else { none };
         self.gpu.run_all(&[
+            &self.pre,
             self.gp.forward_dispatches(),
             q_fw,
             &self.forward_losses,
@@ -243,6 +292,15 @@ impl<'a> QTrainer<'a> {
     pub fn optimizer_state(&self) -> Result<(Vec<Vec<f32>>, usize)> {
         let m = self.momentum.iter().map(|t| t.read(self.gpu)).collect::<Result<Vec<_>>>()?;
         Ok((m, self.updates_done))
+    }
+
+    /// The augmentation's random-number state (for checkpoints).
+    pub fn aug_rng_state(&self) -> u64 {
+        self.aug_rng.state()
+    }
+
+    pub fn set_aug_rng_state(&mut self, state: u64) {
+        self.aug_rng = Rng::from_state(state);
     }
 
     /// Restores [`QTrainer::optimizer_state`].

@@ -53,3 +53,147 @@ pub fn cpu_shift_flip(shape: [usize; 4], fill: &[f32], src: &[f32], draws: &[f32
     }
     out
 }
+
+// ---- Q-training batch augmentation ------------------------------------------------------------
+
+pub const RRC_FLIP: Kernel = Kernel {
+    id: "rrc_flip",
+    source: SOURCE,
+    entry: "rrc_flip",
+    storage: &[(1, false), (2, true), (3, false)],
+    workgroup: 256,
+};
+pub const GRAY_MEAN: Kernel = Kernel {
+    id: "gray_mean",
+    source: SOURCE,
+    entry: "gray_mean",
+    storage: &[(2, true), (3, false), (4, true)],
+    workgroup: 64,
+};
+pub const COLOR_STEP: Kernel = Kernel {
+    id: "color_step",
+    source: SOURCE,
+    entry: "color_step",
+    storage: &[(2, true), (3, false), (5, false)],
+    workgroup: 256,
+};
+pub const BLUR_PASS: Kernel = Kernel {
+    id: "blur_pass",
+    source: SOURCE,
+    entry: "blur_pass",
+    storage: &[(1, false), (2, true), (3, false)],
+    workgroup: 256,
+};
+
+/// Floats in the per-batch draw of [`batch_augment`].
+pub const DRAWS: usize = 24;
+
+/// The spec's Q-training augmentation with one random draw per batch (torchvision applies its
+/// transforms to the whole batch tensor): RandomResizedCrop + flip, ColorJitter(0.8, 0.8, 0.8,
+/// 0.2) with probability 0.8 in a random order, RandomGrayscale(0.2), GaussianBlur. `src` ->
+/// `dst` via `tmp`; `stats` [B] scratch; `draws` [DRAWS] from [`draw_batch_augment`].
+#[allow(clippy::too_many_arguments)]
+pub fn batch_augment(
+    gpu: &Gpu,
+    shape: [usize; 4],
+    src: &Tensor,
+    tmp: &Tensor,
+    dst: &Tensor,
+    stats: &Tensor,
+    draws: &Tensor,
+) -> Vec<Dispatch> {
+    let [b, c, h, w] = shape;
+    let n = b * c * h * w;
+    assert!(c == 1 || c == 3, "batch augmentation takes 1- or 3-channel images");
+    assert!(
+        src.numel() == n
+            && tmp.numel() == n
+            && dst.numel() == n
+            && stats.numel() >= b
+            && draws.numel() >= DRAWS
+    );
+    let params = |step: u32| [u(b), u(c), u(h), u(w), 0, 0, 0, step];
+    let mut ds = vec![gpu.dispatch(&RRC_FLIP, &params(0), &[src, tmp, draws], grid_for(&RRC_FLIP, n))];
+    for step in 0..5 {
+        ds.push(gpu.dispatch(&GRAY_MEAN, &params(step), &[tmp, draws, stats], grid_for(&GRAY_MEAN, b)));
+        ds.push(gpu.dispatch(
+            &COLOR_STEP,
+            &params(step),
+            &[tmp, draws, stats],
+            grid_for(&COLOR_STEP, b * h * w),
+        ));
+    }
+    ds.push(gpu.dispatch(&BLUR_PASS, &params(0), &[tmp, dst, draws], grid_for(&BLUR_PASS, n)));
+    ds.push(gpu.dispatch(&BLUR_PASS, &params(1), &[dst, tmp, draws], grid_for(&BLUR_PASS, n)));
+    ds.push(gpu.dispatch(
+        &crate::ops::copy::COPY,
+        &crate::ops::copy::Copy4::flat(n).params(),
+        &[tmp, dst],
+        grid_for(&crate::ops::copy::COPY, n),
+    ));
+    ds
+}
+
+/// One batch's random draw of [`batch_augment`] (torchvision's RandomResizedCrop, scale
+/// (0.08, 1), ratio (3/4, 4/3); flip 0.5; colour jitter with probability 0.8, factors
+/// brightness/contrast/saturation U(0.2, 1.8), hue U(-0.2, 0.2), random order; grayscale 0.2;
+/// blur with kernel int(0.1 size), sigma U(0.1, 2)).
+pub fn draw_batch_augment(
+    rng: &mut crate::rng::Rng,
+    h: usize,
+    w: usize,
+    mean: &[f32],
+    std: &[f32],
+) -> Vec<f32> {
+    let mut d = vec![0f32; DRAWS];
+    let area = (h * w) as f64;
+    let (lr0, lr1) = ((3.0f64 / 4.0).ln(), (4.0f64 / 3.0).ln());
+    let mut crop = None;
+    for _ in 0..10 {
+        let ta = area * (0.08 + 0.92 * rng.unit());
+        let ar = (lr0 + (lr1 - lr0) * rng.unit()).exp();
+        let cw = (ta * ar).sqrt().round() as usize;
+        let ch = (ta / ar).sqrt().round() as usize;
+        if cw > 0 && cw <= w && ch > 0 && ch <= h {
+            let top = rng.below(h - ch + 1);
+            let left = rng.below(w - cw + 1);
+            crop = Some((top, left, ch, cw));
+            break;
+        }
+    }
+    let (top, left, ch, cw) = crop.unwrap_or_else(|| {
+        let ratio = w as f64 / h as f64;
+        let (cw, ch) = if ratio < 0.75 {
+            (w, (w as f64 / 0.75).round() as usize)
+        } else if ratio > 4.0 / 3.0 {
+            ((h as f64 * 4.0 / 3.0).round() as usize, h)
+        } else {
+            (w, h)
+        };
+        ((h - ch.min(h)) / 2, (w - cw.min(w)) / 2, ch.min(h), cw.min(w))
+    });
+    d[..4].copy_from_slice(&[top as f32, left as f32, ch as f32, cw as f32]);
+    d[4] = if rng.unit() < 0.5 { 1.0 } else { 0.0 };
+    if rng.unit() < 0.8 {
+        d[5] = (0.2 + 1.6 * rng.unit()) as f32;
+        d[6] = (0.2 + 1.6 * rng.unit()) as f32;
+        d[7] = (0.2 + 1.6 * rng.unit()) as f32;
+        d[13] = (-0.2 + 0.4 * rng.unit()) as f32;
+        let mut order = [1.0f32, 2.0, 3.0, 4.0];
+        for i in (1..4).rev() {
+            order.swap(i, rng.below(i + 1));
+        }
+        d[8..12].copy_from_slice(&order);
+    }
+    if rng.unit() < 0.2 {
+        d[12] = 5.0;
+    }
+    let radius = (h.min(w) as f64 * 0.1) as usize / 2;
+    d[14] = radius as f32;
+    d[15] = (0.1 + 1.9 * rng.unit()) as f32;
+    d[16] = if radius > 0 { 1.0 } else { 0.0 };
+    let c = mean.len().min(3);
+    d[17..17 + c].copy_from_slice(&mean[..c]);
+    d[20..20 + c].copy_from_slice(&std[..c]);
+    d
+}

@@ -58,10 +58,10 @@ impl Copy4 {
         );
     }
 
-    pub fn dispatch(&self, gpu: &Gpu, src: &Tensor, dst: &Tensor) -> Dispatch {
-        self.check(src.numel(), dst.numel());
+    /// The uniform parameters of this copy.
+    pub fn params(&self) -> [u32; 16] {
         let d = &self.dims;
-        let params = [
+        [
             u(d[0]),
             u(d[1]),
             u(d[2]),
@@ -78,8 +78,12 @@ impl Copy4 {
             u(self.t[3]),
             f(self.alpha),
             f(self.beta),
-        ];
-        gpu.dispatch(&COPY, &params, &[src, dst], grid_for(&COPY, d.iter().product()))
+        ]
+    }
+
+    pub fn dispatch(&self, gpu: &Gpu, src: &Tensor, dst: &Tensor) -> Dispatch {
+        self.check(src.numel(), dst.numel());
+        gpu.dispatch(&COPY, &self.params(), &[src, dst], grid_for(&COPY, self.dims.iter().product()))
     }
 
     pub fn cpu(&self, src: &[f32], dst: &mut [f32]) {
