@@ -232,6 +232,9 @@ enum Command {
         /// Ablation: synthesize once, never refresh.
         #[arg(long)]
         no_refresh: bool,
+        /// Train Q without the batch augmentation (random resized crop, flip, colour jitter, blur).
+        #[arg(long)]
+        no_augment: bool,
         /// Continue an interrupted run from --out's checkpoint.safetensors (same flags).
         #[arg(long)]
         resume: bool,
@@ -391,6 +394,7 @@ fn run(cli: Cli) -> Result<()> {
             no_alignment,
             no_mask_weights,
             no_refresh,
+            no_augment,
             resume,
             stop_after_epoch,
         } => {
@@ -414,6 +418,7 @@ fn run(cli: Cli) -> Result<()> {
                 no_alignment,
                 no_mask_weights,
                 no_refresh,
+                no_augment,
                 resume,
                 stop_after_epoch,
             };

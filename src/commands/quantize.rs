@@ -36,6 +36,8 @@ pub struct QuantizeArgs {
     pub no_alignment: bool,
     pub no_mask_weights: bool,
     pub no_refresh: bool,
+    /// Train on the synthetic images without the spec's batch augmentation.
+    pub no_augment: bool,
     pub resume: bool,
     pub stop_after_epoch: Option<usize>,
 }
@@ -84,6 +86,9 @@ pub fn run(gpu_opts: &GpuOptions, args: &QuantizeArgs) -> Result<()> {
     }
     if args.no_refresh {
         cfg.refresh_every = 0;
+    }
+    if args.no_augment {
+        cfg.train.augment = false;
     }
     if cfg.num_images == 0 || cfg.epochs == 0 || cfg.synth.iters == 0 {
         bail!("--num-images, --epochs and --synth-iters must be at least 1");
