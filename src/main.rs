@@ -185,63 +185,7 @@ enum Command {
     },
     /// The MaskAQ pipeline: synthesize images with P and Q, train Q on them with periodic
     /// refresh; without --model it quantizes the bundled Fashion-MNIST model.
-    Quantize {
-        /// The full-precision model (default: the bundled assets/fashion_vit).
-        #[arg(long)]
-        model: Option<PathBuf>,
-        #[arg(long)]
-        arch: Option<String>,
-        #[arg(long, default_value = "W4A4")]
-        bits: String,
-        /// maskaq, mimiq, psaq or noise (how the images are synthesized).
-        #[arg(long, default_value = "maskaq")]
-        method: String,
-        /// demo (bundled model, minutes on a CPU), fast (a laptop GPU) or paper (the authors' settings).
-        #[arg(long, default_value = "demo")]
-        preset: String,
-        /// Evaluation after every epoch (default with the bundled model: its test slice).
-        #[arg(long)]
-        eval_data: Option<PathBuf>,
-        #[arg(long)]
-        out: PathBuf,
-        #[arg(long, default_value_t = 0)]
-        seed: u64,
-        #[arg(long)]
-        num_images: Option<usize>,
-        #[arg(long)]
-        synth_iters: Option<usize>,
-        #[arg(long)]
-        epochs: Option<usize>,
-        #[arg(long)]
-        refresh_every: Option<usize>,
-        #[arg(long)]
-        frozen_epochs: Option<usize>,
-        #[arg(long)]
-        lr: Option<f32>,
-        #[arg(long)]
-        hd_coef: Option<f32>,
-        /// Ablation: no patch-similarity entropy term in synthesis.
-        #[arg(long)]
-        no_entropy: bool,
-        /// Ablation: no masked P-Q attention alignment in synthesis.
-        #[arg(long)]
-        no_alignment: bool,
-        /// Ablation: uniform token weights in the head distillation.
-        #[arg(long)]
-        no_mask_weights: bool,
-        /// Ablation: synthesize once, never refresh.
-        #[arg(long)]
-        no_refresh: bool,
-        /// Train Q without the batch augmentation (random resized crop, flip, colour jitter, blur).
-        #[arg(long)]
-        no_augment: bool,
-        /// Continue an interrupted run from --out's checkpoint.safetensors (same flags).
-        #[arg(long)]
-        resume: bool,
-        /// Stop after finishing this epoch, as an interruption would (to test --resume).
-        #[arg(long, hide = true)]
-        stop_after_epoch: Option<usize>,
-    },
+    Quantize(commands::quantize::QuantizeArgs),
     /// Min-max post-training quantization (the baseline): calibrate activation ranges on
     /// Gaussian noise or real images, no training; writes a quantized-model file.
     Ptq {
@@ -374,56 +318,7 @@ fn run(cli: Cli) -> Result<()> {
             };
             commands::synth::run(&gpu_options(&cli.gpu), &args)
         }
-        Command::Quantize {
-            model,
-            arch,
-            bits,
-            method,
-            preset,
-            eval_data,
-            out,
-            seed,
-            num_images,
-            synth_iters,
-            epochs,
-            refresh_every,
-            frozen_epochs,
-            lr,
-            hd_coef,
-            no_entropy,
-            no_alignment,
-            no_mask_weights,
-            no_refresh,
-            no_augment,
-            resume,
-            stop_after_epoch,
-        } => {
-            let args = commands::quantize::QuantizeArgs {
-                model,
-                arch,
-                bits,
-                method,
-                preset,
-                eval_data,
-                out,
-                seed,
-                num_images,
-                synth_iters,
-                epochs,
-                refresh_every,
-                frozen_epochs,
-                lr,
-                hd_coef,
-                no_entropy,
-                no_alignment,
-                no_mask_weights,
-                no_refresh,
-                no_augment,
-                resume,
-                stop_after_epoch,
-            };
-            commands::quantize::run(&gpu_options(&cli.gpu), &args)
-        }
+        Command::Quantize(args) => commands::quantize::run(&gpu_options(&cli.gpu), &args),
         Command::Ptq { model, arch, bits, calib, num, batch, seed, out } => {
             let bits = bits.parse().map_err(|e| anyhow::anyhow!("--bits: {e}"))?;
             if batch == 0 {

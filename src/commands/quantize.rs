@@ -14,31 +14,63 @@ use crate::model::Vit;
 use crate::model::checkpoint::{load_weights, resolve};
 use crate::quant::Bits;
 
+/// The arguments of `maskaq quantize`.
+#[derive(clap::Args, Debug)]
 pub struct QuantizeArgs {
+    /// The full-precision model (default: the bundled assets/fashion_vit).
+    #[arg(long)]
     pub model: Option<PathBuf>,
+    #[arg(long)]
     pub arch: Option<String>,
+    #[arg(long, default_value = "W4A4")]
     pub bits: String,
+    /// maskaq, mimiq, psaq or noise (how the images are synthesized).
+    #[arg(long, default_value = "maskaq")]
     pub method: String,
+    /// demo (bundled model, minutes on a CPU), fast (a laptop GPU) or paper (the authors' settings).
+    #[arg(long, default_value = "demo")]
     pub preset: String,
+    /// Evaluation after every epoch (default with the bundled model: its test slice).
+    #[arg(long)]
     pub eval_data: Option<PathBuf>,
+    #[arg(long)]
     pub out: PathBuf,
+    #[arg(long, default_value_t = 0)]
     pub seed: u64,
+    #[arg(long)]
     pub num_images: Option<usize>,
+    #[arg(long)]
     pub synth_iters: Option<usize>,
+    #[arg(long)]
     pub epochs: Option<usize>,
+    #[arg(long)]
     pub refresh_every: Option<usize>,
+    #[arg(long)]
     pub frozen_epochs: Option<usize>,
+    #[arg(long)]
     pub lr: Option<f32>,
+    #[arg(long)]
     pub hd_coef: Option<f32>,
-    /// Ablations: switch off the entropy term, the masked alignment, the masked distillation
-    /// weights, the refresh.
+    /// Ablation: no patch-similarity entropy term in synthesis.
+    #[arg(long)]
     pub no_entropy: bool,
+    /// Ablation: no masked P-Q attention alignment in synthesis.
+    #[arg(long)]
     pub no_alignment: bool,
+    /// Ablation: uniform token weights in the head distillation.
+    #[arg(long)]
     pub no_mask_weights: bool,
+    /// Ablation: synthesize once, never refresh.
+    #[arg(long)]
     pub no_refresh: bool,
-    /// Train on the synthetic images without the spec's batch augmentation.
+    /// Train Q without the batch augmentation (random resized crop, flip, colour jitter, blur).
+    #[arg(long)]
     pub no_augment: bool,
+    /// Continue an interrupted run from --out's checkpoint.safetensors (same flags).
+    #[arg(long)]
     pub resume: bool,
+    /// Stop after finishing this epoch, as an interruption would (to test --resume).
+    #[arg(long, hide = true)]
     pub stop_after_epoch: Option<usize>,
 }
 

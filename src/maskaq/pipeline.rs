@@ -109,10 +109,17 @@ pub struct QuantizeReport {
     pub dropped_synthesis_batches: usize,
 }
 
-fn accuracy(gpu: &Gpu, vit: &Vit, data: &dyn Dataset) -> Result<(f64, f64)> {
-    let mut runner = ModelRunner::new(gpu, vit, 64.min(data.len().max(1)));
-    let r = evaluate(data, &vit.cfg.preprocess, &mut runner, None, &indicatif::ProgressBar::hidden())?;
+fn eval_runner<'g>(gpu: &'g Gpu, vit: &Vit, data: &dyn Dataset) -> ModelRunner<'g> {
+    ModelRunner::new(gpu, vit, 64.min(data.len().max(1)))
+}
+
+fn accuracy_with(runner: &mut ModelRunner, vit: &Vit, data: &dyn Dataset) -> Result<(f64, f64)> {
+    let r = evaluate(data, &vit.cfg.preprocess, runner, None, &indicatif::ProgressBar::hidden())?;
     Ok((r.top1, r.top5))
+}
+
+fn accuracy(gpu: &Gpu, vit: &Vit, data: &dyn Dataset) -> Result<(f64, f64)> {
+    accuracy_with(&mut eval_runner(gpu, vit, data), vit, data)
 }
 
 /// How to run the pipeline besides its configuration.
@@ -334,6 +341,8 @@ pub fn run(
         log(&format!("resumed from {} at epoch {}", ckpt_path.display(), first_epoch + 1));
     }
     let mut batch = vec![0f32; tb * per];
+    // Q's evaluation graph is built once; it reads Q's parameters as they are trained.
+    let mut q_runner = eval.map(|d| eval_runner(gpu, q, d));
     for epoch in first_epoch..cfg.epochs {
         let t0 = Instant::now();
         let refresh = epoch == 0 || (cfg.refresh_every > 0 && epoch % cfg.refresh_every == 0);
@@ -382,12 +391,12 @@ pub fn run(
         }
         let StepLosses { kd, hd, .. } = trainer.read_losses()?;
         train_s += s1.elapsed().as_secs_f64();
-        let (top1, top5) = match eval {
-            Some(d) => {
-                let (a, b) = accuracy(gpu, q, d)?;
+        let (top1, top5) = match (eval, q_runner.as_mut()) {
+            (Some(d), Some(runner)) => {
+                let (a, b) = accuracy_with(runner, q, d)?;
                 (Some(a), Some(b))
             }
-            None => (None, None),
+            _ => (None, None),
         };
         let e = EpochReport {
             epoch: epoch + 1,
