@@ -6,7 +6,10 @@
 //             dx = dres + rstd * (g - mean(g) - xhat * mean(g * xhat))
 //             dgamma = sum_r dy * xhat,  dbeta = sum_r dy
 
-struct Params { rows: u32, d: u32, eps: f32, has_res: u32 }
+// `extra`: forward and backward_input: whether a residual gradient dres is added;
+// backward_params: rows per chunk (0: all rows; else workgroup row z sums rows
+// [z*extra, (z+1)*extra) into dgamma/dbeta[z*d + j], partials summed by a second launch).
+struct Params { rows: u32, d: u32, eps: f32, extra: u32 }
 
 @group(0) @binding(0) var<uniform> p: Params;
 @group(0) @binding(1) var<storage, read> x: array<f32>;
@@ -62,7 +65,7 @@ fn layernorm_backward_input(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_
     for (var j = 0u; j < p.d; j++) {
         let xhat = (x[o + j] - mean) * rstd;
         var v = rstd * (dy[o + j] * gamma[j] - sg - xhat * sgx);
-        if (p.has_res != 0u) { v += dres[o + j]; }
+        if (p.extra != 0u) { v += dres[o + j]; }
         dx[o + j] = v;
     }
 }
@@ -72,13 +75,21 @@ fn layernorm_backward_params(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num
                              @builtin(local_invocation_index) lid: u32) {
     let j = index(wid, nwg, lid);
     if (j >= p.d) { return; }
+    var r0 = 0u;
+    var r1 = p.rows;
+    var o = j;
+    if (p.extra > 0u) {
+        r0 = wid.z * p.extra;
+        r1 = min(r0 + p.extra, p.rows);
+        o = wid.z * p.d + j;
+    }
     var sgm = 0.0;
     var sb = 0.0;
-    for (var r = 0u; r < p.rows; r++) {
+    for (var r = r0; r < r1; r++) {
         let g = dy[r * p.d + j];
         sgm += g * (x[r * p.d + j] - stats_in[2u * r]) * stats_in[2u * r + 1u];
         sb += g;
     }
-    dgamma[j] = sgm;
-    dbeta[j] = sb;
+    dgamma[o] = sgm;
+    dbeta[o] = sb;
 }

@@ -150,7 +150,14 @@ fn act_quant_backward(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgr
     partials[2u * t + 1u] = gz;
 }
 
-// qgrad[site] = (g * sum of alpha partials, sum of z partials) (one invocation).
+// The zero point's gradient factor, in the lsq_scale slot of the gradient kernels: >= 0 is a
+// plain multiplier (1: the authors' code, 0: z frozen), < 0 means LSQ's g, as alpha gets.
+fn z_grad_factor() -> f32 {
+    if (p.lsq_scale < 0.0) { return qmeta[4u * p.site + 2u]; }
+    return p.lsq_scale;
+}
+
+// qgrad[site] = (g * sum of alpha partials, z factor * sum of z partials) (one invocation).
 @compute @workgroup_size(1)
 fn act_quant_grad() {
     var ga = 0.0;
@@ -160,7 +167,29 @@ fn act_quant_grad() {
         gz += partials_in[2u * t + 1u];
     }
     qgrad[2u * p.site] = ga * qmeta[4u * p.site + 2u];
-    qgrad[2u * p.site + 1u] = gz;
+    qgrad[2u * p.site + 1u] = gz * z_grad_factor();
+}
+
+// The same sum for GPUs: 256 invocations, each a strided share of the partials, then a tree
+// in workgroup memory (one invocation walking thousands of partials leaves a GPU idle).
+var<workgroup> red: array<vec2<f32>, 256>;
+
+@compute @workgroup_size(256)
+fn act_quant_grad_wg(@builtin(local_invocation_index) lid: u32) {
+    var s = vec2<f32>(0.0);
+    for (var t = lid; t < p.threads; t += 256u) {
+        s += vec2<f32>(partials_in[2u * t], partials_in[2u * t + 1u]);
+    }
+    red[lid] = s;
+    workgroupBarrier();
+    for (var w = 128u; w > 0u; w = w >> 1u) {
+        if (lid < w) { red[lid] += red[lid + w]; }
+        workgroupBarrier();
+    }
+    if (lid == 0u) {
+        qgrad[2u * p.site] = red[0].x * qmeta[4u * p.site + 2u];
+        qgrad[2u * p.site + 1u] = red[0].y * z_grad_factor();
+    }
 }
 
 // ---- min-max calibration (the PTQ baseline) -----------------------------------------------------

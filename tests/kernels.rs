@@ -8,7 +8,9 @@
 
 mod common;
 
-use common::{Rng, assert_close, assert_close_floor, assert_exact, gpu, read, run1, upload, upload1};
+use common::{
+    Rng, assert_close, assert_close_floor, assert_exact, gpu, read, run_all, run1, upload, upload1,
+};
 use maskaq::gpu::{Gpu, Tensor};
 use maskaq::ops::copy::{self, Copy4};
 use maskaq::ops::embed::Geometry;
@@ -87,8 +89,7 @@ fn check_matmul(gpu: &mut Gpu, name: &str, mm: Matmul, seed: u64, tol: f64) {
     for (vname, tiled) in VARIANTS {
         use_variant(gpu, tiled);
         let tc = upload1(gpu, &c0);
-        let d = mm.dispatch(gpu, &ta, &tb, tbias.as_ref(), &tc);
-        run1(gpu, &d);
+        run_all(gpu, &mm.dispatches(gpu, &ta, &tb, tbias.as_ref(), &tc));
         let got = read(gpu, &tc);
         let label = format!("matmul_{vname} {name} m={} n={} k={}", mm.m, mm.n, mm.k);
         assert_close(&label, &got, &want, tol);
@@ -264,12 +265,15 @@ fn layernorm_forward_backward() {
             // dx starts as garbage: the kernel must overwrite, not accumulate.
             let tdx = upload1(&g, &rng.vec(rows * d, 9.0));
             run1(&g, &layernorm::backward_input(&g, rows, d, &tx, &tg, &ts, &tdy, None, &tdx));
-            assert_close(&format!("layernorm dx {name}"), &read(&g, &tdx), &want_dx, TOL);
+            // At d = 1, dx is exactly 0 but rstd = 1/sqrt(eps) = 1000 scales the f32 rounding of
+            // g - mean(g) (the H200 gave 2.9e-5): errors relative to max(|dx|, 1).
+            assert_close_floor(&format!("layernorm dx {name}"), &read(&g, &tdx), &want_dx, 1e-4, 1.0);
             run1(&g, &layernorm::backward_input(&g, rows, d, &tx, &tg, &ts, &tdy, Some(&tdres), &tdx));
-            assert_close(&format!("layernorm dx+dres {name}"), &read(&g, &tdx), &add(&want_dx, &dres), TOL);
+            let want = add(&want_dx, &dres);
+            assert_close_floor(&format!("layernorm dx+dres {name}"), &read(&g, &tdx), &want, 1e-4, 1.0);
             let tdg = upload1(&g, &rng.vec(d, 9.0));
             let tdb = upload1(&g, &rng.vec(d, 9.0));
-            run1(&g, &layernorm::backward_params(&g, rows, d, &tx, &ts, &tdy, &tdg, &tdb));
+            run_all(&g, &layernorm::backward_params(&g, rows, d, &tx, &ts, &tdy, &tdg, &tdb));
             assert_close(&format!("layernorm dgamma {name}"), &read(&g, &tdg), &want_dg, TOL);
             assert_close(&format!("layernorm dbeta {name}"), &read(&g, &tdb), &want_db, TOL);
         }
@@ -491,6 +495,88 @@ fn sum_rows_strided() {
     }
 }
 
+/// Long sums on GPUs run in chunks of rows (two launches); on CPU adapters in one. Both
+/// against the CPU reference on ragged shapes, whatever the adapter.
+#[test]
+fn sum_rows_chunked() {
+    let mut g = gpu();
+    let cases = [
+        SumRows::matrix(1000, 37),
+        SumRows { n: 1, rows: 20_000, s_off: 5, rs: 1, o_off: 3, alpha: 0.25, beta: 0.0 },
+        SumRows { n: 65, rows: 129, s_off: 7, rs: 70, o_off: 2, alpha: -0.5, beta: 1.5 },
+        SumRows { n: 3, rows: 30_001, s_off: 0, rs: 3, o_off: 0, alpha: 1e-3, beta: 1.0 },
+    ];
+    for (i, c) in cases.into_iter().enumerate() {
+        let mut rng = Rng::new(60 + i as u64);
+        let src = rng.vec(c.s_off + c.rows * c.rs + 3, 1.0);
+        let out0 = rng.vec(c.o_off + c.n + 2, 1.0);
+        let mut want = out0.clone();
+        c.cpu(&src, &mut want);
+        let ts = upload1(&g, &src);
+        for cpu_like in [true, false] {
+            g.cpu_like = cpu_like;
+            let to = upload1(&g, &out0);
+            let ds = c.dispatches(&g, &ts, &to);
+            assert_eq!(ds.len(), if cpu_like { 1 } else { 2 }, "chunking of {c:?}");
+            run_all(&g, &ds);
+            assert_close(&format!("sum_rows cpu_like={cpu_like} {c:?}"), &read(&g, &to), &want, TOL);
+        }
+    }
+}
+
+/// The GPU path splits products with few output tiles and a long k (weight gradients) into k
+/// slices summed afterwards; checked on the layouts the model uses, with a ragged remainder.
+#[test]
+fn matmul_split_k() {
+    let mut g = gpu();
+    let cases = [
+        // dW = dyᵀ x: A transposed (rows x out), B rows x in.
+        (Matmul::new(70, 45, 1000, View::rows(70).t(), View::rows(45), View::rows(45)), 1.0, 0.0),
+        (Matmul::new(64, 64, 1024, View::rows(64).t(), View::rows(64), View::rows(64)), 0.5, 0.0),
+        // Both contiguous along k (the nt4 kernel), offsets and a strided C, alpha and beta.
+        (
+            Matmul::new(33, 17, 777, View::rows(780).at(4), View::rows(780).t(), View::rows(17).at(5)),
+            2.0,
+            -1.0,
+        ),
+        (Matmul::new(5, 130, 300, View::rows(300), View::rows(130), View::rows(130)), 1.0, 1.0),
+    ];
+    for (i, (mm, alpha, beta)) in cases.into_iter().enumerate() {
+        let mm = mm.scale(alpha, beta);
+        assert!(mm.split_k(false).is_some(), "case {i} is meant to be split: {mm:?}");
+        assert!(mm.split_k(true).is_none(), "CPU adapters never split");
+        check_matmul(&mut g, &format!("split-k case {i}"), mm, 70 + i as u64, TOL);
+    }
+    g.cpu_like = true;
+}
+
+/// LayerNorm's parameter gradients on GPUs also sum their rows in chunks.
+#[test]
+fn layernorm_params_chunked() {
+    let mut g = gpu();
+    let mut rng = Rng::new(80);
+    for (rows, d) in [(300, 45), (129, 1), (1000, 65)] {
+        let x = rng.vec(rows * d, 2.0);
+        let gamma = rng.vec(d, 1.0);
+        let beta = rng.vec(d, 1.0);
+        let dy = rng.vec(rows * d, 1.0);
+        let (_, want_dg, want_db) = layernorm::cpu_backward(rows, d, 1e-6, &x, &gamma, &dy);
+        let (_, stats) = layernorm::cpu_forward(rows, d, 1e-6, &x, &gamma, &beta);
+        let (tx, ts, tdy) = (upload1(&g, &x), upload1(&g, &stats), upload1(&g, &dy));
+        for cpu_like in [true, false] {
+            g.cpu_like = cpu_like;
+            let tdg = upload1(&g, &rng.vec(d, 9.0));
+            let tdb = upload1(&g, &rng.vec(d, 9.0));
+            let ds = layernorm::backward_params(&g, rows, d, &tx, &ts, &tdy, &tdg, &tdb);
+            assert_eq!(ds.len() > 1, !cpu_like, "chunking at rows={rows}");
+            run_all(&g, &ds);
+            let name = format!("rows={rows} d={d} cpu_like={cpu_like}");
+            assert_close(&format!("layernorm dgamma {name}"), &read(&g, &tdg), &want_dg, TOL);
+            assert_close(&format!("layernorm dbeta {name}"), &read(&g, &tdb), &want_db, TOL);
+        }
+    }
+}
+
 /// With beta = 0 the kernels overwrite their output without reading it: a destination full of
 /// NaN (e.g. never-written memory) must not leak into the result.
 #[test]
@@ -556,7 +642,9 @@ fn cross_entropy_ragged() {
             let tloss = upload1(&g, &rng.vec(rows, 9.0));
             let tgrad = upload1(&g, &rng.vec(rows * classes, 9.0));
             run1(&g, &loss::cross_entropy(&g, rows, classes, scale, &tl, &tt, &tloss, &tgrad));
-            assert_close(&format!("ce loss {name}"), &read(&g, &tloss), &want_loss, TOL);
+            // GPUs' exp and log are not correctly rounded (Vulkan allows a few ULP): the H200 was
+            // 1.3e-5 off on a small loss (0.013); 1e-4 still catches any real error.
+            assert_close(&format!("ce loss {name}"), &read(&g, &tloss), &want_loss, 1e-4);
             // f32 exp(logit - lse) carries ~1e-7 absolute error; when every gradient of a row is
             // small (a confident row of 3 classes) that is ~1e-5 relative to their maximum.
             assert_close(&format!("ce grad {name}"), &read(&g, &tgrad), &want_grad, 5e-5);
@@ -729,11 +817,12 @@ fn fd_layernorm_backward() {
     let tw = upload1(&g, &w);
     let tdx = Tensor::zeros(&g, &[rows, d]);
     let (tdg, tdb) = (Tensor::zeros(&g, &[d]), Tensor::zeros(&g, &[d]));
-    g.run(&[
-        &layernorm::forward(&g, rows, d, eps, &tx, &tg, &tb, &ty, &ts),
-        &layernorm::backward_input(&g, rows, d, &tx, &tg, &ts, &tw, None, &tdx),
-        &layernorm::backward_params(&g, rows, d, &tx, &ts, &tw, &tdg, &tdb),
-    ]);
+    let mut ds = vec![
+        layernorm::forward(&g, rows, d, eps, &tx, &tg, &tb, &ty, &ts),
+        layernorm::backward_input(&g, rows, d, &tx, &tg, &ts, &tw, None, &tdx),
+    ];
+    ds.extend(layernorm::backward_params(&g, rows, d, &tx, &ts, &tw, &tdg, &tdb));
+    run_all(&g, &ds);
     let ln = |x: &[f32], gm: &[f32], bt: &[f32]| dot(&w, &layernorm::cpu_forward(rows, d, eps, x, gm, bt).0);
     let fx = |v: &[f32]| ln(v, &gamma, &beta);
     let fg = |v: &[f32]| ln(&x, v, &beta);

@@ -142,12 +142,13 @@ fn tiny_gray_f16_checkpoint_matches_pytorch() {
     assert_fixture("tiny_gray_f16");
 }
 
-/// Full-size deit_tiny_patch16_224 with random weights. Its fixture (about 55 MB) is not
-/// committed: this test writes it with tools/make_fixtures.py when torch and timm are installed
-/// (`pip install -r tools/requirements.txt`; .ci/run does so). Without them it says so and passes,
-/// except under CI=true, where it fails.
-#[test]
-fn deit_tiny_full_matches_pytorch() {
+/// Writes the full-size deit_tiny_patch16_224 fixture (random weights, about 55 MB, not
+/// committed) with tools/make_fixtures.py when torch and timm are installed (`pip install -r
+/// tools/requirements.txt`; .ci/run does so). Returns false (and says so) when that is not
+/// possible, except under CI=true, where it fails.
+fn ensure_full_fixture() -> bool {
+    static LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    let _guard = LOCK.lock().unwrap_or_else(|e| e.into_inner());
     let dir = fixture_dir("deit_tiny_full");
     if !dir.join("fixture.safetensors").exists() {
         let root = Path::new(env!("CARGO_MANIFEST_DIR"));
@@ -163,10 +164,35 @@ fn deit_tiny_full_matches_pytorch() {
                 panic!("{msg}");
             }
             eprintln!("{msg}");
-            return;
+            return false;
         }
     }
-    assert_fixture("deit_tiny_full");
+    true
+}
+
+/// Full-size deit_tiny_patch16_224 with random weights, through the kernels the adapter picks.
+#[test]
+fn deit_tiny_full_matches_pytorch() {
+    if ensure_full_fixture() {
+        assert_fixture("deit_tiny_full");
+    }
+}
+
+/// Full-size DeiT-Tiny through the kernels real GPUs use (tiled and split-K matmuls, chunked
+/// reductions: the batch has enough tokens for all of them), on whatever adapter is present.
+#[test]
+fn deit_tiny_full_gpu_kernel_variants() {
+    if !ensure_full_fixture() {
+        return;
+    }
+    let mut gpu = common::gpu();
+    gpu.cpu_like = false;
+    let failures = run_fixture(&gpu, &fixture_dir("deit_tiny_full"));
+    assert!(
+        failures.is_empty(),
+        "deit_tiny_full (GPU kernels) differs from PyTorch:\n{}",
+        failures.join("\n")
+    );
 }
 
 /// The same parity with the kernels real GPUs use (tiled matmuls with workgroup memory), run
@@ -178,5 +204,66 @@ fn gpu_kernel_variants_match_pytorch() {
     for name in ["tiny_vit", "tiny_deit_distilled", "tiny_gray_f16"] {
         let failures = run_fixture(&gpu, &fixture_dir(name));
         assert!(failures.is_empty(), "{name} (GPU kernels) differs from PyTorch:\n{}", failures.join("\n"));
+    }
+}
+
+/// The synthesis graphs skip every parameter gradient (`image_grads_only`): the image gradient
+/// must be bit for bit the one of the full backward, for P and for a quantized Q, on both kernel
+/// families.
+#[test]
+fn image_grads_only_keeps_the_image_gradient() {
+    let mut gpu = common::gpu();
+    let dir = fixture_dir("tiny_vit");
+    let fx: Fixture = read_f32_tensors(&dir.join("fixture.safetensors")).expect("fixture");
+    let (ishape, images) = &fx["images"];
+    let batch = ishape[0];
+    for cpu_like in [true, false] {
+        gpu.cpu_like = cpu_like;
+        for quantized in [false, true] {
+            let mut vit = Vit::load(&gpu, &dir, None).expect("load model");
+            if quantized {
+                vit.quantize(&gpu, maskaq::quant::Bits { w: 4, a: 4 });
+            }
+            let run = |only: bool| -> (Vec<f32>, usize) {
+                let opts = GraphOptions {
+                    backward: true,
+                    attention_grads: true,
+                    image_grads_only: only,
+                    ..Default::default()
+                };
+                let g = Graph::build(&gpu, &vit, batch, opts);
+                g.images.write(&gpu, images);
+                if quantized && !only {
+                    g.forward_init(&gpu, &vit);
+                } else {
+                    g.forward(&gpu);
+                }
+                let dl: Vec<f32> = (0..g.d_logits.numel()).map(|i| ((i % 7) as f32 - 3.0) * 0.1).collect();
+                g.d_logits.write(&gpu, &dl);
+                for tap in &g.taps {
+                    let da = tap.d_attn_logits.as_ref().unwrap();
+                    da.write(
+                        &gpu,
+                        &(0..da.numel()).map(|i| ((i % 5) as f32 - 2.0) * 1e-3).collect::<Vec<_>>(),
+                    );
+                    let d_o = tap.d_attn_out.as_ref().unwrap();
+                    d_o.write(
+                        &gpu,
+                        &(0..d_o.numel()).map(|i| ((i % 3) as f32 - 1.0) * 1e-2).collect::<Vec<_>>(),
+                    );
+                }
+                g.backward(&gpu);
+                (g.d_images.read(&gpu).unwrap(), g.backward_dispatches().len())
+            };
+            let (full, n_full) = run(false);
+            let (only, n_only) = run(true);
+            let tag = format!("cpu_like={cpu_like} quantized={quantized}");
+            assert!(n_only < n_full, "{tag}: {n_only} launches vs {n_full}");
+            assert!(full.iter().any(|&v| v != 0.0), "{tag}: zero image gradient");
+            assert!(
+                full.iter().zip(&only).all(|(a, b)| a.to_bits() == b.to_bits()),
+                "{tag}: image gradients differ"
+            );
+        }
     }
 }

@@ -2,8 +2,8 @@
 
 mod common;
 
-use common::{Rng, assert_close, gpu, read, upload1};
-use maskaq::gpu::Tensor;
+use common::{Rng, assert_close, assert_close_floor, gpu, read, upload1};
+use maskaq::gpu::{Gpu, Tensor};
 use maskaq::ops::quant::{self, ActQuantState, MAX_PARTIALS, Region};
 
 #[test]
@@ -45,46 +45,64 @@ fn weight_quant_all_bits_ragged() {
 
 /// Initialises one quantizer on `x0`'s region, quantizes `x`, and runs the backward with `dy`;
 /// compares everything with the CPU reference.
-fn check_act(bits: u32, region: Region, len: usize, seed: u64, shift: f32) {
-    let gpu = gpu();
+fn check_act(gpu: &mut Gpu, bits: u32, region: Region, len: usize, seed: u64, shift: f32) {
+    // Both the CPU-adapter and the GPU variants of the kernels, on whatever adapter is present
+    // (one device per test: some drivers refuse after a few dozen devices in one process).
+    let native = gpu.cpu_like;
+    for cpu_like in [true, false] {
+        gpu.cpu_like = cpu_like;
+        check_act_on(gpu, bits, region, len, seed, shift);
+    }
+    gpu.cpu_like = native;
+}
+
+fn check_act_on(gpu: &Gpu, bits: u32, region: Region, len: usize, seed: u64, shift: f32) {
     let mut rng = Rng::new(seed);
     let x: Vec<f32> = rng.vec(len, 2.0).iter().map(|v| v + shift).collect();
     let dy = rng.vec(len, 1.0);
-    let st = ActQuantState::new(&gpu, 3);
-    let partials = Tensor::zeros(&gpu, &[2 * MAX_PARTIALS]);
-    let (xt, dyt) = (upload1(&gpu, &x), upload1(&gpu, &dy));
-    let xq = Tensor::zeros(&gpu, &[len]);
-    let dx = Tensor::zeros(&gpu, &[len]);
+    let st = ActQuantState::new(gpu, 3);
+    let partials = Tensor::zeros(gpu, &[2 * MAX_PARTIALS]);
+    let (xt, dyt) = (upload1(gpu, &x), upload1(gpu, &dy));
+    let xq = Tensor::zeros(gpu, &[len]);
+    let dx = Tensor::zeros(gpu, &[len]);
     let site = 1;
     let lsq = 0.37;
-    let init = quant::act_init(&gpu, &st, site, bits, lsq, region, &xt, &partials);
-    let fwd = quant::act_forward(&gpu, &st, site, region, &xt, &xq);
-    let bwd = quant::act_backward(&gpu, &st, site, region, &xt, &dyt, &dx, &partials);
+    let init = quant::act_init(gpu, &st, site, bits, lsq, region, &xt, &partials);
+    let fwd = quant::act_forward(gpu, &st, site, region, &xt, &xq);
+    let bwd = quant::act_backward(gpu, &st, site, region, &xt, &dyt, &dx, &partials, 1.0);
     gpu.run(&[&init[0], &init[1], &fwd, &bwd[0], &bwd[1]]);
 
     let sub: Vec<f32> = (0..region.numel()).map(|i| x[region.element(i)]).collect();
     let dsub: Vec<f32> = (0..region.numel()).map(|i| dy[region.element(i)]).collect();
     let (alpha, z, qn, qp, g, signed) = quant::cpu_init(&sub, bits, lsq);
-    let p = read(&gpu, &st.qparams);
-    let m = read(&gpu, &st.qmeta);
-    let tag = format!("b{bits} {region:?}");
+    let p = read(gpu, &st.qparams);
+    let m = read(gpu, &st.qmeta);
+    let tag = format!("b{bits} {region:?} cpu_like={}", gpu.cpu_like);
     assert_close(&format!("{tag} alpha, z"), &p[2..4], &[alpha, z], 1e-5);
     assert_close(&format!("{tag} qn, qp, g"), &m[4..7], &[qn, qp, g], 1e-5);
     assert_eq!(m[7] == 1.0, signed, "{tag} signedness");
 
     let want_q = quant::cpu_act_forward(&sub, p[2], p[3], qn, qp);
     let (want_dx, want_ga, want_gz) = quant::cpu_act_backward(&sub, &dsub, p[2], p[3], qn, qp, m[6]);
-    let got_q = read(&gpu, &xq);
-    let got_dx = read(&gpu, &dx);
+    let got_q = read(gpu, &xq);
+    let got_dx = read(gpu, &dx);
     let got_q: Vec<f32> = (0..region.numel()).map(|i| got_q[region.element(i)]).collect();
     let got_dx: Vec<f32> = (0..region.numel()).map(|i| got_dx[region.element(i)]).collect();
     assert_close(&format!("{tag} forward"), &got_q, &want_q, 1e-5);
     assert_close(&format!("{tag} dx"), &got_dx, &want_dx, 1e-6);
-    let qg = read(&gpu, &st.qgrad);
+    let qg = read(gpu, &st.qgrad);
     assert_close(&format!("{tag} dalpha, dz"), &qg[2..4], &[want_ga, want_gz], 1e-4);
+    // The zero point's gradient factor: 0 freezes it, a negative factor means LSQ's g.
+    for (factor, want) in [(0.0, 0.0), (-1.0, want_gz * m[6])] {
+        let bwd = quant::act_backward(gpu, &st, site, region, &xt, &dyt, &dx, &partials, factor);
+        gpu.run(&[&bwd[0], &bwd[1]]);
+        let qg = read(gpu, &st.qgrad);
+        let got = [qg[2], qg[3]];
+        assert_close_floor(&format!("{tag} z factor {factor}"), &got, &[want_ga, want], 1e-4, 1e-6);
+    }
     // Elements outside the region are untouched.
     let inside: std::collections::HashSet<usize> = (0..region.numel()).map(|i| region.element(i)).collect();
-    let all_q = read(&gpu, &xq);
+    let all_q = read(gpu, &xq);
     assert!(
         (0..len).filter(|i| !inside.contains(i)).all(|i| all_q[i] == 0.0),
         "{tag}: wrote outside the region"
@@ -93,27 +111,30 @@ fn check_act(bits: u32, region: Region, len: usize, seed: u64, shift: f32) {
 
 #[test]
 fn act_quant_whole_tensors() {
+    let mut g = gpu();
     for bits in [2, 3, 4, 8] {
         for n in [1, 3, 17, 65, 5000] {
-            check_act(bits, Region::whole(n), n, bits as u64 * 100 + n as u64, 0.0);
+            check_act(&mut g, bits, Region::whole(n), n, bits as u64 * 100 + n as u64, 0.0);
         }
     }
 }
 
 #[test]
 fn act_quant_unsigned_inputs() {
+    let mut g = gpu();
     // Non-negative inputs (softmax probabilities, GELU outputs) get the unsigned range.
     for n in [3, 65, 1000] {
-        check_act(4, Region::whole(n), n, n as u64, 2.5);
+        check_act(&mut g, 4, Region::whole(n), n, n as u64, 2.5);
     }
 }
 
 #[test]
 fn act_quant_strided_regions() {
+    let mut g = gpu();
     // q, k, v of a fused [rows, 3D] matrix.
     let (rows, d) = (17, 5);
     for which in 0..3 {
         let region = Region { rows, cols: d, off: which * d, rs: 3 * d };
-        check_act(3, region, rows * 3 * d, 9 + which as u64, 0.3);
+        check_act(&mut g, 3, region, rows * 3 * d, 9 + which as u64, 0.3);
     }
 }

@@ -42,25 +42,35 @@ impl Report {
 }
 
 fn run(model: &str, fixture: &str, bits: &str) {
-    let gpu: Gpu = common::gpu();
+    // The kernels of the adapter found, then (on a CPU adapter) the GPU variants too.
+    let mut gpu: Gpu = common::gpu();
+    let cpu = gpu.cpu_like;
+    run_on(&gpu, model, fixture, bits);
+    if cpu {
+        gpu.cpu_like = false;
+        run_on(&gpu, model, fixture, bits);
+    }
+}
+
+fn run_on(gpu: &Gpu, model: &str, fixture: &str, bits: &str) {
     let fx: Fixture = read_f32_tensors(&fixtures().join(fixture).join("fixture.safetensors")).unwrap();
-    let mut vit = Vit::load(&gpu, &fixtures().join(model), None).unwrap();
-    vit.quantize(&gpu, bits.parse::<Bits>().unwrap());
+    let mut vit = Vit::load(gpu, &fixtures().join(model), None).unwrap();
+    vit.quantize(gpu, bits.parse::<Bits>().unwrap());
     let batch = fx["images"].0[0];
     let g = Graph::build(
-        &gpu,
+        gpu,
         &vit,
         batch,
         GraphOptions { backward: true, attention_grads: true, ..Default::default() },
     );
-    g.images.write(&gpu, &fx["images"].1);
-    g.forward_init(&gpu, &vit);
-    g.forward(&gpu);
+    g.images.write(gpu, &fx["images"].1);
+    g.forward_init(gpu, &vit);
+    g.forward(gpu);
     let mut r = Report { failures: Vec::new() };
 
     // Quantizer initialisation.
     let q = vit.quant.as_ref().unwrap();
-    let sites = q.read(&gpu).unwrap();
+    let sites = q.read(gpu).unwrap();
     let (mut a_got, mut a_want, mut z_got, mut z_want, mut g_got, mut g_want) =
         (vec![], vec![], vec![], vec![], vec![], vec![]);
     let mut ties = 0.0;
@@ -83,17 +93,17 @@ fn run(model: &str, fixture: &str, bits: &str) {
         let w = vit.param(name);
         let rows = w.shape[0];
         let cols = w.value.numel() / rows;
-        let w_hat = Tensor::zeros(&gpu, &w.shape);
+        let w_hat = Tensor::zeros(gpu, &w.shape);
         gpu.run(&[&maskaq::ops::quant::weight_quant(
-            &gpu,
+            gpu,
             rows,
             cols,
             q.bits.w,
             &w.value,
             &w_hat,
-            &Tensor::zeros(&gpu, &[rows]),
+            &Tensor::zeros(gpu, &[rows]),
         )]);
-        let got = w_hat.read(&gpu).unwrap();
+        let got = w_hat.read(gpu).unwrap();
         let want = &fx[&format!("wq.{name}")].1;
         let differ = got.iter().zip(want).filter(|(a, b)| (*a - *b).abs() > 1e-6 * b.abs().max(1e-3)).count();
         eprintln!("  weight quantizer {name}: {differ} of {} values differ (rounding ties)", got.len());
@@ -104,15 +114,15 @@ fn run(model: &str, fixture: &str, bits: &str) {
     }
 
     // Forward.
-    let logits = g.logits.read(&gpu).unwrap();
+    let logits = g.logits.read(gpu).unwrap();
     r.check("logits", &logits, &fx["logits"].1, 1e-4);
     let coef_a = 0.001f32;
     let coef_o = 0.1f32;
     let classes = vit.cfg.num_classes;
-    let targets = Tensor::from_slice(&gpu, &fx["targets"].1, &[batch]);
-    let losses = Tensor::zeros(&gpu, &[batch]);
+    let targets = Tensor::from_slice(gpu, &fx["targets"].1, &[batch]);
+    let losses = Tensor::zeros(gpu, &[batch]);
     gpu.run(&[&loss::cross_entropy(
-        &gpu,
+        gpu,
         batch,
         classes,
         1.0 / batch as f32,
@@ -121,10 +131,10 @@ fn run(model: &str, fixture: &str, bits: &str) {
         &losses,
         &g.d_logits,
     )]);
-    let mut objective = losses.read(&gpu).unwrap().iter().map(|&v| v as f64).sum::<f64>() / batch as f64;
+    let mut objective = losses.read(gpu).unwrap().iter().map(|&v| v as f64).sum::<f64>() / batch as f64;
     for (l, tap) in g.taps.iter().enumerate() {
-        let a = tap.attn_logits.read(&gpu).unwrap();
-        let o = tap.attn_out.read(&gpu).unwrap();
+        let a = tap.attn_logits.read(gpu).unwrap();
+        let o = tap.attn_out.read(gpu).unwrap();
         r.check(&format!("blocks.{l}.attn_logits"), &a, &fx[&format!("blocks.{l}.attn_logits")].1, 1e-4);
         r.check(&format!("blocks.{l}.attn_out"), &o, &fx[&format!("blocks.{l}.attn_out")].1, 1e-4);
         objective += coef_a as f64 * a.iter().map(|&v| (v as f64).powi(2)).sum::<f64>() / a.len() as f64;
@@ -132,27 +142,27 @@ fn run(model: &str, fixture: &str, bits: &str) {
         tap.d_attn_logits
             .as_ref()
             .unwrap()
-            .write(&gpu, &a.iter().map(|&v| 2.0 * coef_a * v / a.len() as f32).collect::<Vec<_>>());
+            .write(gpu, &a.iter().map(|&v| 2.0 * coef_a * v / a.len() as f32).collect::<Vec<_>>());
         tap.d_attn_out
             .as_ref()
             .unwrap()
-            .write(&gpu, &o.iter().map(|&v| 2.0 * coef_o * v / o.len() as f32).collect::<Vec<_>>());
+            .write(gpu, &o.iter().map(|&v| 2.0 * coef_o * v / o.len() as f32).collect::<Vec<_>>());
     }
     let want = fx["objective"].1[0] as f64;
     assert!(((objective - want) / want).abs() < 1e-4, "objective {objective} vs {want}");
 
     // Backward.
-    g.backward(&gpu);
-    r.check("grad.images", &g.d_images.read(&gpu).unwrap(), &fx["grad.images"].1, 1e-3);
+    g.backward(gpu);
+    r.check("grad.images", &g.d_images.read(gpu).unwrap(), &fx["grad.images"].1, 1e-3);
     for p in &vit.params {
         r.check(
             &format!("grad.{}", p.name),
-            &p.grad.read(&gpu).unwrap(),
+            &p.grad.read(gpu).unwrap(),
             &fx[&format!("grad.{}", p.name)].1,
             1e-3,
         );
     }
-    let qg = q.state.qgrad.read(&gpu).unwrap();
+    let qg = q.state.qgrad.read(gpu).unwrap();
     let ga: Vec<f32> = (0..sites.len()).map(|i| qg[2 * i]).collect();
     let gz: Vec<f32> = (0..sites.len()).map(|i| qg[2 * i + 1]).collect();
     let ga_want: Vec<f32> = sites.iter().map(|s| fx[&format!("grad.{}.alpha", s.name)].1[0]).collect();

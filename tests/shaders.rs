@@ -61,6 +61,7 @@ const KERNELS: &[&Kernel] = &[
     &quant::INIT,
     &quant::BACKWARD,
     &quant::GRAD,
+    &quant::GRAD_WG,
     &quant::MINMAX_PARTIAL,
     &quant::MINMAX_MERGE,
     &reduce::SUM_ROWS,

@@ -176,7 +176,7 @@ MODELS = {
         architecture="deit_tiny_patch16_224",
         num_classes=1000,
         model_args=dict(img_size=224, patch_size=16, in_chans=3, embed_dim=192, depth=12, num_heads=3, mlp_ratio=4.0),
-        batch=1, mean=IMAGENET_MEAN, std=IMAGENET_STD, f16=False, full=True,
+        batch=2, mean=IMAGENET_MEAN, std=IMAGENET_STD, f16=False, full=True,
     ),
 }
 

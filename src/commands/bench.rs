@@ -28,9 +28,14 @@ pub struct BenchReport {
     /// backward with every objective, and image-iterations per second.
     pub synth_iteration_ms: f64,
     pub synth_image_iterations_per_s: f64,
+    /// Wall milliseconds per Q-training step (augmentation, P and Q forward, KD + head
+    /// distillation, Q backward, SGD), Q at W4A4.
+    pub qtrain_step_ms: f64,
     /// With `--profile`: GPU time per kernel over one forward+backward, largest first.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub profile: Vec<KernelTime>,
+    /// With `--profile`: the same for one synthesis iteration (P and Q, all MaskAQ terms).
+    pub synth_profile: Vec<KernelTime>,
 }
 
 #[derive(Serialize, Debug)]
@@ -100,8 +105,9 @@ pub fn run(
     const REPS: usize = 10;
     let (gemm_s, s3) = time(gpu, &[&mm; REPS], iters)?;
     let gemm_s = gemm_s / REPS as f64;
-    let profile = if profile { profile_kernels(gpu, &train_list)? } else { Vec::new() };
-    let synth_s = synth_iteration(gpu, vit, batch)?;
+    let train_profile = if profile { profile_kernels(gpu, &train_list)? } else { Vec::new() };
+    let (synth_s, synth_profile) = synth_iteration(gpu, vit, batch, profile)?;
+    let qtrain_s = qtrain_step(gpu, vit, batch)?;
     let macs = cfg.macs_per_image() * batch as f64;
     Ok(BenchReport {
         adapter: gpu.describe(),
@@ -127,12 +133,15 @@ pub fn run(
         },
         synth_iteration_ms: synth_s * 1e3,
         synth_image_iterations_per_s: batch as f64 / synth_s,
-        profile,
+        qtrain_step_ms: qtrain_s * 1e3,
+        profile: train_profile,
+        synth_profile,
     })
 }
 
-/// Wall seconds per synthesis iteration (MaskAQ objectives, Q = P at W4A4), after warm-up.
-fn synth_iteration(gpu: &Gpu, p: &Vit, batch: usize) -> Result<f64> {
+/// Wall seconds per synthesis iteration (MaskAQ objectives, Q = P at W4A4), after warm-up,
+/// and with `profile` the GPU time of one iteration by kernel.
+fn synth_iteration(gpu: &Gpu, p: &Vit, batch: usize, profile: bool) -> Result<(f64, Vec<KernelTime>)> {
     use crate::maskaq::synth::{Method, SynthConfig, Synthesizer};
     let weights = crate::model::checkpoint::Weights { tensors: p.read_params(gpu)? };
     let mut q = Vit::new(gpu, p.cfg.clone(), &weights);
@@ -147,7 +156,34 @@ fn synth_iteration(gpu: &Gpu, p: &Vit, batch: usize) -> Result<f64> {
     let mut s = Synthesizer::new(gpu, p, Some(&q), cfg.clone())?;
     let start = std::time::Instant::now();
     s.run_batch(&mut rng, |_| {})?;
-    Ok(start.elapsed().as_secs_f64() / cfg.iters as f64)
+    let per_iter = start.elapsed().as_secs_f64() / cfg.iters as f64;
+    let by_kernel = if profile {
+        profile_kernels(gpu, &s.step_dispatches().iter().collect::<Vec<_>>())?
+    } else {
+        Vec::new()
+    };
+    Ok((per_iter, by_kernel))
+}
+
+/// Wall seconds per Q-training step (Q = P at W4A4, random images), after warm-up.
+fn qtrain_step(gpu: &Gpu, p: &Vit, batch: usize) -> Result<f64> {
+    use crate::maskaq::qtrain::{QTrainConfig, QTrainer};
+    let weights = crate::model::checkpoint::Weights { tensors: p.read_params(gpu)? };
+    let mut q = Vit::new(gpu, p.cfg.clone(), &weights);
+    q.quantize(gpu, crate::quant::Bits { w: 4, a: 4 });
+    let mut t = QTrainer::new(gpu, p, &q, QTrainConfig { batch, ..Default::default() })?;
+    let mut rng = crate::rng::Rng::new(3);
+    let per = p.cfg.in_chans * p.cfg.img_size * p.cfg.img_size;
+    let images: Vec<f32> = (0..batch * per).map(|_| rng.normal() as f32).collect();
+    t.step(&images, 1e-3, true);
+    t.read_losses()?;
+    const STEPS: usize = 6;
+    let start = std::time::Instant::now();
+    for _ in 0..STEPS {
+        t.step(&images, 1e-3, true);
+    }
+    t.read_losses()?;
+    Ok(start.elapsed().as_secs_f64() / STEPS as f64)
 }
 
 /// Times every launch on its own (one pass each) and sums by kernel.
@@ -188,11 +224,16 @@ pub fn print(r: &BenchReport, json: bool) -> Result<()> {
         "synthesis    {:9.2} ms per iteration (P+Q fwd+bwd, all MaskAQ terms)  {:10.1} image-iterations/s",
         r.synth_iteration_ms, r.synth_image_iterations_per_s
     );
-    println!("timing       {} (median; synthesis: wall clock)", r.timing);
-    if !r.profile.is_empty() {
-        let total: f64 = r.profile.iter().map(|k| k.ms).sum();
-        println!("profile      one forward+backward, each launch timed alone ({total:.2} ms in all):");
-        for k in &r.profile {
+    println!("Q training   {:9.2} ms per step (KD + head distillation, W4A4, SGD)", r.qtrain_step_ms);
+    println!("timing       {} (median; synthesis and Q training: wall clock)", r.timing);
+    for (what, prof) in [("one forward+backward", &r.profile), ("one synthesis iteration", &r.synth_profile)]
+    {
+        if prof.is_empty() {
+            continue;
+        }
+        let total: f64 = prof.iter().map(|k| k.ms).sum();
+        println!("profile      {what}, each launch timed alone ({total:.2} ms in all):");
+        for k in prof.iter().take(25) {
             println!(
                 "  {:<28} {:5} launches {:10.3} ms {:5.1}%",
                 k.kernel,

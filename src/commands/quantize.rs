@@ -7,6 +7,7 @@ use anyhow::{Context, Result, bail};
 
 use crate::commands::synth::prepare_out_dir;
 use crate::data::dataset;
+use crate::data::synthetic::SyntheticDataset;
 use crate::gpu::{Gpu, GpuOptions};
 use crate::maskaq::pipeline::{self, QuantizeConfig};
 use crate::maskaq::synth::Method;
@@ -47,10 +48,30 @@ pub struct QuantizeArgs {
     pub refresh_every: Option<usize>,
     #[arg(long)]
     pub frozen_epochs: Option<usize>,
+    /// Images per synthesis batch (the authors: 16). The objectives are per-image means and
+    /// AdamW normalises the step, so larger batches mainly use a GPU better.
+    #[arg(long)]
+    pub synth_batch: Option<usize>,
+    /// Images per Q-training step (the authors: 16).
+    #[arg(long)]
+    pub train_batch: Option<usize>,
     #[arg(long)]
     pub lr: Option<f32>,
     #[arg(long)]
     pub hd_coef: Option<f32>,
+    /// The LSQ zero points' gradient: `plain` (the authors' code, unscaled), `lsq` (scaled by
+    /// LSQ's g like the steps) or `frozen`.
+    #[arg(long)]
+    pub z_grad: Option<String>,
+    /// Start from this synthetic set (a `maskaq synth` folder) instead of synthesizing the
+    /// first one; refreshes still regenerate it (add --no-refresh to keep it).
+    #[arg(long)]
+    pub synthetic: Option<PathBuf>,
+    /// Q's activation quantizers start from `minmax` (the min-max PTQ ranges on noise, then
+    /// trained as LSQ; default) or `lsq` (the authors' lazy LSQ init on augmented noise; the
+    /// `paper` preset's default).
+    #[arg(long)]
+    pub init: Option<String>,
     /// Ablation: no patch-similarity entropy term in synthesis.
     #[arg(long)]
     pub no_entropy: bool,
@@ -101,11 +122,28 @@ pub fn run(gpu_opts: &GpuOptions, args: &QuantizeArgs) -> Result<()> {
     if let Some(v) = args.frozen_epochs {
         cfg.frozen_epochs = v;
     }
+    if let Some(v) = args.synth_batch {
+        cfg.synth.batch = v;
+    }
+    if let Some(v) = args.train_batch {
+        cfg.train.batch = v;
+    }
     if let Some(v) = args.lr {
         cfg.train.lr = v;
     }
     if let Some(v) = args.hd_coef {
         cfg.train.hd_coef = v;
+    }
+    if let Some(v) = &args.z_grad {
+        cfg.train.z_grad = match v.as_str() {
+            "plain" => 1.0,
+            "lsq" => -1.0,
+            "frozen" => 0.0,
+            other => bail!("--z-grad: unknown mode `{other}` (expected plain, lsq or frozen)"),
+        };
+    }
+    if let Some(v) = &args.init {
+        cfg.init = v.clone();
     }
     if args.no_entropy {
         cfg.synth.weights.entropy = 0.0;
@@ -125,6 +163,12 @@ pub fn run(gpu_opts: &GpuOptions, args: &QuantizeArgs) -> Result<()> {
     if cfg.num_images == 0 || cfg.epochs == 0 || cfg.synth.iters == 0 {
         bail!("--num-images, --epochs and --synth-iters must be at least 1");
     }
+    if cfg.synth.batch == 0 || cfg.train.batch == 0 {
+        bail!("--synth-batch and --train-batch must be at least 1");
+    }
+    if !["lsq", "minmax"].contains(&cfg.init.as_str()) {
+        bail!("--init: unknown initialisation `{}` (expected lsq or minmax)", cfg.init);
+    }
     let (model, eval_path) = match &args.model {
         Some(m) => (m.clone(), args.eval_data.clone()),
         None => (
@@ -138,6 +182,35 @@ pub fn run(gpu_opts: &GpuOptions, args: &QuantizeArgs) -> Result<()> {
     };
     let (pcfg, file) = resolve(&model, args.arch.as_deref())?;
     let weights = load_weights(&pcfg, &file)?;
+    let initial = match &args.synthetic {
+        Some(dir) => {
+            let set =
+                SyntheticDataset::open(dir).with_context(|| format!("--synthetic {}", dir.display()))?;
+            let want = [pcfg.in_chans, pcfg.img_size, pcfg.img_size];
+            if set.shape != want {
+                bail!("--synthetic {}: images are {:?}, the model takes {want:?}", dir.display(), set.shape);
+            }
+            if let Some(bad) = set.labels.iter().find(|&&l| l >= pcfg.num_classes) {
+                bail!(
+                    "--synthetic {}: label {bad} but the model has {} classes",
+                    dir.display(),
+                    pcfg.num_classes
+                );
+            }
+            match args.num_images {
+                None => cfg.num_images = set.labels.len(),
+                Some(n) if n > set.labels.len() => bail!(
+                    "--num-images {n}: --synthetic {} holds only {} images",
+                    dir.display(),
+                    set.labels.len()
+                ),
+                Some(_) => {}
+            }
+            cfg.synthetic_from = Some(dir.display().to_string());
+            Some(set)
+        }
+        None => None,
+    };
     let eval = match &eval_path {
         Some(p) => Some(dataset::open(p).with_context(|| format!("--eval-data {}", p.display()))?),
         None => None,
@@ -173,6 +246,7 @@ pub fn run(gpu_opts: &GpuOptions, args: &QuantizeArgs) -> Result<()> {
         out: &args.out,
         resume: args.resume,
         stop_after_epoch: args.stop_after_epoch,
+        initial: initial.as_ref(),
     };
     let mut report =
         pipeline::run(&gpu, &p, &weights, &q, &cfg, &opts, |line| eprintln!("quantize: {line}"))?;

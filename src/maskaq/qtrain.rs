@@ -36,6 +36,9 @@ pub struct QTrainConfig {
     pub mask_weight: f32,
     /// Apply the spec's batch augmentation (`T_aug`) to every training batch.
     pub augment: bool,
+    /// Factor on the LSQ zero points' gradients: 1 (the authors' code: unscaled), 0 (zero points
+    /// frozen), or negative for LSQ's g (scaled like the steps alpha).
+    pub z_grad: f32,
     /// Seed of the augmentation draws.
     pub seed: u64,
 }
@@ -52,6 +55,7 @@ impl Default for QTrainConfig {
             mask_proportion: 0.1,
             mask_weight: 2.0,
             augment: true,
+            z_grad: 1.0,
             seed: 0,
         }
     }
@@ -99,6 +103,9 @@ impl<'a> QTrainer<'a> {
         let c = &p.cfg;
         let b = cfg.batch;
         let gp = Graph::build(gpu, p, b, GraphOptions::default());
+        if let Some(quant) = &q.quant {
+            quant.z_grad.set(cfg.z_grad);
+        }
         let gq = Graph::build(
             gpu,
             q,
@@ -156,9 +163,9 @@ impl<'a> QTrainer<'a> {
             alpha,
             beta: 1.0,
         };
-        fl.push(sum(b, 0, 1.0).dispatch(gpu, &kd_partial, &sums));
-        fl.push(
-            sum(hd_partial.numel(), 1, if cfg.hd_coef > 0.0 { 1.0 / cfg.hd_coef } else { 0.0 }).dispatch(
+        fl.extend(sum(b, 0, 1.0).dispatches(gpu, &kd_partial, &sums));
+        fl.extend(
+            sum(hd_partial.numel(), 1, if cfg.hd_coef > 0.0 { 1.0 / cfg.hd_coef } else { 0.0 }).dispatches(
                 gpu,
                 &hd_partial,
                 &sums,

@@ -228,7 +228,13 @@ impl<'a> Synthesizer<'a> {
         let dims = AttnDims { b, h: c.num_heads, n: c.tokens(), prefix: c.prefix_tokens(), g: c.grid() };
         let np = dims.np();
         let l = c.depth;
-        let opts = GraphOptions { backward: true, attention_grads: true, ..Default::default() };
+        // Only the images are optimised: no parameter gradients in either model.
+        let opts = GraphOptions {
+            backward: true,
+            attention_grads: true,
+            image_grads_only: true,
+            ..Default::default()
+        };
         let gp = Graph::build(gpu, p, b, opts);
         let gq = if use_q { Some(Graph::build(gpu, q.unwrap(), b, opts)) } else { None };
         let t = |shape: &[usize]| Tensor::zeros(gpu, shape);
@@ -374,9 +380,11 @@ impl<'a> Synthesizer<'a> {
             (ALIGN, seg_align, l * b * np, w.alignment),
             (KDE, seg_kde, l * b, w.kde),
         ] {
-            loss_sums.push(SumRows { o_off: k, ..sum(n, off, inv(weight)) }.dispatch(gpu, &partial, &terms));
+            loss_sums
+                .extend(SumRows { o_off: k, ..sum(n, off, inv(weight)) }.dispatches(gpu, &partial, &terms));
         }
-        loss_sums.push(SumRows { o_off: CE, ..sum(b, 0, 1.0 / b as f32) }.dispatch(gpu, &ce_loss, &terms));
+        loss_sums
+            .extend(SumRows { o_off: CE, ..sum(b, 0, 1.0 / b as f32) }.dispatches(gpu, &ce_loss, &terms));
         // Backward: P, then Q, into the augmented images; sum; back through the augmentation.
         let bw_p: Vec<Dispatch> = gp.backward_dispatches().to_vec();
         let mut tail: Vec<Dispatch> = Vec::new();
@@ -386,7 +394,7 @@ impl<'a> Synthesizer<'a> {
         }
         tail.push(sy::jitter_backward(gpu, shape, &gp.d_images, &d_img, &draws));
         tail.extend(sy::tv(gpu, shape, w.tv.max(0.0), &img, &d_img, &tv_loss, &tvs));
-        tail.push(SumRows { o_off: TV, ..sum(1, 0, inv(w.tv)) }.dispatch(gpu, &tv_loss, &terms));
+        tail.extend(SumRows { o_off: TV, ..sum(1, 0, inv(w.tv)) }.dispatches(gpu, &tv_loss, &terms));
         tail.extend(loss_sums);
         tail.push(adamw(
             gpu,
@@ -596,6 +604,11 @@ impl<'a> Synthesizer<'a> {
         self.img.write(self.gpu, images);
         self.gpu.run_all(&[&self.step]);
         Ok(self.read_terms(0)?.total)
+    }
+
+    /// The launches of one iteration (after Q's quantizers are initialised), for profiling.
+    pub fn step_dispatches(&self) -> &[Dispatch] {
+        &self.step
     }
 
     pub fn graphs(&self) -> (&Graph, Option<&Graph>) {

@@ -37,6 +37,9 @@ pub struct GraphOptions {
     /// Q only: run the full-precision model and fold every activation quantizer's input range
     /// into `Quant::calib` (min-max calibration); no backward.
     pub calibrate: bool,
+    /// The backward computes only what flows to the images (and the attention taps): no
+    /// parameter, LayerNorm or quantizer-step gradients (image synthesis needs none of them).
+    pub image_grads_only: bool,
 }
 
 /// Per-block attention tensors.
@@ -158,6 +161,8 @@ struct Builder<'a> {
     /// Scratch gradients of quantized inputs, by shape (each is consumed right after it is made).
     scratch: HashMap<Vec<usize>, Tensor>,
     fw: Vec<Dispatch>,
+    /// Whether the backward computes parameter gradients (see `GraphOptions::image_grads_only`).
+    param_grads: bool,
     /// Quantizer initialisations and the forward position they go before.
     init: Vec<(usize, Dispatch)>,
     bw: Vec<Dispatch>,
@@ -192,6 +197,7 @@ impl<'a> Builder<'a> {
             partials: None,
             scratch: HashMap::new(),
             fw: Vec::new(),
+            param_grads: true,
             init: Vec::new(),
             bw: Vec::new(),
         };
@@ -281,8 +287,21 @@ impl<'a> Builder<'a> {
     fn act_back(&mut self, site: &str, region: Region, x: &Tensor, dxq: &Tensor, dx: &Tensor) {
         let Some(q) = self.quant else { return };
         let partials = self.partials.as_ref().unwrap();
-        let ds = quant::act_backward(self.gpu, &q.state, q.site(site), region, x, dxq, dx, partials);
-        self.bw.extend(ds);
+        let [dx_dispatch, step_grads] = quant::act_backward(
+            self.gpu,
+            &q.state,
+            q.site(site),
+            region,
+            x,
+            dxq,
+            dx,
+            partials,
+            q.z_grad.get(),
+        );
+        self.bw.push(dx_dispatch);
+        if self.param_grads {
+            self.bw.push(step_grads);
+        }
     }
 
     // ---- layers ------------------------------------------------------------------------------
@@ -292,7 +311,7 @@ impl<'a> Builder<'a> {
     fn linear(&mut self, rows: usize, x: &Tensor, w: &Tensor, b: &Param, y: &Tensor, alpha: f32, beta: f32) {
         let (out, inp) = (w.shape[0], w.shape[1]);
         let mm = Matmul::new(rows, out, inp, View::rows(inp), View::rows(inp).t(), View::rows(out));
-        self.fw.push(mm.bias(0).scale(alpha, beta).dispatch(self.gpu, x, w, Some(&b.value), y));
+        self.fw.extend(mm.bias(0).scale(alpha, beta).dispatches(self.gpu, x, w, Some(&b.value), y));
     }
 
     /// Backward of [`Self::linear`] with input `x` and weight `w_used`; the weight gradient goes
@@ -314,11 +333,13 @@ impl<'a> Builder<'a> {
         let gpu = self.gpu;
         if let Some(dx) = dx {
             let mm = Matmul::new(rows, inp, out, View::rows(out), View::rows(inp), View::rows(inp));
-            self.bw.push(mm.scale(alpha, 0.0).dispatch(gpu, dy, w_used, None, dx));
+            self.bw.extend(mm.scale(alpha, 0.0).dispatches(gpu, dy, w_used, None, dx));
         }
-        let mm = Matmul::new(out, inp, rows, View::rows(out).t(), View::rows(inp), View::rows(inp));
-        self.bw.push(mm.scale(alpha, 0.0).dispatch(gpu, dy, x, None, &w.grad));
-        self.bw.push(SumRows { alpha, ..SumRows::matrix(rows, out) }.dispatch(gpu, dy, &b.grad));
+        if self.param_grads {
+            let mm = Matmul::new(out, inp, rows, View::rows(out).t(), View::rows(inp), View::rows(inp));
+            self.bw.extend(mm.scale(alpha, 0.0).dispatches(gpu, dy, x, None, &w.grad));
+            self.bw.extend(SumRows { alpha, ..SumRows::matrix(rows, out) }.dispatches(gpu, dy, &b.grad));
+        }
     }
 
     // ---- views -------------------------------------------------------------------------------
@@ -405,12 +426,12 @@ impl<'a> Builder<'a> {
         };
         // A = q kᵀ: B(k = j, n = key) = k[key, j].
         let mm = Matmul::new(n, n, hd, self.qkv_view(0), self.qkv_view(1).t(), self.attn_view());
-        self.fw.push(mm.batched(b, heads).dispatch(gpu, &qkv_q, &qkv_q, None, &tap.attn_logits));
+        self.fw.extend(mm.batched(b, heads).dispatches(gpu, &qkv_q, &qkv_q, None, &tap.attn_logits));
         let prob = self.t(&[b, heads, n, n]);
         self.fw.push(softmax::forward(gpu, b * heads * n, n, scale, &tap.attn_logits, &prob));
         let prob_q = self.act(&name("attn.matmul2.act_a"), &prob);
         let mm = Matmul::new(n, hd, n, self.attn_view(), self.qkv_view(2), self.head_view());
-        self.fw.push(mm.batched(b, heads).dispatch(gpu, &prob_q, &qkv_q, None, &tap.attn_out));
+        self.fw.extend(mm.batched(b, heads).dispatches(gpu, &prob_q, &qkv_q, None, &tap.attn_out));
         let merged = self.t(&[rows, d]);
         self.fw.push(self.merge_copy(false).dispatch(gpu, &tap.attn_out, &merged));
         let merged_q = self.act(&name("attn.proj.act"), &merged);
@@ -510,7 +531,11 @@ impl<'a> Builder<'a> {
             Some(dxa),
             &s.dxm,
         ));
-        self.bw.push(layernorm::backward_params(gpu, rows, d, &a.xm, &a.st2, &s.dln, &n2w.grad, &n2b.grad));
+        if self.param_grads {
+            self.bw.extend(layernorm::backward_params(
+                gpu, rows, d, &a.xm, &a.st2, &s.dln, &n2w.grad, &n2b.grad,
+            ));
+        }
 
         // Attention output projection and head merge.
         let dmerged_q = self.grad_target(&s.dmerged);
@@ -539,7 +564,7 @@ impl<'a> Builder<'a> {
         // dP = dO vᵀ, through P's quantizer, then the softmax (plus any gradient on A).
         let dprob_q = self.grad_target(&s.dprob);
         let mm = Matmul::new(n, n, hd, self.head_view(), self.qkv_view(2).t(), self.attn_view());
-        self.bw.push(mm.batched(b, heads).dispatch(gpu, &s.d_o, &a.qkv_q, None, &dprob_q));
+        self.bw.extend(mm.batched(b, heads).dispatches(gpu, &s.d_o, &a.qkv_q, None, &dprob_q));
         self.act_back(
             &name("attn.matmul2.act_a"),
             Region::whole(a.prob.numel()),
@@ -561,11 +586,11 @@ impl<'a> Builder<'a> {
         // dv = Pᵀ dO, dq = dA k, dk = dAᵀ q, each into its slice of dqkv (through q/k/v quantizers).
         let dqkv_q = self.grad_target(&s.dqkv);
         let mm = Matmul::new(n, hd, n, self.attn_view().t(), self.head_view(), self.qkv_view(2));
-        self.bw.push(mm.batched(b, heads).dispatch(gpu, &a.prob_q, &s.d_o, None, &dqkv_q));
+        self.bw.extend(mm.batched(b, heads).dispatches(gpu, &a.prob_q, &s.d_o, None, &dqkv_q));
         let mm = Matmul::new(n, hd, n, self.attn_view(), self.qkv_view(1), self.qkv_view(0));
-        self.bw.push(mm.batched(b, heads).dispatch(gpu, &s.da, &a.qkv_q, None, &dqkv_q));
+        self.bw.extend(mm.batched(b, heads).dispatches(gpu, &s.da, &a.qkv_q, None, &dqkv_q));
         let mm = Matmul::new(n, hd, n, self.attn_view().t(), self.qkv_view(0), self.qkv_view(1));
-        self.bw.push(mm.batched(b, heads).dispatch(gpu, &s.da, &a.qkv_q, None, &dqkv_q));
+        self.bw.extend(mm.batched(b, heads).dispatches(gpu, &s.da, &a.qkv_q, None, &dqkv_q));
         self.act_back(&name("attn.matmul1.act_a"), self.qkv_region(0), &a.qkv, &dqkv_q, &s.dqkv);
         self.act_back(&name("attn.matmul1.act_b"), self.qkv_region(1), &a.qkv, &dqkv_q, &s.dqkv);
         self.act_back(&name("attn.matmul2.act_b"), self.qkv_region(2), &a.qkv, &dqkv_q, &s.dqkv);
@@ -594,10 +619,14 @@ impl<'a> Builder<'a> {
             Some(&s.dxm),
             dxa,
         ));
-        self.bw.push(layernorm::backward_params(gpu, rows, d, &a.x, &a.st1, &s.dln, &n1w.grad, &n1b.grad));
+        if self.param_grads {
+            self.bw
+                .extend(layernorm::backward_params(gpu, rows, d, &a.x, &a.st1, &s.dln, &n1w.grad, &n1b.grad));
+        }
     }
 
     fn build(mut self, opts: GraphOptions) -> Graph {
+        self.param_grads = !opts.image_grads_only;
         let gpu = self.gpu;
         let cfg = self.cfg;
         let (b, n, d, rows) = (self.b, self.n, self.d, self.rows);
@@ -611,7 +640,7 @@ impl<'a> Builder<'a> {
         let w_pe = self.weight("patch_embed.proj.weight");
         let pe_bias = self.p("patch_embed.proj.bias");
         let mm = Matmul::new(b * np, d, kk, View::rows(kk), View::rows(kk).t(), View::rows(d));
-        self.fw.push(mm.bias(0).dispatch(gpu, &cols, &w_pe, Some(&pe_bias.value), &pe));
+        self.fw.extend(mm.bias(0).dispatches(gpu, &cols, &w_pe, Some(&pe_bias.value), &pe));
         let cls = self.p("cls_token");
         let dist = if cfg.distilled { self.p("dist_token") } else { cls };
         let pos = self.p("pos_embed");
@@ -663,7 +692,9 @@ impl<'a> Builder<'a> {
             }
             let dxa = self.t(&[rows, d]);
             self.bw.push(layernorm::backward_input(gpu, rows, d, &x, &nw.value, &stf, &dxf, None, &dxa));
-            self.bw.push(layernorm::backward_params(gpu, rows, d, &x, &stf, &dxf, &nw.grad, &nb.grad));
+            if self.param_grads {
+                self.bw.extend(layernorm::backward_params(gpu, rows, d, &x, &stf, &dxf, &nw.grad, &nb.grad));
+            }
 
             let scratch = BackScratch::new(&self);
             for l in (0..cfg.depth).rev() {
@@ -681,11 +712,13 @@ impl<'a> Builder<'a> {
                 alpha: 1.0,
                 beta: 0.0,
             };
-            self.bw.push(sum_batch(d, 0).dispatch(gpu, &dxa, &cls.grad));
-            if cfg.distilled {
-                self.bw.push(sum_batch(d, d).dispatch(gpu, &dxa, &dist.grad));
+            if self.param_grads {
+                self.bw.extend(sum_batch(d, 0).dispatches(gpu, &dxa, &cls.grad));
+                if cfg.distilled {
+                    self.bw.extend(sum_batch(d, d).dispatches(gpu, &dxa, &dist.grad));
+                }
+                self.bw.extend(sum_batch(n * d, 0).dispatches(gpu, &dxa, &pos.grad));
             }
-            self.bw.push(sum_batch(n * d, 0).dispatch(gpu, &dxa, &pos.grad));
             let dpe = self.t(&[b * np, d]);
             let gather = Copy4 {
                 dims: [1, b, np, d],
@@ -700,11 +733,13 @@ impl<'a> Builder<'a> {
             let dcols = self.t(&[b * np, kk]);
             // The conv weight [D, C, P, P] is a [D, KK] matrix.
             let mm = Matmul::new(b * np, kk, d, View::rows(d), View::rows(kk), View::rows(kk));
-            self.bw.push(mm.dispatch(gpu, &dpe, &w_pe, None, &dcols));
-            let pw = self.p("patch_embed.proj.weight");
-            let mm = Matmul::new(d, kk, b * np, View::rows(d).t(), View::rows(kk), View::rows(kk));
-            self.bw.push(mm.dispatch(gpu, &dpe, &cols, None, &pw.grad));
-            self.bw.push(SumRows::matrix(b * np, d).dispatch(gpu, &dpe, &pe_bias.grad));
+            self.bw.extend(mm.dispatches(gpu, &dpe, &w_pe, None, &dcols));
+            if self.param_grads {
+                let pw = self.p("patch_embed.proj.weight");
+                let mm = Matmul::new(d, kk, b * np, View::rows(d).t(), View::rows(kk), View::rows(kk));
+                self.bw.extend(mm.dispatches(gpu, &dpe, &cols, None, &pw.grad));
+                self.bw.extend(SumRows::matrix(b * np, d).dispatches(gpu, &dpe, &pe_bias.grad));
+            }
             let beta = if opts.accumulate_image_grad { 1.0 } else { 0.0 };
             self.bw.push(self.geo.unpatchify(gpu, &dcols, &d_images, beta));
         }

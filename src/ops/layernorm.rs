@@ -1,5 +1,6 @@
 //! LayerNorm over the last axis (shaders/layernorm.wgsl).
 
+use super::reduce::{SUM_CHUNK, SumRows};
 use super::{f, u};
 use crate::gpu::{Dispatch, Gpu, Kernel, Tensor, grid_for};
 
@@ -62,7 +63,8 @@ pub fn backward_input(
     gpu.dispatch(&BACKWARD_INPUT, &params, &[x, gamma, stats, dy, dres, dx], grid_for(&BACKWARD_INPUT, rows))
 }
 
-/// `dgamma = sum_r dy * xhat`, `dbeta = sum_r dy` (overwrites).
+/// `dgamma = sum_r dy * xhat`, `dbeta = sum_r dy` (overwrites). On GPUs a long sum over rows
+/// runs in chunks of rows in parallel, then the chunk sums are summed (see `SumRows`).
 #[allow(clippy::too_many_arguments)]
 pub fn backward_params(
     gpu: &Gpu,
@@ -73,13 +75,26 @@ pub fn backward_params(
     dy: &Tensor,
     dgamma: &Tensor,
     dbeta: &Tensor,
-) -> Dispatch {
-    gpu.dispatch(
-        &BACKWARD_PARAMS,
-        &[u(rows), u(d), 0, 0],
-        &[x, stats, dy, dgamma, dbeta],
-        grid_for(&BACKWARD_PARAMS, d),
-    )
+) -> Vec<Dispatch> {
+    let grid = grid_for(&BACKWARD_PARAMS, d);
+    if gpu.cpu_like || rows < 2 * SUM_CHUNK || d == 0 {
+        return vec![gpu.dispatch(
+            &BACKWARD_PARAMS,
+            &[u(rows), u(d), 0, 0],
+            &[x, stats, dy, dgamma, dbeta],
+            grid,
+        )];
+    }
+    let chunk = SUM_CHUNK.max(rows.div_ceil(256));
+    let chunks = rows.div_ceil(chunk);
+    let (pg, pb) = (Tensor::zeros(gpu, &[chunks * d]), Tensor::zeros(gpu, &[chunks * d]));
+    let params = [u(rows), u(d), 0, u(chunk)];
+    let partial =
+        gpu.dispatch(&BACKWARD_PARAMS, &params, &[x, stats, dy, &pg, &pb], [grid[0], grid[1], u(chunks)]);
+    let mut out = vec![partial];
+    out.extend(SumRows::matrix(chunks, d).dispatches(gpu, &pg, dgamma));
+    out.extend(SumRows::matrix(chunks, d).dispatches(gpu, &pb, dbeta));
+    out
 }
 
 /// CPU reference forward: returns (y, stats).

@@ -1,7 +1,16 @@
 //! Batched strided matmul (shaders/matmul.wgsl).
 
+use super::reduce::SumRows;
 use super::{f, u};
 use crate::gpu::{Dispatch, Gpu, Kernel, Tensor};
+
+/// Split-K on GPUs: a product with fewer 64x64 output tiles than this cannot fill a GPU, so its
+/// k range is cut into slices computed by separate workgroups and summed afterwards.
+const SPLIT_TILES: usize = 128;
+/// Shortest k slice worth its own workgroup.
+const SPLIT_MIN_K: usize = 128;
+/// Most scratch values one split product may use (4 MiB).
+const SPLIT_SCRATCH: usize = 1 << 20;
 
 pub const SOURCE: &str = include_str!("../../shaders/matmul.wgsl");
 const STORAGE: &[(u32, bool)] = &[(1, false), (2, false), (3, false), (4, true)];
@@ -153,7 +162,84 @@ impl Matmul {
             && [a.off, a.rs, a.b1, a.b2, b.off, b.cs, b.b1, b.b2].iter().all(|v| v % 4 == 0)
     }
 
-    /// Builds the launch. `bias` must be given iff `bias_off` is set.
+    /// Split-K plan `(chunk, slices)` for this product on a GPU, or `None` to run it whole:
+    /// unbatched, no bias, C contiguous, few output tiles and a long k (weight gradients
+    /// `dyᵀ x`, whose k is every token of the batch).
+    pub fn split_k(&self, cpu_like: bool) -> Option<(usize, usize)> {
+        if cpu_like || self.batch1 * self.batch2 != 1 || self.bias_off.is_some() || self.c.rs != self.n {
+            return None;
+        }
+        let tiles = self.m.div_ceil(64) * self.n.div_ceil(64);
+        if tiles >= SPLIT_TILES || self.k < 2 * SPLIT_MIN_K || self.m * self.n == 0 {
+            return None;
+        }
+        let want = SPLIT_TILES
+            .div_ceil(tiles)
+            .min(self.k / SPLIT_MIN_K)
+            .min((SPLIT_SCRATCH / (self.m * self.n)).max(1));
+        // Slices start at multiples of 16 so vec4 loads stay aligned.
+        let chunk = self.k.div_ceil(want.max(1)).next_multiple_of(16);
+        let slices = self.k.div_ceil(chunk);
+        (slices >= 2).then_some((chunk, slices))
+    }
+
+    /// The launches of this product: one, or on GPUs with [`Self::split_k`] the slices into a
+    /// scratch buffer followed by their sum into C (with alpha and beta).
+    pub fn dispatches(
+        &self,
+        gpu: &Gpu,
+        a: &Tensor,
+        b: &Tensor,
+        bias: Option<&Tensor>,
+        c: &Tensor,
+    ) -> Vec<Dispatch> {
+        let Some((chunk, slices)) = self.split_k(gpu.cpu_like) else {
+            return vec![self.dispatch(gpu, a, b, bias, c)];
+        };
+        self.check(a.numel(), b.numel(), c.numel(), None);
+        let mn = self.m * self.n;
+        let scratch = Tensor::zeros(gpu, &[slices * mn]);
+        let (full, rem) = (self.k / chunk, self.k % chunk);
+        let part = Matmul {
+            k: chunk,
+            batch1: full,
+            batch2: 1,
+            a: View { b1: chunk * self.a.cs, b2: 0, ..self.a },
+            b: View { b1: chunk * self.b.rs, b2: 0, ..self.b },
+            c: View { off: 0, rs: self.n, cs: 1, b1: mn, b2: 0 },
+            alpha: 1.0,
+            beta: 0.0,
+            ..*self
+        };
+        let mut out = Vec::new();
+        if full > 0 {
+            out.push(part.dispatch(gpu, a, b, None, &scratch));
+        }
+        if rem > 0 {
+            let tail = Matmul {
+                k: rem,
+                batch1: 1,
+                a: part.a.at(self.a.off + full * chunk * self.a.cs),
+                b: part.b.at(self.b.off + full * chunk * self.b.rs),
+                c: part.c.at(full * mn),
+                ..part
+            };
+            out.push(tail.dispatch(gpu, a, b, None, &scratch));
+        }
+        let sum = SumRows {
+            n: mn,
+            rows: slices,
+            s_off: 0,
+            rs: mn,
+            o_off: self.c.off,
+            alpha: self.alpha,
+            beta: self.beta,
+        };
+        out.extend(sum.dispatches(gpu, &scratch, c));
+        out
+    }
+
+    /// Builds one launch (no split-K). `bias` must be given iff `bias_off` is set.
     pub fn dispatch(&self, gpu: &Gpu, a: &Tensor, b: &Tensor, bias: Option<&Tensor>, c: &Tensor) -> Dispatch {
         assert_eq!(bias.is_some(), self.bias_off.is_some(), "matmul: bias tensor and offset disagree");
         self.check(a.numel(), b.numel(), c.numel(), bias.map(|t| t.numel()));

@@ -46,6 +46,14 @@ pub const GRAD: Kernel = Kernel {
     storage: &[(4, false), (8, false), (11, true)],
     workgroup: 1,
 };
+/// [`GRAD`] for GPUs: a 256-invocation tree reduction in workgroup memory.
+pub const GRAD_WG: Kernel = Kernel {
+    id: "act_quant_grad_wg",
+    source: SOURCE,
+    entry: "act_quant_grad_wg",
+    storage: &[(4, false), (8, false), (11, true)],
+    workgroup: 256,
+};
 
 pub const MINMAX_PARTIAL: Kernel = Kernel {
     id: "act_minmax_partial",
@@ -184,7 +192,9 @@ pub fn act_init(
     ]
 }
 
-/// Backward: `dx = dxq * [in range]` on `region`, and `qgrad[site]` (overwritten).
+/// Backward: `dx = dxq * [in range]` on `region`, and `qgrad[site]` (overwritten). The zero
+/// point's gradient is multiplied by `z_grad` (1: the authors' code; 0: z frozen; negative:
+/// LSQ's g, like alpha's).
 #[allow(clippy::too_many_arguments)]
 pub fn act_backward(
     gpu: &Gpu,
@@ -195,12 +205,13 @@ pub fn act_backward(
     dxq: &Tensor,
     dx: &Tensor,
     partials: &Tensor,
+    z_grad: f32,
 ) -> [Dispatch; 2] {
     region.check(x.numel());
     region.check(dx.numel());
     let threads = reduction_threads(region.numel());
     assert!(partials.numel() >= 2 * threads);
-    let params = region.params(site, 0, threads, 0.0);
+    let params = region.params(site, 0, threads, z_grad);
     [
         gpu.dispatch(
             &BACKWARD,
@@ -208,7 +219,12 @@ pub fn act_backward(
             &[x, &st.qparams, &st.qmeta, partials, dxq, dx],
             grid1d(threads, 64),
         ),
-        gpu.dispatch(&GRAD, &params, &[&st.qmeta, partials, &st.qgrad], [1, 1, 1]),
+        gpu.dispatch(
+            if gpu.cpu_like { &GRAD } else { &GRAD_WG },
+            &params,
+            &[&st.qmeta, partials, &st.qgrad],
+            [1, 1, 1],
+        ),
     ]
 }
 

@@ -12,6 +12,11 @@ pub const SUM_ROWS: Kernel = Kernel {
     workgroup: 64,
 };
 
+/// Rows one GPU invocation sums before a chunked sum splits the work.
+pub const SUM_CHUNK: usize = 64;
+/// Most chunks of a chunked sum (its second pass walks this many rows).
+const SUM_MAX_CHUNKS: usize = 256;
+
 /// `out[o_off + i] = alpha * sum_{r<rows} src[s_off + r*rs + i] + beta * out[..]`, i < n.
 #[derive(Clone, Copy, Debug)]
 pub struct SumRows {
@@ -40,9 +45,14 @@ impl SumRows {
         assert!(self.o_off + self.n <= out, "sum_rows: output out of range");
     }
 
+    /// One launch: each output element sums its whole column (what CPU adapters want).
     pub fn dispatch(&self, gpu: &Gpu, src: &Tensor, out: &Tensor) -> Dispatch {
         self.check(src.numel(), out.numel());
-        let params = [
+        gpu.dispatch(&SUM_ROWS, &self.params(0), &[src, out], grid_for(&SUM_ROWS, self.n))
+    }
+
+    fn params(&self, chunk: usize) -> [u32; 8] {
+        [
             u(self.n),
             u(self.rows),
             u(self.s_off),
@@ -50,9 +60,27 @@ impl SumRows {
             u(self.o_off),
             f(self.alpha),
             f(self.beta),
-            0,
-        ];
-        gpu.dispatch(&SUM_ROWS, &params, &[src, out], grid_for(&SUM_ROWS, self.n))
+            u(chunk),
+        ]
+    }
+
+    /// The launches of this sum. On GPUs a long sum (many rows) is cut into chunks of rows
+    /// summed in parallel into a scratch buffer, then the chunk sums are summed: one thread
+    /// walking thousands of rows leaves a GPU idle.
+    pub fn dispatches(&self, gpu: &Gpu, src: &Tensor, out: &Tensor) -> Vec<Dispatch> {
+        if gpu.cpu_like || self.rows < 2 * SUM_CHUNK || self.n == 0 {
+            return vec![self.dispatch(gpu, src, out)];
+        }
+        self.check(src.numel(), out.numel());
+        let chunk = SUM_CHUNK.max(self.rows.div_ceil(SUM_MAX_CHUNKS));
+        let chunks = self.rows.div_ceil(chunk);
+        let scratch = Tensor::zeros(gpu, &[chunks * self.n]);
+        let first = SumRows { o_off: 0, alpha: 1.0, beta: 0.0, ..*self };
+        let mut grid = grid_for(&SUM_ROWS, self.n);
+        grid[2] = u(chunks);
+        let partial = gpu.dispatch(&SUM_ROWS, &first.params(chunk), &[src, &scratch], grid);
+        let second = SumRows { rows: chunks, s_off: 0, rs: self.n, ..*self };
+        vec![partial, second.dispatch(gpu, &scratch, out)]
     }
 
     pub fn cpu(&self, src: &[f32], out: &mut [f32]) {

@@ -110,6 +110,9 @@ pub struct Quant {
     pub frozen_weights: bool,
     /// Whether the activation quantizers hold a state (LSQ-initialised, calibrated or loaded).
     pub initialized: std::cell::Cell<bool>,
+    /// Factor on the zero points' gradients, read when a backward graph is built (see
+    /// `ops::quant::act_backward`): 1 as in the authors' code.
+    pub z_grad: std::cell::Cell<f32>,
 }
 
 impl Quant {
@@ -118,7 +121,16 @@ impl Quant {
         let index = sites.iter().enumerate().map(|(i, s)| (s.clone(), i)).collect();
         let state = ActQuantState::new(gpu, sites.len());
         let calib = Tensor::zeros(gpu, &[sites.len(), 2]);
-        Quant { bits, sites, index, state, calib, frozen_weights: false, initialized: Default::default() }
+        Quant {
+            bits,
+            sites,
+            index,
+            state,
+            calib,
+            frozen_weights: false,
+            initialized: Default::default(),
+            z_grad: std::cell::Cell::new(1.0),
+        }
     }
 
     pub fn site(&self, name: &str) -> usize {

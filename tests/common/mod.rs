@@ -27,6 +27,11 @@ pub fn run1(gpu: &Gpu, d: &Dispatch) {
     gpu.run(&[d]);
 }
 
+/// Submits several dispatches in order, as one submission.
+pub fn run_all(gpu: &Gpu, ds: &[Dispatch]) {
+    gpu.run(&ds.iter().collect::<Vec<_>>());
+}
+
 /// Reads a tensor back (waits for the GPU).
 pub fn read(gpu: &Gpu, t: &Tensor) -> Vec<f32> {
     t.read(gpu).expect("tensor readback failed")
