@@ -460,6 +460,28 @@ fn quantize_runs_the_pipeline_and_writes_its_outputs() {
         &["quantize", "--model", model.to_str().unwrap(), "--out", out.to_str().unwrap(), "--preset", "huge"],
         &["--preset", "huge"],
     );
+    let (m, o) = (model.to_str().unwrap(), out.to_str().unwrap());
+    expect_error(&["quantize", "--model", m, "--out", o, "--init", "zeros"], &["--init", "zeros"]);
+    expect_error(&["quantize", "--model", m, "--out", o, "--z-grad", "half"], &["--z-grad", "half"]);
+    expect_error(&["quantize", "--model", m, "--out", o, "--synth-batch", "0"], &["--synth-batch"]);
+    // A synthetic set of another image size, and one that does not exist.
+    let other = tempfile::tempdir().unwrap();
+    maskaq::data::synthetic::SyntheticDataset::write(
+        other.path(),
+        [1, 5, 5],
+        &[0.0; 25],
+        &[0],
+        Default::default(),
+    )
+    .unwrap();
+    expect_error(
+        &["quantize", "--model", m, "--out", o, "--synthetic", other.path().to_str().unwrap()],
+        &["--synthetic", "[1, 5, 5]"],
+    );
+    expect_error(
+        &["quantize", "--model", m, "--out", o, "--synthetic", "/nonexistent/set"],
+        &["--synthetic"],
+    );
 }
 
 /// Interrupting after an epoch and resuming ends with the same Q as an uninterrupted run.

@@ -28,7 +28,7 @@ pub struct QuantizeArgs {
     /// maskaq, mimiq, psaq or noise (how the images are synthesized).
     #[arg(long, default_value = "maskaq")]
     pub method: String,
-    /// demo (bundled model, minutes on a CPU), fast (a laptop GPU) or paper (the authors' settings).
+    /// demo (bundled model, minutes on a CPU), fast (DeiT-T-sized models on a GPU) or paper (the authors' settings).
     #[arg(long, default_value = "demo")]
     pub preset: String,
     /// Evaluation after every epoch (default with the bundled model: its test slice).

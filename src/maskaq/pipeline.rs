@@ -51,14 +51,15 @@ pub struct QuantizeConfig {
 }
 
 impl QuantizeConfig {
-    /// `demo`: the bundled model in a few minutes on a CPU; `fast`: a laptop GPU;
-    /// `paper`: the authors' settings.
+    /// `demo`: the bundled model in a few minutes on a CPU; `fast`: a DeiT-T-sized model on a
+    /// GPU (128 images, 100 iterations, 2 syntheses, 10 epochs: about 6.5 minutes on an H200 by
+    /// the per-step times measured there, docs/results.md); `paper`: the authors' settings.
     pub fn preset(name: &str, method: Method, bits: &str) -> Result<QuantizeConfig> {
         let mut synth = SynthConfig::new(method);
         let train = QTrainConfig::default();
         let (num, iters, epochs, refresh, frozen) = match name {
             "demo" => (64, 60, 8, 4, 1),
-            "fast" => (1024, 200, 20, 10, 2),
+            "fast" => (128, 100, 10, 5, 1),
             "paper" => (10_000, 2000, 200, 30, 2),
             other => bail!("--preset: unknown preset `{other}` (expected demo, fast or paper)"),
         };
