@@ -97,12 +97,20 @@ fn ssim_heads_value_and_gradient() {
 
 #[test]
 fn entropy_value_and_gradient() {
-    let gpu = gpu();
+    // The CPU-adapter kernels and the GPU variants, on whatever adapter is present.
+    for cpu_like in [true, false] {
+        let mut gpu = gpu();
+        gpu.cpu_like = cpu_like;
+        entropy_value_and_gradient_on(&gpu);
+    }
+}
+
+fn entropy_value_and_gradient_on(gpu: &Gpu) {
     let mut rng = Rng::new(2);
     for d in DIMS {
         for sub in [d.np(), (d.np() / 2).max(1)] {
             let a = random_tap(&mut rng, &d);
-            let at = upload1(&gpu, &a);
+            let at = upload1(gpu, &a);
             // Distinct rows per image, as randperm(np)[:sub].
             let mut subset = Vec::new();
             for _ in 0..d.b {
@@ -112,11 +120,11 @@ fn entropy_value_and_gradient() {
                 }
                 subset.extend_from_slice(&idx[..sub]);
             }
-            let st = upload1(&gpu, &subset.iter().map(|&i| i as f32).collect::<Vec<_>>());
-            let scratch = EntropyScratch::new(&gpu, &d, sub);
+            let st = upload1(gpu, &subset.iter().map(|&i| i as f32).collect::<Vec<_>>());
+            let scratch = EntropyScratch::new(gpu, &d, sub);
             let coef = 1.0 / d.b as f32;
-            let (v, g) = gpu_value_grad(&gpu, &d, d.b, |da, p| {
-                obj::entropy(&gpu, &d, coef, &at, &st, da, p, 0, &scratch).to_vec()
+            let (v, g) = gpu_value_grad(gpu, &d, d.b, |da, p| {
+                obj::entropy(gpu, &d, coef, &at, &st, da, p, 0, &scratch).to_vec()
             });
             let want = obj::cpu_entropy(&d, &a.iter().map(|&x| x as f64).collect::<Vec<_>>(), &subset, sub);
             assert!((v - want).abs() < 1e-4 * want.abs().max(1.0), "{d:?} sub {sub}: entropy {v} vs {want}");

@@ -42,6 +42,7 @@ const KERNELS: &[&Kernel] = &[
     &objectives::ENTROPY_ROWS,
     &objectives::ENTROPY_GRAM,
     &objectives::ENTROPY_VAR,
+    &objectives::ENTROPY_VAR_WG,
     &objectives::ENTROPY_BACKWARD,
     &objectives::CLS_MEAN,
     &objectives::MASK_TOPK,

@@ -17,6 +17,14 @@ pub const SSIM_HEADS: Kernel = k("ssim_heads", &[(1, false), (3, true), (5, true
 pub const ENTROPY_ROWS: Kernel = k("entropy_rows", &[(1, false), (6, true), (8, true), (10, false)]);
 pub const ENTROPY_GRAM: Kernel = k("entropy_gram", &[(7, false), (11, true)]);
 pub const ENTROPY_VAR: Kernel = k("entropy_var", &[(12, false), (8, true), (5, true)]);
+/// [`ENTROPY_VAR`] for GPUs: one 256-wide workgroup per image.
+pub const ENTROPY_VAR_WG: Kernel = Kernel {
+    id: "entropy_var_wg",
+    source: SOURCE,
+    entry: "entropy_var_wg",
+    storage: &[(12, false), (8, true), (5, true)],
+    workgroup: 256,
+};
 pub const ENTROPY_BACKWARD: Kernel =
     k("entropy_backward", &[(3, true), (7, false), (9, false), (10, false), (12, false)]);
 pub const CLS_MEAN: Kernel = k("cls_mean", &[(1, false), (6, true)]);
@@ -136,7 +144,16 @@ pub fn entropy(
     [
         gpu.dispatch(&ENTROPY_ROWS, &params, &[a, &s.rows, &s.stats, subset], grid1d(d.b * sub, 64)),
         gpu.dispatch(&ENTROPY_GRAM, &params, &[&s.rows, &s.gram], grid1d(d.b * sub * sub, 64)),
-        gpu.dispatch(&ENTROPY_VAR, &params, &[&s.gram, &s.stats, partial], grid1d(d.b, 64)),
+        if gpu.cpu_like {
+            gpu.dispatch(&ENTROPY_VAR, &params, &[&s.gram, &s.stats, partial], grid1d(d.b, 64))
+        } else {
+            gpu.dispatch(
+                &ENTROPY_VAR_WG,
+                &params,
+                &[&s.gram, &s.stats, partial],
+                [u32::try_from(d.b).unwrap(), 1, 1],
+            )
+        },
         gpu.dispatch(
             &ENTROPY_BACKWARD,
             &params,
