@@ -16,6 +16,7 @@ ROWS = [
     ("psaq", "PSAQ-ViT objective (`--method psaq`)", "--method psaq"),
     ("mimiq", "MimiQ objective (`--method mimiq`)", "--method mimiq"),
     ("maskaq", "**MaskAQ** (`--method maskaq`)", "--method maskaq"),
+    ("maskaq-seed1", "MaskAQ, another seed", "--method maskaq --seed 1"),
     ("no-entropy", "MaskAQ without the entropy term", "--no-entropy"),
     ("no-alignment", "MaskAQ without the masked alignment", "--no-alignment"),
     ("no-mask-weights", "MaskAQ without the mask weights in distillation", "--no-mask-weights"),

@@ -64,4 +64,6 @@ no-alignment W4A8 --method maskaq --no-alignment
 no-mask-weights W4A8 --method maskaq --no-mask-weights
 no-refresh W4A8 --method maskaq --no-refresh
 lsq-init W4A8 --method maskaq --init lsq
+maskaq-seed1 W4A4 --method maskaq --seed 1
+maskaq-seed1 W3A3 --method maskaq --seed 1
 JOBS
