@@ -20,13 +20,13 @@ import json
 import math
 import os
 import sys
-import time
 
 import torch
 import torch.nn.functional as F
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import make_fixtures as mf  # noqa: E402  (the spec's loss functions and Q's graph)
+from bench_torch import timed  # noqa: E402  (median wall time after a warm-up call)
 
 
 def weight_fq(w, bits):
@@ -65,20 +65,6 @@ def load_model(args, device):
     else:
         model = timm.create_model(args.arch, pretrained=False)
     return model.to(device).eval()
-
-
-def timed(step, iters, sync):
-    for _ in range(2):
-        step()
-    sync()
-    samples = []
-    for _ in range(iters):
-        t0 = time.perf_counter()
-        step()
-        sync()
-        samples.append(time.perf_counter() - t0)
-    samples.sort()
-    return samples[len(samples) // 2]
 
 
 def main():
