@@ -17,12 +17,10 @@ TF32 off. Prints JSON with the median milliseconds of each step.
 
 import argparse
 import json
-import math
 import os
 import sys
 
 import torch
-import torch.nn.functional as F
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import make_fixtures as mf  # noqa: E402  (the spec's loss functions and Q's graph)
