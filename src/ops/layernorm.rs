@@ -1,6 +1,6 @@
 //! LayerNorm over the last axis (shaders/layernorm.wgsl).
 
-use super::reduce::{SUM_CHUNK, SumRows};
+use super::reduce::{SumRows, row_chunks};
 use super::{f, u};
 use crate::gpu::{Dispatch, Gpu, Kernel, Tensor, grid_for};
 
@@ -77,16 +77,14 @@ pub fn backward_params(
     dbeta: &Tensor,
 ) -> Vec<Dispatch> {
     let grid = grid_for(&BACKWARD_PARAMS, d);
-    if gpu.cpu_like || rows < 2 * SUM_CHUNK || d == 0 {
+    let Some((chunk, chunks)) = row_chunks(gpu, rows).filter(|_| d > 0) else {
         return vec![gpu.dispatch(
             &BACKWARD_PARAMS,
             &[u(rows), u(d), 0, 0],
             &[x, stats, dy, dgamma, dbeta],
             grid,
         )];
-    }
-    let chunk = SUM_CHUNK.max(rows.div_ceil(256));
-    let chunks = rows.div_ceil(chunk);
+    };
     let (pg, pb) = (Tensor::zeros(gpu, &[chunks * d]), Tensor::zeros(gpu, &[chunks * d]));
     let params = [u(rows), u(d), 0, u(chunk)];
     let partial =

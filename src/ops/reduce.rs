@@ -13,9 +13,20 @@ pub const SUM_ROWS: Kernel = Kernel {
 };
 
 /// Rows one GPU invocation sums before a chunked sum splits the work.
-pub const SUM_CHUNK: usize = 64;
+const SUM_CHUNK: usize = 64;
 /// Most chunks of a chunked sum (its second pass walks this many rows).
 const SUM_MAX_CHUNKS: usize = 256;
+
+/// How a sum over `rows` rows runs: `None` in one pass (CPU adapters, short sums), else
+/// `(chunk, chunks)`: chunks of `chunk` rows summed in parallel, then the chunk sums summed.
+/// Shared by `SumRows` and the kernels with their own row sums (LayerNorm's parameters).
+pub fn row_chunks(gpu: &Gpu, rows: usize) -> Option<(usize, usize)> {
+    if gpu.cpu_like || rows < 2 * SUM_CHUNK {
+        return None;
+    }
+    let chunk = SUM_CHUNK.max(rows.div_ceil(SUM_MAX_CHUNKS));
+    Some((chunk, rows.div_ceil(chunk)))
+}
 
 /// `out[o_off + i] = alpha * sum_{r<rows} src[s_off + r*rs + i] + beta * out[..]`, i < n.
 #[derive(Clone, Copy, Debug)]
@@ -68,12 +79,10 @@ impl SumRows {
     /// summed in parallel into a scratch buffer, then the chunk sums are summed: one thread
     /// walking thousands of rows leaves a GPU idle.
     pub fn dispatches(&self, gpu: &Gpu, src: &Tensor, out: &Tensor) -> Vec<Dispatch> {
-        if gpu.cpu_like || self.rows < 2 * SUM_CHUNK || self.n == 0 {
+        let Some((chunk, chunks)) = row_chunks(gpu, self.rows).filter(|_| self.n > 0) else {
             return vec![self.dispatch(gpu, src, out)];
-        }
+        };
         self.check(src.numel(), out.numel());
-        let chunk = SUM_CHUNK.max(self.rows.div_ceil(SUM_MAX_CHUNKS));
-        let chunks = self.rows.div_ceil(chunk);
         let scratch = Tensor::zeros(gpu, &[chunks * self.n]);
         let first = SumRows { o_off: 0, alpha: 1.0, beta: 0.0, ..*self };
         let mut grid = grid_for(&SUM_ROWS, self.n);
