@@ -15,6 +15,7 @@
 // A quantizer works on a strided 2-d region of a buffer (rows x cols at off, row stride rs), so
 // q, k and v inside the fused qkv matrix each get their own quantizer. Per-quantizer state:
 // qparams[2 site] = (alpha, z) (trained), qmeta[4 site] = (QN, QP, g, signed).
+// Every rounding decision uses the IEEE quotient (div_exact, lsq_quotient: exact_div.wgsl, appended).
 // Reductions are grid-stride partial sums (one per invocation) followed by a single-invocation
 // finalize: deterministic, and free of workgroup barriers.
 
@@ -38,6 +39,16 @@ struct Params {
 @group(0) @binding(12) var<storage, read_write> qcalib: array<f32>;
 @group(0) @binding(13) var<storage, read_write> wscale: array<f32>;
 
+// Tests only: simulates an adapter whose division is off by this many ULP (Gpu::div_error_ulp).
+override div_error_ulp: i32 = 0;
+
+// The adapter's a / b, where no rounding decision depends on it.
+fn adapter_div(a: f32, b: f32) -> f32 {
+    let q = a / b;
+    if (div_error_ulp == 0 || q == 0.0) { return q; }
+    return bitcast<f32>(bitcast<i32>(q) + div_error_ulp);
+}
+
 fn index(wid: vec3<u32>, nwg: vec3<u32>, lid: u32) -> u32 { return (wid.y * nwg.x + wid.x) * 64u + lid; }
 
 fn element(i: u32) -> u32 { return p.off + (i / p.cols) * p.rs + i % p.cols; }
@@ -52,11 +63,11 @@ fn weight_quant(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) 
     var m = 0.0;
     for (var j = 0u; j < p.cols; j++) { m = max(m, abs(x[o + j])); }
     let levels = f32((1u << p.bits) - 1u);
-    let s = levels / max(2.0 * m, 1e-8);
+    let s = div_exact(levels, max(2.0 * m, 1e-8)); // s m sits at a rounding tie: see exact_div.wgsl
     let lo = -f32(1u << (p.bits - 1u));
     let hi = f32((1u << (p.bits - 1u)) - 1u);
     for (var j = 0u; j < p.cols; j++) {
-        xq[o + j] = clamp(round(s * x[o + j]), lo, hi) / s;
+        xq[o + j] = adapter_div(clamp(round(s * x[o + j]), lo, hi), s);
     }
     wscale[r] = s;
 }
@@ -72,7 +83,7 @@ fn act_quant_forward(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgro
     let qn = qmeta[4u * p.site];
     let qp = qmeta[4u * p.site + 1u];
     let e = element(i);
-    let v = clamp(x[e] / alpha + zr, qn, qp);
+    let v = clamp(lsq_quotient(adapter_div(x[e], alpha), x[e], alpha, zr, qn, qp) + zr, qn, qp);
     xq[e] = (round(v) - zr) * alpha;
 }
 
@@ -135,7 +146,7 @@ fn act_quant_backward(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgr
     for (var i = t; i < p.rows * p.cols; i += p.threads) {
         let e = element(i);
         let g = dxq[e];
-        let xa = x[e] / alpha;
+        let xa = lsq_quotient(adapter_div(x[e], alpha), x[e], alpha, zr, qn, qp);
         let v = xa + zr;
         if (v >= qn && v <= qp) {
             dx[e] = g;

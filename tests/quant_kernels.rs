@@ -138,3 +138,92 @@ fn act_quant_strided_regions() {
         check_act(&mut g, 3, region, rows * 3 * d, 9 + which as u64, 0.3);
     }
 }
+
+/// `(a, b)` pairs for the division check: random magnitudes over a wide exponent range, exact
+/// quotients, zero numerators, and numerators whose quotient sits within an ULP of a rounding tie
+/// of an activation quantizer (and of the weight quantizer's row extreme, (2^b - 1) / 2m).
+fn division_cases(rng: &mut Rng, zr: f32, qn: f32, qp: f32) -> Vec<(f32, f32)> {
+    let mut c = Vec::new();
+    let mag = |rng: &mut Rng, lo: f32, hi: f32| {
+        let e = rng.uniform(lo, hi).floor();
+        (1.0 + rng.unit()) * e.exp2()
+    };
+    for _ in 0..3000 {
+        let a = mag(rng, -40.0, 40.0) * if rng.unit() < 0.5 { -1.0 } else { 1.0 };
+        c.push((a, mag(rng, -40.0, 40.0)));
+    }
+    for _ in 0..500 {
+        let alpha = mag(rng, -12.0, 4.0);
+        let j = qn + (rng.unit() * (qp - qn + 1.0)).floor();
+        // Ties of round(q + z'), and the clamp boundaries v = QN, QP.
+        for t in [j + 0.5 - zr, qn - zr, qp - zr] {
+            let x = t * alpha;
+            for d in [-2i32, -1, 0, 1, 2] {
+                c.push((f32::from_bits((x.to_bits() as i32 + d) as u32), alpha));
+            }
+        }
+        // The weight quantizer: s = (2^b - 1) / (2 m).
+        let bits = 2 + rng.below(7) as u32;
+        c.push((((1u32 << bits) - 1) as f32, 2.0 * alpha));
+    }
+    c.extend([(0.0, 3.0), (-0.0, 3.0), (6.0, 3.0), (1.0, 3.0), (-1.0, 1.0), (7.5, 1.0), (1.0, 0.1)]);
+    c
+}
+
+#[test]
+fn division_and_rounding_decisions_are_ieee() {
+    // Vulkan lets a division be 2.5 ULP off; a quantizer code at a rounding tie then depends on
+    // the adapter. div_exact must equal IEEE division bit for bit, and lsq_quotient must give the
+    // IEEE code and in-range decision even from a quotient several ULP off (simulated here, since
+    // the CPU adapter's own division is already IEEE).
+    let gpu = gpu();
+    let mut rng = Rng::new(2026);
+    let (zr, qn, qp) = (1.0f32, -8.0f32, 7.0f32);
+    let cases = division_cases(&mut rng, zr, qn, qp);
+    let n = cases.len();
+    let a: Vec<f32> = cases.iter().map(|c| c.0).collect();
+    let b: Vec<f32> = cases.iter().map(|c| c.1).collect();
+    let (at, bt) = (upload1(&gpu, &a), upload1(&gpu, &b));
+    let out = Tensor::zeros(&gpu, &[4 * n]);
+    let code = |q: f32| (q + zr).clamp(qn, qp).round_ties_even();
+    let in_range = |q: f32| (qn..=qp).contains(&(q + zr));
+    let mut ties = 0;
+    for k in [3u32, 8] {
+        let params = [n as u32, k, zr.to_bits(), qn.to_bits(), qp.to_bits(), 0, 0, 0];
+        gpu.run(&[&gpu.dispatch(&quant::DIV_CHECK, &params, &[&at, &bt, &out], maskaq::gpu::grid1d(n, 64))]);
+        let o = read(&gpu, &out);
+        for (i, &(x, y)) in cases.iter().enumerate() {
+            let q = x / y;
+            assert_eq!(
+                o[4 * i].to_bits(),
+                q.to_bits(),
+                "div_exact({x:e}, {y:e}) = {:e}, IEEE {q:e}",
+                o[4 * i]
+            );
+            if y <= 0.0 || !q.is_normal() && q != 0.0 {
+                continue;
+            }
+            for (j, what) in [(1, "adapter quotient"), (2, "quotient k ULP high"), (3, "quotient k ULP low")]
+            {
+                let got = o[4 * i + j];
+                assert_eq!(
+                    code(got),
+                    code(q),
+                    "{what} (k = {k}): code of {x:e} / {y:e}: {} vs IEEE {}",
+                    code(got),
+                    code(q)
+                );
+                assert_eq!(
+                    in_range(got),
+                    in_range(q),
+                    "{what} (k = {k}): in-range decision of {x:e} / {y:e}"
+                );
+            }
+            let v = q + zr;
+            if (v - v.floor() - 0.5).abs() < 1e-5 * v.abs().max(1.0) {
+                ties += 1;
+            }
+        }
+    }
+    assert!(ties > 500, "only {ties} near-tie cases: the check would not exercise the exact path");
+}

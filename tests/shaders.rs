@@ -65,6 +65,7 @@ const KERNELS: &[&Kernel] = &[
     &quant::GRAD_WG,
     &quant::MINMAX_PARTIAL,
     &quant::MINMAX_MERGE,
+    &quant::DIV_CHECK,
     &reduce::SUM_ROWS,
     &softmax::FORWARD,
     &softmax::BACKWARD,
@@ -96,6 +97,12 @@ fn every_shader_parses_and_validates() {
         assert!(names.insert(name), "{name} listed twice in ops::SHADERS");
         let (module, _) = parse_and_validate(name, source);
         assert!(!module.entry_points.is_empty(), "{name}: no entry points");
+    }
+    // Helpers parse on their own and are appended to at least one listed shader.
+    for &(name, source) in ops::SHADER_HELPERS {
+        parse_and_validate(name, source);
+        assert!(ops::SHADERS.iter().any(|(_, s)| s.contains(source)), "helper {name} is used by no shader");
+        names.insert(name);
     }
     // Every shader file on disk is listed.
     let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/shaders");

@@ -25,6 +25,10 @@ pub struct Gpu {
     /// A CPU adapter (lavapipe, SwiftShader, WARP): workgroup barriers are very slow there, so
     /// hot kernels use their barrier-free variants.
     pub cpu_like: bool,
+    /// Tests only: the quantizer shaders' divisions that decide no rounding are moved by this
+    /// many ULP, as an adapter with inexact division would (Vulkan allows 2.5). Set it before
+    /// the first launch: pipelines are built once per kernel.
+    pub div_error_ulp: i32,
     pipelines: Mutex<HashMap<&'static str, Arc<Pipeline>>>,
     /// Storage buffers by byte size; one whose only owner is the pool is free for reuse.
     pub(crate) pool: Mutex<HashMap<u64, Vec<Arc<wgpu::Buffer>>>>,
@@ -187,6 +191,7 @@ impl Gpu {
             features,
             limits,
             cpu_like,
+            div_error_ulp: 0,
             pipelines: Mutex::new(HashMap::new()),
             pool: Mutex::new(HashMap::new()),
             staging: Mutex::new(HashMap::new()),
@@ -204,7 +209,9 @@ impl Gpu {
     /// The compiled pipeline for `kernel`, built on first use.
     pub(crate) fn pipeline(&self, kernel: &Kernel) -> Arc<Pipeline> {
         let mut map = self.pipelines.lock().expect("pipeline cache poisoned");
-        map.entry(kernel.id).or_insert_with(|| Arc::new(Pipeline::build(&self.device, kernel))).clone()
+        map.entry(kernel.id)
+            .or_insert_with(|| Arc::new(Pipeline::build(&self.device, kernel, self.div_error_ulp)))
+            .clone()
     }
 
     /// Blocks until all submitted work is done.

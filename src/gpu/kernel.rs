@@ -26,7 +26,7 @@ pub(crate) struct Pipeline {
 }
 
 impl Pipeline {
-    pub(crate) fn build(device: &wgpu::Device, k: &Kernel) -> Pipeline {
+    pub(crate) fn build(device: &wgpu::Device, k: &Kernel, div_error_ulp: i32) -> Pipeline {
         let mut entries = vec![wgpu::BindGroupLayoutEntry {
             binding: 0,
             visibility: wgpu::ShaderStages::COMPUTE,
@@ -62,13 +62,18 @@ impl Pipeline {
             label: Some(k.id),
             source: wgpu::ShaderSource::Wgsl(k.source.into()),
         });
+        let constants = [("div_error_ulp", div_error_ulp as f64)];
         let pipeline = device.create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
             label: Some(k.id),
             layout: Some(&pl),
             module: &module,
             entry_point: Some(k.entry),
             compilation_options: wgpu::PipelineCompilationOptions {
-                constants: &[],
+                constants: if div_error_ulp != 0 && k.source.contains("override div_error_ulp") {
+                    &constants
+                } else {
+                    &[]
+                },
                 zero_initialize_workgroup_memory: false,
             },
             cache: None,

@@ -31,10 +31,15 @@ pub const SHADERS: &[(&str, &str)] = &[
     ("optim.wgsl", optim::SOURCE),
     ("psaq.wgsl", psaq::SOURCE),
     ("quant.wgsl", quant::SOURCE),
+    ("exact_div_check.wgsl", quant::DIV_CHECK_SOURCE),
     ("reduce.wgsl", reduce::SOURCE),
     ("softmax.wgsl", softmax::SOURCE),
     ("synth.wgsl", synth::SOURCE),
 ];
+
+/// Function-only WGSL files appended to the shaders above (no entry points of their own).
+pub const SHADER_HELPERS: &[(&str, &str)] =
+    &[("exact_div.wgsl", include_str!("../../shaders/exact_div.wgsl"))];
 
 /// `f32` as the raw bits a uniform block field of type f32 expects.
 pub(crate) fn f(v: f32) -> u32 {

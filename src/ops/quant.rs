@@ -3,7 +3,19 @@
 use super::{f, u};
 use crate::gpu::{Dispatch, Gpu, Kernel, Tensor, grid1d};
 
-pub const SOURCE: &str = include_str!("../../shaders/quant.wgsl");
+pub const SOURCE: &str =
+    concat!(include_str!("../../shaders/quant.wgsl"), include_str!("../../shaders/exact_div.wgsl"));
+/// The division helpers with a test entry point (`div_check`): see `tests/quant_kernels.rs`.
+pub const DIV_CHECK_SOURCE: &str =
+    concat!(include_str!("../../shaders/exact_div.wgsl"), include_str!("../../shaders/exact_div_check.wgsl"));
+/// For tests: `div_exact` and `lsq_quotient` with a simulated inexact division (see the shader).
+pub const DIV_CHECK: Kernel = Kernel {
+    id: "div_check",
+    source: DIV_CHECK_SOURCE,
+    entry: "div_check",
+    storage: &[(1, false), (2, false), (3, true)],
+    workgroup: 64,
+};
 pub const WEIGHT: Kernel = Kernel {
     id: "weight_quant",
     source: SOURCE,
