@@ -451,6 +451,13 @@ fn quantize_runs_the_pipeline_and_writes_its_outputs() {
     ]);
     let v: serde_json::Value = serde_json::from_slice(&ev.stdout).unwrap();
     assert_eq!(v["top1"], r["final_top1"]);
+    // Starting again in the same --out without --resume is refused, and nothing is touched.
+    let (m, o) = (model.to_str().unwrap(), out.to_str().unwrap());
+    let before = std::fs::read(out.join("quantized.safetensors")).unwrap();
+    expect_error(&args, &["--out", "already holds a run", "finished, 3 epochs", "--overwrite"]);
+    let both = maskaq(&["quantize", "--model", m, "--out", o, "--resume", "--overwrite"]);
+    assert!(!both.status.success() && String::from_utf8_lossy(&both.stderr).contains("--overwrite"));
+    assert_eq!(std::fs::read(out.join("quantized.safetensors")).unwrap(), before, "nothing overwritten");
     // Resuming a finished run with other settings is refused.
     expect_error(
         &["quantize", "--model", model.to_str().unwrap(), "--out", out.to_str().unwrap(), "--resume"],
@@ -460,7 +467,6 @@ fn quantize_runs_the_pipeline_and_writes_its_outputs() {
         &["quantize", "--model", model.to_str().unwrap(), "--out", out.to_str().unwrap(), "--preset", "huge"],
         &["--preset", "huge"],
     );
-    let (m, o) = (model.to_str().unwrap(), out.to_str().unwrap());
     expect_error(&["quantize", "--model", m, "--out", o, "--init", "zeros"], &["--init", "zeros"]);
     expect_error(&["quantize", "--model", m, "--out", o, "--z-grad", "half"], &["--z-grad", "half"]);
     expect_error(&["quantize", "--model", m, "--out", o, "--synth-batch", "0"], &["--synth-batch"]);
@@ -572,6 +578,12 @@ fn quantize_resume_equals_uninterrupted_run() {
     let rb: serde_json::Value =
         serde_json::from_slice(&std::fs::read(part.join("report.json")).unwrap()).unwrap();
     assert_eq!(ra["epochs"].as_array().unwrap().len(), rb["epochs"].as_array().unwrap().len());
+    // The resumed run's times cover both sessions.
+    let secs = |r: &serde_json::Value, k: &str| r[k].as_f64().unwrap();
+    assert!(
+        secs(&rb, "total_seconds") >= secs(&rb, "synthesis_seconds") + secs(&rb, "training_seconds"),
+        "total time of a resumed run: {rb}"
+    );
 
     // A corrupt checkpoint is refused.
     std::fs::write(part.join("checkpoint.safetensors"), b"garbage").unwrap();

@@ -20,7 +20,7 @@ if [ ! -f $MODEL/model.safetensors ]; then
 fi
 mkdir -p "$OUT"
 s=$(date +%s.%N)
-"$M" quantize --model $MODEL --preset fast --out "$OUT" "$@"
+"$M" quantize --model $MODEL --preset fast --out "$OUT" --overwrite "$@"
 wall=$(python3 -c "print(round($(date +%s.%N) - $s, 1))")
 echo "maskaq quantize wall time: $wall s"
 read -r sb tb < <(python3 -c "import json; c=json.load(open('$OUT/report.json'))['config']; print(c['synth']['batch'], c['train']['batch'])")

@@ -23,7 +23,7 @@ job() {
   local o=$RUNS/$n-$b
   [ -f $o.eval.json ] && grep -q top1 $o.eval.json && return 0
   local s=$(date +%s)
-  (cd "$ROOT" && LP_NUM_THREADS=${LP_NUM_THREADS:-1} "$BIN" quantize --bits $b --out $o "$@") > $o.log 2>&1
+  (cd "$ROOT" && LP_NUM_THREADS=${LP_NUM_THREADS:-1} "$BIN" quantize --bits $b --out $o --overwrite "$@") > $o.log 2>&1
   local rc=$?
   "$BIN" eval --model "$ROOT/assets/fashion_vit" --quantized $o/quantized.safetensors --data "$TEST" --json \
     > $o.eval.json 2>>$o.log

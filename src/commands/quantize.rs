@@ -90,6 +90,10 @@ pub struct QuantizeArgs {
     /// Continue an interrupted run from --out's checkpoint.safetensors (same flags).
     #[arg(long)]
     pub resume: bool,
+    /// Start afresh in an --out that already holds a run (its checkpoint is replaced after the
+    /// first epoch). Without it, such an --out is refused.
+    #[arg(long, conflicts_with = "resume")]
+    pub overwrite: bool,
     /// Stop after finishing this epoch, as an interruption would (to test --resume).
     #[arg(long, hide = true)]
     pub stop_after_epoch: Option<usize>,
@@ -215,11 +219,20 @@ pub fn run(gpu_opts: &GpuOptions, args: &QuantizeArgs) -> Result<()> {
         Some(p) => Some(dataset::open(p).with_context(|| format!("--eval-data {}", p.display()))?),
         None => None,
     };
+    let ckpt = args.out.join(pipeline::CHECKPOINT);
     if args.resume {
-        if !args.out.join(pipeline::CHECKPOINT).is_file() {
+        if !ckpt.is_file() {
             bail!("--resume: no {} in {}", pipeline::CHECKPOINT, args.out.display());
         }
         pipeline::check_resume(&args.out, &cfg, &weights)?;
+    } else if ckpt.exists() && !args.overwrite {
+        bail!(
+            "--out {} already holds a run ({}: {}); continue it with --resume (same flags), start \
+             afresh with --overwrite, or choose another --out",
+            args.out.display(),
+            pipeline::CHECKPOINT,
+            pipeline::describe_checkpoint(&ckpt)
+        );
     }
     prepare_out_dir(&args.out)?;
 

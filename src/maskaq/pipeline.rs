@@ -111,6 +111,8 @@ pub struct QuantizeReport {
     /// The best epoch, chosen on the evaluation data (not a fair test number).
     pub best_epoch_top1_chosen_on_eval_data: Option<(usize, f64)>,
     pub epochs: Vec<EpochReport>,
+    /// Seconds over every session of a resumed run (the work lost to an interruption, from the
+    /// last checkpoint to the stop, is not counted).
     pub synthesis_seconds: f64,
     pub training_seconds: f64,
     pub total_seconds: f64,
@@ -193,6 +195,9 @@ struct ScheduleState {
     ptq_top1: Option<f64>,
     synth_s: f64,
     train_s: f64,
+    /// Wall seconds of the run up to this checkpoint, over every session (resumed runs add on).
+    #[serde(default)]
+    total_s: f64,
     dropped: usize,
 }
 
@@ -256,6 +261,25 @@ fn read_checkpoint(
         );
     }
     Ok((state, tensors))
+}
+
+/// "epoch 3 of 8 done" (or "finished, 8 epochs") for a checkpoint, or why it cannot be read.
+pub fn describe_checkpoint(path: &Path) -> String {
+    let state = std::fs::read(path).ok().and_then(|bytes| {
+        let (_, header) = SafeTensors::read_metadata(&bytes).ok()?;
+        let s = header.metadata().as_ref()?.get("state")?.clone();
+        serde_json::from_str::<ScheduleState>(&s).ok()
+    });
+    let Some(st) = state else { return "not a readable maskaq checkpoint".into() };
+    let total = serde_json::from_str::<serde_json::Value>(&st.config)
+        .ok()
+        .and_then(|c| c["epochs"].as_u64())
+        .map(|e| e as usize);
+    match total {
+        Some(t) if st.next_epoch >= t => format!("finished, {t} epochs"),
+        Some(t) => format!("epoch {} of {t} done", st.next_epoch),
+        None => format!("{} epochs done", st.next_epoch),
+    }
 }
 
 /// Checks, before any work, that `out`'s checkpoint can continue this run.
@@ -324,7 +348,7 @@ pub fn run(
     }
     let mut rng = Rng::new(cfg.seed);
     let (mut images, mut labels): (Vec<f32>, Vec<usize>) = (Vec::new(), Vec::new());
-    let (mut synth_s, mut train_s) = (0.0, 0.0);
+    let (mut synth_s, mut train_s, mut earlier_s) = (0.0, 0.0, 0.0);
     let mut dropped = 0;
     let mut epochs = Vec::new();
     let mut first_epoch = 0;
@@ -358,6 +382,7 @@ pub fn run(
         first_epoch = st.next_epoch;
         synth_s = st.synth_s;
         train_s = st.train_s;
+        earlier_s = st.total_s;
         dropped = st.dropped;
         log(&format!("resumed from {} at epoch {}", ckpt_path.display(), first_epoch + 1));
     }
@@ -474,6 +499,7 @@ pub fn run(
             ptq_top1,
             synth_s,
             train_s,
+            total_s: earlier_s + start.elapsed().as_secs_f64(),
             dropped,
         };
         write_checkpoint(&ckpt_path, &st, tensors)?;
@@ -503,7 +529,7 @@ pub fn run(
         epochs,
         synthesis_seconds: synth_s,
         training_seconds: train_s,
-        total_seconds: start.elapsed().as_secs_f64(),
+        total_seconds: earlier_s + start.elapsed().as_secs_f64(),
         dropped_synthesis_batches: dropped,
     })
 }
