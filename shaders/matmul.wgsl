@@ -178,10 +178,38 @@ fn matmul_tn4(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_i
 }
 
 // ---- real GPUs: 64 x 64 tiles through workgroup memory -----------------------------------
+// Tiles are [TK][TILE / 4] vec4s, so an invocation reads its 4 rows of A and 4 columns of B for
+// one k with two 16-byte loads; the 4 x 4 block accumulates in four vec4 registers (named, not
+// an indexed array: drivers may place a dynamically indexed array in local memory).
 const TILE: u32 = 64u;
 const TK: u32 = 16u;
-var<workgroup> a_tile: array<f32, 1024>; // [TK][TILE], A stored transposed (k-major)
-var<workgroup> b_tile: array<f32, 1024>; // [TK][TILE]
+var<workgroup> a_tile: array<vec4<f32>, 256>; // [TK][TILE / 4], A stored transposed (k-major)
+var<workgroup> b_tile: array<vec4<f32>, 256>; // [TK][TILE / 4]
+
+// Element `i` (0..TILE) of row `k` of a tile.
+fn tile_index(k: u32, i: u32) -> u32 { return k * (TILE / 4u) + i / 4u; }
+
+// One K-tile's contribution to the 4 x 4 block (rows ty*4.., columns tx*4..) of C.
+fn tile_product(ty: u32, tx: u32, acc: ptr<function, array<vec4<f32>, 4>>) {
+    var c0 = (*acc)[0]; var c1 = (*acc)[1]; var c2 = (*acc)[2]; var c3 = (*acc)[3];
+    for (var kk = 0u; kk < TK; kk++) {
+        let av = a_tile[kk * (TILE / 4u) + ty];
+        let bv = b_tile[kk * (TILE / 4u) + tx];
+        c0 = fma(vec4<f32>(av.x), bv, c0);
+        c1 = fma(vec4<f32>(av.y), bv, c1);
+        c2 = fma(vec4<f32>(av.z), bv, c2);
+        c3 = fma(vec4<f32>(av.w), bv, c3);
+    }
+    (*acc)[0] = c0; (*acc)[1] = c1; (*acc)[2] = c2; (*acc)[3] = c3;
+}
+
+fn store_block(cb: u32, row0: u32, col0: u32, acc: array<vec4<f32>, 4>) {
+    let c0 = acc[0]; let c1 = acc[1]; let c2 = acc[2]; let c3 = acc[3];
+    store(cb, row0, col0, c0.x); store(cb, row0, col0 + 1u, c0.y); store(cb, row0, col0 + 2u, c0.z); store(cb, row0, col0 + 3u, c0.w);
+    store(cb, row0 + 1u, col0, c1.x); store(cb, row0 + 1u, col0 + 1u, c1.y); store(cb, row0 + 1u, col0 + 2u, c1.z); store(cb, row0 + 1u, col0 + 3u, c1.w);
+    store(cb, row0 + 2u, col0, c2.x); store(cb, row0 + 2u, col0 + 1u, c2.y); store(cb, row0 + 2u, col0 + 2u, c2.z); store(cb, row0 + 2u, col0 + 3u, c2.w);
+    store(cb, row0 + 3u, col0, c3.x); store(cb, row0 + 3u, col0 + 1u, c3.y); store(cb, row0 + 3u, col0 + 2u, c3.z); store(cb, row0 + 3u, col0 + 3u, c3.w);
+}
 
 @compute @workgroup_size(256)
 fn matmul_tiled(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
@@ -192,8 +220,7 @@ fn matmul_tiled(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation
     let ty = lid / 16u;
     let ab = base_a(z);
     let bb = base_b(z);
-    var acc: array<f32, 16>;
-    for (var i = 0u; i < 16u; i++) { acc[i] = 0.0; }
+    var acc = array<vec4<f32>, 4>(vec4<f32>(0.0), vec4<f32>(0.0), vec4<f32>(0.0), vec4<f32>(0.0));
     for (var k0 = 0u; k0 < p.k; k0 += TK) {
         for (var r = 0u; r < 4u; r++) {
             let e = lid + r * 256u;
@@ -203,35 +230,19 @@ fn matmul_tiled(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation
             let gm = tm + mi; let gka = k0 + ka;
             var av = 0.0;
             if (gm < p.m && gka < p.k) { av = a[ab + gm * p.a_rs + gka * p.a_cs]; }
-            a_tile[ka * TILE + mi] = av;
+            a_tile[tile_index(ka, mi)][mi % 4u] = av;
             var ni: u32; var kb: u32;
             if (p.b_cs == 1u) { kb = e / TILE; ni = e % TILE; } else { ni = e / TK; kb = e % TK; }
             let gn = tn + ni; let gkb = k0 + kb;
             var bv = 0.0;
             if (gn < p.n && gkb < p.k) { bv = b[bb + gkb * p.b_rs + gn * p.b_cs]; }
-            b_tile[kb * TILE + ni] = bv;
+            b_tile[tile_index(kb, ni)][ni % 4u] = bv;
         }
         workgroupBarrier();
-        for (var kk = 0u; kk < TK; kk++) {
-            let av = vec4<f32>(a_tile[kk * TILE + ty * 4u], a_tile[kk * TILE + ty * 4u + 1u],
-                               a_tile[kk * TILE + ty * 4u + 2u], a_tile[kk * TILE + ty * 4u + 3u]);
-            let bv = vec4<f32>(b_tile[kk * TILE + tx * 4u], b_tile[kk * TILE + tx * 4u + 1u],
-                               b_tile[kk * TILE + tx * 4u + 2u], b_tile[kk * TILE + tx * 4u + 3u]);
-            for (var i = 0u; i < 4u; i++) {
-                acc[i * 4u + 0u] = fma(av[i], bv.x, acc[i * 4u + 0u]);
-                acc[i * 4u + 1u] = fma(av[i], bv.y, acc[i * 4u + 1u]);
-                acc[i * 4u + 2u] = fma(av[i], bv.z, acc[i * 4u + 2u]);
-                acc[i * 4u + 3u] = fma(av[i], bv.w, acc[i * 4u + 3u]);
-            }
-        }
+        tile_product(ty, tx, &acc);
         workgroupBarrier();
     }
-    let cb = base_c(z);
-    for (var i = 0u; i < 4u; i++) {
-        for (var j = 0u; j < 4u; j++) {
-            store(cb, tm + ty * 4u + i, tn + tx * 4u + j, acc[i * 4u + j]);
-        }
-    }
+    store_block(base_c(z), tm + ty * 4u, tn + tx * 4u, acc);
 }
 
 // The tiled kernel for both operands contiguous along k (x Wᵀ, q kᵀ; the layout `nt4_ok`
@@ -250,8 +261,7 @@ fn matmul_tiled_nt4(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invoca
     let lq = lid % 4u;
     let arow = (ab + min(tm + li, p.m - 1u) * p.a_rs) / 4u;
     let bcol = (bb + min(tn + li, p.n - 1u) * p.b_cs) / 4u;
-    var acc: array<f32, 16>;
-    for (var i = 0u; i < 16u; i++) { acc[i] = 0.0; }
+    var acc = array<vec4<f32>, 4>(vec4<f32>(0.0), vec4<f32>(0.0), vec4<f32>(0.0), vec4<f32>(0.0));
     for (var k0 = 0u; k0 < p.k; k0 += TK) {
         let kq = k0 / 4u + lq;
         var av = vec4<f32>(0.0);
@@ -260,29 +270,17 @@ fn matmul_tiled_nt4(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invoca
             av = a4[arow + kq];
             bv = b4[bcol + kq];
         }
-        for (var e = 0u; e < 4u; e++) {
-            a_tile[(lq * 4u + e) * TILE + li] = av[e];
-            b_tile[(lq * 4u + e) * TILE + li] = bv[e];
-        }
+        a_tile[tile_index(lq * 4u, li)][li % 4u] = av.x;
+        a_tile[tile_index(lq * 4u + 1u, li)][li % 4u] = av.y;
+        a_tile[tile_index(lq * 4u + 2u, li)][li % 4u] = av.z;
+        a_tile[tile_index(lq * 4u + 3u, li)][li % 4u] = av.w;
+        b_tile[tile_index(lq * 4u, li)][li % 4u] = bv.x;
+        b_tile[tile_index(lq * 4u + 1u, li)][li % 4u] = bv.y;
+        b_tile[tile_index(lq * 4u + 2u, li)][li % 4u] = bv.z;
+        b_tile[tile_index(lq * 4u + 3u, li)][li % 4u] = bv.w;
         workgroupBarrier();
-        for (var kk = 0u; kk < TK; kk++) {
-            let a = vec4<f32>(a_tile[kk * TILE + ty * 4u], a_tile[kk * TILE + ty * 4u + 1u],
-                              a_tile[kk * TILE + ty * 4u + 2u], a_tile[kk * TILE + ty * 4u + 3u]);
-            let b = vec4<f32>(b_tile[kk * TILE + tx * 4u], b_tile[kk * TILE + tx * 4u + 1u],
-                              b_tile[kk * TILE + tx * 4u + 2u], b_tile[kk * TILE + tx * 4u + 3u]);
-            for (var i = 0u; i < 4u; i++) {
-                acc[i * 4u + 0u] = fma(a[i], b.x, acc[i * 4u + 0u]);
-                acc[i * 4u + 1u] = fma(a[i], b.y, acc[i * 4u + 1u]);
-                acc[i * 4u + 2u] = fma(a[i], b.z, acc[i * 4u + 2u]);
-                acc[i * 4u + 3u] = fma(a[i], b.w, acc[i * 4u + 3u]);
-            }
-        }
+        tile_product(ty, tx, &acc);
         workgroupBarrier();
     }
-    let cb = base_c(z);
-    for (var i = 0u; i < 4u; i++) {
-        for (var j = 0u; j < 4u; j++) {
-            store(cb, tm + ty * 4u + i, tn + tx * 4u + j, acc[i * 4u + j]);
-        }
-    }
+    store_block(base_c(z), tm + ty * 4u, tn + tx * 4u, acc);
 }
