@@ -4,7 +4,7 @@
 
 mod common;
 
-use common::{Rng, gpu, read, upload1};
+use common::{Rng, assert_close, gpu, read, upload1};
 use maskaq::gpu::{Gpu, Tensor};
 use maskaq::ops::objectives::{self as obj, AttnDims, EntropyScratch};
 
@@ -137,6 +137,37 @@ fn entropy_value_and_gradient_on(gpu: &Gpu) {
             );
         }
     }
+}
+
+#[test]
+fn entropy_gpu_variant_equals_cpu_variant_beyond_one_workgroup() {
+    // np = 289 > 256: the GPU variant's invocations take more than one column each.
+    let d = AttnDims { b: 2, h: 2, n: 290, prefix: 1, g: 17 };
+    let sub = 64;
+    let mut rng = Rng::new(4);
+    let a = random_tap(&mut rng, &d);
+    let mut subset = Vec::new();
+    for _ in 0..d.b {
+        let mut idx: Vec<usize> = (0..d.np()).collect();
+        for i in (1..idx.len()).rev() {
+            idx.swap(i, rng.below(i + 1));
+        }
+        subset.extend(idx[..sub].iter().map(|&i| i as f32));
+    }
+    let mut out = Vec::new();
+    for cpu_like in [true, false] {
+        let mut gpu = gpu();
+        gpu.cpu_like = cpu_like;
+        let (at, st) = (upload1(&gpu, &a), upload1(&gpu, &subset));
+        let scratch = EntropyScratch::new(&gpu, &d, sub);
+        out.push(gpu_value_grad(&gpu, &d, d.b, |da, p| {
+            obj::entropy(&gpu, &d, 0.5, &at, &st, da, p, 0, &scratch).to_vec()
+        }));
+    }
+    let ((v0, g0), (v1, g1)) = (&out[0], &out[1]);
+    assert!((v0 - v1).abs() < 1e-6 * v0.abs().max(1.0), "entropy {v0} vs {v1}");
+    assert!(g0.iter().any(|&x| x != 0.0));
+    assert_close("entropy gradient, GPU variant vs CPU variant", g1, g0, 1e-5);
 }
 
 #[test]

@@ -44,6 +44,7 @@ const KERNELS: &[&Kernel] = &[
     &objectives::ENTROPY_VAR,
     &objectives::ENTROPY_VAR_WG,
     &objectives::ENTROPY_BACKWARD,
+    &objectives::ENTROPY_BACKWARD_WG,
     &objectives::CLS_MEAN,
     &objectives::MASK_TOPK,
     &objectives::MASK_DROP,

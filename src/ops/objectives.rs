@@ -27,6 +27,14 @@ pub const ENTROPY_VAR_WG: Kernel = Kernel {
 };
 pub const ENTROPY_BACKWARD: Kernel =
     k("entropy_backward", &[(3, true), (7, false), (9, false), (10, false), (12, false)]);
+/// [`ENTROPY_BACKWARD`] for GPUs: one 256-wide workgroup per sampled row.
+pub const ENTROPY_BACKWARD_WG: Kernel = Kernel {
+    id: "entropy_backward_wg",
+    source: SOURCE,
+    entry: "entropy_backward_wg",
+    storage: &[(3, true), (7, false), (9, false), (10, false), (12, false)],
+    workgroup: 256,
+};
 pub const CLS_MEAN: Kernel = k("cls_mean", &[(1, false), (6, true)]);
 pub const MASK_TOPK: Kernel = k("mask_topk", &[(7, false), (11, true), (14, false)]);
 pub const MASK_DROP: Kernel = k("mask_drop", &[(11, true), (12, false), (13, false), (14, false)]);
@@ -154,12 +162,22 @@ pub fn entropy(
                 [u32::try_from(d.b).unwrap(), 1, 1],
             )
         },
-        gpu.dispatch(
-            &ENTROPY_BACKWARD,
-            &params,
-            &[da, &s.rows, &s.stats, subset, &s.gram],
-            grid1d(d.b * sub, 64),
-        ),
+        if gpu.cpu_like {
+            gpu.dispatch(
+                &ENTROPY_BACKWARD,
+                &params,
+                &[da, &s.rows, &s.stats, subset, &s.gram],
+                grid1d(d.b * sub, 64),
+            )
+        } else {
+            // One workgroup per row, folded into y past 65535 rows (`grid1d` with groups of 1).
+            gpu.dispatch(
+                &ENTROPY_BACKWARD_WG,
+                &params,
+                &[da, &s.rows, &s.stats, subset, &s.gram],
+                grid1d(d.b * sub, 1),
+            )
+        },
     ]
 }
 
