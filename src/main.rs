@@ -164,21 +164,8 @@ enum Command {
         /// Output folder.
         #[arg(long)]
         out: PathBuf,
-        /// Weight of the inter-head attention SSIM term (default 1; 0 switches it off).
-        #[arg(long)]
-        w_ssim: Option<f32>,
-        /// Weight of the patch-similarity entropy term (default 1 for maskaq).
-        #[arg(long)]
-        w_entropy: Option<f32>,
-        /// Weight of the masked P-Q attention alignment (default 0.1 for maskaq).
-        #[arg(long)]
-        w_alignment: Option<f32>,
-        /// Weight of the cross-entropy to the target labels (default 1).
-        #[arg(long)]
-        w_ce: Option<f32>,
-        /// Weight of the total variation (default 2.5e-5).
-        #[arg(long)]
-        w_tv: Option<f32>,
+        #[command(flatten)]
+        weights: commands::synth::LossWeightArgs,
         /// Log the loss terms every N iterations.
         #[arg(long, default_value_t = 50)]
         log_every: usize,
@@ -295,11 +282,7 @@ fn run(cli: Cli) -> Result<()> {
             batch,
             seed,
             out,
-            w_ssim,
-            w_entropy,
-            w_alignment,
-            w_ce,
-            w_tv,
+            weights,
             log_every,
         } => {
             let args = commands::synth::SynthArgs {
@@ -313,7 +296,7 @@ fn run(cli: Cli) -> Result<()> {
                 batch,
                 seed,
                 out,
-                weights: [w_ssim, w_entropy, w_alignment, w_ce, w_tv],
+                weights,
                 log_every,
             };
             commands::synth::run(&gpu_options(&cli.gpu), &args)

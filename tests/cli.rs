@@ -415,6 +415,23 @@ fn quantize_runs_the_pipeline_and_writes_its_outputs() {
         "2",
         "--frozen-epochs",
         "1",
+        // Every spec hyperparameter is a flag and lands in the run's settings.
+        "--momentum",
+        "0.8",
+        "--kd-temperature",
+        "4",
+        "--mask-proportion",
+        "0.2",
+        "--synth-lr",
+        "0.05",
+        "--mask-ratio",
+        "0.4,0.2",
+        "--jitter",
+        "1,2",
+        "--w-tv",
+        "0",
+        "--entropy-rows",
+        "8",
         "--out",
         out.to_str().unwrap(),
     ];
@@ -431,6 +448,15 @@ fn quantize_runs_the_pipeline_and_writes_its_outputs() {
     }
     let r: serde_json::Value =
         serde_json::from_slice(&std::fs::read(out.join("report.json")).unwrap()).unwrap();
+    let c = &r["config"];
+    assert_eq!(c["train"]["momentum"].as_f64(), Some(0.8));
+    assert_eq!(c["train"]["kd_temperature"].as_f64(), Some(4.0));
+    assert_eq!(c["train"]["mask_proportion"].as_f64(), Some(0.2));
+    assert_eq!(c["synth"]["lr"].as_f64(), Some(0.05));
+    assert_eq!(c["synth"]["mask_ratio"], serde_json::json!([0.4, 0.2]));
+    assert_eq!(c["synth"]["jitter"], serde_json::json!([1, 2]));
+    assert_eq!(c["synth"]["weights"]["tv"].as_f64(), Some(0.0));
+    assert_eq!(c["synth"]["entropy_rows"].as_u64(), Some(8));
     let epochs = r["epochs"].as_array().unwrap();
     assert_eq!(epochs.len(), 3);
     assert_eq!(epochs[0]["updated"], false, "first epoch frozen");
@@ -470,6 +496,13 @@ fn quantize_runs_the_pipeline_and_writes_its_outputs() {
     expect_error(&["quantize", "--model", m, "--out", o, "--init", "zeros"], &["--init", "zeros"]);
     expect_error(&["quantize", "--model", m, "--out", o, "--z-grad", "half"], &["--z-grad", "half"]);
     expect_error(&["quantize", "--model", m, "--out", o, "--synth-batch", "0"], &["--synth-batch"]);
+    expect_error(&["quantize", "--model", m, "--out", o, "--momentum", "1"], &["--momentum", "[0, 1)"]);
+    expect_error(&["quantize", "--model", m, "--out", o, "--lr", "-1"], &["--lr", "positive"]);
+    expect_error(
+        &["quantize", "--model", m, "--out", o, "--mask-ratio", "0.5"],
+        &["--mask-ratio", "START,END"],
+    );
+    expect_error(&["quantize", "--model", m, "--out", o, "--w-entropy", "-1"], &["--w-entropy"]);
     // A synthetic set of another image size, and one that does not exist.
     let other = tempfile::tempdir().unwrap();
     maskaq::data::synthetic::SyntheticDataset::write(

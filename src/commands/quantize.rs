@@ -55,10 +55,53 @@ pub struct QuantizeArgs {
     /// Images per Q-training step (the authors: 16).
     #[arg(long)]
     pub train_batch: Option<usize>,
-    #[arg(long)]
+    /// Q training: SGD learning rate (cosine to 1 % of it over the epochs; the authors: 1e-3).
+    #[arg(long, allow_negative_numbers = true)]
     pub lr: Option<f32>,
-    #[arg(long)]
+    /// Q training: weight of the mask-weighted head distillation (the authors: 10; 0 = KD only).
+    #[arg(long, allow_negative_numbers = true)]
     pub hd_coef: Option<f32>,
+    /// Q training: SGD momentum, Nesterov (0.9).
+    #[arg(long, allow_negative_numbers = true)]
+    pub momentum: Option<f32>,
+    /// Q training: weight decay (0: the authors' code never applies its configured 1e-4).
+    #[arg(long, allow_negative_numbers = true)]
+    pub weight_decay: Option<f32>,
+    /// Q training: temperature of the knowledge distillation (5).
+    #[arg(long, allow_negative_numbers = true)]
+    pub kd_temperature: Option<f32>,
+    /// Q training: fraction of patch tokens (top by P's mean |O|) weighted --mask-weight in the
+    /// head distillation (0.1).
+    #[arg(long, allow_negative_numbers = true)]
+    pub mask_proportion: Option<f64>,
+    /// Q training: weight of those tokens, the rest weigh 1 (2; 1 = uniform).
+    #[arg(long, allow_negative_numbers = true)]
+    pub mask_weight: Option<f32>,
+    #[command(flatten)]
+    pub weights: crate::commands::synth::LossWeightArgs,
+    /// Synthesis: AdamW learning rate on the pixels (0.1), cosine to --synth-lr-min.
+    #[arg(long, allow_negative_numbers = true)]
+    pub synth_lr: Option<f32>,
+    /// Synthesis: the learning rate at the last iteration (1e-3).
+    #[arg(long, allow_negative_numbers = true)]
+    pub synth_lr_min: Option<f32>,
+    /// Synthesis: AdamW weight decay on the pixels (1e-6).
+    #[arg(long, allow_negative_numbers = true)]
+    pub synth_weight_decay: Option<f32>,
+    /// Synthesis: informative-region ratio at the first and the last iteration, linear in
+    /// between (0.5,0.1).
+    #[arg(long, value_delimiter = ',', value_name = "START,END", allow_negative_numbers = true)]
+    pub mask_ratio: Option<Vec<f32>>,
+    /// Synthesis: fraction of the informative patches dropped at random each iteration (0.3).
+    #[arg(long, allow_negative_numbers = true)]
+    pub mask_drop: Option<f32>,
+    /// Synthesis: patch rows sampled for the entropy term (64; all if the grid has fewer).
+    #[arg(long)]
+    pub entropy_rows: Option<usize>,
+    /// Synthesis: random shift in pixels at 224 px (scaled to the image size) in the first and
+    /// the second half of the iterations (8,16).
+    #[arg(long, value_delimiter = ',', value_name = "FIRST,SECOND")]
+    pub jitter: Option<Vec<usize>>,
     /// The LSQ zero points' gradient: `plain` (the authors' code, unscaled), `lsq` (scaled by
     /// LSQ's g like the steps) or `frozen`.
     #[arg(long)]
@@ -73,13 +116,13 @@ pub struct QuantizeArgs {
     #[arg(long)]
     pub init: Option<String>,
     /// Ablation: no patch-similarity entropy term in synthesis.
-    #[arg(long)]
+    #[arg(long, conflicts_with = "w_entropy")]
     pub no_entropy: bool,
     /// Ablation: no masked P-Q attention alignment in synthesis.
-    #[arg(long)]
+    #[arg(long, conflicts_with = "w_alignment")]
     pub no_alignment: bool,
     /// Ablation: uniform token weights in the head distillation.
-    #[arg(long)]
+    #[arg(long, conflicts_with = "mask_weight")]
     pub no_mask_weights: bool,
     /// Ablation: synthesize once, never refresh.
     #[arg(long)]
@@ -137,6 +180,73 @@ pub fn run(gpu_opts: &GpuOptions, args: &QuantizeArgs) -> Result<()> {
     }
     if let Some(v) = args.hd_coef {
         cfg.train.hd_coef = v;
+    }
+    // Every other hyperparameter of the spec; each flag is checked for its range.
+    let check = |flag: &str, v: f64, ok: bool, want: &str| -> Result<()> {
+        if !(ok && v.is_finite()) {
+            bail!("{flag} {v}: expected {want}");
+        }
+        Ok(())
+    };
+    check("--lr", cfg.train.lr as f64, cfg.train.lr > 0.0, "a positive learning rate")?;
+    check("--hd-coef", cfg.train.hd_coef as f64, cfg.train.hd_coef >= 0.0, "a weight >= 0")?;
+    if let Some(v) = args.momentum {
+        check("--momentum", v as f64, (0.0..1.0).contains(&v), "a momentum in [0, 1)")?;
+        cfg.train.momentum = v;
+    }
+    if let Some(v) = args.weight_decay {
+        check("--weight-decay", v as f64, v >= 0.0, "a weight decay >= 0")?;
+        cfg.train.weight_decay = v;
+    }
+    if let Some(v) = args.kd_temperature {
+        check("--kd-temperature", v as f64, v > 0.0, "a positive temperature")?;
+        cfg.train.kd_temperature = v;
+    }
+    if let Some(v) = args.mask_proportion {
+        check("--mask-proportion", v, v > 0.0 && v <= 1.0, "a fraction in (0, 1]")?;
+        cfg.train.mask_proportion = v;
+    }
+    if let Some(v) = args.mask_weight {
+        check("--mask-weight", v as f64, v > 0.0, "a positive weight (1: uniform)")?;
+        cfg.train.mask_weight = v;
+    }
+    args.weights.apply(&mut cfg.synth.weights)?;
+    if let Some(v) = args.synth_lr {
+        check("--synth-lr", v as f64, v > 0.0, "a positive learning rate")?;
+        cfg.synth.lr = v;
+    }
+    if let Some(v) = args.synth_lr_min {
+        check("--synth-lr-min", v as f64, v >= 0.0, "a learning rate >= 0")?;
+        cfg.synth.lr_min = v;
+    }
+    if let Some(v) = args.synth_weight_decay {
+        check("--synth-weight-decay", v as f64, v >= 0.0, "a weight decay >= 0")?;
+        cfg.synth.weight_decay = v;
+    }
+    if let Some(v) = &args.mask_ratio {
+        if v.len() != 2 {
+            bail!("--mask-ratio: expected two ratios START,END (e.g. 0.5,0.1), got {} values", v.len());
+        }
+        for &r in v {
+            check("--mask-ratio", r as f64, r > 0.0 && r <= 1.0, "two ratios in (0, 1], e.g. 0.5,0.1")?;
+        }
+        cfg.synth.mask_ratio = (v[0], v[1]);
+    }
+    if let Some(v) = args.mask_drop {
+        check("--mask-drop", v as f64, (0.0..1.0).contains(&v), "a fraction in [0, 1)")?;
+        cfg.synth.mask_drop = v;
+    }
+    if let Some(v) = args.entropy_rows {
+        if v == 0 {
+            bail!("--entropy-rows must be at least 1");
+        }
+        cfg.synth.entropy_rows = v;
+    }
+    if let Some(v) = &args.jitter {
+        if v.len() != 2 {
+            bail!("--jitter: expected two shifts FIRST,SECOND in pixels (e.g. 8,16), got {} values", v.len());
+        }
+        cfg.synth.jitter = (v[0], v[1]);
     }
     if let Some(v) = &args.z_grad {
         cfg.train.z_grad = match v.as_str() {

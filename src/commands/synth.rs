@@ -18,6 +18,47 @@ use crate::model::checkpoint::{load_weights, resolve};
 use crate::quant::Bits;
 use crate::rng::Rng;
 
+/// The synthesis loss weights as flags (shared by `synth` and `quantize`).
+#[derive(clap::Args, Clone, Debug, Default)]
+pub struct LossWeightArgs {
+    /// Weight of the inter-head attention SSIM term (default 1; 0 switches it off).
+    #[arg(long, allow_negative_numbers = true)]
+    pub w_ssim: Option<f32>,
+    /// Weight of the patch-similarity entropy term (default 1 for maskaq).
+    #[arg(long, allow_negative_numbers = true)]
+    pub w_entropy: Option<f32>,
+    /// Weight of the masked P-Q attention alignment (default 0.1 for maskaq).
+    #[arg(long, allow_negative_numbers = true)]
+    pub w_alignment: Option<f32>,
+    /// Weight of the cross-entropy to the target labels (default 1).
+    #[arg(long, allow_negative_numbers = true)]
+    pub w_ce: Option<f32>,
+    /// Weight of the total variation (default 2.5e-5).
+    #[arg(long, allow_negative_numbers = true)]
+    pub w_tv: Option<f32>,
+}
+
+impl LossWeightArgs {
+    /// Sets the given weights in `w`; each must be finite and non-negative.
+    pub fn apply(&self, w: &mut crate::maskaq::synth::Weights) -> Result<()> {
+        for (flag, slot, v) in [
+            ("--w-ssim", &mut w.ssim, self.w_ssim),
+            ("--w-entropy", &mut w.entropy, self.w_entropy),
+            ("--w-alignment", &mut w.alignment, self.w_alignment),
+            ("--w-ce", &mut w.ce, self.w_ce),
+            ("--w-tv", &mut w.tv, self.w_tv),
+        ] {
+            if let Some(v) = v {
+                if !(v >= 0.0 && v.is_finite()) {
+                    bail!("{flag} {v}: a loss weight must be finite and non-negative");
+                }
+                *slot = v;
+            }
+        }
+        Ok(())
+    }
+}
+
 pub struct SynthArgs {
     pub model: PathBuf,
     pub arch: Option<String>,
@@ -29,8 +70,8 @@ pub struct SynthArgs {
     pub batch: usize,
     pub seed: u64,
     pub out: PathBuf,
-    /// Weight overrides: ssim, entropy, alignment, ce, tv (0 switches a term off).
-    pub weights: [Option<f32>; 5],
+    /// Weight overrides (0 switches a term off).
+    pub weights: LossWeightArgs,
     pub log_every: usize,
 }
 
@@ -94,24 +135,14 @@ pub fn run(gpu_opts: &GpuOptions, args: &SynthArgs) -> Result<()> {
     if args.iters == 0 || args.batch == 0 {
         bail!("--iters and --batch must be at least 1");
     }
-    if let Some(w) = args.weights.iter().flatten().find(|w| !(**w >= 0.0 && w.is_finite())) {
-        bail!("loss weights must be finite and non-negative, found {w}");
-    }
+    let mut cfg = SynthConfig::new(method);
+    args.weights.apply(&mut cfg.weights)?;
     let (cfg_p, file) = resolve(&args.model, args.arch.as_deref())?;
     let weights = load_weights(&cfg_p, &file)?;
     prepare_out_dir(&args.out)?;
-    let mut cfg = SynthConfig::new(method);
     cfg.iters = args.iters;
     cfg.batch = args.batch.min(args.num);
     cfg.log_every = args.log_every.max(1);
-    let w = &mut cfg.weights;
-    for (slot, v) in
-        [&mut w.ssim, &mut w.entropy, &mut w.alignment, &mut w.ce, &mut w.tv].into_iter().zip(args.weights)
-    {
-        if let Some(v) = v {
-            *slot = v;
-        }
-    }
 
     let gpu = Gpu::new(gpu_opts)?;
     let p = Vit::new(&gpu, cfg_p.clone(), &weights);
