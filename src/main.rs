@@ -172,7 +172,7 @@ enum Command {
     },
     /// The MaskAQ pipeline: synthesize images with P and Q, train Q on them with periodic
     /// refresh; without --model it quantizes the bundled Fashion-MNIST model.
-    Quantize(commands::quantize::QuantizeArgs),
+    Quantize(Box<commands::quantize::QuantizeArgs>),
     /// Min-max post-training quantization (the baseline): calibrate activation ranges on
     /// Gaussian noise or real images, no training; writes a quantized-model file.
     Ptq {
