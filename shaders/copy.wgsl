@@ -32,6 +32,26 @@ fn copy4d(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: v
     dst[t] = v;
 }
 
+// The same copy with i1 and i0 taken from the workgroup grid (y, z) when they fit it: one
+// division per invocation instead of three (none when d2 = 1), which matters where integer
+// division is slow (lavapipe scalarises it).
+@compute @workgroup_size(256)
+fn copy_grid(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
+    let i = wid.x * 256u + lid;
+    if (i >= p.d2 * p.d3 || wid.y >= p.d1 || wid.z >= p.d0) { return; }
+    var i2 = 0u;
+    var i3 = i;
+    if (p.d2 != 1u) {
+        i2 = i / p.d3;
+        i3 = i - i2 * p.d3;
+    }
+    let s = p.s_off + wid.z * p.s0 + wid.y * p.s1 + i2 * p.s2 + i3 * p.s3;
+    let t = p.t_off + wid.z * p.t0 + wid.y * p.t1 + i2 * p.t2 + i3 * p.t3;
+    var v = p.alpha * src[s];
+    if (p.beta != 0.0) { v += p.beta * dst[t]; }
+    dst[t] = v;
+}
+
 @compute @workgroup_size(256)
 fn fill(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
         @builtin(local_invocation_index) lid: u32) {

@@ -19,6 +19,7 @@ const KERNELS: &[&Kernel] = &[
     &augment::COLOR_STEP,
     &augment::BLUR_PASS,
     &copy::COPY,
+    &copy::COPY_GRID,
     &copy::FILL,
     &distill::KD,
     &distill::HD_WEIGHTS,

@@ -11,6 +11,14 @@ pub const COPY: Kernel = Kernel {
     storage: &[(1, false), (2, true)],
     workgroup: 256,
 };
+/// [`COPY`] with i0, i1 from the workgroup grid (boxes whose d0, d1 and d2 d3 / 256 fit it).
+pub const COPY_GRID: Kernel = Kernel {
+    id: "copy_grid",
+    source: SOURCE,
+    entry: "copy_grid",
+    storage: &[(1, false), (2, true)],
+    workgroup: 256,
+};
 pub const FILL: Kernel =
     Kernel { id: "fill", source: SOURCE, entry: "fill", storage: &[(2, true)], workgroup: 256 };
 
@@ -83,6 +91,12 @@ impl Copy4 {
 
     pub fn dispatch(&self, gpu: &Gpu, src: &Tensor, dst: &Tensor) -> Dispatch {
         self.check(src.numel(), dst.numel());
+        let [d0, d1, d2, d3] = self.dims;
+        let inner = (d2 * d3).div_ceil(256);
+        if inner <= 65535 && d0 <= 65535 && d1 <= 65535 {
+            let grid = [inner.max(1) as u32, d1.max(1) as u32, d0.max(1) as u32];
+            return gpu.dispatch(&COPY_GRID, &self.params(), &[src, dst], grid);
+        }
         gpu.dispatch(&COPY, &self.params(), &[src, dst], grid_for(&COPY, self.dims.iter().product()))
     }
 
