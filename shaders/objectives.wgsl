@@ -133,6 +133,136 @@ fn ssim_heads(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nw
     }
 }
 
+// The same for GPUs: one 256-wide workgroup per (b, q), the invocations striding over the np
+// keys; every statistic is a tree reduction and the per-head and per-pair values live in
+// workgroup memory (the per-invocation arrays of the kernel above spill on a GPU). Minimum and
+// maximum keep the first index on ties, as the serial loop does.
+var<workgroup> redi: array<u32, 256>;
+var<workgroup> sh_mn: array<f32, MAXH>;
+var<workgroup> sh_rg: array<f32, MAXH>;
+var<workgroup> sh_mu: array<f32, MAXH>;
+var<workgroup> sh_s2: array<f32, MAXH>;
+var<workgroup> sh_imin: array<u32, MAXH>;
+var<workgroup> sh_imax: array<u32, MAXH>;
+var<workgroup> sh_ss: array<f32, 256>;
+var<workgroup> sh_cv: array<f32, 256>;
+
+// (value, index) of the smallest (sign = 1) or largest (sign = -1) candidate; ties: lower index.
+fn wg_arg_extreme(lid: u32, v: f32, i: u32, sign: f32) -> vec2<u32> {
+    red[lid] = sign * v;
+    redi[lid] = i;
+    workgroupBarrier();
+    for (var w = 128u; w > 0u; w = w >> 1u) {
+        if (lid < w) {
+            let o = red[lid + w];
+            let oi = redi[lid + w];
+            if (o < red[lid] || (o == red[lid] && oi < redi[lid])) {
+                red[lid] = o;
+                redi[lid] = oi;
+            }
+        }
+        workgroupBarrier();
+    }
+    let r = vec2<u32>(bitcast<u32>(sign * red[0]), redi[0]);
+    workgroupBarrier();
+    return r;
+}
+
+fn ssim_norm(bi: u32, h: u32, row: u32, j: u32) -> f32 {
+    return (a[at(bi, h, row, p.prefix + j)] - sh_mn[h]) / sh_rg[h];
+}
+
+@compute @workgroup_size(256)
+fn ssim_heads_wg(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+                 @builtin(local_invocation_index) lid: u32) {
+    let t = wid.y * nwg.x + wid.x;
+    if (t >= p.b * p.np) { return; } // uniform across the workgroup
+    let bi = t / p.np;
+    let row = p.prefix + t % p.np;
+    let n = f32(p.np);
+    for (var h = 0u; h < p.h; h++) {
+        var lo = 3.4028235e38; var hi = -3.4028235e38; var il = 0xffffffffu; var ih = 0xffffffffu;
+        for (var j = lid; j < p.np; j += 256u) {
+            let v = a[at(bi, h, row, p.prefix + j)];
+            if (v < lo) { lo = v; il = j; }
+            if (v > hi) { hi = v; ih = j; }
+        }
+        let mn = wg_arg_extreme(lid, lo, il, 1.0);
+        let mx = wg_arg_extreme(lid, hi, ih, -1.0);
+        if (lid == 0u) {
+            sh_mn[h] = bitcast<f32>(mn.x);
+            sh_rg[h] = bitcast<f32>(mx.x) - bitcast<f32>(mn.x) + 1e-8;
+            sh_imin[h] = mn.y;
+            sh_imax[h] = mx.y;
+        }
+        workgroupBarrier();
+        var s = 0.0; var sq = 0.0;
+        for (var j = lid; j < p.np; j += 256u) {
+            let v = ssim_norm(bi, h, row, j);
+            s += v; sq += v * v;
+        }
+        let mu = wg_sum(lid, s) / n;
+        let s2 = wg_sum(lid, sq) / n - mu * mu;
+        if (lid == 0u) { sh_mu[h] = mu; sh_s2[h] = s2; }
+    }
+    workgroupBarrier();
+    var loss = 0.0;
+    for (var x = 0u; x < p.h; x++) {
+        for (var y = x + 1u; y < p.h; y++) {
+            var sxy = 0.0;
+            for (var j = lid; j < p.np; j += 256u) { sxy += ssim_norm(bi, x, row, j) * ssim_norm(bi, y, row, j); }
+            let cov = wg_sum(lid, sxy) / n - sh_mu[x] * sh_mu[y];
+            let s = (2.0 * sh_mu[x] * sh_mu[y] + p.c1) * (2.0 * cov + p.c2)
+                / ((sh_mu[x] * sh_mu[x] + sh_mu[y] * sh_mu[y] + p.c1) * (sh_s2[x] + sh_s2[y] + p.c2));
+            if (lid == 0u) {
+                sh_ss[x * MAXH + y] = s; sh_ss[y * MAXH + x] = s;
+                sh_cv[x * MAXH + y] = cov; sh_cv[y * MAXH + x] = cov;
+            }
+            loss += 2.0 * (1.0 - s * s);
+        }
+    }
+    if (lid == 0u) { partial[p.off + t] = p.coef * loss; }
+    workgroupBarrier();
+    // The gradient as in ssim_heads, with the two sums over j as tree reductions.
+    for (var x = 0u; x < p.h; x++) {
+        var sum_g = 0.0;
+        var sum_gs = 0.0;
+        for (var sweep = 0u; sweep < 2u; sweep++) {
+            if (sweep == 1u) {
+                sum_g = wg_sum(lid, sum_g);
+                sum_gs = wg_sum(lid, sum_gs);
+            }
+            for (var j = lid; j < p.np; j += 256u) {
+                let sx = ssim_norm(bi, x, row, j);
+                var g = 0.0;
+                for (var y = 0u; y < p.h; y++) {
+                    if (y == x) { continue; }
+                    let sy = ssim_norm(bi, y, row, j);
+                    let s = sh_ss[x * MAXH + y];
+                    let a1 = 2.0 * sh_mu[x] * sh_mu[y] + p.c1;
+                    let b1 = sh_mu[x] * sh_mu[x] + sh_mu[y] * sh_mu[y] + p.c1;
+                    let b2 = sh_s2[x] + sh_s2[y] + p.c2;
+                    let a2v = 2.0 * sh_cv[x * MAXH + y] + p.c2;
+                    let bb = b1 * b2;
+                    let ds = ((2.0 * sh_mu[y] / n) * a2v * bb + a1 * (2.0 * (sy - sh_mu[y]) / n) * bb
+                        - a1 * a2v * ((2.0 * sh_mu[x] / n) * b2 + b1 * (2.0 * (sx - sh_mu[x]) / n))) / (bb * bb);
+                    g += -4.0 * p.coef * s * ds;
+                }
+                if (sweep == 0u) {
+                    sum_g += g;
+                    sum_gs += g * sx;
+                } else {
+                    var d = g / sh_rg[x];
+                    if (j == sh_imin[x]) { d += (sum_gs - sum_g) / sh_rg[x]; }
+                    if (j == sh_imax[x]) { d -= sum_gs / sh_rg[x]; }
+                    let e = at(bi, x, row, p.prefix + j);
+                    da[e] = da[e] + d;
+                }
+            }
+        }
+    }
+}
+
 // ---- 2.2 patch-similarity differential entropy ------------------------------------------------
 // Per image: the head-averaged patch-to-patch logit rows of `sub` sampled patches (`subset`,
 // [B, sub] patch indices) are L2-normalised (norm clamped at 1e-6); their Gram matrix of cosine

@@ -74,14 +74,22 @@ fn coords(rng: &mut Rng, d: &AttnDims, cls_row: bool) -> Vec<usize> {
 
 #[test]
 fn ssim_heads_value_and_gradient() {
-    let gpu = gpu();
+    // The CPU-adapter kernel and the GPU variant, on whatever adapter is present.
+    for cpu_like in [true, false] {
+        let mut gpu = gpu();
+        gpu.cpu_like = cpu_like;
+        ssim_heads_value_and_gradient_on(&gpu);
+    }
+}
+
+fn ssim_heads_value_and_gradient_on(gpu: &Gpu) {
     let mut rng = Rng::new(1);
     for d in DIMS {
         let a = random_tap(&mut rng, &d);
-        let at = upload1(&gpu, &a);
+        let at = upload1(gpu, &a);
         let coef = 1.0 / (d.b * d.np() * d.h * d.h) as f32;
-        let (v, g) = gpu_value_grad(&gpu, &d, d.b * d.np(), |da, p| {
-            vec![obj::ssim_heads(&gpu, &d, coef, &at, da, p, 0)]
+        let (v, g) = gpu_value_grad(gpu, &d, d.b * d.np(), |da, p| {
+            vec![obj::ssim_heads(gpu, &d, coef, &at, da, p, 0)]
         });
         let want = obj::cpu_ssim_heads(&d, &a.iter().map(|&x| x as f64).collect::<Vec<_>>());
         assert!((v - want).abs() < 1e-5 * want.abs().max(1.0), "{d:?}: ssim {v} vs {want}");
@@ -137,6 +145,39 @@ fn entropy_value_and_gradient_on(gpu: &Gpu) {
             );
         }
     }
+}
+
+#[test]
+fn ssim_gpu_variant_equals_cpu_variant_beyond_one_workgroup() {
+    // np = 289 > 256 keys per query, 4 heads, and rows with tied extremes (the first index
+    // carries the min/max gradient in both kernels).
+    let d = AttnDims { b: 2, h: 4, n: 290, prefix: 1, g: 17 };
+    let mut rng = Rng::new(5);
+    let mut a = random_tap(&mut rng, &d);
+    for (i, v) in a.iter_mut().enumerate() {
+        if i % 7 == 0 {
+            *v = 3.0;
+        } else if i % 11 == 0 {
+            *v = -3.0;
+        }
+    }
+    let mut out = Vec::new();
+    for cpu_like in [true, false] {
+        let mut gpu = gpu();
+        gpu.cpu_like = cpu_like;
+        let at = upload1(&gpu, &a);
+        let coef = 1.0 / (d.b * d.np() * d.h * d.h) as f32;
+        out.push(gpu_value_grad(&gpu, &d, d.b * d.np(), |da, p| {
+            vec![obj::ssim_heads(&gpu, &d, coef, &at, da, p, 0)]
+        }));
+    }
+    let ((v0, g0), (v1, g1)) = (&out[0], &out[1]);
+    assert!((v0 - v1).abs() < 1e-5 * v0.abs().max(1.0), "ssim {v0} vs {v1}");
+    assert!(g0.iter().any(|&x| x != 0.0));
+    // The extreme keys take (sum g s - sum g) / range, a difference of two sums over 289 keys
+    // that cancels: serial and tree summation move it by about 1e-4 of the largest gradient.
+    // A wrong tie index would put that whole term on another element (an O(1) error).
+    assert_close("ssim gradient, GPU variant vs CPU variant", g1, g0, 5e-4);
 }
 
 #[test]

@@ -40,6 +40,7 @@ const KERNELS: &[&Kernel] = &[
     &matmul::TN4,
     &matmul::TILED_NT4,
     &objectives::SSIM_HEADS,
+    &objectives::SSIM_HEADS_WG,
     &objectives::ENTROPY_ROWS,
     &objectives::ENTROPY_GRAM,
     &objectives::ENTROPY_VAR,

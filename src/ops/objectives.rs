@@ -14,6 +14,14 @@ const fn k(id: &'static str, storage: &'static [(u32, bool)]) -> Kernel {
 }
 
 pub const SSIM_HEADS: Kernel = k("ssim_heads", &[(1, false), (3, true), (5, true)]);
+/// [`SSIM_HEADS`] for GPUs: one 256-wide workgroup per (image, query patch).
+pub const SSIM_HEADS_WG: Kernel = Kernel {
+    id: "ssim_heads_wg",
+    source: SOURCE,
+    entry: "ssim_heads_wg",
+    storage: &[(1, false), (3, true), (5, true)],
+    workgroup: 256,
+};
 pub const ENTROPY_ROWS: Kernel = k("entropy_rows", &[(1, false), (6, true), (8, true), (10, false)]);
 pub const ENTROPY_GRAM: Kernel = k("entropy_gram", &[(7, false), (11, true)]);
 pub const ENTROPY_VAR: Kernel = k("entropy_var", &[(12, false), (8, true), (5, true)]);
@@ -107,7 +115,13 @@ pub fn ssim_heads(
 ) -> Dispatch {
     assert!(d.h <= MAX_HEADS, "inter-head SSIM supports at most {MAX_HEADS} heads");
     assert!(a.numel() == d.tap_len() && da.numel() == d.tap_len() && partial.numel() >= off + d.b * d.np());
-    gpu.dispatch(&SSIM_HEADS, &d.params(0, off, coef, false), &[a, da, partial], grid1d(d.b * d.np(), 64))
+    let params = d.params(0, off, coef, false);
+    if gpu.cpu_like {
+        gpu.dispatch(&SSIM_HEADS, &params, &[a, da, partial], grid1d(d.b * d.np(), 64))
+    } else {
+        // One workgroup per (b, q), folded into y past 65535 (`grid1d` with groups of 1).
+        gpu.dispatch(&SSIM_HEADS_WG, &params, &[a, da, partial], grid1d(d.b * d.np(), 1))
+    }
 }
 
 /// Scratch buffers of the entropy objective.
