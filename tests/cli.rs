@@ -563,6 +563,11 @@ fn quantize_resume_equals_uninterrupted_run() {
 
     // A checkpoint made with other settings is refused and left as it is.
     let before = std::fs::read(part.join("checkpoint.safetensors")).unwrap();
+    // So is starting the same run again without --resume (it would discard three epochs).
+    let mut again = vec!["quantize", "--model", m];
+    again.extend(common);
+    again.extend(["--out", part.to_str().unwrap()]);
+    expect_error(&again, &["already holds a run", "epoch 3 of 4 done", "--resume"]);
     let mut other = vec![
         "quantize",
         "--model",
