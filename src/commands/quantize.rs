@@ -3,6 +3,8 @@
 
 use std::path::{Path, PathBuf};
 
+use std::io::IsTerminal;
+
 use anyhow::{Context, Result, bail};
 
 use crate::commands::synth::prepare_out_dir;
@@ -364,15 +366,29 @@ pub fn run(gpu_opts: &GpuOptions, args: &QuantizeArgs) -> Result<()> {
     let p = Vit::new(&gpu, pcfg.clone(), &weights);
     let mut q = Vit::new(&gpu, pcfg.clone(), &weights);
     q.quantize(&gpu, bits);
+    let progress = if std::io::stderr().is_terminal() {
+        let pb = indicatif::ProgressBar::with_draw_target(Some(1), indicatif::ProgressDrawTarget::stderr());
+        if let Ok(st) = indicatif::ProgressStyle::with_template("{msg} {bar:30} {pos}/{len}  eta {eta}") {
+            pb.set_style(st);
+        }
+        pb.set_message("preparing P, Q and the baselines");
+        pb
+    } else {
+        indicatif::ProgressBar::hidden()
+    };
     let opts = pipeline::RunOptions {
+        progress: progress.clone(),
         eval: eval.as_deref(),
         out: &args.out,
         resume: args.resume,
         stop_after_epoch: args.stop_after_epoch,
         initial: initial.as_ref(),
     };
-    let mut report =
-        pipeline::run(&gpu, &p, &weights, &q, &cfg, &opts, |line| eprintln!("quantize: {line}"))?;
+    let report = pipeline::run(&gpu, &p, &weights, &q, &cfg, &opts, |line| {
+        progress.suspend(|| eprintln!("quantize: {line}"))
+    });
+    progress.finish_and_clear();
+    let mut report = report?;
     report.model = model.display().to_string();
     crate::quant::export::export(
         &gpu,

@@ -149,6 +149,8 @@ pub struct RunOptions<'a> {
     pub stop_after_epoch: Option<usize>,
     /// The first synthetic set, instead of synthesizing it (its first `num_images` images).
     pub initial: Option<&'a SyntheticDataset>,
+    /// Progress of the current phase (synthesis batches, training steps); hidden when not shown.
+    pub progress: indicatif::ProgressBar,
 }
 
 pub const CHECKPOINT: &str = "checkpoint.safetensors";
@@ -401,6 +403,10 @@ pub fn run(
             let s0 = Instant::now();
             images.clear();
             labels.clear();
+            let pb = &opts.progress;
+            pb.reset();
+            pb.set_length(cfg.num_images.div_ceil(synth.config().batch) as u64);
+            pb.set_message(format!("epoch {}/{}: synthesizing (batches)", epoch + 1, cfg.epochs));
             let mut attempts = 0;
             while labels.len() < cfg.num_images {
                 attempts += 1;
@@ -417,6 +423,7 @@ pub fn run(
                 let keep = (cfg.num_images - labels.len()).min(b.labels.len());
                 images.extend_from_slice(&b.images[..keep * per]);
                 labels.extend_from_slice(&b.labels[..keep]);
+                pb.inc(1);
             }
             synth_s += s0.elapsed().as_secs_f64();
             log(&format!(
@@ -433,7 +440,12 @@ pub fn run(
         for i in (1..order.len()).rev() {
             order.swap(i, rng.below(i + 1));
         }
+        let pb = &opts.progress;
+        pb.reset();
+        pb.set_length((order.len() / tb) as u64);
+        pb.set_message(format!("epoch {}/{}: training Q (steps)", epoch + 1, cfg.epochs));
         for chunk in order.chunks_exact(tb) {
+            pb.inc(1);
             check_interrupt(epoch)?;
             for (k, &i) in chunk.iter().enumerate() {
                 batch[k * per..(k + 1) * per].copy_from_slice(&images[i * per..(i + 1) * per]);
@@ -442,6 +454,9 @@ pub fn run(
         }
         let StepLosses { kd, hd, .. } = trainer.read_losses()?;
         train_s += s1.elapsed().as_secs_f64();
+        if eval.is_some() {
+            pb.set_message(format!("epoch {}/{}: evaluating Q", epoch + 1, cfg.epochs));
+        }
         let (top1, top5) = match (eval, q_runner.as_mut()) {
             (Some(d), Some(runner)) => {
                 let (a, b) = accuracy_with(runner, q, d)?;
