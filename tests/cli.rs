@@ -529,7 +529,13 @@ fn quantize_resume_equals_uninterrupted_run() {
     let dir = tempfile::tempdir().unwrap();
     let model = fixtures().join("tiny_gray_f16");
     let m = model.to_str().unwrap();
+    let slice = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("assets/fashion-mnist-test-slice/t10k-images-idx3-ubyte.gz");
     let common = [
+        "--eval-data",
+        slice.to_str().unwrap(),
+        "--eval-limit",
+        "50",
         "--bits",
         "W4A4",
         "--num-images",
@@ -616,6 +622,10 @@ fn quantize_resume_equals_uninterrupted_run() {
     let rb: serde_json::Value =
         serde_json::from_slice(&std::fs::read(part.join("report.json")).unwrap()).unwrap();
     assert_eq!(ra["epochs"].as_array().unwrap().len(), rb["epochs"].as_array().unwrap().len());
+    // --eval-limit: 50 of the slice's 1,000 images, the same in both runs.
+    assert_eq!(rb["eval_samples"].as_u64(), Some(50));
+    assert!(rb["eval_data"].as_str().unwrap().contains("50 of its 1000"), "{}", rb["eval_data"]);
+    assert_eq!(ra["final_top1"], rb["final_top1"]);
     // The resumed run's times cover both sessions.
     let secs = |r: &serde_json::Value, k: &str| r[k].as_f64().unwrap();
     assert!(

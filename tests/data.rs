@@ -351,3 +351,23 @@ fn fashion_mnist_test_set() {
     }
     assert_eq!(per_class, [1000; 10]);
 }
+
+#[test]
+fn spread_subset_covers_a_class_ordered_dataset() {
+    // 10 classes of 30 samples each, in class order; 20 spread samples hit every class twice.
+    let dir = tempfile::tempdir().unwrap();
+    let labels: Vec<u8> = (0..300).map(|i| (i / 30) as u8).collect();
+    let path = write_pair(dir.path(), 300, 4, 4, &labels, false);
+    let d = dataset::Spread::new(dataset::open(&path).unwrap(), 20);
+    assert_eq!(d.len(), 20);
+    let labels: Vec<usize> = (0..20).map(|i| d.label(i)).collect();
+    assert_eq!(labels, (0..20).map(|i| i / 2).collect::<Vec<_>>());
+    assert!(d.source().contains("20 of its 300"));
+    // Asking for more than there is gives all of it.
+    let all = dataset::Spread::new(dataset::open(&path).unwrap(), 1000);
+    assert_eq!(all.len(), 300);
+    assert_eq!(
+        (0..300).map(|i| all.label(i)).collect::<Vec<_>>(),
+        (0..300).map(|i| i / 30).collect::<Vec<_>>()
+    );
+}

@@ -36,6 +36,10 @@ pub struct QuantizeArgs {
     /// Evaluation after every epoch (default with the bundled model: its test slice).
     #[arg(long)]
     pub eval_data: Option<PathBuf>,
+    /// Evaluate on this many samples of --eval-data, evenly spread over it (every class of an
+    /// image folder), instead of all of them.
+    #[arg(long)]
+    pub eval_limit: Option<usize>,
     #[arg(long)]
     pub out: PathBuf,
     #[arg(long, default_value_t = 0)]
@@ -327,8 +331,17 @@ pub fn run(gpu_opts: &GpuOptions, args: &QuantizeArgs) -> Result<()> {
         }
         None => None,
     };
+    if args.eval_limit == Some(0) {
+        bail!("--eval-limit must be at least 1");
+    }
     let eval = match &eval_path {
-        Some(p) => Some(dataset::open(p).with_context(|| format!("--eval-data {}", p.display()))?),
+        Some(p) => {
+            let d = dataset::open(p).with_context(|| format!("--eval-data {}", p.display()))?;
+            Some(match args.eval_limit {
+                Some(n) => Box::new(dataset::Spread::new(d, n)) as Box<dyn dataset::Dataset>,
+                None => d,
+            })
+        }
         None => None,
     };
     let ckpt = args.out.join(pipeline::CHECKPOINT);
@@ -390,6 +403,8 @@ pub fn run(gpu_opts: &GpuOptions, args: &QuantizeArgs) -> Result<()> {
     progress.finish_and_clear();
     let mut report = report?;
     report.model = model.display().to_string();
+    report.eval_data = eval.as_ref().map(|d| d.source());
+    report.eval_samples = eval.as_ref().map(|d| d.len());
     crate::quant::export::export(
         &gpu,
         &q,
@@ -413,8 +428,8 @@ pub fn run(gpu_opts: &GpuOptions, args: &QuantizeArgs) -> Result<()> {
     println!("model              {}", report.model);
     println!("bits               {bits}");
     let pct = |v: Option<f64>| v.map_or("-".to_string(), |t| format!("{t:.2} %"));
-    if let Some(e) = &eval_path {
-        println!("evaluation data    {}", e.display());
+    if let Some(e) = &report.eval_data {
+        println!("evaluation data    {e}");
     }
     println!("full precision     {}", pct(report.fp_top1));
     println!("min-max PTQ noise  {}", pct(report.ptq_noise_top1));

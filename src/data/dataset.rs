@@ -46,6 +46,45 @@ pub trait Dataset: Sync {
     fn load(&self, i: usize, pp: &Preprocess) -> Result<Sample>;
 }
 
+/// `n` samples of `inner` spread evenly over it (sample i is inner's floor(i len / n)), so a
+/// class-ordered image folder keeps every class.
+pub struct Spread {
+    inner: Box<dyn Dataset>,
+    n: usize,
+}
+
+impl Spread {
+    pub fn new(inner: Box<dyn Dataset>, n: usize) -> Spread {
+        let n = n.min(inner.len());
+        Spread { inner, n }
+    }
+
+    fn map(&self, i: usize) -> usize {
+        (i as u128 * self.inner.len() as u128 / self.n.max(1) as u128) as usize
+    }
+}
+
+impl Dataset for Spread {
+    fn len(&self) -> usize {
+        self.n
+    }
+    fn num_classes(&self) -> Option<usize> {
+        self.inner.num_classes()
+    }
+    fn label(&self, i: usize) -> usize {
+        self.inner.label(self.map(i))
+    }
+    fn name(&self, i: usize) -> String {
+        self.inner.name(self.map(i))
+    }
+    fn source(&self) -> String {
+        format!("{} ({} of its {} samples, evenly spread)", self.inner.source(), self.n, self.inner.len())
+    }
+    fn load(&self, i: usize, pp: &Preprocess) -> Result<Sample> {
+        self.inner.load(self.map(i), pp)
+    }
+}
+
 /// Opens `path` as a dataset: a directory is an image folder ([`FolderDataset`]), a file an
 /// IDX images file with its labels file beside it ([`IdxDataset`]).
 pub fn open(path: &Path) -> Result<Box<dyn Dataset>> {

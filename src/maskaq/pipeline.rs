@@ -101,6 +101,9 @@ pub struct QuantizeReport {
     pub adapter: String,
     pub model: String,
     pub config: QuantizeConfig,
+    /// The evaluation data (with `--eval-limit`: which part) and its number of samples.
+    pub eval_data: Option<String>,
+    pub eval_samples: Option<usize>,
     /// Accuracy of the full-precision model on the evaluation data.
     pub fp_top1: Option<f64>,
     /// Min-max PTQ calibrated on 64 Gaussian-noise images, the data-free baseline.
@@ -536,6 +539,8 @@ pub fn run(
         adapter: gpu.describe(),
         model: String::new(),
         config: cfg.clone(),
+        eval_data: None,
+        eval_samples: None,
         fp_top1,
         ptq_noise_top1: ptq_top1,
         final_top1: last.and_then(|e| e.top1),
