@@ -427,7 +427,7 @@ pub fn run(gpu_opts: &GpuOptions, args: &QuantizeArgs) -> Result<()> {
     )?;
     println!("model              {}", report.model);
     println!("bits               {bits}");
-    let pct = |v: Option<f64>| v.map_or("-".to_string(), |t| format!("{t:.2} %"));
+    let pct = |v: Option<f64>| v.map_or("- (no --eval-data)".to_string(), |t| format!("{t:.2} %"));
     if let Some(e) = &report.eval_data {
         println!("evaluation data    {e}");
     }
@@ -438,8 +438,13 @@ pub fn run(gpu_opts: &GpuOptions, args: &QuantizeArgs) -> Result<()> {
         "time               {:.1} s (synthesis {:.1} s, training {:.1} s)",
         report.total_seconds, report.synthesis_seconds, report.training_seconds
     );
+    let accuracy_png = if report.fp_top1.is_some() {
+        format!(", curves_accuracy.png [{method} blue, FP red, PTQ green]")
+    } else {
+        String::new() // no evaluation data: no accuracy curve
+    };
     println!(
-        "wrote              {} (quantized.safetensors, report.json, curves_loss.png [kd blue, hd red], curves_accuracy.png [{method} blue, FP red, PTQ green], synthetic/contact_sheet.png)",
+        "wrote              {} (quantized.safetensors, report.json, curves_loss.png [kd blue, hd red]{accuracy_png}, synthetic/contact_sheet.png)",
         args.out.display()
     );
     Ok(())
