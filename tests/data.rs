@@ -371,3 +371,16 @@ fn spread_subset_covers_a_class_ordered_dataset() {
         (0..300).map(|i| i / 30).collect::<Vec<_>>()
     );
 }
+
+#[test]
+fn contact_sheet_is_capped_but_every_image_gets_a_preview() {
+    let dir = tempfile::tempdir().unwrap();
+    let n = maskaq::data::synthetic::SHEET_MAX + 44;
+    let images: Vec<f32> = (0..n * 16).map(|i| ((i % 7) as f32 - 3.0) / 3.0).collect();
+    let pp = preprocess("tiny_gray_f16");
+    maskaq::data::synthetic::write_previews(dir.path(), &images, [1, 4, 4], &pp).unwrap();
+    assert!(dir.path().join(format!("previews/{:05}.png", n - 1)).is_file());
+    // 256 images of 4 px upscaled to 96: a 16 x 16 grid with 2-px gaps.
+    let sheet = image::open(dir.path().join("contact_sheet.png")).unwrap();
+    assert_eq!((sheet.width(), sheet.height()), (16 * 98 + 2, 16 * 98 + 2));
+}

@@ -130,17 +130,22 @@ pub fn to_rgb8(img: &[f32], shape: [usize; 3], pp: &Preprocess) -> image::RgbIma
     })
 }
 
-/// One PNG per image in `dir/previews/` and `dir/contact_sheet.png`: a grid of every image,
-/// upscaled so small images stay visible, labels not drawn.
+/// Images on a contact sheet at most (a sheet of the authors' 10,000 images at 224 px would be a
+/// 22,600-pixel square).
+pub const SHEET_MAX: usize = 256;
+
+/// One PNG per image in `dir/previews/` and `dir/contact_sheet.png`: a grid of the first
+/// [`SHEET_MAX`] images, upscaled so small images stay visible, labels not drawn.
 pub fn write_previews(dir: &Path, images: &[f32], shape: [usize; 3], pp: &Preprocess) -> Result<()> {
     let per: usize = shape.iter().product();
     let n = images.len() / per;
+    let on_sheet = n.min(SHEET_MAX);
     let pdir = dir.join("previews");
     std::fs::create_dir_all(&pdir).with_context(|| format!("cannot create {}", pdir.display()))?;
     let scale = (96 / shape[1].max(1)).max(1) as u32;
     let (w, h) = (shape[2] as u32 * scale, shape[1] as u32 * scale);
-    let cols = (n as f64).sqrt().ceil().max(1.0) as u32;
-    let rows = (n as u32).div_ceil(cols);
+    let cols = (on_sheet as f64).sqrt().ceil().max(1.0) as u32;
+    let rows = (on_sheet as u32).div_ceil(cols);
     let gap = 2;
     let mut sheet = image::RgbImage::from_pixel(
         cols * (w + gap) + gap,
@@ -149,10 +154,13 @@ pub fn write_previews(dir: &Path, images: &[f32], shape: [usize; 3], pp: &Prepro
     );
     for i in 0..n {
         let small = to_rgb8(&images[i * per..(i + 1) * per], shape, pp);
-        let big = image::imageops::resize(&small, w, h, image::imageops::FilterType::Nearest);
         let mut bytes = Vec::new();
         small.write_to(&mut std::io::Cursor::new(&mut bytes), image::ImageFormat::Png)?;
         write_atomic(&pdir.join(format!("{i:05}.png")), &bytes)?;
+        if i >= on_sheet {
+            continue;
+        }
+        let big = image::imageops::resize(&small, w, h, image::imageops::FilterType::Nearest);
         let (cx, cy) = (i as u32 % cols, i as u32 / cols);
         image::imageops::replace(
             &mut sheet,
