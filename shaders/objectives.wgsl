@@ -40,6 +40,37 @@ fn at(b: u32, head: u32, r: u32, c: u32) -> u32 { return ((b * p.h + head) * p.n
 // For query patch q of image b, each head's key-patch logit row is min-max normalised to S_h and
 // read as a G x G map; every ordered head pair contributes (1 - SSIM(S_h, S_h')^2) with global
 // (single-window) SSIM. coef = weight / (L * B * np * H * H). One invocation per (b, q).
+// Global SSIM of two normalised maps from their means, variances and covariance.
+fn ssim_value(mux: f32, muy: f32, s2x: f32, s2y: f32, cov: f32) -> f32 {
+    return (2.0 * mux * muy + p.c1) * (2.0 * cov + p.c2) / ((mux * mux + muy * muy + p.c1) * (s2x + s2y + p.c2));
+}
+
+// The pair (x, y)'s share of d loss / d S_x(j): 2 coef (-2 ssim) d ssim / d S_x(j), where
+// d ssim / d S_x(j) = [dA1 A2 B + A1 dA2 B - A1 A2 (dB1 B2 + B1 dB2)] / B^2 with
+// A1 = 2 mu_x mu_y + C1, A2 = 2 cov + C2, B1 = mu_x^2 + mu_y^2 + C1, B2 = s2_x + s2_y + C2,
+// dA1 = 2 mu_y / n, dA2 = 2 (S_y(j) - mu_y) / n, dB1 = 2 mu_x / n, dB2 = 2 (S_x(j) - mu_x) / n.
+fn ssim_pair_grad(sx: f32, sy: f32, mux: f32, muy: f32, s2x: f32, s2y: f32, cov: f32, s: f32, n: f32) -> f32 {
+    let a1 = 2.0 * mux * muy + p.c1;
+    let b1 = mux * mux + muy * muy + p.c1;
+    let b2 = s2x + s2y + p.c2;
+    let a2v = 2.0 * cov + p.c2;
+    let bb = b1 * b2;
+    let ds = ((2.0 * muy / n) * a2v * bb + a1 * (2.0 * (sy - muy) / n) * bb
+        - a1 * a2v * ((2.0 * mux / n) * b2 + b1 * (2.0 * (sx - mux) / n))) / (bb * bb);
+    return -4.0 * p.coef * s * ds;
+}
+
+// Adds d loss / d A for key j of head x, through S = (A - min) / (max - min + 1e-8): g / range,
+// plus the min and max keys' share of the normalisation (sums of g and g S over all keys).
+fn ssim_scatter(bi: u32, x: u32, row: u32, j: u32, g: f32, rg: f32, imin: u32, imax: u32,
+                sum_g: f32, sum_gs: f32) {
+    var d = g / rg;
+    if (j == imin) { d += (sum_gs - sum_g) / rg; }
+    if (j == imax) { d -= sum_gs / rg; }
+    let e = at(bi, x, row, p.prefix + j);
+    da[e] = da[e] + d;
+}
+
 @compute @workgroup_size(64)
 fn ssim_heads(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
               @builtin(local_invocation_index) lid: u32) {
@@ -83,8 +114,7 @@ fn ssim_heads(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nw
                 sxy += vx * vy;
             }
             let cov = sxy / n - mu[x] * mu[y];
-            let s = (2.0 * mu[x] * mu[y] + p.c1) * (2.0 * cov + p.c2)
-                / ((mu[x] * mu[x] + mu[y] * mu[y] + p.c1) * (s2[x] + s2[y] + p.c2));
+            let s = ssim_value(mu[x], mu[y], s2[x], s2[y], cov);
             ss[x * MAXH + y] = s;
             ss[y * MAXH + x] = s;
             cv[x * MAXH + y] = cov;
@@ -93,10 +123,7 @@ fn ssim_heads(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nw
         }
     }
     partial[p.off + t] = p.coef * loss;
-    // d loss / d S_x(j) = sum_{y != x} 2 coef (-2 ssim_xy) d ssim_xy / d S_x(j), where
-    // d ssim / d S_x(j) = [dA1 A2 B + A1 dA2 B - A1 A2 (dB1 B2 + B1 dB2)] / B^2 with
-    // A1 = 2 mu_x mu_y + C1, A2 = 2 cov + C2, B1 = mu_x^2 + mu_y^2 + C1, B2 = s2_x + s2_y + C2,
-    // dA1 = 2 mu_y / n, dA2 = 2 (S_y(j) - mu_y) / n, dB1 = 2 mu_x / n, dB2 = 2 (S_x(j) - mu_x) / n.
+    // d loss / d S_x(j) = sum over y != x of ssim_pair_grad.
     for (var x = 0u; x < p.h; x++) {
         var sum_g = 0.0;
         var sum_gs = 0.0;
@@ -107,26 +134,13 @@ fn ssim_heads(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nw
                 for (var y = 0u; y < p.h; y++) {
                     if (y == x) { continue; }
                     let sy = (a[at(bi, y, row, p.prefix + j)] - mn[y]) / rg[y];
-                    let s = ss[x * MAXH + y];
-                    let a1 = 2.0 * mu[x] * mu[y] + p.c1;
-                    let b1 = mu[x] * mu[x] + mu[y] * mu[y] + p.c1;
-                    let b2 = s2[x] + s2[y] + p.c2;
-                    let a2v = 2.0 * cv[x * MAXH + y] + p.c2;
-                    let bb = b1 * b2;
-                    let ds = ((2.0 * mu[y] / n) * a2v * bb + a1 * (2.0 * (sy - mu[y]) / n) * bb
-                        - a1 * a2v * ((2.0 * mu[x] / n) * b2 + b1 * (2.0 * (sx - mu[x]) / n))) / (bb * bb);
-                    g += -4.0 * p.coef * s * ds;
+                    g += ssim_pair_grad(sx, sy, mu[x], mu[y], s2[x], s2[y], cv[x * MAXH + y], ss[x * MAXH + y], n);
                 }
                 if (sweep == 0u) {
                     sum_g += g;
                     sum_gs += g * sx;
                 } else {
-                    // Through S = (A - min) / (max - min + 1e-8).
-                    var d = g / rg[x];
-                    if (j == imin[x]) { d += (sum_gs - sum_g) / rg[x]; }
-                    if (j == imax[x]) { d -= sum_gs / rg[x]; }
-                    let e = at(bi, x, row, p.prefix + j);
-                    da[e] = da[e] + d;
+                    ssim_scatter(bi, x, row, j, g, rg[x], imin[x], imax[x], sum_g, sum_gs);
                 }
             }
         }
@@ -212,8 +226,7 @@ fn ssim_heads_wg(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups)
             var sxy = 0.0;
             for (var j = lid; j < p.np; j += 256u) { sxy += ssim_norm(bi, x, row, j) * ssim_norm(bi, y, row, j); }
             let cov = wg_sum(lid, sxy) / n - sh_mu[x] * sh_mu[y];
-            let s = (2.0 * sh_mu[x] * sh_mu[y] + p.c1) * (2.0 * cov + p.c2)
-                / ((sh_mu[x] * sh_mu[x] + sh_mu[y] * sh_mu[y] + p.c1) * (sh_s2[x] + sh_s2[y] + p.c2));
+            let s = ssim_value(sh_mu[x], sh_mu[y], sh_s2[x], sh_s2[y], cov);
             if (lid == 0u) {
                 sh_ss[x * MAXH + y] = s; sh_ss[y * MAXH + x] = s;
                 sh_cv[x * MAXH + y] = cov; sh_cv[y * MAXH + x] = cov;
@@ -238,25 +251,14 @@ fn ssim_heads_wg(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups)
                 for (var y = 0u; y < p.h; y++) {
                     if (y == x) { continue; }
                     let sy = ssim_norm(bi, y, row, j);
-                    let s = sh_ss[x * MAXH + y];
-                    let a1 = 2.0 * sh_mu[x] * sh_mu[y] + p.c1;
-                    let b1 = sh_mu[x] * sh_mu[x] + sh_mu[y] * sh_mu[y] + p.c1;
-                    let b2 = sh_s2[x] + sh_s2[y] + p.c2;
-                    let a2v = 2.0 * sh_cv[x * MAXH + y] + p.c2;
-                    let bb = b1 * b2;
-                    let ds = ((2.0 * sh_mu[y] / n) * a2v * bb + a1 * (2.0 * (sy - sh_mu[y]) / n) * bb
-                        - a1 * a2v * ((2.0 * sh_mu[x] / n) * b2 + b1 * (2.0 * (sx - sh_mu[x]) / n))) / (bb * bb);
-                    g += -4.0 * p.coef * s * ds;
+                    g += ssim_pair_grad(sx, sy, sh_mu[x], sh_mu[y], sh_s2[x], sh_s2[y], sh_cv[x * MAXH + y],
+                                        sh_ss[x * MAXH + y], n);
                 }
                 if (sweep == 0u) {
                     sum_g += g;
                     sum_gs += g * sx;
                 } else {
-                    var d = g / sh_rg[x];
-                    if (j == sh_imin[x]) { d += (sum_gs - sum_g) / sh_rg[x]; }
-                    if (j == sh_imax[x]) { d -= sum_gs / sh_rg[x]; }
-                    let e = at(bi, x, row, p.prefix + j);
-                    da[e] = da[e] + d;
+                    ssim_scatter(bi, x, row, j, g, sh_rg[x], sh_imin[x], sh_imax[x], sum_g, sum_gs);
                 }
             }
         }
@@ -360,41 +362,45 @@ fn entropy_var_wg(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocati
 
 // Per sampled row: dG -> d(normalised row) -> d(row) -> dA (spread over heads).
 // dL/dG_ij = -coef (G_ij - mean) / (var m); dV_r = sum_i (dG_ri + dG_ir) V_i = 2 sum_i dG_ri V_i.
+// du = (dv - v (v . dv)) / norm (or dv / 1e-6 where the clamp is active).
+
+// dV of row t (image bi, sampled row r) at column k.
+fn entropy_dv(t: u32, k: u32) -> f32 {
+    let bi = t / p.sub;
+    let r = t % p.sub;
+    let m = p.sub * p.sub;
+    let mean = scratch2_in[p.b * p.sub + 2u * bi];
+    let scale = -p.coef / (scratch2_in[p.b * p.sub + 2u * bi + 1u] * f32(m));
+    var dv = 0.0;
+    for (var i = 0u; i < p.sub; i++) {
+        let dg = scale * (mask_in[bi * m + r * p.sub + i] - mean);
+        dv += 2.0 * dg * scratch_in[(bi * p.sub + i) * p.np + k];
+    }
+    return dv;
+}
+
+// Adds du of row t at column k (given v . dv of the row) to dA of every head.
+fn entropy_scatter(t: u32, k: u32, dv: f32, dot: f32) {
+    let bi = t / p.sub;
+    let norm = scratch2_in[t];
+    let v = scratch_in[t * p.np + k];
+    var du: f32;
+    if (norm > 1e-6) { du = (dv - v * dot) / norm; } else { du = dv / 1e-6; }
+    let row = p.prefix + u32(subset[t]);
+    for (var h = 0u; h < p.h; h++) {
+        let e = at(bi, h, row, p.prefix + k);
+        da[e] = da[e] + du / f32(p.h);
+    }
+}
+
 @compute @workgroup_size(64)
 fn entropy_backward(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
                     @builtin(local_invocation_index) lid: u32) {
     let t = index(wid, nwg, lid);
     if (t >= p.b * p.sub) { return; }
-    let bi = t / p.sub;
-    let r = t % p.sub;
-    let m = p.sub * p.sub;
-    let mean = scratch2_in[p.b * p.sub + 2u * bi];
-    let var_ = scratch2_in[p.b * p.sub + 2u * bi + 1u];
-    let scale = -p.coef / (var_ * f32(m));
-    let norm = scratch2_in[t];
-    // v . dv, then du = (dv - v (v . dv)) / norm (or dv / 1e-6 where the clamp is active).
     var dot = 0.0;
-    for (var sweep = 0u; sweep < 2u; sweep++) {
-        for (var k = 0u; k < p.np; k++) {
-            var dv = 0.0;
-            for (var i = 0u; i < p.sub; i++) {
-                let dg = scale * (mask_in[bi * m + r * p.sub + i] - mean);
-                dv += 2.0 * dg * scratch_in[(bi * p.sub + i) * p.np + k];
-            }
-            let v = scratch_in[t * p.np + k];
-            if (sweep == 0u) {
-                dot += v * dv;
-            } else {
-                var du: f32;
-                if (norm > 1e-6) { du = (dv - v * dot) / norm; } else { du = dv / 1e-6; }
-                let row = p.prefix + u32(subset[t]);
-                for (var h = 0u; h < p.h; h++) {
-                    let e = at(bi, h, row, p.prefix + k);
-                    da[e] = da[e] + du / f32(p.h);
-                }
-            }
-        }
-    }
+    for (var k = 0u; k < p.np; k++) { dot += scratch_in[t * p.np + k] * entropy_dv(t, k); }
+    for (var k = 0u; k < p.np; k++) { entropy_scatter(t, k, entropy_dv(t, k), dot); }
 }
 
 // The same for GPUs: one 256-wide workgroup per sampled row, one invocation per column k (dv_k is
@@ -405,37 +411,10 @@ fn entropy_backward_wg(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workg
                        @builtin(local_invocation_index) lid: u32) {
     let t = wid.y * nwg.x + wid.x;
     if (t >= p.b * p.sub) { return; } // uniform across the workgroup
-    let bi = t / p.sub;
-    let r = t % p.sub;
-    let m = p.sub * p.sub;
-    let mean = scratch2_in[p.b * p.sub + 2u * bi];
-    let var_ = scratch2_in[p.b * p.sub + 2u * bi + 1u];
-    let scale = -p.coef / (var_ * f32(m));
-    let norm = scratch2_in[t];
     var part = 0.0;
-    for (var sweep = 0u; sweep < 2u; sweep++) {
-        var dot = 0.0;
-        if (sweep == 1u) { dot = wg_sum(lid, part); }
-        for (var k = lid; k < p.np; k += 256u) {
-            var dv = 0.0;
-            for (var i = 0u; i < p.sub; i++) {
-                let dg = scale * (mask_in[bi * m + r * p.sub + i] - mean);
-                dv += 2.0 * dg * scratch_in[(bi * p.sub + i) * p.np + k];
-            }
-            let v = scratch_in[t * p.np + k];
-            if (sweep == 0u) {
-                part += v * dv;
-            } else {
-                var du: f32;
-                if (norm > 1e-6) { du = (dv - v * dot) / norm; } else { du = dv / 1e-6; }
-                let row = p.prefix + u32(subset[t]);
-                for (var h = 0u; h < p.h; h++) {
-                    let e = at(bi, h, row, p.prefix + k);
-                    da[e] = da[e] + du / f32(p.h);
-                }
-            }
-        }
-    }
+    for (var k = lid; k < p.np; k += 256u) { part += scratch_in[t * p.np + k] * entropy_dv(t, k); }
+    let dot = wg_sum(lid, part);
+    for (var k = lid; k < p.np; k += 256u) { entropy_scatter(t, k, entropy_dv(t, k), dot); }
 }
 
 // ---- 2.3 informative-region mask ------------------------------------------------------------

@@ -22,6 +22,29 @@ fn random_tap(rng: &mut Rng, d: &AttnDims) -> Vec<f32> {
     (0..tap_len(d)).map(|_| rng.uniform(-3.0, 3.0)).collect()
 }
 
+/// `sub` distinct patch rows per image, as randperm(np)[:sub].
+fn random_subset(rng: &mut Rng, d: &AttnDims, sub: usize) -> Vec<usize> {
+    let mut subset = Vec::new();
+    for _ in 0..d.b {
+        let mut idx: Vec<usize> = (0..d.np()).collect();
+        for i in (1..idx.len()).rev() {
+            idx.swap(i, rng.below(i + 1));
+        }
+        subset.extend_from_slice(&idx[..sub]);
+    }
+    subset
+}
+
+/// `f` with the CPU-adapter kernels, then with the GPU variants (on whatever adapter is present).
+fn on_both_variants<T>(f: impl Fn(&Gpu) -> T) -> (T, T) {
+    let run = |cpu_like| {
+        let mut gpu = gpu();
+        gpu.cpu_like = cpu_like;
+        f(&gpu)
+    };
+    (run(true), run(false))
+}
+
 /// Runs `launch` (which adds its gradient into `da` and its partials into `partial`) and
 /// returns (sum of partials, gradient).
 fn gpu_value_grad(
@@ -74,12 +97,7 @@ fn coords(rng: &mut Rng, d: &AttnDims, cls_row: bool) -> Vec<usize> {
 
 #[test]
 fn ssim_heads_value_and_gradient() {
-    // The CPU-adapter kernel and the GPU variant, on whatever adapter is present.
-    for cpu_like in [true, false] {
-        let mut gpu = gpu();
-        gpu.cpu_like = cpu_like;
-        ssim_heads_value_and_gradient_on(&gpu);
-    }
+    on_both_variants(ssim_heads_value_and_gradient_on);
 }
 
 fn ssim_heads_value_and_gradient_on(gpu: &Gpu) {
@@ -105,12 +123,7 @@ fn ssim_heads_value_and_gradient_on(gpu: &Gpu) {
 
 #[test]
 fn entropy_value_and_gradient() {
-    // The CPU-adapter kernels and the GPU variants, on whatever adapter is present.
-    for cpu_like in [true, false] {
-        let mut gpu = gpu();
-        gpu.cpu_like = cpu_like;
-        entropy_value_and_gradient_on(&gpu);
-    }
+    on_both_variants(entropy_value_and_gradient_on);
 }
 
 fn entropy_value_and_gradient_on(gpu: &Gpu) {
@@ -119,15 +132,7 @@ fn entropy_value_and_gradient_on(gpu: &Gpu) {
         for sub in [d.np(), (d.np() / 2).max(1)] {
             let a = random_tap(&mut rng, &d);
             let at = upload1(gpu, &a);
-            // Distinct rows per image, as randperm(np)[:sub].
-            let mut subset = Vec::new();
-            for _ in 0..d.b {
-                let mut idx: Vec<usize> = (0..d.np()).collect();
-                for i in (1..idx.len()).rev() {
-                    idx.swap(i, rng.below(i + 1));
-                }
-                subset.extend_from_slice(&idx[..sub]);
-            }
+            let subset = random_subset(&mut rng, &d, sub);
             let st = upload1(gpu, &subset.iter().map(|&i| i as f32).collect::<Vec<_>>());
             let scratch = EntropyScratch::new(gpu, &d, sub);
             let coef = 1.0 / d.b as f32;
@@ -161,23 +166,17 @@ fn ssim_gpu_variant_equals_cpu_variant_beyond_one_workgroup() {
             *v = -3.0;
         }
     }
-    let mut out = Vec::new();
-    for cpu_like in [true, false] {
-        let mut gpu = gpu();
-        gpu.cpu_like = cpu_like;
-        let at = upload1(&gpu, &a);
-        let coef = 1.0 / (d.b * d.np() * d.h * d.h) as f32;
-        out.push(gpu_value_grad(&gpu, &d, d.b * d.np(), |da, p| {
-            vec![obj::ssim_heads(&gpu, &d, coef, &at, da, p, 0)]
-        }));
-    }
-    let ((v0, g0), (v1, g1)) = (&out[0], &out[1]);
+    let coef = 1.0 / (d.b * d.np() * d.h * d.h) as f32;
+    let ((v0, g0), (v1, g1)) = on_both_variants(|gpu| {
+        let at = upload1(gpu, &a);
+        gpu_value_grad(gpu, &d, d.b * d.np(), |da, p| vec![obj::ssim_heads(gpu, &d, coef, &at, da, p, 0)])
+    });
     assert!((v0 - v1).abs() < 1e-5 * v0.abs().max(1.0), "ssim {v0} vs {v1}");
     assert!(g0.iter().any(|&x| x != 0.0));
     // The extreme keys take (sum g s - sum g) / range, a difference of two sums over 289 keys
     // that cancels: serial and tree summation move it by about 1e-4 of the largest gradient.
     // A wrong tie index would put that whole term on another element (an O(1) error).
-    assert_close("ssim gradient, GPU variant vs CPU variant", g1, g0, 5e-4);
+    assert_close("ssim gradient, GPU variant vs CPU variant", &g1, &g0, 5e-4);
 }
 
 #[test]
@@ -187,28 +186,17 @@ fn entropy_gpu_variant_equals_cpu_variant_beyond_one_workgroup() {
     let sub = 64;
     let mut rng = Rng::new(4);
     let a = random_tap(&mut rng, &d);
-    let mut subset = Vec::new();
-    for _ in 0..d.b {
-        let mut idx: Vec<usize> = (0..d.np()).collect();
-        for i in (1..idx.len()).rev() {
-            idx.swap(i, rng.below(i + 1));
-        }
-        subset.extend(idx[..sub].iter().map(|&i| i as f32));
-    }
-    let mut out = Vec::new();
-    for cpu_like in [true, false] {
-        let mut gpu = gpu();
-        gpu.cpu_like = cpu_like;
-        let (at, st) = (upload1(&gpu, &a), upload1(&gpu, &subset));
-        let scratch = EntropyScratch::new(&gpu, &d, sub);
-        out.push(gpu_value_grad(&gpu, &d, d.b, |da, p| {
-            obj::entropy(&gpu, &d, 0.5, &at, &st, da, p, 0, &scratch).to_vec()
-        }));
-    }
-    let ((v0, g0), (v1, g1)) = (&out[0], &out[1]);
+    let subset: Vec<f32> = random_subset(&mut rng, &d, sub).iter().map(|&i| i as f32).collect();
+    let ((v0, g0), (v1, g1)) = on_both_variants(|gpu| {
+        let (at, st) = (upload1(gpu, &a), upload1(gpu, &subset));
+        let scratch = EntropyScratch::new(gpu, &d, sub);
+        gpu_value_grad(gpu, &d, d.b, |da, p| {
+            obj::entropy(gpu, &d, 0.5, &at, &st, da, p, 0, &scratch).to_vec()
+        })
+    });
     assert!((v0 - v1).abs() < 1e-6 * v0.abs().max(1.0), "entropy {v0} vs {v1}");
     assert!(g0.iter().any(|&x| x != 0.0));
-    assert_close("entropy gradient, GPU variant vs CPU variant", g1, g0, 1e-5);
+    assert_close("entropy gradient, GPU variant vs CPU variant", &g1, &g0, 1e-5);
 }
 
 #[test]

@@ -226,6 +226,12 @@ fn write_checkpoint(
     crate::io::write_atomic(path, &safetensors::serialize(views, Some(meta))?)
 }
 
+/// The run state in a checkpoint's metadata.
+fn schedule_state(bytes: &[u8]) -> Option<ScheduleState> {
+    let (_, header) = SafeTensors::read_metadata(bytes).ok()?;
+    serde_json::from_str(header.metadata().as_ref()?.get("state")?).ok()
+}
+
 /// Reads and checks a checkpoint against this run's configuration and model.
 fn read_checkpoint(
     path: &Path,
@@ -235,13 +241,8 @@ fn read_checkpoint(
     let bytes = std::fs::read(path).with_context(|| format!("--resume: cannot read {}", path.display()))?;
     let st = SafeTensors::deserialize(&bytes)
         .map_err(|e| anyhow::anyhow!("--resume: {} is not a valid checkpoint ({e})", path.display()))?;
-    let (_, header) = SafeTensors::read_metadata(&bytes)?;
-    let state: ScheduleState = header
-        .metadata()
-        .as_ref()
-        .and_then(|m| m.get("state"))
-        .and_then(|s| serde_json::from_str(s).ok())
-        .with_context(|| format!("--resume: {} holds no run state", path.display()))?;
+    let state =
+        schedule_state(&bytes).with_context(|| format!("--resume: {} holds no run state", path.display()))?;
     if state.format != CHECKPOINT_FORMAT {
         bail!("--resume: {} is format `{}`, expected {CHECKPOINT_FORMAT}", path.display(), state.format);
     }
@@ -270,12 +271,9 @@ fn read_checkpoint(
 
 /// "epoch 3 of 8 done" (or "finished, 8 epochs") for a checkpoint, or why it cannot be read.
 pub fn describe_checkpoint(path: &Path) -> String {
-    let state = std::fs::read(path).ok().and_then(|bytes| {
-        let (_, header) = SafeTensors::read_metadata(&bytes).ok()?;
-        let s = header.metadata().as_ref()?.get("state")?.clone();
-        serde_json::from_str::<ScheduleState>(&s).ok()
-    });
-    let Some(st) = state else { return "not a readable maskaq checkpoint".into() };
+    let Some(st) = std::fs::read(path).ok().and_then(|bytes| schedule_state(&bytes)) else {
+        return "not a readable maskaq checkpoint".into();
+    };
     let total = serde_json::from_str::<serde_json::Value>(&st.config)
         .ok()
         .and_then(|c| c["epochs"].as_u64())
