@@ -51,7 +51,25 @@ fn parse_backends(name: &str) -> Result<wgpu::Backends> {
     })
 }
 
+/// Switches off Mesa's Vulkan device-select layer (`VK_LAYER_MESA_device_select`) for this
+/// process unless the user set its switch themselves. The layer only reorders GPUs for a
+/// display server: it connects to Wayland/X11 to find the display's GPU, and without a session
+/// (`XDG_RUNTIME_DIR` unset: ssh, containers, CI) it prints two `error:` lines on every start.
+/// maskaq is headless and chooses its adapter itself (`preference`), so the layer has nothing to
+/// do here; any real Vulkan error still reaches the user.
+fn quiet_device_select_layer() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        if std::env::var_os("NODEVICE_SELECT").is_none() {
+            // SAFETY: runs once, before this process creates its first graphics instance, so no
+            // driver thread that could read the environment concurrently exists yet.
+            unsafe { std::env::set_var("NODEVICE_SELECT", "1") };
+        }
+    });
+}
+
 fn instance(opts: &GpuOptions) -> Result<(wgpu::Instance, wgpu::Backends)> {
+    quiet_device_select_layer();
     let mut desc = wgpu::InstanceDescriptor::new_without_display_handle_from_env();
     if let Some(b) = &opts.backend {
         desc.backends = parse_backends(b)?;
