@@ -28,7 +28,7 @@ fn knowledge_distillation_matches_pytorch() {
     let v: f32 = read(&gpu, &partial).iter().sum();
     let want = fx["kd.value"].1[0];
     assert!((v - want).abs() < 1e-5 * want.max(1.0), "kd {v} vs {want}");
-    assert_close("kd gradient", &read(&gpu, &dz), &fx["kd.grad_logits_q"].1, 1e-4);
+    assert_close("kd gradient", &read(&gpu, &dz), &fx["kd.grad_logits_q"].1, 1e-4, 2e-6, 1e-4);
 }
 
 #[test]
@@ -60,5 +60,5 @@ fn head_distillation_matches_pytorch() {
     let loss: f32 = read(&gpu, &partial).iter().sum();
     let want = fx["hd.value"].1[0];
     assert!((loss - want).abs() < 1e-5, "hd {loss} vs {want}");
-    assert_close("hd gradient", &grads, &fx["hd.grad_o_q"].1, 1e-4);
+    assert_close("hd gradient", &grads, &fx["hd.grad_o_q"].1, 1e-4, 1e-8, 1e-4);
 }

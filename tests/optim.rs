@@ -26,9 +26,11 @@ fn adamw_matches_reference_over_steps() {
             gpu.run(&[&step]);
             optim::cpu_adamw(&mut p, &g, &mut m, &mut v, lr, betas, eps, wd, t);
         }
-        assert_close(&format!("adamw n={n} p"), &read(&gpu, &pt), &p, 1e-5);
-        assert_close(&format!("adamw n={n} m"), &read(&gpu, &mt), &m, 1e-5);
-        assert_close(&format!("adamw n={n} v"), &read(&gpu, &vt), &v, 1e-5);
+        // Elementwise atol: 1e-6 of each state's scale (p ~ 1, m ~ 0.1, v ~ 1e-3), for elements
+        // near 0 where a few ULP of their terms are large relative errors; lavapipe is exact.
+        assert_close(&format!("adamw n={n} p"), &read(&gpu, &pt), &p, 1e-5, 1e-6, 1e-5);
+        assert_close(&format!("adamw n={n} m"), &read(&gpu, &mt), &m, 1e-5, 1e-7, 1e-5);
+        assert_close(&format!("adamw n={n} v"), &read(&gpu, &vt), &v, 1e-5, 1e-9, 1e-5);
     }
 }
 
@@ -50,8 +52,8 @@ fn sgd_nesterov_matches_reference_over_steps() {
             gpu.run(&[&step]);
             optim::cpu_sgd(&mut p, &g, &mut buf, 0.1, 0.9, 1e-4, t == 0);
         }
-        assert_close(&format!("sgd n={n} p"), &read(&gpu, &pt), &p, 1e-5);
-        assert_close(&format!("sgd n={n} buf"), &read(&gpu, &bt), &buf, 1e-5);
+        assert_close(&format!("sgd n={n} p"), &read(&gpu, &pt), &p, 1e-5, 1e-6, 1e-5);
+        assert_close(&format!("sgd n={n} buf"), &read(&gpu, &bt), &buf, 1e-5, 1e-6, 1e-5);
     }
 }
 

@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # `maskaq quantize --preset fast` on DeiT-Tiny end to end, timed, with the PyTorch reference for
 # the same step counts (tools/bench_torch_maskaq.py per-step medians x counts; tools/fast_reference.py).
-# Random weights (tests/fixtures/deit_tiny_full from tools/make_fixtures.py --full): a speed
-# measurement; no ImageNet evaluation.
+# Random weights (deit_tiny_full's hashed weights, written to runs/deit_tiny_hashed by
+# tools/make_fixtures.py --hashed-model): a speed measurement; no ImageNet evaluation.
 #
 #   tools/fast_deit.sh [OUT] [extra quantize flags...]     (MASKAQ=path/to/maskaq: a prebuilt binary)
 #
@@ -14,9 +14,9 @@ OUT=${1:-runs/fast_deit}
 shift || true
 M=${MASKAQ:-target/release/maskaq}
 if [ ! -x "$M" ]; then cargo build --release; fi
-MODEL=tests/fixtures/deit_tiny_full
+MODEL=runs/deit_tiny_hashed
 if [ ! -f $MODEL/model.safetensors ]; then
-  python3 tools/make_fixtures.py --only deit_tiny_full --full --out tests/fixtures
+  python3 tools/make_fixtures.py --hashed-model $MODEL
 fi
 mkdir -p "$OUT"
 s=$(date +%s.%N)

@@ -3,17 +3,20 @@
 
 Usage (CPU only; needs `pip install -r tools/requirements.txt`):
 
-    python3 tools/make_fixtures.py [--out tests/fixtures] [--only NAME] [--full]
+    python3 tools/make_fixtures.py [--out tests/fixtures] [--only NAME] [--hashed-model DIR]
 
     --out DIR    where to write (default: tests/fixtures next to this script's parent)
+    --hashed-model DIR  write only deit_tiny_full's hashed weights as a timm folder (config.json +
+                 F32 model.safetensors, 23 MB) to DIR: a full-size model for benchmarks (tools/fast_deit.sh)
     --only NAME  write one fixture only: tiny_vit, tiny_deit_distilled, tiny_gray_f16,
                  deit_tiny_full, quant_tiny_vit_w4a4, quant_tiny_vit_w3a3,
                  quant_tiny_deit_distilled_w4a4, preprocess, objectives (a quant_* fixture reads
                  its FP fixture's folder under --out, so write that first)
-    --full       also write the full-size deit_tiny_full (about 55 MB, not committed)
 
-Everything is seeded and computed on one CPU thread, so a rerun with the same library versions writes
-the same bytes.
+Everything is seeded and computed on one CPU thread, so a rerun with the same library versions on the same
+machine writes the same bytes. Another CPU may round differently in the last bits: regenerating the tiny
+fixtures on the machine that wrote deit_tiny_full changed their tensors by up to 4.5e-7 (absolute), so
+the committed tiny fixtures were left as they were.
 
 One folder per model, `<out>/<name>/`:
   config.json          timm Hugging Face layout: timm.create_model(cfg["architecture"],
@@ -28,6 +31,15 @@ One folder per model, `<out>/<name>/`:
     objective [1]                   J = CE(logits, targets) + 0.001 sum_i mean(A_i^2) + 0.1 sum_i mean(O_i^2)
     grad.images [B,C,H,W]           dJ/dimages
     grad.<param> (param shapes)     dJ/dparam for every parameter of the model
+    Each fixture file this script writes also records the library versions in its metadata
+    (`torch_version`, ...; tests/fixtures files written before that lack them).
+`<out>/deit_tiny_full/` (full-size deit_tiny_patch16_224, batch 2) stores no weights and no images: both
+  are a hash of (tensor name, element index) that tests/parity.rs recomputes bit for bit (`hashed_values`
+  below: uniform, spreads as in `hashed_rule`); the metadata holds fingerprints of both
+  (`weights_fingerprint`, `images_fingerprint`) that the Rust side checks first. config.json as above, and fixture.safetensors with targets, logits, objective,
+  attn_logits_meansq / attn_out_meansq [depth] (every block's mean(A^2), mean(O^2)), blocks.{i}.attn_logits
+  / attn_out for i in 0, 6, 11, grad.images and grad.<param> for cls_token, pos_embed, patch_embed.*,
+  every tensor of blocks 0 and 11, norm.* and head.* (MODELS["deit_tiny_full"]["stored"]).
 `<out>/preprocess/`: img{k}.png plus preprocess.safetensors holding img{k} = timm's eval transform of
 that file (versions and transform repr in its metadata).
 
@@ -158,25 +170,36 @@ MODELS = {
         architecture="vit_tiny_patch16_224",
         num_classes=10,
         model_args=dict(img_size=32, patch_size=8, in_chans=3, embed_dim=32, depth=2, num_heads=2, mlp_ratio=4.0),
-        batch=2, mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5), f16=False, full=False,
+        batch=2, mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5), f16=False,
     ),
     "tiny_deit_distilled": dict(
         architecture="deit_tiny_distilled_patch16_224",
         num_classes=7,
         model_args=dict(img_size=24, patch_size=4, in_chans=3, embed_dim=48, depth=2, num_heads=3, mlp_ratio=4.0),
-        batch=3, mean=IMAGENET_MEAN, std=IMAGENET_STD, f16=False, full=False,
+        batch=3, mean=IMAGENET_MEAN, std=IMAGENET_STD, f16=False,
     ),
     "tiny_gray_f16": dict(
         architecture="vit_tiny_patch16_224",
         num_classes=10,
         model_args=dict(img_size=28, patch_size=7, in_chans=1, embed_dim=24, depth=3, num_heads=4, mlp_ratio=4.0),
-        batch=2, mean=(0.2860,), std=(0.3530,), f16=True, full=False,
+        batch=2, mean=(0.2860,), std=(0.3530,), f16=True,
     ),
+    # Full size, hashed weights and images (make_hashed_fixture): batch 2 = 394 tokens, enough for the
+    # GPU kernels' split-K weight gradients (k >= 256) and chunked reductions.
     "deit_tiny_full": dict(
         architecture="deit_tiny_patch16_224",
         num_classes=1000,
         model_args=dict(img_size=224, patch_size=16, in_chans=3, embed_dim=192, depth=12, num_heads=3, mlp_ratio=4.0),
-        batch=2, mean=IMAGENET_MEAN, std=IMAGENET_STD, f16=False, full=True,
+        batch=2, mean=IMAGENET_MEAN, std=IMAGENET_STD, f16=False, hashed=True,
+        stored=dict(
+            blocks=(0, 6, 11),
+            grads=["cls_token", "pos_embed", "patch_embed.proj.weight", "patch_embed.proj.bias"]
+            + [f"blocks.{i}.{p}" for i in (0, 11) for p in (
+                "norm1.weight", "norm1.bias", "attn.qkv.weight", "attn.qkv.bias", "attn.proj.weight",
+                "attn.proj.bias", "norm2.weight", "norm2.bias", "mlp.fc1.weight", "mlp.fc1.bias",
+                "mlp.fc2.weight", "mlp.fc2.bias")]
+            + ["norm.weight", "norm.bias", "head.weight", "head.bias"],
+        ),
     ),
 }
 
@@ -207,6 +230,13 @@ def versions():
         "numpy": np.__version__,
         "pillow": PIL.__version__,
     }
+
+
+def with_versions(metadata):
+    """A copy of `metadata` with the library versions that computed the fixture (`torch_version`, ...)."""
+    out = dict(metadata)
+    out.update({f"{k}_version": v for k, v in versions().items()})
+    return out
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -406,7 +436,7 @@ def make_model_fixture(name, spec, out_dir):
         json.dump(config_json(spec), f, indent=2)
         f.write("\n")
     save_file(weights, os.path.join(folder, "model.safetensors"))
-    save_file(tensors, os.path.join(folder, "fixture.safetensors"), metadata=FIXTURE_METADATA)
+    save_file(tensors, os.path.join(folder, "fixture.safetensors"), metadata=with_versions(FIXTURE_METADATA))
 
     verify_model_fixture(folder)
     return folder
@@ -429,6 +459,192 @@ def verify_model_fixture(folder):
     assert grad_names == set(weights) | {"images"}, "grad.* names do not match the weights"
     for k, v in weights.items():
         assert fx[f"grad.{k}"].shape == v.shape, k
+
+
+# ----------------------------------------------------------------------------------------------------
+# Hashed fixtures: weights and images from an integer hash, so only outputs need committing
+
+# Every value is a function of (tensor name, element index) that Rust recomputes bit for bit
+# (tests/parity.rs, `hashed_tensor`): h = splitmix64(fnv1a64(name) + index) (wrapping u64),
+# r = (h >> 40) * 2^-23 - 1 (exact in f32: a multiple of 2^-23 in [-1, 1)), value = f32(r * a) + c in
+# f32 arithmetic with a = f32(scale) and c per the rule below (round to nearest, no fused multiply-add).
+FNV_OFFSET = 0xCBF29CE484222325
+FNV_PRIME = 0x100000001B3
+U64 = (1 << 64) - 1
+
+
+def fnv1a64(data):
+    h = FNV_OFFSET
+    for byte in data:
+        h = ((h ^ byte) * FNV_PRIME) & U64
+    return h
+
+
+def splitmix64(x):
+    """splitmix64's finaliser on a uint64 array (numpy wraps modulo 2^64)."""
+    with np.errstate(over="ignore"):
+        z = x + np.uint64(0x9E3779B97F4A7C15)
+        z = (z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+        z = (z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+        return z ^ (z >> np.uint64(31))
+
+
+def hashed_bits(name, n):
+    with np.errstate(over="ignore"):
+        return splitmix64(np.uint64(fnv1a64(name.encode())) + np.arange(n, dtype=np.uint64))
+
+
+def hashed_values(name, shape, scale, offset=0.0):
+    """Uniform in [offset - scale, offset + scale): std scale / sqrt(3)."""
+    n = int(np.prod(shape))
+    r = (hashed_bits(name, n) >> np.uint64(40)).astype(np.float32) * np.float32(2.0 ** -23) - np.float32(1.0)
+    return (r * np.float32(scale) + np.float32(offset)).reshape(shape)
+
+
+def hashed_rule(name, shape):
+    """(scale, offset) of a parameter, uniform with spreads of the order of `randomize_`'s normals (no
+    zero biases or unit LayerNorm weights, which would hide bugs): Linear/conv weights std 1/sqrt(fan_in)
+    (scale sqrt(3 / fan_in): exactly 0.125 and 0.0625 for DeiT-Tiny's fan-ins 192 and 768), biases and
+    LayerNorm biases scale 0.125 (std 0.072), LayerNorm weights 1 +- 0.25, cls/dist tokens and pos_embed
+    scale 1 (std 0.58); images scale sqrt(3) (std 1)."""
+    if name in ("cls_token", "dist_token", "pos_embed"):
+        return 1.0, 0.0
+    if "norm" in name:
+        return (0.25, 1.0) if name.endswith(".weight") else (0.125, 0.0)
+    if name.endswith(".weight"):
+        fan_in = int(np.prod(shape[1:]))
+        return math.sqrt(3.0 / fan_in), 0.0
+    if name.endswith(".bias"):
+        return 0.125, 0.0
+    raise RuntimeError(f"no hashed rule for {name}")
+
+
+def fingerprint(name, values):
+    """Order-independent digest of named f32 tensors that Rust recomputes: per tensor the wrapping sum
+    of splitmix64(bits_i ^ (i << 32)), then splitmix64(fnv1a64(name) + that) summed over tensors."""
+    bits = np.ascontiguousarray(values, dtype=np.float32).reshape(-1).view(np.uint32).astype(np.uint64)
+    with np.errstate(over="ignore"):
+        idx = np.arange(bits.size, dtype=np.uint64) << np.uint64(32)
+        per = np.uint64(splitmix64(bits ^ idx).sum(dtype=np.uint64))
+        return int(splitmix64(np.array([np.uint64(fnv1a64(name.encode())) + per]))[0])
+
+
+def fingerprint_all(tensors):
+    return sum(fingerprint(k, v) for k, v in tensors.items()) & U64
+
+
+def hashed_weights(model):
+    out = {}
+    for name, p in model.state_dict().items():
+        scale, offset = hashed_rule(name, tuple(p.shape))
+        out[name] = hashed_values(name, tuple(p.shape), scale, offset)
+    return out
+
+
+def make_hashed_fixture(name, spec, out_dir):
+    """A model fixture whose weights and images are hashed (not stored). Holds config.json and
+    fixture.safetensors only, with the outputs and gradients listed in spec["stored"]."""
+    model = build_model(spec)
+    weights = hashed_weights(model)
+    with torch.no_grad():
+        model.load_state_dict({k: torch.from_numpy(v) for k, v in weights.items()}, strict=True)
+    ma = spec["model_args"]
+    b, c, s = spec["batch"], ma["in_chans"], ma["img_size"]
+    images = hashed_values("images", (b, c, s, s), math.sqrt(3.0))
+    targets = hashed_bits("targets", b) % np.uint64(spec["num_classes"])
+    images_t = torch.from_numpy(images)
+    targets_t = torch.from_numpy(targets.astype(np.int64))
+
+    logits, taps, j, grads = run_with_grads(model, images_t, targets_t)
+    with torch.no_grad():
+        ref = model(images_t)
+    diff = (ref - logits).abs().max().item()
+    print(f"  logits vs timm model(images): max |diff| = {diff:.2e}")
+    assert diff <= 1e-5, f"{name}: manual forward disagrees with timm ({diff})"
+
+    m64 = copy.deepcopy(model).double()
+    logits64, taps64, j64, grads64 = run_with_grads(m64, images_t.double(), targets_t)
+    errs = {"logits": rel_err(logits, logits64), "objective": rel_err(j, j64),
+            "attn_logits": max(rel_err(a, a64) for (a, _, _), (a64, _, _) in zip(taps, taps64)),
+            "attn_out": max(rel_err(o, o64) for (_, o, _), (_, o64, _) in zip(taps, taps64)),
+            "grads": max(rel_err(grads[k], grads64[k]) for k in grads)}
+    print("  f32 vs f64 (max|diff| / max|ref|): " + ", ".join(f"{k} {v:.1e}" for k, v in errs.items()))
+    assert max(errs.values()) < 1e-3, f"{name}: f32 and f64 disagree: {errs}"
+    hd = ma["embed_dim"] // ma["num_heads"]
+    for i, (a, _, p) in enumerate(taps):
+        print(f"  block {i}: std(A) {a.std().item():.2f}, std(scale*A) {a.std().item() * hd ** -0.5:.2f}, "
+              f"mean row max of softmax {p.amax(-1).mean().item():.3f} (uniform {1 / a.shape[-1]:.4f})")
+    zero = [k for k, g in grads.items() if g.abs().max() == 0]
+    assert not zero, f"{name}: all-zero gradients for {zero}"
+    print(f"  objective {j.item():.6f} (ce part {F.cross_entropy(logits, targets_t).item():.4f})")
+
+    stored = spec["stored"]
+    tensors = {"targets": targets_t.float(), "logits": logits, "objective": j.reshape(1)}
+    # Every block's mean(A^2) and mean(O^2) (the objective's terms), also for blocks not stored whole.
+    tensors["attn_logits_meansq"] = torch.stack([a.double().pow(2).mean() for a, _, _ in taps])
+    tensors["attn_out_meansq"] = torch.stack([o.double().pow(2).mean() for _, o, _ in taps])
+    for i in stored["blocks"]:
+        a, o, _ = taps[i]
+        tensors[f"blocks.{i}.attn_logits"] = a
+        tensors[f"blocks.{i}.attn_out"] = o
+    tensors["grad.images"] = grads["images"]
+    missing = [k for k in stored["grads"] if k not in grads]
+    assert not missing, f"{name}: no such parameters {missing}"
+    for k in stored["grads"]:
+        tensors[f"grad.{k}"] = grads[k]
+    tensors = {k: v.detach().float().contiguous() for k, v in tensors.items()}
+
+    folder = os.path.join(out_dir, name)
+    os.makedirs(folder, exist_ok=True)
+    for stale in ("model.safetensors",):  # the former F32 layout of this folder
+        if os.path.exists(os.path.join(folder, stale)):
+            os.remove(os.path.join(folder, stale))
+    with open(os.path.join(folder, "config.json"), "w") as f:
+        json.dump(config_json(spec), f, indent=2)
+        f.write("\n")
+    metadata = with_versions(FIXTURE_METADATA)
+    metadata["weights"] = "hashed (tools/make_fixtures.py, hashed_values)"
+    metadata["weights_fingerprint"] = f"{fingerprint_all(weights):016x}"
+    metadata["images_fingerprint"] = f"{fingerprint('images', images):016x}"
+    save_file(tensors, os.path.join(folder, "fixture.safetensors"), metadata=metadata)
+    verify_hashed_fixture(folder)
+    return folder
+
+
+def write_hashed_model(spec, folder):
+    """The hashed weights as a timm Hugging Face folder (config.json + F32 model.safetensors): a
+    full-size model with fixed random weights for benchmarks (tools/fast_deit.sh); not a fixture."""
+    model = build_model(spec)
+    weights = hashed_weights(model)
+    os.makedirs(folder, exist_ok=True)
+    with open(os.path.join(folder, "config.json"), "w") as f:
+        json.dump(config_json(spec), f, indent=2)
+        f.write("\n")
+    save_file({k: torch.from_numpy(v) for k, v in weights.items()}, os.path.join(folder, "model.safetensors"))
+    print(f"wrote {folder}/model.safetensors (weights fingerprint {fingerprint_all(weights):016x})")
+
+
+def verify_hashed_fixture(folder):
+    """Rebuild the model from config.json and the hash as the Rust test does; logits must match."""
+    with open(os.path.join(folder, "config.json")) as f:
+        cfg = json.load(f)
+    model = timm.create_model(cfg["architecture"], pretrained=False, num_classes=cfg["num_classes"],
+                              **cfg["model_args"]).eval()
+    weights = hashed_weights(model)
+    model.load_state_dict({k: torch.from_numpy(v) for k, v in weights.items()}, strict=True)
+    fx = load_file(os.path.join(folder, "fixture.safetensors"))
+    with open(os.path.join(folder, "fixture.safetensors"), "rb") as f:
+        n = struct.unpack("<Q", f.read(8))[0]
+        meta = json.loads(f.read(n))["__metadata__"]
+    assert meta["weights_fingerprint"] == f"{fingerprint_all(weights):016x}"
+    b = fx["targets"].shape[0]
+    ma = cfg["model_args"]
+    images = hashed_values("images", (b, ma["in_chans"], ma["img_size"], ma["img_size"]), math.sqrt(3.0))
+    assert meta["images_fingerprint"] == f"{fingerprint('images', images):016x}"
+    with torch.no_grad():
+        logits = model(torch.from_numpy(images))
+    diff = (logits - fx["logits"]).abs().max().item()
+    assert diff <= 1e-5, f"{folder}: rebuilt model disagrees ({diff})"
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -762,7 +978,7 @@ def make_quant_fixture(name, qspec, out_dir):
 
     folder = os.path.join(out_dir, name)
     os.makedirs(folder, exist_ok=True)
-    save_file(tensors, os.path.join(folder, "fixture.safetensors"), metadata=quant_metadata(qspec))
+    save_file(tensors, os.path.join(folder, "fixture.safetensors"), metadata=with_versions(quant_metadata(qspec)))
     verify_quant_fixture(folder, qspec, out_dir)
     return folder, ties, wties
 
@@ -1140,7 +1356,7 @@ def make_objectives_fixture(out_dir):
         "tv_diagonals": "d1 = x[..., 1:, 1:] - x[..., :-1, :-1]; d2 = x[..., 1:, :-1] - x[..., :-1, 1:]",
         "reference": "float64 autograd on the stored F32 inputs, rounded to F32",
     }
-    metadata = {k: str(v) for k, v in metadata.items()}
+    metadata = with_versions({k: str(v) for k, v in metadata.items()})
     save_file(tensors, os.path.join(folder, "objectives.safetensors"), metadata=metadata)
     for term in ("ssim", "entropy", "att", "tv", "ce", "kd", "hd"):
         print(f"  {term}.value = {ref[term + '.value'].item():.9g}")
@@ -1171,9 +1387,13 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--out", default=default_out)
     ap.add_argument("--only", choices=list(MODELS) + list(QUANT_FIXTURES) + ["preprocess", "objectives"])
-    ap.add_argument("--full", action="store_true", help="also write the full-size deit_tiny_full")
+    ap.add_argument("--hashed-model", metavar="DIR",
+                    help="only write deit_tiny_full's hashed weights as a timm folder to DIR (benchmarks)")
     args = ap.parse_args()
 
+    if args.hashed_model:
+        write_hashed_model(MODELS["deit_tiny_full"], args.hashed_model)
+        return
     torch.set_num_threads(1)
     torch.use_deterministic_algorithms(True)
     os.makedirs(args.out, exist_ok=True)
@@ -1181,8 +1401,7 @@ def main():
     if args.only:
         names = [args.only]
     else:
-        names = ([n for n, s in MODELS.items() if args.full or not s["full"]] + list(QUANT_FIXTURES)
-                 + ["preprocess", "objectives"])
+        names = list(MODELS) + list(QUANT_FIXTURES) + ["preprocess", "objectives"]
     folders = []
     all_ties = {}
     for name in names:
@@ -1195,6 +1414,8 @@ def main():
             folder, ties, wties = make_quant_fixture(name, QUANT_FIXTURES[name], args.out)
             folders.append(folder)
             all_ties[name] = (ties, wties)
+        elif MODELS[name].get("hashed"):
+            folders.append(make_hashed_fixture(name, MODELS[name], args.out))
         else:
             folders.append(make_model_fixture(name, MODELS[name], args.out))
     summarize(folders)

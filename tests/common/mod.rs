@@ -78,7 +78,7 @@ impl Rng {
 /// `max |got - want| / max(max |want|, 1e-12)` and the index of the worst element.
 pub fn rel_err(got: &[f32], want: &[f32]) -> (f64, usize) {
     assert_eq!(got.len(), want.len(), "rel_err: length mismatch");
-    let scale = want.iter().fold(0f64, |m, &v| m.max((v as f64).abs())).max(1e-12);
+    let scale = max_abs(want).max(1e-12);
     let mut worst = (0f64, 0usize);
     for (i, (&g, &w)) in got.iter().zip(want).enumerate() {
         let d = (g as f64 - w as f64).abs();
@@ -91,37 +91,110 @@ pub fn rel_err(got: &[f32], want: &[f32]) -> (f64, usize) {
     (worst.0 / scale, worst.1)
 }
 
-/// Asserts `rel_err(got, want) < tol`, printing the name, the error and the worst element.
-#[track_caller]
-pub fn assert_close(name: &str, got: &[f32], want: &[f32], tol: f64) {
-    assert_eq!(got.len(), want.len(), "{name}: got {} values, want {}", got.len(), want.len());
-    let (err, i) = rel_err(got, want);
-    assert!(
-        err < tol,
-        "{name}: relative error {err:.3e} >= {tol:.1e}; worst index {i}: got {} want {} (len {})",
-        got[i],
-        want[i],
-        got.len()
-    );
+/// `max |want|` (0 for an empty slice).
+pub fn max_abs(want: &[f32]) -> f64 {
+    want.iter().fold(0f64, |m, &v| m.max((v as f64).abs()))
 }
 
-/// Like [`assert_close`] but the error is relative to `max(max |want|, floor)`: for outputs
-/// whose natural scale is known and the reference can be all but zero (e.g. the gradient of a
-/// saturated softmax, ~1e-15, which is pure rounding noise on either side).
-#[track_caller]
-pub fn assert_close_floor(name: &str, got: &[f32], want: &[f32], tol: f64, floor: f64) {
-    assert_eq!(got.len(), want.len(), "{name}: length mismatch");
+/// The elementwise check `|got - want| <= atol + rtol |want|` for every element: the worst ratio
+/// `|got - want| / (atol + rtol |want|)` (above 1 fails; NaN counts as infinite) and its index.
+/// A max-relative figure alone lets a small element be 100 % wrong; this does not, down to
+/// elements of about `atol / (1 - rtol)`.
+pub fn elementwise(got: &[f32], want: &[f32], atol: f64, rtol: f64) -> (f64, usize) {
+    assert_eq!(got.len(), want.len(), "elementwise: length mismatch");
+    assert!(atol >= 0.0 && rtol >= 0.0, "elementwise: bad atol {atol} / rtol {rtol}");
+    let mut worst = (0f64, 0usize);
+    for (i, (&g, &w)) in got.iter().zip(want).enumerate() {
+        let (g, w) = (g as f64, w as f64);
+        let d = (g - w).abs();
+        let bound = atol + rtol * w.abs();
+        // Exact agreement passes even at a zero bound (atol = 0, want = 0).
+        let r = if g == w {
+            0.0
+        } else if d.is_nan() {
+            f64::INFINITY
+        } else {
+            d / bound
+        };
+        if r > worst.0 {
+            worst = (r, i);
+        }
+    }
+    worst
+}
+
+/// Both checks of one comparison: the max-relative error against `max(max |want|, floor)` below
+/// `tol`, and every element within `atol + rtol |want|`. Err holds the message.
+pub fn compare(
+    name: &str,
+    got: &[f32],
+    want: &[f32],
+    tol: f64,
+    floor: f64,
+    (atol, rtol): (f64, f64),
+) -> Result<(), String> {
+    if got.len() != want.len() {
+        return Err(format!("{name}: got {} values, want {}", got.len(), want.len()));
+    }
     let (err, i) = rel_err(got, want);
-    let max_want = want.iter().fold(0f64, |m, &v| m.max((v as f64).abs())).max(1e-12);
+    let max_want = max_abs(want).max(1e-12);
     let err = err * max_want / max_want.max(floor);
-    assert!(
-        err < tol,
-        "{name}: error {err:.3e} (relative to max(max |want|, {floor:e})) >= {tol:.1e}; worst \
-         index {i}: got {} want {} (len {})",
-        got[i],
-        want[i],
-        got.len()
-    );
+    let (ew, j) = elementwise(got, want, atol, rtol);
+    if std::env::var_os("MASKAQ_TOL_REPORT").is_some() {
+        // Calibration aid: the smallest atol the elementwise check needs at this rtol.
+        let need =
+            got.iter().zip(want).map(|(&g, &w)| ((g - w).abs() as f64 - rtol * (w as f64).abs()).max(0.0));
+        let need = need.fold(0f64, f64::max);
+        eprintln!(
+            "TOL {name}: rel {err:.2e} / {tol:.0e}; elementwise {ew:.2e} (atol {atol:.1e}, rtol {rtol:.1e}); \
+             needs atol {need:.2e} = {:.2e} of max|want| {max_want:.2e}",
+            need / max_want
+        );
+    }
+    let mut msg = Vec::new();
+    // Written so that NaN fails both checks.
+    let (rel_ok, ew_ok) = (err < tol, ew <= 1.0);
+    if !rel_ok {
+        let floor_txt =
+            if floor > 0.0 { format!(" (relative to max(max |want|, {floor:e}))") } else { String::new() };
+        msg.push(format!(
+            "{name}: relative error {err:.3e}{floor_txt} >= {tol:.1e}; worst index {i}: got {} want {} (len {})",
+            got[i],
+            want[i],
+            got.len()
+        ));
+    }
+    if !ew_ok {
+        msg.push(format!(
+            "{name}: element {j} off by {:.3e} > atol {atol:.1e} + rtol {rtol:.1e} * |want| ({ew:.2e} times \
+             the bound): got {} want {} (len {})",
+            (got[j] as f64 - want[j] as f64).abs(),
+            got[j],
+            want[j],
+            got.len()
+        ));
+    }
+    if msg.is_empty() { Ok(()) } else { Err(msg.join("\n")) }
+}
+
+/// Asserts `rel_err(got, want) < tol` and every element within `atol + rtol |want|`, printing the
+/// name, the error and the worst element.
+#[track_caller]
+pub fn assert_close(name: &str, got: &[f32], want: &[f32], tol: f64, atol: f64, rtol: f64) {
+    if let Err(e) = compare(name, got, want, tol, 0.0, (atol, rtol)) {
+        panic!("{e}");
+    }
+}
+
+/// Like [`assert_close`] but the max-relative error is relative to `max(max |want|, floor)`: for
+/// outputs whose natural scale is known and the reference can be all but zero (e.g. the gradient
+/// of a saturated softmax, ~1e-15, which is pure rounding noise on either side). The elementwise
+/// check is unchanged (pick `atol` at the scale of that noise).
+#[track_caller]
+pub fn assert_close_floor(name: &str, got: &[f32], want: &[f32], tol: f64, floor: f64, atol: f64, rtol: f64) {
+    if let Err(e) = compare(name, got, want, tol, floor, (atol, rtol)) {
+        panic!("{e}");
+    }
 }
 
 /// Asserts two slices are bit-for-bit equal (pure data movement kernels).
