@@ -42,8 +42,9 @@ fn shift_flip(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nw
 
 // ---- Q-training batch augmentation (maskaq-spec.md 1.3, `T_aug`), one random draw per batch --
 // rrc_flip: RandomResizedCrop + RandomHorizontalFlip: out(y, x) = bilinear sample (half-pixel
-// centres, edge clamp) of the crop box (top, left, height, width) = draws[0..4] of the source,
-// mirrored when draws[4] != 0. Works in normalised space (the map is linear).
+// centres) of the crop box (top, left, height, width) = draws[0..4] of the source, mirrored when
+// draws[4] != 0. torchvision crops first and then resizes, so the sample positions clamp to the
+// box's edge pixels, not the image's. Works in normalised space (the map is linear).
 @compute @workgroup_size(256)
 fn rrc_flip(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
             @builtin(local_invocation_index) lid: u32) {
@@ -54,8 +55,8 @@ fn rrc_flip(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg:
     let plane = i / (p.w * p.h);
     if (draws[4] != 0.0) { x = p.w - 1u - x; }
     let top = draws[0]; let left = draws[1]; let ch = draws[2]; let cw = draws[3];
-    let sy = clamp(top + (f32(y) + 0.5) * ch / f32(p.h) - 0.5, 0.0, f32(p.h - 1u));
-    let sx = clamp(left + (f32(x) + 0.5) * cw / f32(p.w) - 0.5, 0.0, f32(p.w - 1u));
+    let sy = clamp(top + (f32(y) + 0.5) * ch / f32(p.h) - 0.5, top, top + ch - 1.0);
+    let sx = clamp(left + (f32(x) + 0.5) * cw / f32(p.w) - 0.5, left, left + cw - 1.0);
     let y0 = u32(floor(sy)); let x0 = u32(floor(sx));
     let y1 = min(y0 + 1u, p.h - 1u); let x1 = min(x0 + 1u, p.w - 1u);
     let fy = sy - f32(y0); let fx = sx - f32(x0);
@@ -76,7 +77,8 @@ fn rrc_flip(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg:
 
 fn to01(v: f32, c: u32) -> f32 { return clamp(v * draws[20u + c] + draws[17u + c], 0.0, 1.0); }
 fn from01(v: f32, c: u32) -> f32 { return (v - draws[17u + c]) / draws[20u + c]; }
-fn gray(r: f32, g: f32, b: f32) -> f32 { return 0.299 * r + 0.587 * g + 0.114 * b; }
+// torchvision's rgb_to_grayscale weights (0.2989, not Rec. 601's 0.299).
+fn gray(r: f32, g: f32, b: f32) -> f32 { return 0.2989 * r + 0.587 * g + 0.114 * b; }
 
 @compute @workgroup_size(64)
 fn gray_mean(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,

@@ -13,7 +13,7 @@ use serde::Serialize;
 
 use crate::gpu::{Dispatch, Gpu, Tensor};
 use crate::model::{Graph, GraphOptions, Vit};
-use crate::ops::augment::{self, DRAWS, draw_batch_augment};
+use crate::ops::augment::{self, AugParams, DRAWS};
 use crate::ops::copy;
 use crate::ops::distill::{self, HeadDims};
 use crate::ops::optim::{Slice, sgd};
@@ -238,18 +238,20 @@ impl<'a> QTrainer<'a> {
     /// One step on `images` ([B, C, H, W], normalised). With `update` false the losses and
     /// gradients are computed but Q is not changed (the spec's first two epochs).
     pub fn step(&mut self, images: &[f32], lr: f32, update: bool) {
+        let c = &self.q.cfg;
+        let aug = self.raw.is_some().then(|| AugParams::draw(&mut self.aug_rng, c.img_size, c.img_size));
+        self.step_with(images, aug.as_ref(), lr, update);
+    }
+
+    /// [`QTrainer::step`] with given augmentation parameters instead of a draw from the trainer's
+    /// own random numbers; `aug` is required when the trainer augments and ignored when not.
+    pub fn step_with(&mut self, images: &[f32], aug: Option<&AugParams>, lr: f32, update: bool) {
         match &self.raw {
             Some(raw) => {
+                let aug = aug.expect("this trainer augments its batches: give the augmentation parameters");
                 raw.write(self.gpu, images);
                 let c = &self.q.cfg;
-                let d = draw_batch_augment(
-                    &mut self.aug_rng,
-                    c.img_size,
-                    c.img_size,
-                    &c.preprocess.mean,
-                    &c.preprocess.std,
-                );
-                self.aug_draws.write(self.gpu, &d);
+                self.aug_draws.write(self.gpu, &aug.encode(&c.preprocess.mean, &c.preprocess.std));
             }
             None => {
                 self.gp.images.write(self.gpu, images);

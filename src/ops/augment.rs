@@ -134,10 +134,111 @@ pub fn batch_augment(
     ds
 }
 
-/// One batch's random draw of [`batch_augment`] (torchvision's RandomResizedCrop, scale
-/// (0.08, 1), ratio (3/4, 4/3); flip 0.5; colour jitter with probability 0.8, factors
-/// brightness/contrast/saturation U(0.2, 1.8), hue U(-0.2, 0.2), random order; grayscale 0.2;
-/// blur with kernel int(0.1 size), sigma U(0.1, 2)).
+/// One batch's parameters of [`batch_augment`] (torchvision's transforms applied to the whole
+/// batch share one draw).
+#[derive(Clone, Debug, PartialEq)]
+pub struct AugParams {
+    /// RandomResizedCrop's box: top, left, height, width in pixels.
+    pub crop: [usize; 4],
+    pub flip: bool,
+    /// ColorJitter, when RandomApply applies it.
+    pub color: Option<ColorJitter>,
+    pub grayscale: bool,
+    /// GaussianBlur: 2 radius + 1 taps (no blur at radius 0) with this sigma.
+    pub blur_radius: usize,
+    pub blur_sigma: f32,
+}
+
+/// ColorJitter's factors and the order of its four operations.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ColorJitter {
+    pub brightness: f32,
+    pub contrast: f32,
+    pub saturation: f32,
+    pub hue: f32,
+    /// A permutation of 1 brightness, 2 contrast, 3 saturation, 4 hue.
+    pub order: [u8; 4],
+}
+
+impl AugParams {
+    /// One draw of the spec's recipe for [`batch_augment`] at `h` x `w`: torchvision's
+    /// RandomResizedCrop, scale (0.08, 1), ratio (3/4, 4/3); flip 0.5; colour jitter with
+    /// probability 0.8, factors brightness/contrast/saturation U(0.2, 1.8), hue U(-0.2, 0.2), random
+    /// order; grayscale 0.2; blur with kernel int(0.1 size), sigma U(0.1, 2).
+    pub fn draw(rng: &mut crate::rng::Rng, h: usize, w: usize) -> AugParams {
+        let area = (h * w) as f64;
+        let (lr0, lr1) = ((3.0f64 / 4.0).ln(), (4.0f64 / 3.0).ln());
+        let mut crop = None;
+        for _ in 0..10 {
+            let ta = area * (0.08 + 0.92 * rng.unit());
+            let ar = (lr0 + (lr1 - lr0) * rng.unit()).exp();
+            let cw = (ta * ar).sqrt().round() as usize;
+            let ch = (ta / ar).sqrt().round() as usize;
+            if cw > 0 && cw <= w && ch > 0 && ch <= h {
+                let top = rng.below(h - ch + 1);
+                let left = rng.below(w - cw + 1);
+                crop = Some([top, left, ch, cw]);
+                break;
+            }
+        }
+        let crop = crop.unwrap_or_else(|| {
+            let ratio = w as f64 / h as f64;
+            let (cw, ch) = if ratio < 0.75 {
+                (w, (w as f64 / 0.75).round() as usize)
+            } else if ratio > 4.0 / 3.0 {
+                ((h as f64 * 4.0 / 3.0).round() as usize, h)
+            } else {
+                (w, h)
+            };
+            [(h - ch.min(h)) / 2, (w - cw.min(w)) / 2, ch.min(h), cw.min(w)]
+        });
+        let flip = rng.unit() < 0.5;
+        let color = (rng.unit() < 0.8).then(|| {
+            let brightness = (0.2 + 1.6 * rng.unit()) as f32;
+            let contrast = (0.2 + 1.6 * rng.unit()) as f32;
+            let saturation = (0.2 + 1.6 * rng.unit()) as f32;
+            let hue = (-0.2 + 0.4 * rng.unit()) as f32;
+            let mut order = [1u8, 2, 3, 4];
+            for i in (1..4).rev() {
+                order.swap(i, rng.below(i + 1));
+            }
+            ColorJitter { brightness, contrast, saturation, hue, order }
+        });
+        let grayscale = rng.unit() < 0.2;
+        let blur_radius = (h.min(w) as f64 * 0.1) as usize / 2;
+        let blur_sigma = (0.1 + 1.9 * rng.unit()) as f32;
+        AugParams { crop, flip, color, grayscale, blur_radius, blur_sigma }
+    }
+
+    /// The [`DRAWS`] floats the kernels of [`batch_augment`] read, for images normalised with
+    /// `mean` / `std` (one per channel).
+    pub fn encode(&self, mean: &[f32], std: &[f32]) -> Vec<f32> {
+        let mut d = vec![0f32; DRAWS];
+        for (k, &v) in self.crop.iter().enumerate() {
+            d[k] = v as f32;
+        }
+        d[4] = if self.flip { 1.0 } else { 0.0 };
+        if let Some(c) = &self.color {
+            (d[5], d[6], d[7], d[13]) = (c.brightness, c.contrast, c.saturation, c.hue);
+            for (k, &op) in c.order.iter().enumerate() {
+                d[8 + k] = op as f32;
+            }
+        }
+        if self.grayscale {
+            d[12] = 5.0;
+        }
+        d[14] = self.blur_radius as f32;
+        d[15] = self.blur_sigma;
+        d[16] = if self.blur_radius > 0 { 1.0 } else { 0.0 };
+        let c = mean.len().min(3);
+        d[17..17 + c].copy_from_slice(&mean[..c]);
+        d[20..20 + c].copy_from_slice(&std[..c]);
+        d
+    }
+}
+
+/// One batch's random draw of [`batch_augment`], encoded ([`AugParams::draw`], then
+/// [`AugParams::encode`]).
 pub fn draw_batch_augment(
     rng: &mut crate::rng::Rng,
     h: usize,
@@ -145,55 +246,5 @@ pub fn draw_batch_augment(
     mean: &[f32],
     std: &[f32],
 ) -> Vec<f32> {
-    let mut d = vec![0f32; DRAWS];
-    let area = (h * w) as f64;
-    let (lr0, lr1) = ((3.0f64 / 4.0).ln(), (4.0f64 / 3.0).ln());
-    let mut crop = None;
-    for _ in 0..10 {
-        let ta = area * (0.08 + 0.92 * rng.unit());
-        let ar = (lr0 + (lr1 - lr0) * rng.unit()).exp();
-        let cw = (ta * ar).sqrt().round() as usize;
-        let ch = (ta / ar).sqrt().round() as usize;
-        if cw > 0 && cw <= w && ch > 0 && ch <= h {
-            let top = rng.below(h - ch + 1);
-            let left = rng.below(w - cw + 1);
-            crop = Some((top, left, ch, cw));
-            break;
-        }
-    }
-    let (top, left, ch, cw) = crop.unwrap_or_else(|| {
-        let ratio = w as f64 / h as f64;
-        let (cw, ch) = if ratio < 0.75 {
-            (w, (w as f64 / 0.75).round() as usize)
-        } else if ratio > 4.0 / 3.0 {
-            ((h as f64 * 4.0 / 3.0).round() as usize, h)
-        } else {
-            (w, h)
-        };
-        ((h - ch.min(h)) / 2, (w - cw.min(w)) / 2, ch.min(h), cw.min(w))
-    });
-    d[..4].copy_from_slice(&[top as f32, left as f32, ch as f32, cw as f32]);
-    d[4] = if rng.unit() < 0.5 { 1.0 } else { 0.0 };
-    if rng.unit() < 0.8 {
-        d[5] = (0.2 + 1.6 * rng.unit()) as f32;
-        d[6] = (0.2 + 1.6 * rng.unit()) as f32;
-        d[7] = (0.2 + 1.6 * rng.unit()) as f32;
-        d[13] = (-0.2 + 0.4 * rng.unit()) as f32;
-        let mut order = [1.0f32, 2.0, 3.0, 4.0];
-        for i in (1..4).rev() {
-            order.swap(i, rng.below(i + 1));
-        }
-        d[8..12].copy_from_slice(&order);
-    }
-    if rng.unit() < 0.2 {
-        d[12] = 5.0;
-    }
-    let radius = (h.min(w) as f64 * 0.1) as usize / 2;
-    d[14] = radius as f32;
-    d[15] = (0.1 + 1.9 * rng.unit()) as f32;
-    d[16] = if radius > 0 { 1.0 } else { 0.0 };
-    let c = mean.len().min(3);
-    d[17..17 + c].copy_from_slice(&mean[..c]);
-    d[20..20 + c].copy_from_slice(&std[..c]);
-    d
+    AugParams::draw(rng, h, w).encode(mean, std)
 }
