@@ -334,22 +334,41 @@ fn broken_jpeg_fails_to_load_naming_the_file() {
     assert!(ds.load(1, &pp).is_ok());
 }
 
+/// The bundled slice (the first 1,000 Fashion-MNIST test images, assets/fashion-mnist-test-slice)
+/// read through the IDX loader: shapes, the label histogram, the first labels of the real test
+/// set and a pixel checksum, pinned from the files with Python's gzip module. Where the Debian
+/// package's full test set is installed, it is also checked, and the slice must be its prefix.
 #[test]
 fn fashion_mnist_test_set() {
-    let path = Path::new("/usr/share/datasets/fashion-mnist/t10k-images-idx3-ubyte.gz");
-    if !path.exists() {
-        println!("fashion-mnist NOT CHECKED: {} is not installed", path.display());
-        return;
-    }
-    let ds = IdxDataset::open(path).unwrap();
-    assert_eq!(ds.len(), 10_000);
-    assert_eq!((ds.images.height, ds.images.width), (28, 28));
+    let slice = Path::new(env!("CARGO_MANIFEST_DIR")).join("assets/fashion-mnist-test-slice");
+    let ds = IdxDataset::open(&slice.join("t10k-images-idx3-ubyte.gz")).unwrap();
+    assert_eq!(ds.len(), 1000);
+    assert_eq!((ds.images.count, ds.images.height, ds.images.width), (1000, 28, 28));
+    assert_eq!(ds.images.pixels.len(), 1000 * 28 * 28);
     assert_eq!(ds.num_classes(), Some(10));
     let mut per_class = [0usize; 10];
     for &l in &ds.labels {
         per_class[l as usize] += 1;
     }
-    assert_eq!(per_class, [1000; 10]);
+    assert_eq!(per_class, [107, 105, 111, 93, 115, 87, 97, 95, 95, 95]);
+    // Ankle boot, pullover, trouser, trouser, shirt, ... : the published order of t10k.
+    assert_eq!(&ds.labels[..10], &[9, 2, 1, 1, 6, 1, 4, 6, 5, 7]);
+    let sum: u64 = ds.images.pixels.iter().map(|&p| p as u64).sum();
+    assert_eq!(sum, 58_034_149, "pixel sum of the slice");
+
+    let full = Path::new("/usr/share/datasets/fashion-mnist/t10k-images-idx3-ubyte.gz");
+    if full.exists() {
+        let all = IdxDataset::open(full).unwrap();
+        assert_eq!(all.len(), 10_000);
+        assert_eq!((all.images.height, all.images.width), (28, 28));
+        let mut per_class = [0usize; 10];
+        for &l in &all.labels {
+            per_class[l as usize] += 1;
+        }
+        assert_eq!(per_class, [1000; 10]);
+        assert_eq!(&all.labels[..1000], &ds.labels[..], "the slice's labels are the test set's first");
+        assert!(all.images.pixels[..1000 * 784] == ds.images.pixels[..], "the slice's images are the first");
+    }
 }
 
 #[test]
@@ -377,10 +396,13 @@ fn contact_sheet_is_capped_but_every_image_gets_a_preview() {
     let dir = tempfile::tempdir().unwrap();
     let n = maskaq::data::synthetic::SHEET_MAX + 44;
     let images: Vec<f32> = (0..n * 16).map(|i| ((i % 7) as f32 - 3.0) / 3.0).collect();
-    let pp = preprocess("tiny_gray_f16");
-    maskaq::data::synthetic::write_previews(dir.path(), &images, [1, 4, 4], &pp).unwrap();
+    let labels: Vec<usize> = (0..n).map(|i| i % 10).collect();
+    let mut cfg = VitConfig::from_json_file(&fixtures().join("tiny_gray_f16/config.json")).unwrap();
+    (cfg.img_size, cfg.patch_size, cfg.preprocess.input_size) = (4, 2, [1, 4, 4]);
+    maskaq::data::synthetic::write_previews(dir.path(), &images, &labels, &cfg).unwrap();
     assert!(dir.path().join(format!("previews/{:05}.png", n - 1)).is_file());
-    // 256 images of 4 px upscaled to 96: a 16 x 16 grid with 2-px gaps.
+    // 256 images of 4 px upscaled to 96: a 16 x 16 grid of cells with an 18-px label strip
+    // under each and 2-px gaps.
     let sheet = image::open(dir.path().join("contact_sheet.png")).unwrap();
-    assert_eq!((sheet.width(), sheet.height()), (16 * 98 + 2, 16 * 98 + 2));
+    assert_eq!((sheet.width(), sheet.height()), (16 * 98 + 2, 16 * (96 + 18 + 2) + 2));
 }

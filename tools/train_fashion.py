@@ -31,7 +31,7 @@ the same seed, thread count and library versions gives the same weights.
 
 Output folder (--out):
   config.json        timm Hugging Face layout read by maskaq (architecture, num_classes, num_features,
-                     global_pool, model_args, pretrained_cfg)
+                     global_pool, model_args, pretrained_cfg, label_names)
   model.safetensors  exactly model.state_dict() (F32, contiguous), via safetensors.torch.save_file
   TRAINING.md        command, seed, config, per-epoch train loss / test accuracy, final top-1/top-5 on
                      the full test set and on its first 1,000 images, wall time, versions
@@ -62,6 +62,10 @@ from safetensors.torch import load_file, save_file
 MEAN = 0.2860
 STD = 0.3530
 ARCH = "vit_tiny_patch16_224"
+# Fashion-MNIST's classes in label order (Zalando Research's README), written to config.json as
+# `label_names` so that maskaq can name them (predict, contact sheets).
+CLASSES = ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag",
+           "Ankle boot"]
 
 
 def read_idx(path):
@@ -129,6 +133,7 @@ def make_config(args_like):
             "interpolation": "bicubic",
             "num_classes": 10,
         },
+        "label_names": CLASSES,
     }
 
 

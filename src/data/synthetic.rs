@@ -1,18 +1,18 @@
 //! Synthetic datasets written by `maskaq synth` (and the refresh of `maskaq quantize`):
 //! `synthetic.safetensors` in a folder, holding `images` [N, C, H, W] in the model's normalised
-//! input space and `labels` [N] (the target classes, as f32), plus PNG previews and a contact
-//! sheet for people.
+//! input space and `labels` [N] (the target classes, as f32), plus PNG previews and a labelled
+//! contact sheet for people.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Context, Result, bail, ensure};
 use safetensors::tensor::TensorView;
 use safetensors::{Dtype, SafeTensors};
 
 use crate::data::dataset::{Dataset, Sample};
 use crate::io::write_atomic;
-use crate::model::config::Preprocess;
+use crate::model::config::{Preprocess, VitConfig};
 
 pub const FILE: &str = "synthetic.safetensors";
 
@@ -134,42 +134,65 @@ pub fn to_rgb8(img: &[f32], shape: [usize; 3], pp: &Preprocess) -> image::RgbIma
 /// 22,600-pixel square).
 pub const SHEET_MAX: usize = 256;
 
+/// Contact-sheet cells are at least this many pixels wide, so that 28-px images and their
+/// labels stay readable.
+pub const SHEET_CELL_MIN: usize = 96;
+/// Height of the strip under each cell that holds its label, and the label's text size.
+pub const SHEET_LABEL_H: u32 = 18;
+const SHEET_LABEL_PX: u32 = 14;
+/// White between cells.
+pub const SHEET_GAP: u32 = 2;
+
+/// What the contact sheet writes under an image of class `label`: its name where the model's
+/// config has `label_names`, else its index.
+pub fn class_label(label: usize, names: Option<&[String]>) -> String {
+    match names.and_then(|n| n.get(label)) {
+        Some(name) => name.clone(),
+        None => format!("class {label}"),
+    }
+}
+
 /// One PNG per image in `dir/previews/` and `dir/contact_sheet.png`: a grid of the first
-/// [`SHEET_MAX`] images, upscaled so small images stay visible, labels not drawn.
-pub fn write_previews(dir: &Path, images: &[f32], shape: [usize; 3], pp: &Preprocess) -> Result<()> {
+/// [`SHEET_MAX`] images, each upscaled (nearest neighbour) to a cell at least
+/// [`SHEET_CELL_MIN`] pixels wide with its target class written under it. The images are
+/// `cfg`'s input shape, in its normalised space.
+pub fn write_previews(dir: &Path, images: &[f32], labels: &[usize], cfg: &VitConfig) -> Result<()> {
+    let shape = [cfg.in_chans, cfg.img_size, cfg.img_size];
     let per: usize = shape.iter().product();
     let n = images.len() / per;
+    ensure!(labels.len() == n, "{n} images but {} labels", labels.len());
     let on_sheet = n.min(SHEET_MAX);
     let pdir = dir.join("previews");
     std::fs::create_dir_all(&pdir).with_context(|| format!("cannot create {}", pdir.display()))?;
-    let scale = (96 / shape[1].max(1)).max(1) as u32;
+    let scale = SHEET_CELL_MIN.div_ceil(shape[1].max(1)) as u32;
     let (w, h) = (shape[2] as u32 * scale, shape[1] as u32 * scale);
+    let (cell_w, cell_h) = (w + SHEET_GAP, h + SHEET_LABEL_H + SHEET_GAP);
     let cols = (on_sheet as f64).sqrt().ceil().max(1.0) as u32;
     let rows = (on_sheet as u32).div_ceil(cols);
-    let gap = 2;
     let mut sheet = image::RgbImage::from_pixel(
-        cols * (w + gap) + gap,
-        rows * (h + gap) + gap,
+        cols * cell_w + SHEET_GAP,
+        rows * cell_h + SHEET_GAP,
         image::Rgb([255, 255, 255]),
     );
+    let mut texts = Vec::with_capacity(on_sheet);
     for i in 0..n {
-        let small = to_rgb8(&images[i * per..(i + 1) * per], shape, pp);
-        let mut bytes = Vec::new();
-        small.write_to(&mut std::io::Cursor::new(&mut bytes), image::ImageFormat::Png)?;
-        write_atomic(&pdir.join(format!("{i:05}.png")), &bytes)?;
+        let small = to_rgb8(&images[i * per..(i + 1) * per], shape, &cfg.preprocess);
+        crate::plot::write_png(&pdir.join(format!("{i:05}.png")), &small)?;
         if i >= on_sheet {
             continue;
         }
         let big = image::imageops::resize(&small, w, h, image::imageops::FilterType::Nearest);
-        let (cx, cy) = (i as u32 % cols, i as u32 / cols);
-        image::imageops::replace(
-            &mut sheet,
-            &big,
-            (gap + cx * (w + gap)) as i64,
-            (gap + cy * (h + gap)) as i64,
-        );
+        let x = SHEET_GAP + (i as u32 % cols) * cell_w;
+        let y = SHEET_GAP + (i as u32 / cols) * cell_h;
+        image::imageops::replace(&mut sheet, &big, x as i64, y as i64);
+        texts.push(crate::plot::Label {
+            x: x as i32 + 2,
+            y: (y + h) as i32 + 2,
+            max_width: w.saturating_sub(4),
+            size: SHEET_LABEL_PX,
+            text: class_label(labels[i], cfg.label_names.as_deref()),
+        });
     }
-    let mut bytes = Vec::new();
-    sheet.write_to(&mut std::io::Cursor::new(&mut bytes), image::ImageFormat::Png)?;
-    write_atomic(&dir.join("contact_sheet.png"), &bytes)
+    crate::plot::draw_labels(&mut sheet, &texts);
+    crate::plot::write_png(&dir.join("contact_sheet.png"), &sheet)
 }
