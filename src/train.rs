@@ -9,7 +9,6 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use anyhow::{Context, Result, bail};
-use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use serde::Serialize;
 
 use crate::commands::eval::{ModelRunner, check_labels, evaluate};
@@ -21,6 +20,7 @@ use crate::ops::augment::shift_flip;
 use crate::ops::loss::cross_entropy;
 use crate::ops::optim::{Slice, adamw};
 use crate::ops::reduce::SumRows;
+use crate::progress::Progress;
 use crate::rng::Rng;
 
 pub struct TrainArgs {
@@ -151,17 +151,8 @@ pub fn train(gpu: &Gpu, args: &TrainArgs) -> Result<Vec<EpochLog>> {
     let mut rng = Rng::new(args.seed ^ 0x0074_7261_696e);
     let mut step = 0usize;
     let mut logs = Vec::new();
-    let pb = if args.progress {
-        let pb = ProgressBar::with_draw_target(Some(total as u64), ProgressDrawTarget::stderr());
-        if let Ok(s) =
-            ProgressStyle::with_template("{bar:30} {pos}/{len} steps  {msg}  elapsed {elapsed}  eta {eta}")
-        {
-            pb.set_style(s);
-        }
-        pb
-    } else {
-        ProgressBar::hidden()
-    };
+    let pb = if args.progress { Progress::new("train", "steps") } else { Progress::hidden() };
+    pb.start(total as u64, format!("epoch 1/{}", args.epochs));
     let mut images = vec![0f32; b * per];
     let mut labels = vec![0f32; b];
     let mut draw = vec![0f32; 3 * b];
@@ -174,6 +165,12 @@ pub fn train(gpu: &Gpu, args: &TrainArgs) -> Result<Vec<EpochLog>> {
         loss_sum.write(gpu, &[0.0]);
         let mut lr = 0.0;
         for s in 0..steps_per_epoch {
+            if crate::interrupt::requested() {
+                if epoch == 0 {
+                    bail!("during epoch 1, before any epoch had finished: no model was written");
+                }
+                bail!("during epoch {}; {} holds the model of epoch {epoch}", epoch + 1, args.out.display());
+            }
             for (k, &i) in order[s * b..(s + 1) * b].iter().enumerate() {
                 let sample = data
                     .load(i, &cfg.preprocess)
@@ -209,7 +206,7 @@ pub fn train(gpu: &Gpu, args: &TrainArgs) -> Result<Vec<EpochLog>> {
         let (mut eval_top1, mut eval_top5) = (None, None);
         if let Some(ed) = &eval_data {
             let mut runner = ModelRunner::new(gpu, &vit, 64.min(ed.len().max(1)));
-            let report = evaluate(ed.as_ref(), &cfg.preprocess, &mut runner, None, &ProgressBar::hidden())?;
+            let report = evaluate(ed.as_ref(), &cfg.preprocess, &mut runner, None, &Progress::hidden())?;
             eval_top1 = Some(report.top1);
             eval_top5 = Some(report.top5);
         }
@@ -238,7 +235,7 @@ pub fn train(gpu: &Gpu, args: &TrainArgs) -> Result<Vec<EpochLog>> {
             serde_json::to_string_pretty(&logs)?.as_bytes(),
         )?;
     }
-    pb.finish_and_clear();
+    pb.finish();
     drop(moments); // the AdamW moments live until training ends
     Ok(logs)
 }

@@ -637,3 +637,35 @@ fn quantize_resume_equals_uninterrupted_run() {
     std::fs::write(part.join("checkpoint.safetensors"), b"garbage").unwrap();
     expect_error(&args, &["--resume", "not a valid checkpoint"]);
 }
+
+/// Every flag of every subcommand says what it is for in `--help`.
+#[test]
+fn every_flag_has_help() {
+    use clap::CommandFactory;
+    let cli = maskaq::cli::Cli::command();
+    let mut missing = Vec::new();
+    for sub in cli.get_subcommands() {
+        assert!(sub.get_about().is_some(), "subcommand {} has no description", sub.get_name());
+        for arg in sub.get_arguments() {
+            if arg.get_help().is_none() && arg.get_long_help().is_none() && !arg.is_hide_set() {
+                missing.push(format!("{} --{}", sub.get_name(), arg.get_id()));
+            }
+        }
+    }
+    assert!(missing.is_empty(), "flags without help: {missing:?}");
+}
+
+/// The choices of typed flags are listed in --help, and exit codes are documented.
+#[test]
+fn help_lists_choices_and_exit_codes() {
+    let out = maskaq(&["quantize", "--help"]);
+    assert!(out.status.success());
+    let help = String::from_utf8_lossy(&out.stdout);
+    for want in
+        ["demo", "fast", "paper", "maskaq", "mimiq", "minmax", "lsq", "Q training", "Synthesis", "Ablations"]
+    {
+        assert!(help.contains(want), "quantize --help lacks `{want}`");
+    }
+    let top = String::from_utf8_lossy(&maskaq(&["--help"]).stdout).to_string();
+    assert!(top.contains("Exit codes") && top.contains("130"), "{top}");
+}

@@ -159,10 +159,14 @@ fn eval_idx_agrees_with_predict() {
     let out = success(&["eval", "--model", &m, "--data", &data, "--json"]);
     assert_eq!(report(&out), v);
 
-    // --limit takes the first samples.
+    // --eval-limit (alias --limit) takes samples spread evenly over the set: i * len / 10.
     let out = success(&["eval", "--model", &m, "--data", &data, "--limit", "10", "--batch", "3", "--json"]);
     let v = report(&out);
-    let (t1, t5) = accuracy(&logits[..10], &labels[..10]);
+    let picked: Vec<usize> = (0..10).map(|i| i * labels.len() / 10).collect();
+    let (t1, t5) = accuracy(
+        &picked.iter().map(|&i| logits[i].clone()).collect::<Vec<_>>(),
+        &picked.iter().map(|&i| labels[i]).collect::<Vec<_>>(),
+    );
     assert_eq!(v["images"], 10);
     assert!(close(v["top1"].as_f64().unwrap(), t1), "{v} vs {t1}");
     assert!(close(v["top5"].as_f64().unwrap(), t5), "{v} vs {t5}");
@@ -298,7 +302,7 @@ fn eval_bad_input() {
     idx::write_labels(&labels, &[1, 2, 3], true).unwrap();
     let data = images.to_str().unwrap();
     expect_error(&["eval", "--model", &m, "--data", data, "--batch", "0"], &["--batch"]);
-    expect_error(&["eval", "--model", &m, "--data", data, "--limit", "0"], &["--limit"]);
+    expect_error(&["eval", "--model", &m, "--data", data, "--limit", "0"], &["--eval-limit"]);
     expect_error(&["eval", "--model", "/no/such/model", "--data", data], &["/no/such/model"]);
     // An RGB model takes IDX data too (the gray channel replicated).
     let out = success(&["eval", "--model", &model("tiny_vit"), "--data", data, "--json"]);

@@ -1,7 +1,9 @@
 //! `maskaq bench`: forward and forward+backward throughput of a model on the adapter, and the
 //! matmul rate reached, timed with GPU timestamp queries where the adapter has them.
 
-use anyhow::Result;
+use std::path::PathBuf;
+
+use anyhow::{Result, bail};
 use serde::Serialize;
 
 use crate::gpu::{Dispatch, Gpu, Tensor};
@@ -73,7 +75,45 @@ fn time(gpu: &Gpu, list: &[&Dispatch], iters: usize) -> Result<(f64, bool)> {
     Ok((median(samples), stamped))
 }
 
-pub fn run(
+#[derive(clap::Args, Debug)]
+pub struct BenchArgs {
+    /// A checkpoint; without it, random weights for --arch.
+    #[arg(long, value_name = "PATH")]
+    pub model: Option<PathBuf>,
+    /// A timm architecture name or a config.json path.
+    #[arg(long, value_name = "NAME|CONFIG")]
+    pub arch: Option<String>,
+    /// Images per timed step.
+    #[arg(long, default_value_t = 32)]
+    pub batch: usize,
+    /// Timed repetitions of each measurement (the median is reported).
+    #[arg(long, visible_alias = "iters", default_value_t = 5)]
+    pub repeats: usize,
+    /// Also time every kernel launch of one forward+backward and sum by kernel.
+    #[arg(long)]
+    pub profile: bool,
+    /// Print the report as JSON on stdout.
+    #[arg(long)]
+    pub json: bool,
+}
+
+pub fn run(gpu_opts: &crate::gpu::GpuOptions, args: &BenchArgs) -> Result<()> {
+    if args.batch == 0 {
+        bail!("--batch must be at least 1");
+    }
+    if args.repeats == 0 {
+        bail!("--repeats must be at least 1");
+    }
+    let cfg = crate::commands::config_of(args.model.as_deref(), args.arch.as_deref())?;
+    let gpu = Gpu::new(gpu_opts)?;
+    crate::commands::check_fits(&gpu, &cfg, args.batch, "--batch")?;
+    let vit = crate::commands::load_or_random(&gpu, args.model.as_deref(), args.arch.as_deref())?;
+    let report = measure(&gpu, &vit, args.batch, args.repeats, args.profile, !args.json)?;
+    print(&report, args.json)
+}
+
+/// Times every measurement of the report.
+pub fn measure(
     gpu: &Gpu,
     vit: &Vit,
     batch: usize,
@@ -89,7 +129,7 @@ pub fn run(
     let dl: Vec<f32> = (0..g.d_logits.numel()).map(|_| rng.normal() as f32 * 1e-3).collect();
     g.d_logits.write(gpu, &dl);
     if progress {
-        eprintln!("bench: {} batch {batch} on {}", cfg.architecture, gpu.describe());
+        eprintln!("bench: {} batch {batch} on {}", cfg.describe(), gpu.describe());
     }
     let fwd_list: Vec<&Dispatch> = g.forward_dispatches().iter().collect();
     let train_list: Vec<&Dispatch> = g.forward_dispatches().iter().chain(g.backward_dispatches()).collect();
@@ -111,7 +151,7 @@ pub fn run(
     let macs = cfg.macs_per_image() * batch as f64;
     Ok(BenchReport {
         adapter: gpu.describe(),
-        architecture: cfg.architecture.clone(),
+        architecture: cfg.describe(),
         batch,
         params: vit.num_params(),
         timing: if s1 && s2 && s3 { "gpu timestamps".into() } else { "wall clock".into() },

@@ -4,16 +4,18 @@ use anyhow::Result;
 
 use crate::gpu::{GpuOptions, list_adapters};
 
-pub fn run(opts: &GpuOptions, json: bool) -> Result<()> {
+#[derive(clap::Args, Debug)]
+pub struct DevicesArgs {
+    /// Print the list as JSON on stdout.
+    #[arg(long)]
+    pub json: bool,
+}
+
+pub fn run(opts: &GpuOptions, args: &DevicesArgs) -> Result<()> {
+    let json = args.json;
     let list = list_adapters(opts)?;
     if json {
         println!("{}", serde_json::to_string_pretty(&list)?);
-        return Ok(());
-    }
-    if list.is_empty() {
-        println!(
-            "no adapters found. On Linux without a GPU: sudo apt-get install -y mesa-vulkan-drivers libvulkan1"
-        );
         return Ok(());
     }
     for a in &list {

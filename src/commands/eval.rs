@@ -6,13 +6,11 @@
 //! A loader thread decodes and preprocesses the next batch while the runner works on the
 //! current one.
 
-use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
 use std::sync::mpsc;
 use std::time::Instant;
 
 use anyhow::{Context, Result, bail};
-use indicatif::{ProgressBar, ProgressDrawTarget, ProgressState, ProgressStyle};
 use serde::Serialize;
 
 use crate::data::dataset::{self, Dataset, one_line};
@@ -20,6 +18,7 @@ use crate::gpu::{Gpu, GpuOptions};
 use crate::model::checkpoint::{load_weights, resolve};
 use crate::model::config::Preprocess;
 use crate::model::{Graph, GraphOptions, Vit};
+use crate::progress::Progress;
 
 /// Maps batches of preprocessed images to logits.
 pub trait Runner {
@@ -149,7 +148,7 @@ pub fn evaluate(
     pp: &Preprocess,
     runner: &mut dyn Runner,
     limit: Option<usize>,
-    progress: &ProgressBar,
+    progress: &Progress,
 ) -> Result<EvalReport> {
     let n = limit.map_or(data.len(), |l| l.min(data.len()));
     if n == 0 {
@@ -191,6 +190,7 @@ pub fn evaluate(
     let mut consume = |rx: mpsc::Receiver<Batch>| -> Result<(usize, usize, usize)> {
         let (mut seen, mut top1, mut topk) = (0, 0, 0);
         for b in rx {
+            crate::interrupt::check()?;
             if !b.labels.is_empty() {
                 let logits = runner.logits(&b.inputs, b.labels.len())?;
                 if logits.len() != b.labels.len() * classes {
@@ -278,30 +278,27 @@ pub fn json_line(report: &EvalReport) -> Result<String> {
 }
 
 /// The arguments of `maskaq eval`.
+#[derive(clap::Args, Debug)]
 pub struct EvalArgs {
-    pub model: PathBuf,
-    pub arch: Option<String>,
+    #[command(flatten)]
+    pub model: crate::cli::ModelArgs,
+    /// A folder of class subfolders, or an IDX images file such as t10k-images-idx3-ubyte.gz
+    /// (its labels file beside it).
+    #[arg(long, value_name = "PATH")]
     pub data: PathBuf,
+    /// Images per GPU batch.
+    #[arg(long, default_value_t = 64)]
     pub batch: usize,
-    pub limit: Option<usize>,
+    /// Evaluate on N samples spread evenly over --data (every class of a class-ordered folder)
+    /// instead of all of them.
+    #[arg(long, visible_alias = "limit", value_name = "N")]
+    pub eval_limit: Option<usize>,
+    /// Print the report as JSON on stdout.
+    #[arg(long)]
     pub json: bool,
-    /// A quantized-model file (from `maskaq ptq`/`quantize`) made from `--model`.
+    /// Evaluate this quantized model (made from --model by `maskaq ptq` or `quantize`).
+    #[arg(long, value_name = "FILE")]
     pub quantized: Option<PathBuf>,
-}
-
-fn progress_bar(len: usize, hidden: bool) -> ProgressBar {
-    if hidden || !std::io::stderr().is_terminal() {
-        return ProgressBar::hidden();
-    }
-    let pb = ProgressBar::with_draw_target(Some(len as u64), ProgressDrawTarget::stderr());
-    if let Ok(style) = ProgressStyle::with_template(
-        "{bar:40} {pos}/{len} images  {rate} images/s  elapsed {elapsed}  eta {eta}",
-    ) {
-        pb.set_style(style.with_key("rate", |s: &ProgressState, w: &mut dyn std::fmt::Write| {
-            let _ = write!(w, "{:.0}", s.per_sec());
-        }));
-    }
-    pb
 }
 
 /// `maskaq eval`: loads the model and the dataset (both checked before the GPU is opened),
@@ -310,24 +307,30 @@ pub fn run(gpu_opts: &GpuOptions, args: &EvalArgs) -> Result<()> {
     if args.batch == 0 {
         bail!("--batch must be at least 1");
     }
-    if args.limit == Some(0) {
-        bail!("--limit must be at least 1");
+    if args.eval_limit == Some(0) {
+        bail!("--eval-limit must be at least 1");
     }
-    let (cfg, file) = resolve(&args.model, args.arch.as_deref())?;
+    let (cfg, file) = resolve(&args.model.model, args.model.arch.as_deref())?;
     let weights = load_weights(&cfg, &file)?;
-    let data = dataset::open(&args.data)?;
-    let n = args.limit.map_or(data.len(), |l| l.min(data.len()));
+    let data = dataset::open(&args.data).context("--data")?;
+    let data = match args.eval_limit {
+        Some(n) => Box::new(dataset::Spread::new(data, n)) as Box<dyn Dataset>,
+        None => data,
+    };
+    let n = data.len();
     check_labels(data.as_ref(), n, cfg.num_classes)?;
     let gpu = Gpu::new(gpu_opts)?;
+    crate::commands::check_fits(&gpu, &cfg, args.batch.min(n.max(1)), "--batch")?;
     let pp = cfg.preprocess.clone();
     let vit = match &args.quantized {
         Some(q) => crate::quant::export::load(&gpu, q, Some(&cfg))?,
         None => Vit::new(&gpu, cfg, &weights),
     };
     let mut runner = ModelRunner::new(&gpu, &vit, args.batch.min(n.max(1)));
-    let pb = progress_bar(n, args.json);
-    let result = evaluate(data.as_ref(), &pp, &mut runner, args.limit, &pb);
-    pb.finish_and_clear();
+    let pb = if args.json { Progress::hidden() } else { Progress::new("eval", "images") };
+    pb.start(n as u64, "evaluating");
+    let result = evaluate(data.as_ref(), &pp, &mut runner, None, &pb);
+    pb.finish();
     let report = result?;
     for line in skipped_lines(&report) {
         eprintln!("{line}");

@@ -24,6 +24,33 @@ pub struct Prediction {
     pub logits: Vec<f32>,
 }
 
+#[derive(clap::Args, Debug)]
+pub struct PredictArgs {
+    #[command(flatten)]
+    pub model: crate::cli::ModelArgs,
+    /// How many classes to show per image.
+    #[arg(long, default_value_t = 5)]
+    pub top: usize,
+    /// Print the predictions as JSON on stdout.
+    #[arg(long)]
+    pub json: bool,
+    /// Image files (PNG or JPEG).
+    #[arg(required = true, value_name = "IMAGE")]
+    pub images: Vec<PathBuf>,
+}
+
+pub fn run(gpu_opts: &crate::gpu::GpuOptions, args: &PredictArgs) -> Result<()> {
+    if args.top == 0 {
+        anyhow::bail!("--top must be at least 1");
+    }
+    let (cfg, file) = crate::commands::resolve(&args.model.model, args.model.arch.as_deref())?;
+    let weights = crate::model::checkpoint::load_weights(&cfg, &file)?;
+    let gpu = Gpu::new(gpu_opts)?;
+    let vit = Vit::new(&gpu, cfg, &weights);
+    let preds = predict(&gpu, &vit, &args.images, args.top)?;
+    print(&preds, args.json)
+}
+
 /// Images are processed in batches of this many.
 const BATCH: usize = 16;
 

@@ -3,149 +3,237 @@
 
 use std::path::{Path, PathBuf};
 
-use std::io::IsTerminal;
-
 use anyhow::{Context, Result, bail};
 
-use crate::commands::synth::prepare_out_dir;
 use crate::data::dataset;
 use crate::data::synthetic::SyntheticDataset;
 use crate::gpu::{Gpu, GpuOptions};
+use crate::io::{Existing, OutDir};
 use crate::maskaq::pipeline::{self, QuantizeConfig};
 use crate::maskaq::synth::Method;
 use crate::model::Vit;
 use crate::model::checkpoint::{load_weights, resolve};
+use crate::progress::Progress;
 use crate::quant::Bits;
 
 /// The arguments of `maskaq quantize`.
 #[derive(clap::Args, Debug)]
 pub struct QuantizeArgs {
     /// The full-precision model (default: the bundled assets/fashion_vit).
-    #[arg(long)]
+    #[arg(long, value_name = "PATH", help_heading = "Model and output")]
     pub model: Option<PathBuf>,
-    #[arg(long)]
+    /// Architecture of a bare .safetensors --model: a timm name or a config.json path.
+    #[arg(long, value_name = "NAME|CONFIG", help_heading = "Model and output")]
     pub arch: Option<String>,
-    #[arg(long, default_value = "W4A4")]
-    pub bits: String,
-    /// maskaq, mimiq, psaq or noise (how the images are synthesized).
-    #[arg(long, default_value = "maskaq")]
-    pub method: String,
-    /// demo (bundled model, minutes on a CPU), fast (DeiT-T-sized models on a GPU) or paper (the authors' settings).
-    #[arg(long, default_value = "demo")]
-    pub preset: String,
+    /// Bit widths of Q, W<w>A<a> with 2 to 8 bits each.
+    #[arg(long, default_value = "W4A4", help_heading = "Model and output")]
+    pub bits: Bits,
+    /// How the images are synthesized.
+    #[arg(long, value_enum, default_value_t = Method::Maskaq, help_heading = "Model and output")]
+    pub method: Method,
+    /// Settings for the run's size; every one can be changed by its own flag.
+    #[arg(long, value_enum, default_value_t = Preset::Demo, help_heading = "Model and output")]
+    pub preset: Preset,
+    /// Output folder (quantized.safetensors, report.json, curves, synthetic/, checkpoint).
+    #[arg(long, value_name = "DIR", help_heading = "Model and output")]
+    pub out: PathBuf,
+    /// Seed of every random draw (noise, labels, augmentation, order).
+    #[arg(long, default_value_t = 0, help_heading = "Model and output")]
+    pub seed: u64,
+    /// Print report.json on stdout at the end.
+    #[arg(long, help_heading = "Model and output")]
+    pub json: bool,
     /// Evaluation after every epoch (default with the bundled model: its test slice).
-    #[arg(long)]
+    #[arg(long, value_name = "PATH", help_heading = "Evaluation")]
     pub eval_data: Option<PathBuf>,
     /// Evaluate on this many samples of --eval-data, evenly spread over it (every class of an
     /// image folder), instead of all of them.
-    #[arg(long)]
+    #[arg(long, value_name = "N", help_heading = "Evaluation")]
     pub eval_limit: Option<usize>,
-    #[arg(long)]
-    pub out: PathBuf,
-    #[arg(long, default_value_t = 0)]
-    pub seed: u64,
-    #[arg(long)]
+    /// Synthetic images per refresh (preset).
+    #[arg(long, visible_alias = "num", value_name = "N", help_heading = "Schedule")]
     pub num_images: Option<usize>,
-    #[arg(long)]
+    /// Optimisation steps per synthesis batch (preset).
+    #[arg(long, value_name = "N", help_heading = "Schedule")]
     pub synth_iters: Option<usize>,
-    #[arg(long)]
+    /// Epochs of Q training (preset).
+    #[arg(long, value_name = "N", help_heading = "Schedule")]
     pub epochs: Option<usize>,
-    #[arg(long)]
+    /// Regenerate the images with the current Q every N epochs (preset; 0 = never).
+    #[arg(long, value_name = "N", help_heading = "Schedule")]
     pub refresh_every: Option<usize>,
-    #[arg(long)]
+    /// The first N epochs compute losses but do not update Q, as in the authors' code (preset).
+    #[arg(long, value_name = "N", help_heading = "Schedule")]
     pub frozen_epochs: Option<usize>,
     /// Images per synthesis batch (the authors: 16). The objectives are per-image means and
     /// AdamW normalises the step, so larger batches mainly use a GPU better.
-    #[arg(long)]
+    #[arg(long, value_name = "N", help_heading = "Schedule")]
     pub synth_batch: Option<usize>,
     /// Images per Q-training step (the authors: 16).
-    #[arg(long)]
+    #[arg(long, value_name = "N", help_heading = "Schedule")]
     pub train_batch: Option<usize>,
     /// Q training: SGD learning rate (cosine to 1 % of it over the epochs; the authors: 1e-3).
-    #[arg(long, allow_negative_numbers = true)]
+    #[arg(long, help_heading = "Q training", allow_negative_numbers = true)]
     pub lr: Option<f32>,
     /// Q training: weight of the mask-weighted head distillation (the authors: 10; 0 = KD only).
-    #[arg(long, allow_negative_numbers = true)]
+    #[arg(long, help_heading = "Q training", allow_negative_numbers = true)]
     pub hd_coef: Option<f32>,
     /// Q training: SGD momentum, Nesterov (0.9).
-    #[arg(long, allow_negative_numbers = true)]
+    #[arg(long, help_heading = "Q training", allow_negative_numbers = true)]
     pub momentum: Option<f32>,
     /// Q training: weight decay (0: the authors' code never applies its configured 1e-4).
-    #[arg(long, allow_negative_numbers = true)]
+    #[arg(long, help_heading = "Q training", allow_negative_numbers = true)]
     pub weight_decay: Option<f32>,
     /// Q training: temperature of the knowledge distillation (5).
-    #[arg(long, allow_negative_numbers = true)]
+    #[arg(long, help_heading = "Q training", allow_negative_numbers = true)]
     pub kd_temperature: Option<f32>,
     /// Q training: fraction of patch tokens (top by P's mean |O|) weighted --mask-weight in the
     /// head distillation (0.1).
-    #[arg(long, allow_negative_numbers = true)]
+    #[arg(long, help_heading = "Q training", allow_negative_numbers = true)]
     pub mask_proportion: Option<f64>,
     /// Q training: weight of those tokens, the rest weigh 1 (2; 1 = uniform).
-    #[arg(long, allow_negative_numbers = true)]
+    #[arg(long, help_heading = "Q training", allow_negative_numbers = true)]
     pub mask_weight: Option<f32>,
     #[command(flatten)]
     pub weights: crate::commands::synth::LossWeightArgs,
     /// Synthesis: AdamW learning rate on the pixels (0.1), cosine to --synth-lr-min.
-    #[arg(long, allow_negative_numbers = true)]
+    #[arg(long, help_heading = "Synthesis", allow_negative_numbers = true)]
     pub synth_lr: Option<f32>,
     /// Synthesis: the learning rate at the last iteration (1e-3).
-    #[arg(long, allow_negative_numbers = true)]
+    #[arg(long, help_heading = "Synthesis", allow_negative_numbers = true)]
     pub synth_lr_min: Option<f32>,
     /// Synthesis: AdamW weight decay on the pixels (1e-6).
-    #[arg(long, allow_negative_numbers = true)]
+    #[arg(long, help_heading = "Synthesis", allow_negative_numbers = true)]
     pub synth_weight_decay: Option<f32>,
     /// Synthesis: informative-region ratio at the first and the last iteration, linear in
     /// between (0.5,0.1).
-    #[arg(long, value_delimiter = ',', value_name = "START,END", allow_negative_numbers = true)]
+    #[arg(
+        long,
+        help_heading = "Synthesis",
+        value_delimiter = ',',
+        value_name = "START,END",
+        allow_negative_numbers = true
+    )]
     pub mask_ratio: Option<Vec<f32>>,
     /// Synthesis: fraction of the informative patches dropped at random each iteration (0.3).
-    #[arg(long, allow_negative_numbers = true)]
+    #[arg(long, help_heading = "Synthesis", allow_negative_numbers = true)]
     pub mask_drop: Option<f32>,
     /// Synthesis: patch rows sampled for the entropy term (64; all if the grid has fewer).
-    #[arg(long)]
+    #[arg(long, help_heading = "Synthesis")]
     pub entropy_rows: Option<usize>,
     /// Synthesis: random shift in pixels at 224 px (scaled to the image size) in the first and
     /// the second half of the iterations (8,16).
-    #[arg(long, value_delimiter = ',', value_name = "FIRST,SECOND")]
+    #[arg(long, help_heading = "Synthesis", value_delimiter = ',', value_name = "FIRST,SECOND")]
     pub jitter: Option<Vec<usize>>,
     /// The LSQ zero points' gradient: `plain` (the authors' code, unscaled), `lsq` (scaled by
     /// LSQ's g like the steps) or `frozen`.
-    #[arg(long)]
-    pub z_grad: Option<String>,
+    #[arg(long, value_enum, help_heading = "Q training")]
+    pub z_grad: Option<ZGrad>,
     /// Start from this synthetic set (a `maskaq synth` folder) instead of synthesizing the
     /// first one; refreshes still regenerate it (add --no-refresh to keep it).
-    #[arg(long)]
+    #[arg(long, help_heading = "Q training")]
     pub synthetic: Option<PathBuf>,
     /// Q's activation quantizers start from `minmax` (the min-max PTQ ranges on noise, then
     /// trained as LSQ; default) or `lsq` (the authors' lazy LSQ init on augmented noise; the
     /// `paper` preset's default).
-    #[arg(long)]
-    pub init: Option<String>,
+    #[arg(long, value_enum, help_heading = "Q training")]
+    pub init: Option<Init>,
     /// Ablation: no patch-similarity entropy term in synthesis.
-    #[arg(long, conflicts_with = "w_entropy")]
+    #[arg(long, help_heading = "Ablations", conflicts_with = "w_entropy")]
     pub no_entropy: bool,
     /// Ablation: no masked P-Q attention alignment in synthesis.
-    #[arg(long, conflicts_with = "w_alignment")]
+    #[arg(long, help_heading = "Ablations", conflicts_with = "w_alignment")]
     pub no_alignment: bool,
     /// Ablation: uniform token weights in the head distillation.
-    #[arg(long, conflicts_with = "mask_weight")]
+    #[arg(long, help_heading = "Ablations", conflicts_with = "mask_weight")]
     pub no_mask_weights: bool,
     /// Ablation: synthesize once, never refresh.
-    #[arg(long)]
+    #[arg(long, help_heading = "Ablations")]
     pub no_refresh: bool,
     /// Train Q without the batch augmentation (random resized crop, flip, colour jitter, blur).
-    #[arg(long)]
+    #[arg(long, help_heading = "Ablations")]
     pub no_augment: bool,
     /// Continue an interrupted run from --out's checkpoint.safetensors (same flags).
-    #[arg(long)]
+    #[arg(long, help_heading = "Model and output")]
     pub resume: bool,
-    /// Start afresh in an --out that already holds a run (its checkpoint is replaced after the
-    /// first epoch). Without it, such an --out is refused.
-    #[arg(long, conflicts_with = "resume")]
+    /// Start afresh in an --out that already holds a run (what that run wrote there is removed
+    /// first). Without it, such an --out is refused.
+    #[arg(long, help_heading = "Model and output", conflicts_with = "resume")]
     pub overwrite: bool,
     /// Stop after finishing this epoch, as an interruption would (to test --resume).
     #[arg(long, hide = true)]
     pub stop_after_epoch: Option<usize>,
+}
+
+/// The run-size presets of `quantize`.
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Preset {
+    /// The bundled model in minutes on a CPU: 64 images x 60 iterations, 8 epochs, refresh every 4.
+    Demo,
+    /// DeiT-T-sized models on a GPU: 128 images x 100 iterations, 10 epochs, refresh every 5.
+    Fast,
+    /// The authors' settings: 10,000 images x 2000 iterations, 200 epochs, refresh every 30 (GPU-days).
+    Paper,
+}
+
+impl Preset {
+    pub fn name(self) -> &'static str {
+        match self {
+            Preset::Demo => "demo",
+            Preset::Fast => "fast",
+            Preset::Paper => "paper",
+        }
+    }
+}
+
+/// How Q's activation quantizers start.
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Init {
+    /// The min-max PTQ ranges on noise, then trained as LSQ (default except `paper`).
+    Minmax,
+    /// The authors' lazy LSQ init on the first augmented noise batch (`paper`'s default).
+    Lsq,
+}
+
+/// The gradient of the LSQ zero points.
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ZGrad {
+    /// Unscaled, as the authors' code.
+    Plain,
+    /// Scaled by LSQ's g like the steps.
+    Lsq,
+    /// Not trained.
+    Frozen,
+}
+
+/// What `quantize` writes in its folder (removed first with --overwrite).
+const QUANTIZE_OUTPUTS: &[&str] = &[
+    pipeline::CHECKPOINT,
+    "quantized.safetensors",
+    "report.json",
+    "curves_loss.png",
+    "curves_accuracy.png",
+    "synthetic",
+];
+
+/// On a CPU adapter, a preset sized for GPUs takes hours: say so before starting, with an
+/// estimate from the model's MACs and lavapipe's measured rate (docs/results.md: the bundled
+/// model's synthesis iteration at batch 16 takes about 0.4 s for 16 x 7.9 MMAC).
+fn warn_if_long_on_cpu(gpu: &Gpu, pcfg: &crate::model::VitConfig, cfg: &QuantizeConfig) {
+    // One synthesis iteration runs P and Q forward and backward: about 6 forward costs.
+    const CPU_MACS_PER_S: f64 = 16.0 * 7.9e6 * 6.0 / 0.4;
+    let macs = pcfg.macs_per_image();
+    let refreshes = if cfg.refresh_every == 0 { 1 } else { cfg.epochs.div_ceil(cfg.refresh_every) };
+    let synth = (cfg.num_images * cfg.synth.iters * refreshes) as f64 * macs * 6.0;
+    let train = (cfg.num_images * cfg.epochs) as f64 * macs * 4.0;
+    let hours = (synth + train) / CPU_MACS_PER_S / 3600.0;
+    if hours > 0.5 {
+        eprintln!(
+            "quantize: warning: {} is a CPU adapter; this run needs about {hours:.0} hours here \
+             (estimate). A GPU, a smaller preset or fewer --num-images/--synth-iters/--epochs is faster",
+            gpu.info.name
+        );
+    }
 }
 
 /// The bundled model and test slice, found beside the sources or in the working directory.
@@ -155,9 +243,8 @@ fn bundled(rel: &str) -> PathBuf {
 }
 
 pub fn run(gpu_opts: &GpuOptions, args: &QuantizeArgs) -> Result<()> {
-    let method: Method = args.method.parse().map_err(|e| anyhow::anyhow!("--method: {e}"))?;
-    let bits: Bits = args.bits.parse().map_err(|e| anyhow::anyhow!("--bits: {e}"))?;
-    let mut cfg = QuantizeConfig::preset(&args.preset, method, &bits.to_string())?;
+    let (method, bits) = (args.method, args.bits);
+    let mut cfg = QuantizeConfig::preset(args.preset.name(), method, &bits.to_string())?;
     cfg.seed = args.seed;
     if let Some(v) = args.num_images {
         cfg.num_images = v;
@@ -254,16 +341,18 @@ pub fn run(gpu_opts: &GpuOptions, args: &QuantizeArgs) -> Result<()> {
         }
         cfg.synth.jitter = (v[0], v[1]);
     }
-    if let Some(v) = &args.z_grad {
-        cfg.train.z_grad = match v.as_str() {
-            "plain" => 1.0,
-            "lsq" => -1.0,
-            "frozen" => 0.0,
-            other => bail!("--z-grad: unknown mode `{other}` (expected plain, lsq or frozen)"),
+    if let Some(v) = args.z_grad {
+        cfg.train.z_grad = match v {
+            ZGrad::Plain => 1.0,
+            ZGrad::Lsq => -1.0,
+            ZGrad::Frozen => 0.0,
         };
     }
-    if let Some(v) = &args.init {
-        cfg.init = v.clone();
+    if let Some(v) = args.init {
+        cfg.init = match v {
+            Init::Minmax => "minmax".into(),
+            Init::Lsq => "lsq".into(),
+        };
     }
     if args.no_entropy {
         cfg.synth.weights.entropy = 0.0;
@@ -286,8 +375,13 @@ pub fn run(gpu_opts: &GpuOptions, args: &QuantizeArgs) -> Result<()> {
     if cfg.synth.batch == 0 || cfg.train.batch == 0 {
         bail!("--synth-batch and --train-batch must be at least 1");
     }
-    if !["lsq", "minmax"].contains(&cfg.init.as_str()) {
-        bail!("--init: unknown initialisation `{}` (expected lsq or minmax)", cfg.init);
+    if cfg.frozen_epochs >= cfg.epochs {
+        bail!(
+            "--frozen-epochs {} with --epochs {}: no epoch would train Q (the result would be the \
+             PTQ starting point reported as {method}); use fewer frozen epochs or more epochs",
+            cfg.frozen_epochs,
+            cfg.epochs
+        );
     }
     let (model, eval_path) = match &args.model {
         Some(m) => (m.clone(), args.eval_data.clone()),
@@ -359,40 +453,41 @@ pub fn run(gpu_opts: &GpuOptions, args: &QuantizeArgs) -> Result<()> {
             pipeline::describe_checkpoint(&ckpt)
         );
     }
-    prepare_out_dir(&args.out)?;
+    let mut inputs: Vec<(&str, &Path)> = vec![("--model", model.as_path())];
+    if let Some(e) = &eval_path {
+        inputs.push(("--eval-data", e.as_path()));
+    }
+    if let Some(s) = &args.synthetic {
+        inputs.push(("--synthetic", s.as_path()));
+    }
+    let existing = if args.resume { Existing::Accept } else { Existing::Refuse };
+    let out = OutDir::prepare(&args.out, &inputs, args.overwrite, existing, QUANTIZE_OUTPUTS)?;
 
     let gpu = Gpu::new(gpu_opts)?;
-    // Ctrl-C stops at the next batch; the checkpoint of the last finished epoch stays.
-    if let Err(e) =
-        ctrlc::set_handler(|| pipeline::INTERRUPTED.store(true, std::sync::atomic::Ordering::Relaxed))
-    {
-        eprintln!(
-            "quantize: no Ctrl-C handler ({e}); an interruption keeps the last epoch's checkpoint all the same"
-        );
-    }
+    crate::commands::check_fits(
+        &gpu,
+        &pcfg,
+        cfg.synth.batch.max(cfg.train.batch),
+        "--synth-batch/--train-batch",
+    )?;
     eprintln!(
         "quantize: {} to {bits} with {method} ({} preset) on {}",
-        pcfg.architecture,
-        args.preset,
+        crate::commands::describe_model(&model, &pcfg),
+        args.preset.name(),
         gpu.describe()
     );
+    if gpu.cpu_like {
+        warn_if_long_on_cpu(&gpu, &pcfg, &cfg);
+    }
     let p = Vit::new(&gpu, pcfg.clone(), &weights);
     let mut q = Vit::new(&gpu, pcfg.clone(), &weights);
     q.quantize(&gpu, bits);
-    let progress = if std::io::stderr().is_terminal() {
-        let pb = indicatif::ProgressBar::with_draw_target(Some(1), indicatif::ProgressDrawTarget::stderr());
-        if let Ok(st) = indicatif::ProgressStyle::with_template("{msg} {bar:30} {pos}/{len}  eta {eta}") {
-            pb.set_style(st);
-        }
-        pb.set_message("preparing P, Q and the baselines");
-        pb
-    } else {
-        indicatif::ProgressBar::hidden()
-    };
+    let progress = if args.json { Progress::hidden() } else { Progress::new("quantize", "") };
+    progress.set_message("preparing P, Q and the baselines");
     let opts = pipeline::RunOptions {
         progress: progress.clone(),
         eval: eval.as_deref(),
-        out: &args.out,
+        out: &out.path,
         resume: args.resume,
         stop_after_epoch: args.stop_after_epoch,
         initial: initial.as_ref(),
@@ -400,7 +495,7 @@ pub fn run(gpu_opts: &GpuOptions, args: &QuantizeArgs) -> Result<()> {
     let report = pipeline::run(&gpu, &p, &weights, &q, &cfg, &opts, |line| {
         progress.suspend(|| eprintln!("quantize: {line}"))
     });
-    progress.finish_and_clear();
+    progress.finish();
     let mut report = report?;
     report.model = model.display().to_string();
     report.eval_data = eval.as_ref().map(|d| d.source());
@@ -408,23 +503,23 @@ pub fn run(gpu_opts: &GpuOptions, args: &QuantizeArgs) -> Result<()> {
     crate::quant::export::export(
         &gpu,
         &q,
-        &format!("{method}-{}", args.preset),
+        &format!("{method}-{}", args.preset.name()),
         &args.out.join("quantized.safetensors"),
     )?;
-    let kd: Vec<f64> = report.epochs.iter().map(|e| e.kd as f64).collect();
-    let hd: Vec<f64> = report.epochs.iter().map(|e| e.hd as f64).collect();
-    crate::plot::line_chart(&args.out.join("curves_loss.png"), &[kd, hd])?;
-    if let Some(fp_top1) = report.fp_top1 {
-        let n = report.epochs.len();
-        let top1: Vec<f64> = report.epochs.iter().map(|e| e.top1.unwrap_or(f64::NAN)).collect();
-        let fp = vec![fp_top1; n];
-        let ptq = vec![report.ptq_noise_top1.unwrap_or(f64::NAN); n];
-        crate::plot::line_chart(&args.out.join("curves_accuracy.png"), &[top1, fp, ptq])?;
-    }
-    crate::io::write_atomic(
-        &args.out.join("report.json"),
-        serde_json::to_string_pretty(&report)?.as_bytes(),
+    let accuracy_chart = crate::plot::run_curves(
+        &args.out,
+        &report.epochs,
+        report.fp_top1,
+        report.ptq_noise_top1,
+        &method.to_string(),
+        &bits.to_string(),
     )?;
+    let report_json = serde_json::to_string_pretty(&report)?;
+    crate::io::write_atomic(&args.out.join("report.json"), report_json.as_bytes())?;
+    if args.json {
+        println!("{report_json}");
+        return Ok(());
+    }
     println!("model              {}", report.model);
     println!("bits               {bits}");
     let pct = |v: Option<f64>| v.map_or("- (no --eval-data)".to_string(), |t| format!("{t:.2} %"));
@@ -438,13 +533,10 @@ pub fn run(gpu_opts: &GpuOptions, args: &QuantizeArgs) -> Result<()> {
         "time               {:.1} s (synthesis {:.1} s, training {:.1} s)",
         report.total_seconds, report.synthesis_seconds, report.training_seconds
     );
-    let accuracy_png = if report.fp_top1.is_some() {
-        format!(", curves_accuracy.png [{method} blue, FP red, PTQ green]")
-    } else {
-        String::new() // no evaluation data: no accuracy curve
-    };
+    // Without evaluation data there is no accuracy curve.
+    let accuracy_png = if accuracy_chart { ", curves_accuracy.png" } else { "" };
     println!(
-        "wrote              {} (quantized.safetensors, report.json, curves_loss.png [kd blue, hd red]{accuracy_png}, synthetic/contact_sheet.png)",
+        "wrote              {} (quantized.safetensors, report.json, curves_loss.png{accuracy_png}, synthetic/contact_sheet.png)",
         args.out.display()
     );
     Ok(())

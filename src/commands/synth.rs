@@ -2,24 +2,25 @@
 //! write it as a dataset, PNG previews, a contact sheet and a JSON log of every loss term.
 
 use std::collections::HashMap;
-use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use anyhow::{Context, Result, bail};
-use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use serde::Serialize;
 
 use crate::data::synthetic::{SyntheticDataset, write_previews};
 use crate::gpu::{Gpu, GpuOptions};
+use crate::io::{Existing, OutDir};
 use crate::maskaq::synth::{Method, SynthConfig, Synthesizer, TermLog};
 use crate::model::Vit;
 use crate::model::checkpoint::{load_weights, resolve};
+use crate::progress::Progress;
 use crate::quant::Bits;
 use crate::rng::Rng;
 
 /// The synthesis loss weights as flags (shared by `synth` and `quantize`).
 #[derive(clap::Args, Clone, Debug, Default)]
+#[command(next_help_heading = "Synthesis loss weights")]
 pub struct LossWeightArgs {
     /// Weight of the inter-head attention SSIM term (default 1; 0 switches it off).
     #[arg(long, allow_negative_numbers = true)]
@@ -59,21 +60,50 @@ impl LossWeightArgs {
     }
 }
 
+#[derive(clap::Args, Debug)]
 pub struct SynthArgs {
-    pub model: PathBuf,
-    pub arch: Option<String>,
+    /// The full-precision model P.
+    #[command(flatten)]
+    pub model: crate::cli::ModelArgs,
+    /// The quantized model Q (a file from `maskaq ptq`/`quantize`); default: P quantized at --bits.
+    #[arg(long, value_name = "FILE")]
     pub quantized: Option<PathBuf>,
-    pub bits: String,
-    pub method: String,
-    pub num: usize,
-    pub iters: usize,
+    /// Bit widths of Q, W<w>A<a> with 2 to 8 bits each (default W4A4; with --quantized, the file's).
+    #[arg(long)]
+    pub bits: Option<Bits>,
+    /// How the images are synthesized.
+    #[arg(long, value_enum, default_value_t = Method::Maskaq)]
+    pub method: Method,
+    /// Number of images.
+    #[arg(long, visible_alias = "num", value_name = "N")]
+    pub num_images: usize,
+    /// Optimisation steps per batch (the authors use 2000).
+    #[arg(long, visible_alias = "iters", default_value_t = 2000)]
+    pub synth_iters: usize,
+    /// Images per synthesis batch (the authors: 16).
+    #[arg(long, default_value_t = 16)]
     pub batch: usize,
+    /// Seed of the noise, the labels and every random draw.
+    #[arg(long, default_value_t = 0)]
     pub seed: u64,
+    /// Output folder (synthetic.safetensors, previews/, contact_sheet.png, log.json).
+    #[arg(long, value_name = "DIR")]
     pub out: PathBuf,
-    /// Weight overrides (0 switches a term off).
+    /// Replace what an earlier run wrote in --out.
+    #[arg(long)]
+    pub overwrite: bool,
+    #[command(flatten)]
     pub weights: LossWeightArgs,
+    /// Log the loss terms every N iterations.
+    #[arg(long, default_value_t = 50)]
     pub log_every: usize,
+    /// Print the report (log.json) on stdout at the end.
+    #[arg(long)]
+    pub json: bool,
 }
+
+/// What `synth` writes in its folder (removed first with --overwrite).
+const SYNTH_OUTPUTS: &[&str] = &["synthetic.safetensors", "previews", "contact_sheet.png", "log.json"];
 
 #[derive(Serialize)]
 struct BatchLog {
@@ -97,17 +127,6 @@ struct Report<'a> {
     batches: Vec<BatchLog>,
 }
 
-/// Creates `out` and checks it is writable.
-pub fn prepare_out_dir(out: &Path) -> Result<()> {
-    std::fs::create_dir_all(out)
-        .with_context(|| format!("--out {}: cannot create the folder", out.display()))?;
-    let probe = out.join(format!(".maskaq-write-test-{}", std::process::id()));
-    std::fs::write(&probe, b"")
-        .with_context(|| format!("--out {}: cannot write in the folder", out.display()))?;
-    let _ = std::fs::remove_file(probe);
-    Ok(())
-}
-
 fn fmt_terms(t: &TermLog) -> String {
     let mut s = format!("loss {:.4}", t.total);
     for (name, v) in [
@@ -127,55 +146,64 @@ fn fmt_terms(t: &TermLog) -> String {
 
 pub fn run(gpu_opts: &GpuOptions, args: &SynthArgs) -> Result<()> {
     // Every argument is checked before any work starts.
-    let method: Method = args.method.parse().map_err(|e| anyhow::anyhow!("--method: {e}"))?;
-    let bits: Bits = args.bits.parse().map_err(|e| anyhow::anyhow!("--bits: {e}"))?;
-    if args.num == 0 {
-        bail!("--num must be at least 1");
+    let method = args.method;
+    if args.num_images == 0 {
+        bail!("--num-images must be at least 1");
     }
-    if args.iters == 0 || args.batch == 0 {
-        bail!("--iters and --batch must be at least 1");
+    if args.synth_iters == 0 || args.batch == 0 {
+        bail!("--synth-iters and --batch must be at least 1");
     }
     let mut cfg = SynthConfig::new(method);
     args.weights.apply(&mut cfg.weights)?;
-    let (cfg_p, file) = resolve(&args.model, args.arch.as_deref())?;
+    let (cfg_p, file) = resolve(&args.model.model, args.model.arch.as_deref())?;
+    crate::commands::check_images_fit_host(&cfg_p, args.num_images, "--num-images")?;
     let weights = load_weights(&cfg_p, &file)?;
-    prepare_out_dir(&args.out)?;
-    cfg.iters = args.iters;
-    cfg.batch = args.batch.min(args.num);
+    let mut inputs: Vec<(&str, &Path)> = vec![("--model", args.model.model.as_path())];
+    if let Some(q) = &args.quantized {
+        inputs.push(("--quantized", q.as_path()));
+    }
+    let out = OutDir::prepare(&args.out, &inputs, args.overwrite, Existing::Refuse, SYNTH_OUTPUTS)?;
+    cfg.iters = args.synth_iters;
+    cfg.batch = args.batch.min(args.num_images);
     cfg.log_every = args.log_every.max(1);
 
     let gpu = Gpu::new(gpu_opts)?;
+    crate::commands::check_fits(&gpu, &cfg_p, cfg.batch, "--batch")?;
     let p = Vit::new(&gpu, cfg_p.clone(), &weights);
-    let q = if cfg.weights.alignment > 0.0 && method == Method::Maskaq {
-        Some(match &args.quantized {
-            Some(path) => {
-                crate::quant::export::load(&gpu, path, Some(&cfg_p)).with_context(|| "--quantized")?
+    let mut bits = args.bits.unwrap_or(Bits { w: 4, a: 4 });
+    let q = match &args.quantized {
+        Some(path) => {
+            let q = crate::quant::export::load(&gpu, path, Some(&cfg_p))
+                .with_context(|| format!("--quantized {}", path.display()))?;
+            let file_bits =
+                q.quant.as_ref().map(|qq| qq.bits).context("--quantized: not a quantized model")?;
+            if args.bits.is_some_and(|b| b != file_bits) {
+                bail!(
+                    "--bits {bits}: --quantized {} is {file_bits}; leave --bits out or give {file_bits}",
+                    path.display()
+                );
             }
-            None => {
-                let mut q = Vit::new(&gpu, cfg_p.clone(), &weights);
-                q.quantize(&gpu, bits);
-                q
-            }
-        })
-    } else {
-        None
-    };
-    let mut synth = Synthesizer::new(&gpu, &p, q.as_ref(), cfg.clone())?;
-    let batches = args.num.div_ceil(cfg.batch);
-    let total_iters = if method == Method::Noise { batches } else { batches * cfg.iters };
-    let pb = if std::io::stderr().is_terminal() {
-        let pb = ProgressBar::with_draw_target(Some(total_iters as u64), ProgressDrawTarget::stderr());
-        if let Ok(s) = ProgressStyle::with_template("{bar:30} {pos}/{len} iterations  {msg}  eta {eta}") {
-            pb.set_style(s);
+            bits = file_bits;
+            Some(q)
         }
-        pb
-    } else {
-        ProgressBar::hidden()
+        // Only MaskAQ's alignment term reads Q.
+        None if cfg.weights.alignment > 0.0 && method == Method::Maskaq => {
+            let mut q = Vit::new(&gpu, cfg_p.clone(), &weights);
+            q.quantize(&gpu, bits);
+            Some(q)
+        }
+        None => None,
     };
+    let q = q.filter(|_| cfg.weights.alignment > 0.0 && method == Method::Maskaq);
+    let mut synth = Synthesizer::new(&gpu, &p, q.as_ref(), cfg.clone())?;
+    let batches = args.num_images.div_ceil(cfg.batch);
+    let total_iters = if method == Method::Noise { batches } else { batches * cfg.iters };
+    let pb = if args.json { Progress::hidden() } else { Progress::new("synth", "iterations") };
+    pb.start(total_iters as u64, "synthesizing, iterations");
     eprintln!(
         "synth: {} images by {method} on {} ({} batches of {} x {} iterations) on {}",
-        args.num,
-        cfg_p.architecture,
+        args.num_images,
+        crate::commands::describe_model(&args.model.model, &cfg_p),
         batches,
         cfg.batch,
         cfg.iters,
@@ -200,13 +228,13 @@ pub fn run(gpu_opts: &GpuOptions, args: &SynthArgs) -> Result<()> {
             dropped += 1;
             pb.suspend(|| eprintln!("synth: batch {} went non-finite and was dropped", bi + 1));
         } else {
-            let keep = (args.num - labels.len()).min(batch.labels.len());
+            let keep = (args.num_images - labels.len()).min(batch.labels.len());
             images.extend_from_slice(&batch.images[..keep * per]);
             labels.extend_from_slice(&batch.labels[..keep]);
         }
         logs.push(BatchLog { batch: bi, finite: batch.finite, terms: batch.log });
     }
-    pb.finish_and_clear();
+    pb.finish();
     let seconds = start.elapsed().as_secs_f64();
     if labels.is_empty() {
         bail!("every batch went non-finite; nothing was written");
@@ -215,13 +243,13 @@ pub fn run(gpu_opts: &GpuOptions, args: &SynthArgs) -> Result<()> {
     let mut meta = HashMap::new();
     meta.insert("method".to_string(), method.to_string());
     meta.insert("num_classes".to_string(), cfg_p.num_classes.to_string());
-    meta.insert("model".to_string(), args.model.display().to_string());
+    meta.insert("model".to_string(), args.model.model.display().to_string());
     meta.insert("seed".to_string(), args.seed.to_string());
-    SyntheticDataset::write(&args.out, shape, &images, &labels, meta)?;
-    write_previews(&args.out, &images, shape, &cfg_p.preprocess)?;
+    SyntheticDataset::write(&out.path, shape, &images, &labels, meta)?;
+    write_previews(&out.path, &images, &labels, &cfg_p)?;
     let report = Report {
         adapter: gpu.describe(),
-        model: args.model.display().to_string(),
+        model: args.model.model.display().to_string(),
         method: method.to_string(),
         bits: bits.to_string(),
         config: &cfg,
@@ -232,7 +260,11 @@ pub fn run(gpu_opts: &GpuOptions, args: &SynthArgs) -> Result<()> {
         image_iterations_per_second: (batches * cfg.batch * cfg.iters) as f64 / seconds,
         batches: logs,
     };
-    crate::io::write_atomic(&args.out.join("log.json"), serde_json::to_string_pretty(&report)?.as_bytes())?;
+    let report_json = serde_json::to_string_pretty(&report)?;
+    crate::io::write_atomic(&out.join("log.json"), report_json.as_bytes())?;
+    if args.json {
+        println!("{report_json}");
+    }
     eprintln!(
         "synth: wrote {} images to {} in {seconds:.1} s ({} dropped batches); contact sheet {}",
         labels.len(),

@@ -101,6 +101,18 @@ pub fn open(path: &Path) -> Result<Box<dyn Dataset>> {
     }
 }
 
+/// Like [`open`], for uses that need no labels (calibration): an image folder without class
+/// subfolders, or an IDX images file without its labels file, is accepted too.
+pub fn open_unlabelled(path: &Path) -> Result<Box<dyn Dataset>> {
+    if path.is_dir() && !path.join(crate::data::synthetic::FILE).is_file() {
+        Ok(Box::new(FolderDataset::open_unlabelled(path)?))
+    } else if path.is_file() {
+        Ok(Box::new(IdxDataset::open_unlabelled(path)?))
+    } else {
+        open(path)
+    }
+}
+
 /// `message` on one line: its lines trimmed and joined with "; " (decoder errors may end in or
 /// hold newlines).
 pub fn one_line(message: &str) -> String {

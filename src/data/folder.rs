@@ -37,9 +37,17 @@ impl FolderDataset {
         }
         let class_dirs: Vec<PathBuf> = sorted_entries(root)?.into_iter().filter(|p| p.is_dir()).collect();
         if class_dirs.is_empty() {
+            // An IDX file in the folder is most likely what was meant (e.g. the bundled slice).
+            let idx = sorted_entries(root)?
+                .into_iter()
+                .find(|p| p.file_name().is_some_and(|n| n.to_string_lossy().contains("images-idx3")));
+            let hint = match idx {
+                Some(f) => format!("; to use the IDX file inside it, pass {}", f.display()),
+                None => String::new(),
+            };
             bail!(
                 "{}: no class folders (expected one subfolder of images per class, as in \
-                 ImageNet val)",
+                 ImageNet val){hint}",
                 root.display()
             );
         }
@@ -57,6 +65,26 @@ impl FolderDataset {
             bail!("{}: its {} class folders hold no files", root.display(), classes.len());
         }
         Ok(FolderDataset { root: root.to_path_buf(), classes, files })
+    }
+}
+
+impl FolderDataset {
+    /// A folder of images for uses that need no labels (calibration): class subfolders if it
+    /// has them, else the image files directly inside it, all as class 0.
+    pub fn open_unlabelled(root: &Path) -> Result<FolderDataset> {
+        if !root.is_dir() {
+            bail!("{}: not a folder", root.display());
+        }
+        let entries = sorted_entries(root)?;
+        if entries.iter().any(|p| p.is_dir()) {
+            return Self::open(root);
+        }
+        let files: Vec<(PathBuf, usize)> =
+            entries.into_iter().filter(|p| p.is_file()).map(|p| (p, 0)).collect();
+        if files.is_empty() {
+            bail!("{}: the folder holds no image files", root.display());
+        }
+        Ok(FolderDataset { root: root.to_path_buf(), classes: vec![String::new()], files })
     }
 }
 

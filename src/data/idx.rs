@@ -174,6 +174,21 @@ impl IdxDataset {
         Self::with_labels(images_path, images, &labels_path)
     }
 
+    /// Opens an images file for uses that need no labels (calibration): with its labels file
+    /// when there is one, else every image as class 0.
+    pub fn open_unlabelled(images_path: &Path) -> Result<IdxDataset> {
+        let images = read_images(images_path)?;
+        match labels_path(images_path) {
+            Ok(lp) => Self::with_labels(images_path, images, &lp),
+            Err(_) => Ok(IdxDataset {
+                images_path: images_path.to_path_buf(),
+                labels_path: PathBuf::new(),
+                labels: vec![0; images.count],
+                images,
+            }),
+        }
+    }
+
     /// Opens an images file with an explicitly named labels file.
     pub fn open_with_labels(images_path: &Path, labels_path: &Path) -> Result<IdxDataset> {
         let images = read_images(images_path)?;

@@ -28,6 +28,23 @@ pub fn load_image(path: &Path, chans: usize) -> Result<Image8> {
         .with_context(|| format!("{}: cannot read", path.display()))?
         .decode()
         .map_err(|e| anyhow::anyhow!("{}: not a readable image ({e})", path.display()))?;
+    // timm reads images with Pillow, which clips 16-bit samples and converts CMYK its own way;
+    // any conversion here would give the model other pixels than timm does, so say so instead.
+    if img.color().bits_per_pixel() / u16::from(img.color().channel_count()) > 8 {
+        bail!(
+            "{}: a {:?} image ({} bits per sample); maskaq reads 8-bit images as timm does: convert it \
+             to 8-bit first",
+            path.display(),
+            img.color(),
+            img.color().bits_per_pixel() / u16::from(img.color().channel_count())
+        );
+    }
+    if jpeg_components(path) == Some(4) {
+        bail!(
+            "{}: a CMYK JPEG; convert it to RGB first (timm's and maskaq's CMYK conversions differ)",
+            path.display()
+        );
+    }
     let rgb = img.to_rgb8();
     let (w, h) = (rgb.width() as usize, rgb.height() as usize);
     let data = match chans {
@@ -39,6 +56,29 @@ pub fn load_image(path: &Path, chans: usize) -> Result<Image8> {
         c => bail!("models with {c} input channels take no image files (1 or 3 channels only)"),
     };
     Ok(Image8 { w, h, chans, data })
+}
+
+/// The number of colour components of a JPEG file (4 for CMYK), from its start-of-frame
+/// header; `None` for other files.
+fn jpeg_components(path: &Path) -> Option<u8> {
+    let bytes = std::fs::read(path).ok()?;
+    if !bytes.starts_with(&[0xFF, 0xD8]) {
+        return None;
+    }
+    let mut i = 2;
+    while i + 9 < bytes.len() {
+        if bytes[i] != 0xFF {
+            return None;
+        }
+        let marker = bytes[i + 1];
+        let len = u16::from_be_bytes([bytes[i + 2], bytes[i + 3]]) as usize;
+        // SOF0..SOF15 except DHT (C4), JPG (C8) and DAC (CC).
+        if (0xC0..=0xCF).contains(&marker) && ![0xC4, 0xC8, 0xCC].contains(&marker) {
+            return Some(bytes[i + 9]);
+        }
+        i += 2 + len;
+    }
+    None
 }
 
 fn bicubic(x: f64) -> f64 {

@@ -6,11 +6,34 @@ use serde::Serialize;
 
 use super::kernel::{Dispatch, Kernel, Pipeline};
 
+/// A graphics API, as `--backend` names it.
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Backend {
+    #[value(alias = "vk")]
+    Vulkan,
+    #[value(alias = "mtl")]
+    Metal,
+    #[value(alias = "d3d12")]
+    Dx12,
+    #[value(alias = "gles", alias = "opengl")]
+    Gl,
+}
+
+impl Backend {
+    fn backends(self) -> wgpu::Backends {
+        match self {
+            Backend::Vulkan => wgpu::Backends::VULKAN,
+            Backend::Metal => wgpu::Backends::METAL,
+            Backend::Dx12 => wgpu::Backends::DX12,
+            Backend::Gl => wgpu::Backends::GL,
+        }
+    }
+}
+
 /// How the user asked for an adapter (`--backend`, `--adapter`); empty means "the fastest one".
 #[derive(Clone, Debug, Default)]
 pub struct GpuOptions {
-    /// `vulkan`, `metal`, `dx12` or `gl`.
-    pub backend: Option<String>,
+    pub backend: Option<Backend>,
     /// A case-insensitive substring of the adapter name.
     pub adapter: Option<String>,
 }
@@ -34,21 +57,84 @@ pub struct Gpu {
     pub(crate) pool: Mutex<HashMap<u64, Vec<Arc<wgpu::Buffer>>>>,
     /// Readback (MAP_READ) buffers by byte size, reused across reads.
     pub(crate) staging: Mutex<HashMap<u64, Vec<wgpu::Buffer>>>,
+    /// The first GPU error (validation, out of memory, lost device) the driver reported, as one
+    /// line. wgpu reports them through callbacks; [`Gpu::wait`] (every readback) turns it into an
+    /// `Err`, so a failing run ends with one `maskaq: error:` line instead of a process exit
+    /// inside a callback.
+    errors: Arc<Mutex<Option<String>>>,
+    /// The previous submission of [`Gpu::run`]/[`Gpu::run_all`].
+    in_flight: Mutex<Option<wgpu::SubmissionIndex>>,
 }
 
-const NO_ADAPTER_HELP: &str = "no GPU adapter found. On Linux without a GPU install the software \
-Vulkan driver: `sudo apt-get install -y mesa-vulkan-drivers libvulkan1` (then run with \
-WGPU_BACKEND=vulkan); on other systems update the graphics driver. `maskaq devices` lists what \
-wgpu can see";
+/// A wgpu error as one line, with a hint for the user.
+fn describe_gpu_error(e: &wgpu::Error) -> String {
+    let flat = |s: String| s.split_whitespace().collect::<Vec<_>>().join(" ");
+    match e {
+        wgpu::Error::OutOfMemory { .. } => "the GPU ran out of memory (try a smaller --batch, \
+            --synth-batch or --train-batch, or a smaller model)"
+            .to_string(),
+        wgpu::Error::Validation { description, .. } => format!(
+            "GPU validation error: {} (a limit of this adapter or a bug in maskaq; `maskaq devices` \
+             shows the limits)",
+            flat(description.clone())
+        ),
+        wgpu::Error::Internal { description, .. } => {
+            format!("GPU internal error: {}", flat(description.clone()))
+        }
+    }
+}
 
-fn parse_backends(name: &str) -> Result<wgpu::Backends> {
-    Ok(match name.to_ascii_lowercase().as_str() {
-        "vulkan" | "vk" => wgpu::Backends::VULKAN,
-        "metal" | "mtl" => wgpu::Backends::METAL,
-        "dx12" | "d3d12" => wgpu::Backends::DX12,
-        "gl" | "gles" | "opengl" => wgpu::Backends::GL,
-        other => bail!("--backend: unknown backend `{other}` (expected vulkan, metal, dx12 or gl)"),
-    })
+/// Why no adapter was found, and what to do about it.
+fn no_adapter_help(backends: wgpu::Backends, asked: Option<&str>) -> String {
+    let compiled = wgpu::Instance::enabled_backend_features();
+    match asked {
+        Some(what) if !compiled.contains(backends) => format!(
+            "{what}: this build of maskaq has no such backend on this platform (it has {})",
+            backend_names(compiled)
+        ),
+        Some(what) => {
+            format!("{what}: no adapter on that backend (`maskaq devices` without it lists every adapter)")
+        }
+        None => "no GPU adapter found. On Linux without a GPU install the software Vulkan driver: \
+                 `sudo apt-get install -y mesa-vulkan-drivers libvulkan1`; on other systems update \
+                 the graphics driver"
+            .to_string(),
+    }
+}
+
+fn backend_names(b: wgpu::Backends) -> String {
+    let names: Vec<&str> = [
+        (wgpu::Backends::VULKAN, "vulkan"),
+        (wgpu::Backends::METAL, "metal"),
+        (wgpu::Backends::DX12, "dx12"),
+        (wgpu::Backends::GL, "gl"),
+    ]
+    .into_iter()
+    .filter(|(f, _)| b.contains(*f))
+    .map(|(_, n)| n)
+    .collect();
+    if names.is_empty() { "none".into() } else { names.join(", ") }
+}
+
+/// The backends `WGPU_BACKEND` asks for (wgpu's comma-separated names), checked here because
+/// wgpu drops names it does not know and would then find no adapter without saying why.
+fn env_backends() -> Result<Option<(wgpu::Backends, String)>> {
+    let Ok(v) = std::env::var("WGPU_BACKEND") else { return Ok(None) };
+    let mut b = wgpu::Backends::empty();
+    for name in v.split(',').map(|n| n.trim().to_ascii_lowercase()).filter(|n| !n.is_empty()) {
+        b |= match name.as_str() {
+            "vulkan" | "vk" => wgpu::Backends::VULKAN,
+            "metal" | "mtl" => wgpu::Backends::METAL,
+            "dx12" | "d3d12" => wgpu::Backends::DX12,
+            "gl" | "gles" | "opengl" => wgpu::Backends::GL,
+            "webgpu" => wgpu::Backends::BROWSER_WEBGPU,
+            _ => bail!("WGPU_BACKEND={v}: unknown backend `{name}` (expected vulkan, metal, dx12 or gl)"),
+        };
+    }
+    if b.is_empty() {
+        bail!("WGPU_BACKEND is set but empty (expected vulkan, metal, dx12 or gl, or unset it)");
+    }
+    Ok(Some((b, format!("WGPU_BACKEND={v}"))))
 }
 
 /// Switches off Mesa's Vulkan device-select layer (`VK_LAYER_MESA_device_select`) for this
@@ -68,14 +154,23 @@ fn quiet_device_select_layer() {
     });
 }
 
-fn instance(opts: &GpuOptions) -> Result<(wgpu::Instance, wgpu::Backends)> {
+/// The instance, the backends it was asked for and, when the user named them, how
+/// (`--backend X` or `WGPU_BACKEND=X`), for error messages.
+fn instance(opts: &GpuOptions) -> Result<(wgpu::Instance, wgpu::Backends, Option<String>)> {
     quiet_device_select_layer();
     let mut desc = wgpu::InstanceDescriptor::new_without_display_handle_from_env();
-    if let Some(b) = &opts.backend {
-        desc.backends = parse_backends(b)?;
+    let asked = match (opts.backend, env_backends()?) {
+        (Some(b), _) => {
+            let name = format!("{b:?}").to_lowercase();
+            Some((b.backends(), format!("--backend {name}")))
+        }
+        (None, env) => env,
+    };
+    if let Some((b, _)) = &asked {
+        desc.backends = *b;
     }
     let backends = desc.backends;
-    Ok((wgpu::Instance::new(desc), backends))
+    Ok((wgpu::Instance::new(desc), backends, asked.map(|(_, how)| how)))
 }
 
 /// Higher is preferred: discrete GPUs first, software adapters last, GL after native APIs.
@@ -113,8 +208,11 @@ pub struct AdapterReport {
 
 /// Every adapter wgpu can see with the given options, best first.
 pub fn list_adapters(opts: &GpuOptions) -> Result<Vec<AdapterReport>> {
-    let (inst, backends) = instance(opts)?;
+    let (inst, backends, asked) = instance(opts)?;
     let mut adapters = pollster::block_on(inst.enumerate_adapters(backends));
+    if adapters.is_empty() {
+        bail!("{}", no_adapter_help(backends, asked.as_deref()));
+    }
     adapters.sort_by_key(|a| -preference(&a.get_info()));
     Ok(adapters
         .iter()
@@ -147,10 +245,10 @@ pub fn list_adapters(opts: &GpuOptions) -> Result<Vec<AdapterReport>> {
 impl Gpu {
     /// Opens the adapter chosen by `opts`, `WGPU_ADAPTER_NAME`/`WGPU_BACKEND`, or the best one.
     pub fn new(opts: &GpuOptions) -> Result<Gpu> {
-        let (inst, backends) = instance(opts)?;
+        let (inst, backends, asked) = instance(opts)?;
         let mut adapters = pollster::block_on(inst.enumerate_adapters(backends));
         if adapters.is_empty() {
-            bail!("{NO_ADAPTER_HELP}");
+            bail!("{}", no_adapter_help(backends, asked.as_deref()));
         }
         adapters.sort_by_key(|a| -preference(&a.get_info()));
         let wanted = opts
@@ -196,10 +294,20 @@ impl Gpu {
             trace: wgpu::Trace::Off,
         }))
         .with_context(|| format!("could not open a device on adapter `{}`", info.name))?;
-        device.on_uncaptured_error(Arc::new(|e| {
-            eprintln!("maskaq: GPU error: {e}");
-            std::process::exit(3);
+        let errors: Arc<Mutex<Option<String>>> = Arc::new(Mutex::new(None));
+        let sink = errors.clone();
+        device.on_uncaptured_error(Arc::new(move |e| {
+            let mut first = sink.lock().unwrap_or_else(|p| p.into_inner());
+            first.get_or_insert_with(|| describe_gpu_error(&e));
         }));
+        let sink = errors.clone();
+        device.set_device_lost_callback(move |reason, msg| {
+            if reason != wgpu::DeviceLostReason::Destroyed {
+                let mut first = sink.lock().unwrap_or_else(|p| p.into_inner());
+                let msg = msg.split_whitespace().collect::<Vec<_>>().join(" ");
+                first.get_or_insert_with(|| format!("the GPU device was lost ({reason:?}: {msg})"));
+            }
+        });
         let cpu_like = info.device_type == wgpu::DeviceType::Cpu
             || std::env::var("MASKAQ_CPU_KERNELS").is_ok_and(|v| v == "1");
         Ok(Gpu {
@@ -213,7 +321,33 @@ impl Gpu {
             pipelines: Mutex::new(HashMap::new()),
             pool: Mutex::new(HashMap::new()),
             staging: Mutex::new(HashMap::new()),
+            errors,
+            in_flight: Mutex::new(None),
         })
+    }
+
+    /// The first GPU error reported so far, as an `Err`.
+    pub fn check(&self) -> Result<()> {
+        match self.errors.lock().unwrap_or_else(|p| p.into_inner()).as_ref() {
+            Some(e) => Err(anyhow!("{e}")),
+            None => Ok(()),
+        }
+    }
+
+    /// Fails, naming `what` (a flag and its value, say), when one buffer of `bytes` exceeds what
+    /// this adapter can allocate or bind: checked before allocating, because wgpu would only
+    /// report it later, and the host might try to allocate it first.
+    pub fn check_buffer_size(&self, bytes: u64, what: &str) -> Result<()> {
+        let max = self.limits.max_buffer_size.min(self.limits.max_storage_buffer_binding_size);
+        if bytes > max {
+            bail!(
+                "{what} needs a GPU buffer of {} MiB; this adapter ({}) allows {} MiB per buffer",
+                bytes >> 20,
+                self.info.name,
+                max >> 20
+            );
+        }
+        Ok(())
     }
 
     /// A one-line description for logs and reports.
@@ -234,11 +368,14 @@ impl Gpu {
 
     /// Blocks until all submitted work is done.
     pub fn wait(&self) -> Result<()> {
-        self.device.poll(wgpu::PollType::wait_indefinitely()).map_err(|e| anyhow!("GPU poll failed: {e}"))?;
+        let polled = self.device.poll(wgpu::PollType::wait_indefinitely());
+        // A recorded error explains a failed poll better than the poll's own error.
+        self.check()?;
+        polled.map_err(|e| anyhow!("GPU poll failed: {e}"))?;
         Ok(())
     }
 
-    /// Records `dispatches` into one compute pass and submits them. Does not wait.
+    /// Records `dispatches` into one compute pass and submits them (see [`Gpu::submit`]).
     pub fn run(&self, dispatches: &[&Dispatch]) {
         let mut enc = self.device.create_command_encoder(&Default::default());
         {
@@ -247,10 +384,10 @@ impl Gpu {
                 d.record(&mut pass);
             }
         }
-        self.queue.submit([enc.finish()]);
+        self.submit(enc);
     }
 
-    /// Records several dispatch lists into one pass, in order.
+    /// Records several dispatch lists into one pass, in order, and submits it.
     pub fn run_all(&self, lists: &[&[Dispatch]]) {
         let mut enc = self.device.create_command_encoder(&Default::default());
         {
@@ -261,7 +398,19 @@ impl Gpu {
                 }
             }
         }
-        self.queue.submit([enc.finish()]);
+        self.submit(enc);
+    }
+
+    /// Submits `enc` and waits for the previous submission (not this one): at most two are in
+    /// flight, so the GPU stays busy but the host never runs far ahead of it, and a Ctrl-C or
+    /// a GPU error is seen within a step instead of after thousands of queued ones.
+    fn submit(&self, enc: wgpu::CommandEncoder) {
+        let index = self.queue.submit([enc.finish()]);
+        let previous = self.in_flight.lock().unwrap_or_else(|p| p.into_inner()).replace(index);
+        if let Some(prev) = previous {
+            // An error here is recorded by the device callbacks and reported by the next wait.
+            let _ = self.device.poll(wgpu::PollType::Wait { submission_index: Some(prev), timeout: None });
+        }
     }
 
     /// Runs `lists` in one compute pass and waits. Returns the wall-clock seconds and, where the

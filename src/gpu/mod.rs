@@ -12,6 +12,6 @@ mod context;
 mod kernel;
 mod tensor;
 
-pub use context::{AdapterReport, Gpu, GpuOptions, list_adapters};
+pub use context::{AdapterReport, Backend, Gpu, GpuOptions, list_adapters};
 pub use kernel::{Dispatch, Kernel, grid_for, grid1d};
 pub use tensor::Tensor;

@@ -127,7 +127,7 @@ fn eval_runner<'g>(gpu: &'g Gpu, vit: &Vit, data: &dyn Dataset) -> ModelRunner<'
 }
 
 fn accuracy_with(runner: &mut ModelRunner, vit: &Vit, data: &dyn Dataset) -> Result<(f64, f64)> {
-    let r = evaluate(data, &vit.cfg.preprocess, runner, None, &indicatif::ProgressBar::hidden())?;
+    let r = evaluate(data, &vit.cfg.preprocess, runner, None, &crate::progress::Progress::hidden())?;
     Ok((r.top1, r.top5))
 }
 
@@ -153,19 +153,20 @@ pub struct RunOptions<'a> {
     /// The first synthetic set, instead of synthesizing it (its first `num_images` images).
     pub initial: Option<&'a SyntheticDataset>,
     /// Progress of the current phase (synthesis batches, training steps); hidden when not shown.
-    pub progress: indicatif::ProgressBar,
+    pub progress: crate::progress::Progress,
 }
 
 pub const CHECKPOINT: &str = "checkpoint.safetensors";
 
-/// Set by the Ctrl-C handler of `maskaq quantize`: the run stops at the next batch, keeping the
-/// checkpoint of the last finished epoch.
-pub static INTERRUPTED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
-
-fn check_interrupt(epoch: usize) -> Result<()> {
-    if INTERRUPTED.load(std::sync::atomic::Ordering::Relaxed) {
+/// After Ctrl-C (`crate::interrupt`): stop, and say truthfully what is kept. The checkpoint is
+/// written after every epoch, so epochs before `epoch` are finished and kept.
+fn check_interrupt(epoch: usize, epochs: usize) -> Result<()> {
+    if crate::interrupt::requested() {
+        if epoch == 0 {
+            bail!("during epoch 1 of {epochs}, before any epoch had finished: nothing was kept to resume");
+        }
         bail!(
-            "interrupted during epoch {}; the checkpoint of the last finished epoch is kept: continue with --resume",
+            "during epoch {} of {epochs}; the checkpoint of epoch {epoch} is kept: continue with --resume",
             epoch + 1
         );
     }
@@ -251,9 +252,9 @@ fn read_checkpoint(
     }
     if state.config != config {
         bail!(
-            "--resume: {} was made with other settings; rerun with the same flags (its settings: {})",
+            "--resume: {} was made with other settings ({}); rerun with the flags of that run",
             path.display(),
-            state.config
+            changed_flags(&state.config, config)
         );
     }
     let mut tensors = std::collections::HashMap::new();
@@ -267,6 +268,46 @@ fn read_checkpoint(
         );
     }
     Ok((state, tensors))
+}
+
+/// The flags whose values differ between two serialized [`QuantizeConfig`]s, as
+/// "--lr 0.001 then, 0.002 now; ...".
+fn changed_flags(then: &str, now: &str) -> String {
+    fn leaves(prefix: &str, v: &serde_json::Value, out: &mut Vec<(String, String)>) {
+        match v {
+            serde_json::Value::Object(m) => {
+                for (k, x) in m {
+                    let p = if prefix.is_empty() { k.clone() } else { format!("{prefix}.{k}") };
+                    leaves(&p, x, out);
+                }
+            }
+            other => out.push((prefix.to_string(), other.to_string())),
+        }
+    }
+    // The config's field path to the flag that sets it (`synth.lr` is --synth-lr, `train.lr`
+    // is --lr, `synth.weights.tv` is --w-tv).
+    fn flag(path: &str) -> String {
+        let parts: Vec<&str> = path.split('.').collect();
+        let last = parts.last().copied().unwrap_or(path).replace('_', "-");
+        match parts.as_slice() {
+            [.., "weights", _] => format!("--w-{last}"),
+            ["synth", "lr" | "lr_min" | "weight_decay" | "batch" | "iters"] => format!("--synth-{last}"),
+            ["train", "batch"] => "--train-batch".into(),
+            ["train", "augment"] => "--no-augment".into(),
+            _ => format!("--{last}"),
+        }
+    }
+    let parse = |s: &str| serde_json::from_str::<serde_json::Value>(s).unwrap_or(serde_json::Value::Null);
+    let (mut a, mut b) = (Vec::new(), Vec::new());
+    leaves("", &parse(then), &mut a);
+    leaves("", &parse(now), &mut b);
+    let now: std::collections::HashMap<_, _> = b.into_iter().collect();
+    let diffs: Vec<String> = a
+        .iter()
+        .filter(|(k, v)| now.get(k) != Some(v))
+        .map(|(k, v)| format!("{} {v} then, {} now", flag(k), now.get(k).map_or("unset", String::as_str)))
+        .collect();
+    if diffs.is_empty() { "a setting differs".into() } else { diffs.join("; ") }
 }
 
 /// "epoch 3 of 8 done" (or "finished, 8 epochs") for a checkpoint, or why it cannot be read.
@@ -295,6 +336,27 @@ pub fn check_resume(out: &Path, cfg: &QuantizeConfig, weights: &Weights) -> Resu
 /// writes the model and the report.
 #[allow(clippy::too_many_arguments)]
 pub fn run(
+    gpu: &Gpu,
+    p: &Vit,
+    weights: &Weights,
+    q: &Vit,
+    cfg: &QuantizeConfig,
+    opts: &RunOptions,
+    log: impl FnMut(&str),
+) -> Result<QuantizeReport> {
+    // A Ctrl-C anywhere (the baselines, a synthesis iteration, a training step) ends here with
+    // what is kept: `check_interrupt` knows the epoch; before the first one nothing is.
+    run_epochs(gpu, p, weights, q, cfg, opts, log).map_err(|e| {
+        if crate::interrupt::requested() && e.to_string() == "interrupted" {
+            anyhow::anyhow!("before epoch 1 of {} had finished: nothing was kept to resume", cfg.epochs)
+        } else {
+            e
+        }
+    })
+}
+
+#[allow(clippy::too_many_arguments)]
+fn run_epochs(
     gpu: &Gpu,
     p: &Vit,
     weights: &Weights,
@@ -405,17 +467,20 @@ pub fn run(
             images.clear();
             labels.clear();
             let pb = &opts.progress;
-            pb.reset();
-            pb.set_length(cfg.num_images.div_ceil(synth.config().batch) as u64);
-            pb.set_message(format!("epoch {}/{}: synthesizing (batches)", epoch + 1, cfg.epochs));
+            pb.start(
+                cfg.num_images.div_ceil(synth.config().batch) as u64,
+                format!("epoch {}/{}: synthesizing, batches", epoch + 1, cfg.epochs),
+            );
             let mut attempts = 0;
             while labels.len() < cfg.num_images {
                 attempts += 1;
                 if attempts > 3 * cfg.num_images.div_ceil(synth.config().batch) + 3 {
                     bail!("synthesis keeps going non-finite; nothing to train on");
                 }
-                check_interrupt(epoch)?;
-                let b = synth.run_batch(&mut rng, |_| {})?;
+                check_interrupt(epoch, cfg.epochs)?;
+                let b = synth
+                    .run_batch(&mut rng, |_| {})
+                    .or_else(|e| check_interrupt(epoch, cfg.epochs).and(Err(e)))?;
                 if !b.finite {
                     dropped += 1;
                     log("synthesis: a batch went non-finite and was dropped");
@@ -442,12 +507,10 @@ pub fn run(
             order.swap(i, rng.below(i + 1));
         }
         let pb = &opts.progress;
-        pb.reset();
-        pb.set_length((order.len() / tb) as u64);
-        pb.set_message(format!("epoch {}/{}: training Q (steps)", epoch + 1, cfg.epochs));
+        pb.start((order.len() / tb) as u64, format!("epoch {}/{}: training Q, steps", epoch + 1, cfg.epochs));
         for chunk in order.chunks_exact(tb) {
             pb.inc(1);
-            check_interrupt(epoch)?;
+            check_interrupt(epoch, cfg.epochs)?;
             for (k, &i) in chunk.iter().enumerate() {
                 batch[k * per..(k + 1) * per].copy_from_slice(&images[i * per..(i + 1) * per]);
             }
@@ -460,7 +523,8 @@ pub fn run(
         }
         let (top1, top5) = match (eval, q_runner.as_mut()) {
             (Some(d), Some(runner)) => {
-                let (a, b) = accuracy_with(runner, q, d)?;
+                let (a, b) = accuracy_with(runner, q, d)
+                    .or_else(|e| check_interrupt(epoch, cfg.epochs).and(Err(e)))?;
                 (Some(a), Some(b))
             }
             _ => (None, None),
@@ -530,7 +594,7 @@ pub fn run(
     let mut meta = std::collections::HashMap::new();
     meta.insert("num_classes".to_string(), p.cfg.num_classes.to_string());
     SyntheticDataset::write(&synth_dir, shape, &images, &labels, meta)?;
-    write_previews(&synth_dir, &images, shape, &p.cfg.preprocess)?;
+    write_previews(&synth_dir, &images, &labels, &p.cfg)?;
     let last = epochs.last();
     let best = epochs.iter().filter_map(|e| e.top1.map(|t| (e.epoch, t))).max_by(|a, b| a.1.total_cmp(&b.1));
     Ok(QuantizeReport {

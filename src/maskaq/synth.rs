@@ -27,7 +27,7 @@ use crate::ops::synth::{self as sy, TvScratch};
 use crate::rng::Rng;
 
 /// Which data-free method synthesises the images.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, clap::ValueEnum)]
 #[serde(rename_all = "lowercase")]
 pub enum Method {
     /// All five MaskAQ objectives.
@@ -158,6 +158,36 @@ pub struct SynthBatch {
     /// False if the batch went non-finite (the spec drops such a batch).
     pub finite: bool,
     pub log: Vec<TermLog>,
+}
+
+/// The host inputs of one synthesis iteration: its random draws and its step of the schedules.
+#[derive(Clone, Debug, PartialEq)]
+pub struct IterDraws {
+    /// torch.roll shift of the whole batch (rows, columns).
+    pub shift: (i32, i32),
+    /// Per (image, channel): GaussianNoise's constant, ColorJitter's m and s (x -> (x - m) / s).
+    pub noise: Vec<f64>,
+    pub color_m: Vec<f64>,
+    pub color_s: Vec<f64>,
+    /// The pixels' learning rate and AdamW's step number (from 1) of this iteration.
+    pub lr: f64,
+    pub adam_step: i32,
+    /// Per block: the entropy's patch rows of every image ([B * rows], 0-based patch indices).
+    pub entropy_rows: Vec<Vec<usize>>,
+    /// Informative-region mask: top-`mask_k` patches, of which the `mask_keep` with the smallest
+    /// `mask_keys` ([B, np], uniform) stay. Empty without the alignment term.
+    pub mask_k: usize,
+    pub mask_keep: usize,
+    pub mask_keys: Vec<f32>,
+}
+
+/// What [`Synthesizer::iterate_with`] reads back.
+pub struct Iteration {
+    pub terms: TermLog,
+    /// d objective / d pixels (un-jittered), before the optimiser step.
+    pub grad: Vec<f32>,
+    /// The pixels after AdamW and the clamp.
+    pub images: Vec<f32>,
 }
 
 /// Indices of the terms in the loss buffer.
@@ -467,6 +497,13 @@ impl<'a> Synthesizer<'a> {
 
     /// Writes the per-iteration random draws for iteration `i` of `iters`.
     fn draw(&mut self, rng: &mut Rng, i: usize) {
+        let d = self.draw_iteration(rng, i);
+        self.upload_draws(&d);
+    }
+
+    /// Draws the host inputs of iteration `i` of `iters` from `rng` (and counts one call of the
+    /// noise augmentation, whose schedule persists across batches) without writing them.
+    pub fn draw_iteration(&mut self, rng: &mut Rng, i: usize) -> IterDraws {
         let c = &self.p.cfg;
         let (b, ch) = (self.shape[0], self.shape[1]);
         let iters = self.cfg.iters;
@@ -474,50 +511,115 @@ impl<'a> Synthesizer<'a> {
         let j224 = if i < iters / 2 { self.cfg.jitter.0 } else { self.cfg.jitter.1 };
         let j =
             ((j224 as f64 * c.img_size as f64 / 224.0).round() as usize).max(if j224 > 0 { 1 } else { 0 });
-        let shift = |r: &mut Rng| if j > 0 { r.below(2 * j + 1) as f32 - j as f32 } else { 0.0 };
-        let mut d = vec![shift(rng), shift(rng)];
+        let shift = |r: &mut Rng| if j > 0 { r.below(2 * j + 1) as i32 - j as i32 } else { 0 };
+        let shift = (shift(rng), shift(rng));
         // GaussianNoise: a per-image, per-channel constant randn * rem * 0.5 / iters, rem counting
         // down from iters - 1 per call (the object persists across batches); then ColorJitter
         // (x - m) / s with m ~ U[-1, 1], s = exp(U[-1, 1]).
         let rem = (iters - 1 - self.noise_calls % iters) as f64;
         self.noise_calls += 1;
+        let (mut noise, mut color_m, mut color_s) = (vec![], vec![], vec![]);
         for _ in 0..b * ch {
-            let noise = rng.normal() * rem * 0.5 / iters as f64;
-            let m = rng.unit() * 2.0 - 1.0;
-            let s = (rng.unit() * 2.0 - 1.0).exp();
-            d.push((noise - m) as f32);
-            d.push(s as f32);
+            noise.push(rng.normal() * rem * 0.5 / iters as f64);
+            color_m.push(rng.unit() * 2.0 - 1.0);
+            color_s.push((rng.unit() * 2.0 - 1.0).exp());
         }
-        self.draws.write(self.gpu, &d);
         // Learning rate: cosine from lr to lr_min over the iterations (stepped after each one).
         let t = i as f64 / iters as f64;
         let lr = self.cfg.lr_min as f64
             + 0.5 * (self.cfg.lr - self.cfg.lr_min) as f64 * (1.0 + (std::f64::consts::PI * t).cos());
-        let step = (i + 1) as i32;
-        self.hyper_opt.write(self.gpu, &[lr as f32, 1.0 - 0.9f32.powi(step), 1.0 - 0.999f32.powi(step), 0.0]);
         // Entropy rows: a fresh random subset per block and image.
         let np = self.dims.np();
-        for s in &self.subsets {
-            let mut idx = Vec::with_capacity(b * self.sub);
-            for _ in 0..b {
-                let mut perm: Vec<usize> = (0..np).collect();
-                for k in (1..np).rev() {
-                    perm.swap(k, rng.below(k + 1));
+        let entropy_rows = (0..self.subsets.len())
+            .map(|_| {
+                let mut idx = Vec::with_capacity(b * self.sub);
+                for _ in 0..b {
+                    let mut perm: Vec<usize> = (0..np).collect();
+                    for k in (1..np).rev() {
+                        perm.swap(k, rng.below(k + 1));
+                    }
+                    idx.extend_from_slice(&perm[..self.sub]);
                 }
-                idx.extend(perm[..self.sub].iter().map(|&v| v as f32));
-            }
-            s.write(self.gpu, &idx);
-        }
+                idx
+            })
+            .collect();
         // Mask: ratio linear over the iterations, then keep round(0.7 k) at random.
+        let (mut mask_k, mut mask_keep, mut mask_keys) = (0, 0, Vec::new());
         if self.q.is_some() {
             let (r0, r1) = self.cfg.mask_ratio;
             let ratio = r0 * (1.0 - t as f32) + r1 * t as f32;
-            let k = ((np as f32 * ratio) as usize).max(1);
-            let keep = (((1.0 - self.cfg.mask_drop) * k as f32).round() as usize).clamp(1, k);
-            self.hyper_mask.write(self.gpu, &[k as f32, keep as f32, 0.0, 0.0]);
-            let keys: Vec<f32> = (0..b * np).map(|_| rng.unit() as f32).collect();
-            self.keys.write(self.gpu, &keys);
+            mask_k = ((np as f32 * ratio) as usize).max(1);
+            mask_keep = (((1.0 - self.cfg.mask_drop) * mask_k as f32).round() as usize).clamp(1, mask_k);
+            mask_keys = (0..b * np).map(|_| rng.unit() as f32).collect();
         }
+        IterDraws {
+            shift,
+            noise,
+            color_m,
+            color_s,
+            lr,
+            adam_step: (i + 1) as i32,
+            entropy_rows,
+            mask_k,
+            mask_keep,
+            mask_keys,
+        }
+    }
+
+    /// Writes one iteration's host inputs (from [`Synthesizer::draw_iteration`], or given) to the
+    /// buffers the next iteration reads.
+    pub fn upload_draws(&self, d: &IterDraws) {
+        let (b, ch) = (self.shape[0], self.shape[1]);
+        let np = self.dims.np();
+        assert!(
+            d.noise.len() == b * ch && d.color_m.len() == b * ch && d.color_s.len() == b * ch,
+            "one noise constant and colour jitter per image and channel"
+        );
+        assert!(
+            d.entropy_rows.len() == self.subsets.len()
+                && d.entropy_rows.iter().all(|r| r.len() == b * self.sub),
+            "{} entropy rows per image and block",
+            self.sub
+        );
+        // The jitter kernel folds noise and colour jitter into one affine map per image and channel.
+        let mut j = vec![d.shift.0 as f32, d.shift.1 as f32];
+        for k in 0..b * ch {
+            j.push((d.noise[k] - d.color_m[k]) as f32);
+            j.push(d.color_s[k] as f32);
+        }
+        self.draws.write(self.gpu, &j);
+        let step = d.adam_step;
+        self.hyper_opt
+            .write(self.gpu, &[d.lr as f32, 1.0 - 0.9f32.powi(step), 1.0 - 0.999f32.powi(step), 0.0]);
+        for (s, rows) in self.subsets.iter().zip(&d.entropy_rows) {
+            s.write(self.gpu, &rows.iter().map(|&v| v as f32).collect::<Vec<_>>());
+        }
+        if self.q.is_some() {
+            assert!(d.mask_keys.len() == b * np && (1..=d.mask_k).contains(&d.mask_keep), "mask draws");
+            self.hyper_mask.write(self.gpu, &[d.mask_k as f32, d.mask_keep as f32, 0.0, 0.0]);
+            self.keys.write(self.gpu, &d.mask_keys);
+        }
+    }
+
+    /// Sets AdamW's moments of the pixels (zero at the start of every batch).
+    pub fn set_adam_moments(&self, m: &[f32], v: &[f32]) {
+        self.m_adam.write(self.gpu, m);
+        self.v_adam.write(self.gpu, v);
+    }
+
+    /// One iteration on `images` with the given host inputs, as [`Synthesizer::run_batch`] takes it
+    /// once Q's quantizers hold a state: the logged terms, the image gradient (with respect to the
+    /// un-jittered pixels, TV included) and the pixels after AdamW and the clamp.
+    pub fn iterate_with(&mut self, d: &IterDraws, images: &[f32], labels: &[usize]) -> Result<Iteration> {
+        self.img.write(self.gpu, images);
+        self.targets.write(self.gpu, &labels.iter().map(|&l| l as f32).collect::<Vec<_>>());
+        self.upload_draws(d);
+        self.gpu.run_all(&[&self.step]);
+        Ok(Iteration {
+            terms: self.read_terms(d.adam_step as usize - 1)?,
+            grad: self.d_img.read(self.gpu)?,
+            images: self.img.read(self.gpu)?,
+        })
     }
 
     fn read_terms(&self, iter: usize) -> Result<TermLog> {
@@ -559,6 +661,7 @@ impl<'a> Synthesizer<'a> {
         self.m_adam.write(self.gpu, &vec![0.0; n_img]);
         self.v_adam.write(self.gpu, &vec![0.0; n_img]);
         for i in 0..self.cfg.iters {
+            crate::interrupt::check()?;
             self.draw(rng, i);
             let init_q = self.q.is_some_and(|q| q.quant.as_ref().is_some_and(|qq| !qq.initialized.get()));
             if init_q {

@@ -77,6 +77,13 @@ pub fn resolve(model: &Path, arch: Option<&str>) -> Result<(VitConfig, PathBuf)>
     let cfg = match arch {
         Some(a) if a.ends_with(".json") => VitConfig::from_json_file(Path::new(a))?,
         Some(a) => VitConfig::from_arch(a)?,
+        None if model.file_name().is_some_and(|n| n == "config.json") => bail!(
+            "--model {}: give the model's folder ({}, which holds config.json and model.safetensors), \
+             or use --arch {} for random weights where a command allows it",
+            model.display(),
+            model.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new(".")).display(),
+            model.display()
+        ),
         None => {
             check_not_pickle(model)?;
             bail!(
@@ -106,6 +113,19 @@ pub fn load_weights(cfg: &VitConfig, path: &Path) -> Result<Weights> {
     let bytes = std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
     let st = SafeTensors::deserialize(&bytes)
         .map_err(|e| anyhow::anyhow!("{}: not a valid safetensors file ({e})", path.display()))?;
+    if let Ok((_, header)) = SafeTensors::read_metadata(&bytes)
+        && header
+            .metadata()
+            .as_ref()
+            .and_then(|m| m.get("format"))
+            .is_some_and(|f| f.starts_with("maskaq-quantized"))
+    {
+        bail!(
+            "{}: is a maskaq quantized model; pass it as --quantized FILE, with the full-precision \
+             --model it was made from",
+            path.display()
+        );
+    }
     let expected = cfg.tensor_shapes();
     let wanted: HashMap<&str, &Vec<usize>> = expected.iter().map(|(n, s)| (n.as_str(), s)).collect();
     let mut names: Vec<String> = st.names().into_iter().map(|s| s.to_string()).collect();

@@ -229,6 +229,16 @@ impl VitConfig {
         if self.patch_size > self.img_size {
             bail!("patch_size {} is larger than img_size {}", self.patch_size, self.img_size);
         }
+        if !self.img_size.is_multiple_of(self.patch_size) {
+            bail!(
+                "img_size {} is not a multiple of patch_size {} (maskaq needs whole patches)",
+                self.img_size,
+                self.patch_size
+            );
+        }
+        if self.mlp_hidden == 0 {
+            bail!("mlp_ratio gives an MLP of 0 channels at embed_dim {}", self.embed_dim);
+        }
         let p = &self.preprocess;
         if p.input_size != [self.in_chans, self.img_size, self.img_size] {
             bail!(
@@ -282,6 +292,47 @@ impl VitConfig {
             v["label_names"] = serde_json::json!(names);
         }
         v
+    }
+
+    /// What the model is, for logs: its timm name when it has that architecture's shape,
+    /// otherwise its own dimensions (a small custom model is not a `vit_tiny_patch16_224`).
+    pub fn describe(&self) -> String {
+        let same = VitConfig::from_arch(&self.architecture).is_ok_and(|a| {
+            (
+                a.img_size,
+                a.patch_size,
+                a.in_chans,
+                a.embed_dim,
+                a.depth,
+                a.num_heads,
+                a.mlp_hidden,
+                a.num_classes,
+            ) == (
+                self.img_size,
+                self.patch_size,
+                self.in_chans,
+                self.embed_dim,
+                self.depth,
+                self.num_heads,
+                self.mlp_hidden,
+                self.num_classes,
+            )
+        });
+        if same {
+            return self.architecture.clone();
+        }
+        format!(
+            "custom {}: {} px, {} channel{}, patch {}, D {}, depth {}, {} heads, {} classes",
+            if self.distilled { "DeiT (distilled)" } else { "ViT" },
+            self.img_size,
+            self.in_chans,
+            if self.in_chans == 1 { "" } else { "s" },
+            self.patch_size,
+            self.embed_dim,
+            self.depth,
+            self.num_heads,
+            self.num_classes
+        )
     }
 
     pub fn head_dim(&self) -> usize {

@@ -27,6 +27,17 @@ pub fn site_numel(cfg: &VitConfig, site: &str, batch: usize) -> usize {
 /// Calibrates `q`'s activation quantizers on `images` ([N, C, H, W] flattened, normalised),
 /// `batch` at a time.
 pub fn minmax_calibrate(gpu: &Gpu, q: &Vit, images: &[f32], batch: usize) -> Result<()> {
+    minmax_calibrate_with(gpu, q, images, batch, &crate::progress::Progress::hidden())
+}
+
+/// [`minmax_calibrate`], counting batches on `progress`.
+pub fn minmax_calibrate_with(
+    gpu: &Gpu,
+    q: &Vit,
+    images: &[f32],
+    batch: usize,
+    progress: &crate::progress::Progress,
+) -> Result<()> {
     let quant = q.quant.as_ref().expect("calibration needs a quantized model");
     let per = q.cfg.in_chans * q.cfg.img_size * q.cfg.img_size;
     let n = images.len() / per;
@@ -41,11 +52,15 @@ pub fn minmax_calibrate(gpu: &Gpu, q: &Vit, images: &[f32], batch: usize) -> Res
     let full = Graph::build(gpu, q, batch, opts);
     let rest = n % batch;
     let tail = (rest > 0).then(|| Graph::build(gpu, q, rest, opts));
+    progress.start(n.div_ceil(batch) as u64, "calibrating, batches");
     for chunk in images.chunks(batch * per) {
+        crate::interrupt::check()?;
         let g = if chunk.len() == batch * per { &full } else { tail.as_ref().unwrap() };
         g.images.write(gpu, chunk);
         g.forward(gpu);
+        progress.inc(1);
     }
+    progress.finish();
     let mm = quant.calib.read(gpu)?;
     let states: Vec<SiteState> = quant
         .sites
