@@ -6,6 +6,7 @@ Usage (CPU only; needs torch, timm, safetensors, numpy -- see tools/requirements
     python3 tools/train_fashion.py --out assets/fashion_vit [--epochs E] [--seed S]
         [--data /usr/share/datasets/fashion-mnist] [--slice assets/fashion-mnist-test-slice]
         [--embed-dim 64] [--depth 4] [--heads 4] [--mlp-ratio 2] [--threads 1]
+        [--img-size 28] [--patch-size 4] [--label-smoothing 0.1]
     python3 tools/train_fashion.py --eval-only assets/fashion_vit [--slice DIR]
 
 The data are the gzip IDX files of Fashion-MNIST (Debian package `dataset-fashion-mnist`, installed in
@@ -15,12 +16,16 @@ downloaded). Training uses the 60,000 training images; the 10,000 test images ar
 (per-epoch accuracy is logged, the reported number is the final epoch's, never the best epoch's).
 
 Model: timm `vit_tiny_patch16_224` with model_args img_size=28, patch_size=4 (7x7 = 49 patches + class
-token = 50 tokens), in_chans=1, num_classes=10 and the given embed_dim/depth/num_heads/mlp_ratio; plain
+token = 50 tokens; other sizes with --img-size/--patch-size), in_chans=1, num_classes=10 and the given embed_dim/depth/num_heads/mlp_ratio; plain
 VisionTransformer (class token, qkv_bias, global_pool 'token', LayerNorm eps 1e-6, exact GELU).
 
 Preprocessing = timm's eval transform for the written pretrained_cfg (input_size (1,28,28), crop_pct
 1.0, bicubic, mean 0.2860, std 0.3530): resize to 28 and center-crop 28 are no-ops on a 28x28 image, so
-x = (pixel/255 - 0.2860) / 0.3530. Training augmentation (train only): random horizontal flip and a
+x = (pixel/255 - 0.2860) / 0.3530. With --img-size S other than 28 every image (train, test, --slice) is
+first resized 28 -> S with PIL's bicubic filter on the uint8 image, rounded back to uint8 -- what timm's
+eval transform (input_size (1,S,S), crop_pct 1.0, bicubic) does to a 28x28 PIL image, so maskaq's `eval`
+on the 28 px IDX files sees the same inputs; the crop augmentation then works on the S px image with the
+same 2 px padding. Training augmentation (train only): random horizontal flip and a
 random 28x28 crop of the image zero-padded by 2 px (pixel value 0 = background, before normalizing).
 Optimizer AdamW (lr 1e-3 at batch 128, weight decay 0.05, no decay on biases/norms/tokens/pos_embed),
 linear warmup then cosine decay to 1e-5 per step, cross-entropy with label smoothing 0.1.
@@ -90,8 +95,17 @@ def load_split(folder, prefix):
     return torch.from_numpy(images.copy()), torch.from_numpy(labels.astype(np.int64))
 
 
+def resize_u8(u8, size):
+    """uint8 [B,H,W] -> uint8 [B,size,size] with PIL bicubic (timm's eval resize); no-op at the same size."""
+    if u8.shape[-1] == size and u8.shape[-2] == size:
+        return u8
+    from PIL import Image
+    out = np.stack([np.asarray(Image.fromarray(a).resize((size, size), Image.BICUBIC)) for a in u8.numpy()])
+    return torch.from_numpy(out)
+
+
 def normalize(u8):
-    """uint8 [B,28,28] -> float [B,1,28,28] in timm's normalized space."""
+    """uint8 [B,S,S] -> float [B,1,S,S] in timm's normalized space."""
     return ((u8.float() / 255.0 - MEAN) / STD).unsqueeze(1)
 
 
@@ -111,14 +125,15 @@ def augment(u8, gen, pad=2):
 
 def make_config(args_like):
     d = args_like["embed_dim"]
+    size = args_like.get("img_size", 28)
     return {
         "architecture": ARCH,
         "num_classes": 10,
         "num_features": d,
         "global_pool": "token",
         "model_args": {
-            "img_size": 28,
-            "patch_size": 4,
+            "img_size": size,
+            "patch_size": args_like.get("patch_size", 4),
             "in_chans": 1,
             "embed_dim": d,
             "depth": args_like["depth"],
@@ -126,7 +141,7 @@ def make_config(args_like):
             "mlp_ratio": float(args_like["mlp_ratio"]),
         },
         "pretrained_cfg": {
-            "input_size": [1, 28, 28],
+            "input_size": [1, size, size],
             "mean": [MEAN],
             "std": [STD],
             "crop_pct": 1.0,
@@ -177,9 +192,10 @@ def load_model_dir(folder):
     return cfg, model
 
 
-def eval_slice(model, slice_dir, test_images, test_labels):
+def eval_slice(model, slice_dir, test_images, test_labels, img_size=28):
     """Accuracy on the shipped slice files; checks they equal the first N test images/labels."""
     si, sl = load_split(slice_dir, "t10k")
+    si = resize_u8(si, img_size)
     n = si.shape[0]
     if test_images is not None:
         assert torch.equal(si, test_images[:n]) and torch.equal(sl, test_labels[:n]), \
@@ -216,6 +232,8 @@ def main():
     ap.add_argument("--depth", type=int, default=4)
     ap.add_argument("--heads", type=int, default=4)
     ap.add_argument("--mlp-ratio", type=float, default=2.0)
+    ap.add_argument("--img-size", type=int, default=28, help="resize the 28 px images to S px (PIL bicubic)")
+    ap.add_argument("--patch-size", type=int, default=4)
     ap.add_argument("--max-steps", type=int, default=0, help="debug: stop each epoch after N steps")
     args = ap.parse_args()
 
@@ -224,20 +242,27 @@ def main():
 
     if args.eval_only:
         cfg, model = load_model_dir(args.eval_only)
+        args.img_size = cfg["model_args"]["img_size"]
+        if test_x is not None:
+            test_x = resize_u8(test_x, args.img_size)
         if test_x is not None:
             t1, t5 = evaluate(model, test_x, test_y)
             print(f"test ({test_x.shape[0]} images): top-1 {t1 * 100:.2f}%  top-5 {t5 * 100:.2f}%")
             f1, f5 = evaluate(model, test_x[:1000], test_y[:1000])
             print(f"first 1000 test images: top-1 {f1 * 100:.2f}%  top-5 {f5 * 100:.2f}%")
         if args.slice:
-            n, (s1, s5) = eval_slice(model, args.slice, test_x, test_y)
+            n, (s1, s5) = eval_slice(model, args.slice, test_x, test_y, args.img_size)
             print(f"slice {args.slice} ({n} images): top-1 {s1 * 100:.2f}%  top-5 {s5 * 100:.2f}%")
         return
 
     t_start = time.time()
+    if args.img_size % args.patch_size:
+        ap.error(f"--img-size {args.img_size} is not a multiple of --patch-size {args.patch_size}")
     train_x, train_y = load_split(args.data, "train")
+    train_x, test_x = resize_u8(train_x, args.img_size), resize_u8(test_x, args.img_size)
     cfg = make_config({"embed_dim": args.embed_dim, "depth": args.depth, "num_heads": args.heads,
-                       "mlp_ratio": args.mlp_ratio})
+                       "mlp_ratio": args.mlp_ratio, "img_size": args.img_size,
+                       "patch_size": args.patch_size})
     model = build_model(cfg)
     n_params = sum(p.numel() for p in model.parameters())
     macs = macs_per_image(cfg)
@@ -312,7 +337,7 @@ def main():
     f1, f5 = evaluate(final, test_x[:1000], test_y[:1000])
     slice_line = ""
     if args.slice and os.path.isdir(args.slice):
-        n, (s1, s5) = eval_slice(final, args.slice, test_x, test_y)
+        n, (s1, s5) = eval_slice(final, args.slice, test_x, test_y, args.img_size)
         slice_line = (f"- Shipped slice `{args.slice}` ({n} images, checked identical to the first {n} "
                       f"test images): top-1 **{s1 * 100:.2f}%**, top-5 {s5 * 100:.2f}%\n")
     total_wall = time.time() - t_start
@@ -320,8 +345,12 @@ def main():
           f"first 1000: top-1 {f1 * 100:.2f}%  top-5 {f5 * 100:.2f}%; wall {total_wall:.0f} s", flush=True)
 
     cmd = "python3 " + " ".join(shlex.quote(a) for a in sys.argv)
+    size, patch = args.img_size, args.patch_size
+    n_tok = (size // patch) ** 2
+    resized = "" if size == 28 else f"Every 28x28 image is first resized to {size}x{size} (PIL bicubic, uint8). "
     lines = [
-        "# Training record: maskaq's bundled Fashion-MNIST ViT",
+        "# Training record: maskaq's bundled Fashion-MNIST ViT" if size == 28 and patch == 4
+        else f"# Training record: a Fashion-MNIST ViT at {size} px, patch {patch}",
         "",
         "Written by `tools/train_fashion.py` (PyTorch on CPU; not trained with maskaq).",
         "",
@@ -341,10 +370,10 @@ def main():
         "## Model",
         "",
         f"timm `{ARCH}` with model_args `{json.dumps(cfg['model_args'])}`, num_classes 10: "
-        f"{(28 // 4) ** 2} patches + class token = 50 tokens, {n_params:,} parameters, "
+        f"{n_tok} patches + class token = {n_tok + 1} tokens, {n_params:,} parameters, "
         f"{macs / 1e6:.2f} M MACs per image (linears + attention matmuls).",
-        "Preprocessing (pretrained_cfg): input (1, 28, 28), crop_pct 1.0, bicubic, mean 0.2860, std 0.3530, "
-        "i.e. x = (pixel/255 - 0.2860) / 0.3530.",
+        f"{resized}Preprocessing (pretrained_cfg): input (1, {size}, {size}), crop_pct 1.0, bicubic, "
+        "mean 0.2860, std 0.3530, i.e. x = (pixel/255 - 0.2860) / 0.3530.",
         "",
         "## Training",
         "",
@@ -354,7 +383,7 @@ def main():
         f"norms, cls_token, pos_embed); linear warmup {args.warmup_epochs:g} epochs then cosine to "
         f"{args.min_lr:g}, per step",
         f"- Cross-entropy, label smoothing {args.label_smoothing:g}",
-        "- Augmentation: random horizontal flip, random 28x28 crop of the image zero-padded by 2 px",
+        f"- Augmentation: random horizontal flip, random {size}x{size} crop of the image zero-padded by 2 px",
         "- No dropout, no stochastic depth; timm default init",
         "- The test set was only evaluated; the reported accuracy is the final epoch's.",
         "",

@@ -172,7 +172,7 @@ pub enum Preset {
     Demo,
     /// DeiT-T-sized models on a GPU: 128 images x 100 iterations, 10 epochs, refresh every 5.
     Fast,
-    /// The authors' settings: 10,000 images x 2000 iterations, 200 epochs, refresh every 30 (GPU-days).
+    /// The authors' settings: 10,000 images x 2000 iterations, 200 epochs, refresh every 30 (many GPU-hours).
     Paper,
 }
 
