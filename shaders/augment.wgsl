@@ -40,7 +40,7 @@ fn shift_flip(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nw
     dst[i] = v;
 }
 
-// ---- Q-training batch augmentation (maskaq-spec.md 1.3, `T_aug`), one random draw per batch --
+// ---- Q-training batch augmentation (docs/method.md §1.3), one random draw per batch --
 // rrc_flip: RandomResizedCrop + RandomHorizontalFlip: out(y, x) = bilinear sample (half-pixel
 // centres) of the crop box (top, left, height, width) = draws[0..4] of the source, mirrored when
 // draws[4] != 0. torchvision crops first and then resizes, so the sample positions clamp to the

@@ -1,4 +1,4 @@
-// Q-training losses (maskaq-spec.md sections 1.3 and 2.5): knowledge distillation on the logits
+// Q-training losses (docs/method.md §1.3 and 2.5): knowledge distillation on the logits
 // and the mask-weighted SSIM distillation of the per-head attention outputs O. Gradients go to
 // Q only (P is the fixed teacher) and are ADDED to Q's gradient buffers; loss contributions,
 // multiplied by `coef`, go to `partial[off + thread]`.

@@ -1,4 +1,4 @@
-// MaskAQ's image-synthesis objectives on the attention taps (maskaq-spec.md sections 2.1-2.4),
+// MaskAQ's image-synthesis objectives on the attention taps (docs/method.md §2.1-2.4),
 // forward and backward, for one block at a time. Taps are [B, H, N, N] raw logits A = q kᵀ;
 // tokens 0..prefix are the class (and distillation) tokens, the np = G x G patches follow.
 // Gradients are ADDED to the gradient buffers (several terms feed the same tap); each kernel

@@ -1,4 +1,4 @@
-// MaskAQ's quantizers (maskaq-spec.md section 3).
+// MaskAQ's quantizers (docs/method.md §3).
 //
 // Weights: symmetric per-output-channel min-max, recomputed every forward, straight-through
 // gradient:  m_c = max|W_c|, s_c = (2^b - 1) / max(2 m_c, 1e-8),

@@ -1,4 +1,4 @@
-// Image-space parts of sample synthesis (maskaq-spec.md section 1.2) on images [B, C, H, W]:
+// Image-space parts of sample synthesis (docs/method.md §1.2) on images [B, C, H, W]:
 // total variation (value and gradient), the per-iteration jitter and augmentation with its
 // backward, and the per-channel clamp to the valid pixel range.
 

@@ -45,7 +45,7 @@ that file (versions and transform repr in its metadata).
 
 Quantized fixtures `<out>/quant_<model>_w<b>a<b>/fixture.safetensors` (F32; metadata {"model", "wbits",
 "abits", "objective", "coef_a", "coef_o", "lsq_g_scale_head"}): MaskAQ's Q built on the FP fixture
-<model> (same weights from its model.safetensors, same images and targets), maskaq-spec section 3:
+<model> (same weights from its model.safetensors, same images and targets), docs/method.md §3:
   - weights of every Linear and of patch_embed.proj: symmetric per-output-channel min-max,
     s_c = (2^b - 1) / max(2 max(|min_c W|, |max_c W|), 1e-8),
     W_hat = clamp(round(s_c W), -2^(b-1), 2^(b-1) - 1) / s_c, recomputed every forward, plain STE;
@@ -75,7 +75,7 @@ Quantized fixtures `<out>/quant_<model>_w<b>a<b>/fixture.safetensors` (F32; meta
   Checked against a float64 rerun with the same alpha / z in which near-tie codes take the f32 decision
   (only weight ties flip there); the run prints every site's init values and tie counts.
 
-`<out>/objectives/objectives.safetensors` (F32, no model): MaskAQ's loss terms (maskaq-spec 1.2, 1.3, 2)
+`<out>/objectives/objectives.safetensors` (F32, no model): MaskAQ's loss terms (docs/method.md §1.2, 1.3, 2)
 as plain functions of seeded random tensors, each with its value and its gradient with respect to each of
 its inputs, computed in float64 with autograd from the stored F32 inputs and rounded to F32 (a float32
 rerun, the f32 top-k masks and a float64 central-difference check along one random direction per
@@ -1069,7 +1069,7 @@ def make_preprocess_fixture(out_dir):
 
 
 # ----------------------------------------------------------------------------------------------------
-# Loss-term fixture: MaskAQ's objectives (maskaq-spec sections 1.2, 1.3, 2) on random tensors.
+# Loss-term fixture: MaskAQ's objectives (docs/method.md §1.2, 1.3, 2) on random tensors.
 # Each term is a plain function of its inputs; the reference is computed in float64 with autograd and
 # stored as F32, and a float32 rerun of the same functions must agree to about 1e-5.
 

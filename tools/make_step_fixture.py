@@ -7,7 +7,7 @@ Usage (CPU only; needs `pip install -r tools/requirements.txt`; reads tests/fixt
 
 writes `<out>/step_tiny_vit_w4a4/fixture.safetensors` (F32, deterministic header; seeded, one CPU
 thread, so the same library versions write the same bytes). It is a PyTorch transcription of
-maskaq-spec sections 1.2, 1.3, 2 and 3, written from the spec (the loss terms and Q's fake
+docs/method.md §1.2, 1.3, 2 and 3, written from the spec (the loss terms and Q's fake
 quantization are tools/make_fixtures.py's `obj_*` and `quant_forward`), with every random draw fixed
 and stored so that maskaq can be fed the same draws:
 
@@ -406,7 +406,7 @@ def main():
     tensors = {k: v.detach().float().contiguous() for k, v in out.items()}
     folder = os.path.join(ARGS.out, NAME)
     os.makedirs(folder, exist_ok=True)
-    meta = {"model": BASE, "wbits": str(BITS), "abits": str(BITS), "reference": "torch float32, maskaq-spec 1.2, 1.3, 2, 3"}
+    meta = {"model": BASE, "wbits": str(BITS), "abits": str(BITS), "reference": "torch float32, docs/method.md §1.2, 1.3, 2, 3"}
     mf.save_file(tensors, os.path.join(folder, "fixture.safetensors"), metadata=meta)
     mf.summarize([folder])
 

@@ -1,6 +1,6 @@
 //! The MaskAQ method: sample synthesis (objectives on P's and Q's attention taps), and, later,
 //! Q training and the refresh scheduler. Each module reads like the matching section of
-//! maskaq-spec.md.
+//! docs/method.md.
 
 pub mod pipeline;
 pub mod qtrain;

@@ -1,4 +1,4 @@
-//! The MaskAQ pipeline (maskaq-spec.md section 1.3): synthesize images with P and the current
+//! The MaskAQ pipeline (docs/method.md §1.3): synthesize images with P and the current
 //! Q, train Q on them for a few epochs, regenerate the whole set with the current Q every
 //! `refresh_every` epochs (periodic refresh), evaluate after every epoch.
 //!

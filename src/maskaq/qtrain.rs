@@ -1,4 +1,4 @@
-//! Q training on synthetic images (maskaq-spec.md section 1.3): knowledge distillation from P
+//! Q training on synthetic images (docs/method.md §1.3): knowledge distillation from P
 //! (KL at temperature T, times T^2) plus `hd_coef` times the mask-weighted SSIM distillation of
 //! the attention outputs (section 2.5), SGD with Nesterov momentum on every parameter of Q,
 //! including the activation quantizers' alpha and z.

@@ -1,4 +1,4 @@
-//! Sample synthesis (maskaq-spec.md section 1.2): a batch of images optimised from N(0, 1) noise
+//! Sample synthesis (docs/method.md §1.2): a batch of images optimised from N(0, 1) noise
 //! so that P sees natural attention structure and P and Q agree on the informative patches.
 //!
 //! One iteration is one GPU submission the host does not wait for: jitter and augment the

@@ -1,4 +1,4 @@
-//! Weight and activation fake quantizers (shaders/quant.wgsl, maskaq-spec.md section 3).
+//! Weight and activation fake quantizers (shaders/quant.wgsl, docs/method.md §3).
 
 use super::{f, u};
 use crate::gpu::{Dispatch, Gpu, Kernel, Tensor, grid1d};

@@ -1,5 +1,5 @@
 //! The quantized model Q: bit widths, the activation-quantizer sites MaskAQ uses, and their
-//! state on the GPU (maskaq-spec.md section 3).
+//! state on the GPU (docs/method.md §3).
 //!
 //! Q is P's graph with fake quantization where the MaskAQ code puts it: an LSQ activation
 //! quantizer on the input of every Linear (qkv, proj, fc1, fc2, head, head_dist) and on both
