@@ -205,3 +205,30 @@ pub fn assert_exact(name: &str, got: &[f32], want: &[f32]) {
         panic!("{name}: element {i} differs: got {} want {} (len {})", got[i], want[i], got.len());
     }
 }
+
+/// The two matmul kernel families: barrier-free register kernels (CPU adapters) and tiled
+/// workgroup-memory kernels (GPUs), by name and `tiled`.
+pub const VARIANTS: [(&str, bool); 2] = [("regs", false), ("tiled", true)];
+
+/// Selects the matmul variant used by dispatches built from now on.
+pub fn use_variant(gpu: &mut Gpu, tiled: bool) {
+    gpu.cpu_like = !tiled;
+}
+
+/// Patch-embedding geometries for the kernel tests: ragged sizes, one or two prefix tokens.
+pub fn geometries() -> [maskaq::ops::embed::Geometry; 3] {
+    use maskaq::ops::embed::Geometry;
+    [
+        // 10 x 9 with patch 4: the last 2 rows and 1 column are not covered by any patch.
+        Geometry { batch: 2, chans: 3, h: 10, w: 9, patch: 4, prefix: 1, d: 5 },
+        Geometry { batch: 2, chans: 1, h: 8, w: 8, patch: 4, prefix: 2, d: 3 },
+        Geometry { batch: 3, chans: 2, h: 7, w: 13, patch: 3, prefix: 1, d: 17 },
+    ]
+}
+
+/// Whether pixel `i` (flat [B, C, H, W] index) lies in some patch.
+pub fn covered(geo: &maskaq::ops::embed::Geometry, i: usize) -> bool {
+    let x = i % geo.w;
+    let y = (i / geo.w) % geo.h;
+    y < geo.gh() * geo.patch && x < geo.gw() * geo.patch
+}
