@@ -248,6 +248,13 @@ fn split_stats(stats: &[f32]) -> (Vec<f32>, Vec<f32>) {
     (stats.iter().step_by(2).copied().collect(), stats.iter().skip(1).step_by(2).copied().collect())
 }
 
+/// LayerNorm's parameter gradients (sums over `rows`) against the CPU reference.
+#[track_caller]
+fn check_ln_params(g: &Gpu, name: &str, rows: usize, got: (&Tensor, &Tensor), want: (&[f32], &[f32])) {
+    assert_close(&format!("layernorm dgamma {name}"), &read(g, got.0), want.0, TOL, sum_atol(rows), TOL);
+    assert_close(&format!("layernorm dbeta {name}"), &read(g, got.1), want.1, TOL, sum_atol(rows), TOL);
+}
+
 #[test]
 fn layernorm_forward_backward() {
     let g = gpu();
@@ -306,22 +313,7 @@ fn layernorm_forward_backward() {
             let tdg = upload1(&g, &rng.vec(d, 9.0));
             let tdb = upload1(&g, &rng.vec(d, 9.0));
             run_all(&g, &layernorm::backward_params(&g, rows, d, &tx, &ts, &tdy, &tdg, &tdb));
-            assert_close(
-                &format!("layernorm dgamma {name}"),
-                &read(&g, &tdg),
-                &want_dg,
-                TOL,
-                sum_atol(rows),
-                TOL,
-            );
-            assert_close(
-                &format!("layernorm dbeta {name}"),
-                &read(&g, &tdb),
-                &want_db,
-                TOL,
-                sum_atol(rows),
-                TOL,
-            );
+            check_ln_params(&g, &name, rows, (&tdg, &tdb), (&want_dg, &want_db));
         }
     }
 }
@@ -634,22 +626,7 @@ fn layernorm_params_chunked() {
             assert_eq!(ds.len() > 1, !cpu_like, "chunking at rows={rows}");
             run_all(&g, &ds);
             let name = format!("rows={rows} d={d} cpu_like={cpu_like}");
-            assert_close(
-                &format!("layernorm dgamma {name}"),
-                &read(&g, &tdg),
-                &want_dg,
-                TOL,
-                sum_atol(rows),
-                TOL,
-            );
-            assert_close(
-                &format!("layernorm dbeta {name}"),
-                &read(&g, &tdb),
-                &want_db,
-                TOL,
-                sum_atol(rows),
-                TOL,
-            );
+            check_ln_params(&g, &name, rows, (&tdg, &tdb), (&want_dg, &want_db));
         }
     }
 }
