@@ -14,10 +14,24 @@ pub fn install() {
     let _ = ctrlc::set_handler(|| {
         if REQUESTED.swap(true, Ordering::SeqCst) {
             eprintln!("\nmaskaq: stopped at once (second Ctrl-C)");
-            std::process::exit(130);
+            exit_now(130);
         }
         eprintln!("\nmaskaq: stopping after the current step (Ctrl-C again to stop at once)");
     });
+}
+
+/// Ends the process without running exit handlers. `std::process::exit` from this handler thread
+/// runs the C library's exit handlers and the GPU driver's destructors while the main thread is
+/// still inside the driver; on lavapipe that corrupted the heap ("corrupted size vs. prev_size",
+/// SIGABRT instead of exit code 130). Nothing is lost: every output is written atomically.
+fn exit_now(code: i32) -> ! {
+    #[cfg(unix)]
+    // SAFETY: `_exit` takes no pointers and never returns; skipping exit handlers is the point.
+    unsafe {
+        libc::_exit(code)
+    }
+    #[cfg(not(unix))]
+    std::process::exit(code)
 }
 
 /// Whether Ctrl-C was pressed.
