@@ -468,6 +468,39 @@ fn mask_ratio_with_one_value() {
 }
 
 #[test]
+fn synth_color_jitter_out_of_range() {
+    let d = tmp();
+    let o = d.path().join("syn");
+    refused(
+        d.path(),
+        &[
+            "synth",
+            "--model",
+            &fx("tiny_vit"),
+            "--num",
+            "4",
+            "--synth-color-jitter",
+            "4",
+            "--out",
+            o.to_str().unwrap(),
+        ],
+        &["--synth-color-jitter", "[0, 3]"],
+    );
+}
+
+#[test]
+fn real_data_that_does_not_exist() {
+    let d = tmp();
+    let o = d.path().join("run");
+    let missing = d.path().join("nope.gz");
+    refused(
+        d.path(),
+        &["quantize", "--real-data", missing.to_str().unwrap(), "--out", o.to_str().unwrap()],
+        &["--real-data", "nope.gz"],
+    );
+}
+
+#[test]
 fn zero_top() {
     let d = tmp();
     refused(d.path(), &["predict", "--model", &fx("tiny_vit"), "--top", "0", &img()], &["--top"]);

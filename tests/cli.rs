@@ -367,6 +367,17 @@ fn synth_writes_dataset_previews_and_log() {
     assert!(ev.status.success(), "{}", String::from_utf8_lossy(&ev.stderr));
     let v: serde_json::Value = serde_json::from_slice(&ev.stdout).unwrap();
     assert_eq!(v["images"], 5);
+    // The agreement synth reports is what `eval` measures on the written set.
+    assert_eq!(log["agreement"]["images"], 5);
+    assert_eq!(log["agreement"]["top1"].as_f64(), v["top1"].as_f64(), "{}", log["agreement"]);
+    let per: usize = log["agreement"]["per_class"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c[0].as_u64().unwrap() as usize)
+        .sum();
+    assert_eq!(per, 5);
+    assert!(String::from_utf8_lossy(&run.stderr).contains("synth: P classifies"));
     // Same seed, same adapter: the same images bit for bit.
     let out2 = dir.path().join("syn2");
     let run = maskaq(&[
@@ -388,6 +399,45 @@ fn synth_writes_dataset_previews_and_log() {
     let bits = |v: &Vec<f32>| v.iter().map(|x| x.to_bits()).collect::<Vec<u32>>();
     assert!(bits(&a["images"].1) == bits(&b["images"].1), "same seed must give the same images bit for bit");
     assert!(a["labels"].1 == b["labels"].1);
+}
+
+#[test]
+fn quantize_on_real_data_is_the_qat_reference() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("q");
+    let model = fixtures().join("tiny_gray_f16");
+    let slice = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("assets/fashion-mnist-test-slice/t10k-images-idx3-ubyte.gz");
+    let s = slice.to_str().unwrap();
+    let args = [
+        "quantize",
+        "--model",
+        model.to_str().unwrap(),
+        "--eval-data",
+        s,
+        "--eval-limit",
+        "50",
+        "--real-data",
+        s,
+        "--num-images",
+        "8",
+        "--epochs",
+        "2",
+        "--refresh-every",
+        "1",
+        "--out",
+        out.to_str().unwrap(),
+    ];
+    let run = maskaq(&args);
+    let stderr = String::from_utf8_lossy(&run.stderr);
+    assert!(run.status.success(), "{stderr}");
+    assert!(stderr.contains("epoch 2: 8 real training images from"), "{stderr}");
+    assert!(!stderr.contains("synthesized"), "{stderr}");
+    assert!(String::from_utf8_lossy(&run.stdout).contains("real-data QAT"));
+    let r: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(out.join("report.json")).unwrap()).unwrap();
+    assert!(r["config"]["real_data"].as_str().unwrap().contains("t10k-images"));
+    assert!(r["final_top1"].as_f64().is_some());
 }
 
 #[test]
@@ -432,6 +482,10 @@ fn quantize_runs_the_pipeline_and_writes_its_outputs() {
         "0",
         "--entropy-rows",
         "8",
+        "--synth-color-jitter",
+        "0.5",
+        "--synth-noise",
+        "0.25",
         "--out",
         out.to_str().unwrap(),
     ];
@@ -457,7 +511,14 @@ fn quantize_runs_the_pipeline_and_writes_its_outputs() {
     assert_eq!(c["synth"]["jitter"], serde_json::json!([1, 2]));
     assert_eq!(c["synth"]["weights"]["tv"].as_f64(), Some(0.0));
     assert_eq!(c["synth"]["entropy_rows"].as_u64(), Some(8));
+    assert_eq!(c["synth"]["color_jitter"].as_f64(), Some(0.5));
+    assert_eq!(c["synth"]["noise_std"].as_f64(), Some(0.25));
     let epochs = r["epochs"].as_array().unwrap();
+    // Each synthesis reports P's agreement with its targets; epoch 2 trained on epoch 1's set.
+    for (e, refreshed) in [(0, true), (1, false), (2, true)] {
+        let a = &epochs[e]["synthetic_agreement"];
+        assert_eq!(a.as_f64().is_some_and(|v| (0.0..=100.0).contains(&v)), refreshed, "epoch {e}: {a}");
+    }
     assert_eq!(epochs.len(), 3);
     assert_eq!(epochs[0]["updated"], false, "first epoch frozen");
     assert_eq!(epochs[2]["refreshed"], true, "refresh at epoch 3 (every 2)");

@@ -120,7 +120,7 @@ pub fn check_labels(data: &dyn Dataset, n: usize, classes: usize) -> Result<()> 
 
 /// Rank of `label` in `row` (0 = the top class), ties broken by the lower index as in
 /// `maskaq predict`'s stable sort.
-fn rank(row: &[f32], label: usize) -> usize {
+pub fn rank(row: &[f32], label: usize) -> usize {
     let v = row[label];
     row.iter()
         .enumerate()

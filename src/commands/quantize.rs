@@ -95,40 +95,16 @@ pub struct QuantizeArgs {
     #[arg(long, help_heading = "Q training", allow_negative_numbers = true)]
     pub mask_weight: Option<f32>,
     #[command(flatten)]
-    pub weights: crate::commands::synth::LossWeightArgs,
-    /// Synthesis: AdamW learning rate on the pixels (0.1), cosine to --synth-lr-min.
-    #[arg(long, help_heading = "Synthesis", allow_negative_numbers = true)]
-    pub synth_lr: Option<f32>,
-    /// Synthesis: the learning rate at the last iteration (1e-3).
-    #[arg(long, help_heading = "Synthesis", allow_negative_numbers = true)]
-    pub synth_lr_min: Option<f32>,
-    /// Synthesis: AdamW weight decay on the pixels (1e-6).
-    #[arg(long, help_heading = "Synthesis", allow_negative_numbers = true)]
-    pub synth_weight_decay: Option<f32>,
-    /// Synthesis: informative-region ratio at the first and the last iteration, linear in
-    /// between (0.5,0.1).
-    #[arg(
-        long,
-        help_heading = "Synthesis",
-        value_delimiter = ',',
-        value_name = "START,END",
-        allow_negative_numbers = true
-    )]
-    pub mask_ratio: Option<Vec<f32>>,
-    /// Synthesis: fraction of the informative patches dropped at random each iteration (0.3).
-    #[arg(long, help_heading = "Synthesis", allow_negative_numbers = true)]
-    pub mask_drop: Option<f32>,
-    /// Synthesis: patch rows sampled for the entropy term (64; all if the grid has fewer).
-    #[arg(long, help_heading = "Synthesis")]
-    pub entropy_rows: Option<usize>,
-    /// Synthesis: random shift in pixels at 224 px (scaled to the image size) in the first and
-    /// the second half of the iterations (8,16).
-    #[arg(long, help_heading = "Synthesis", value_delimiter = ',', value_name = "FIRST,SECOND")]
-    pub jitter: Option<Vec<usize>>,
+    pub synth: crate::commands::synth::SynthSettingArgs,
     /// The LSQ zero points' gradient: `plain` (the authors' code, unscaled), `lsq` (scaled by
     /// LSQ's g like the steps) or `frozen`.
     #[arg(long, value_enum, help_heading = "Q training")]
     pub z_grad: Option<ZGrad>,
+    /// Real-data QAT, the upper reference for the data-free methods: train Q on --num-images
+    /// real labelled images drawn from this dataset (redrawn at every refresh) instead of
+    /// synthetic ones; everything else is the same Q training.
+    #[arg(long, value_name = "PATH", help_heading = "Q training", conflicts_with = "synthetic")]
+    pub real_data: Option<PathBuf>,
     /// Start from this synthetic set (a `maskaq synth` folder) instead of synthesizing the
     /// first one; refreshes still regenerate it (add --no-refresh to keep it).
     #[arg(long, help_heading = "Q training")]
@@ -303,44 +279,7 @@ pub fn run(gpu_opts: &GpuOptions, args: &QuantizeArgs) -> Result<()> {
         check("--mask-weight", v as f64, v > 0.0, "a positive weight (1: uniform)")?;
         cfg.train.mask_weight = v;
     }
-    args.weights.apply(&mut cfg.synth.weights)?;
-    if let Some(v) = args.synth_lr {
-        check("--synth-lr", v as f64, v > 0.0, "a positive learning rate")?;
-        cfg.synth.lr = v;
-    }
-    if let Some(v) = args.synth_lr_min {
-        check("--synth-lr-min", v as f64, v >= 0.0, "a learning rate >= 0")?;
-        cfg.synth.lr_min = v;
-    }
-    if let Some(v) = args.synth_weight_decay {
-        check("--synth-weight-decay", v as f64, v >= 0.0, "a weight decay >= 0")?;
-        cfg.synth.weight_decay = v;
-    }
-    if let Some(v) = &args.mask_ratio {
-        if v.len() != 2 {
-            bail!("--mask-ratio: expected two ratios START,END (e.g. 0.5,0.1), got {} values", v.len());
-        }
-        for &r in v {
-            check("--mask-ratio", r as f64, r > 0.0 && r <= 1.0, "two ratios in (0, 1], e.g. 0.5,0.1")?;
-        }
-        cfg.synth.mask_ratio = (v[0], v[1]);
-    }
-    if let Some(v) = args.mask_drop {
-        check("--mask-drop", v as f64, (0.0..1.0).contains(&v), "a fraction in [0, 1)")?;
-        cfg.synth.mask_drop = v;
-    }
-    if let Some(v) = args.entropy_rows {
-        if v == 0 {
-            bail!("--entropy-rows must be at least 1");
-        }
-        cfg.synth.entropy_rows = v;
-    }
-    if let Some(v) = &args.jitter {
-        if v.len() != 2 {
-            bail!("--jitter: expected two shifts FIRST,SECOND in pixels (e.g. 8,16), got {} values", v.len());
-        }
-        cfg.synth.jitter = (v[0], v[1]);
-    }
+    args.synth.apply(&mut cfg.synth)?;
     if let Some(v) = args.z_grad {
         cfg.train.z_grad = match v {
             ZGrad::Plain => 1.0,
@@ -425,6 +364,16 @@ pub fn run(gpu_opts: &GpuOptions, args: &QuantizeArgs) -> Result<()> {
         }
         None => None,
     };
+    let real = match &args.real_data {
+        Some(path) => {
+            let d = dataset::open(path).with_context(|| format!("--real-data {}", path.display()))?;
+            crate::commands::eval::check_labels(d.as_ref(), d.len(), pcfg.num_classes)
+                .with_context(|| format!("--real-data {}", path.display()))?;
+            cfg.real_data = Some(d.source());
+            Some(d)
+        }
+        None => None,
+    };
     if args.eval_limit == Some(0) {
         bail!("--eval-limit must be at least 1");
     }
@@ -460,6 +409,9 @@ pub fn run(gpu_opts: &GpuOptions, args: &QuantizeArgs) -> Result<()> {
     if let Some(s) = &args.synthetic {
         inputs.push(("--synthetic", s.as_path()));
     }
+    if let Some(r) = &args.real_data {
+        inputs.push(("--real-data", r.as_path()));
+    }
     let existing = if args.resume { Existing::Accept } else { Existing::Refuse };
     let out = OutDir::prepare(&args.out, &inputs, args.overwrite, existing, QUANTIZE_OUTPUTS)?;
 
@@ -491,6 +443,7 @@ pub fn run(gpu_opts: &GpuOptions, args: &QuantizeArgs) -> Result<()> {
         resume: args.resume,
         stop_after_epoch: args.stop_after_epoch,
         initial: initial.as_ref(),
+        real: real.as_deref(),
     };
     let report = pipeline::run(&gpu, &p, &weights, &q, &cfg, &opts, |line| {
         progress.suspend(|| eprintln!("quantize: {line}"))
@@ -506,12 +459,14 @@ pub fn run(gpu_opts: &GpuOptions, args: &QuantizeArgs) -> Result<()> {
         &format!("{method}-{}", args.preset.name()),
         &args.out.join("quantized.safetensors"),
     )?;
+    // What trained Q, as the summary and the curves name it.
+    let trained_by = if args.real_data.is_some() { "real-data QAT".to_string() } else { method.to_string() };
     let accuracy_chart = crate::plot::run_curves(
         &args.out,
         &report.epochs,
         report.fp_top1,
         report.ptq_noise_top1,
-        &method.to_string(),
+        &trained_by,
         &bits.to_string(),
     )?;
     let report_json = serde_json::to_string_pretty(&report)?;
@@ -528,7 +483,7 @@ pub fn run(gpu_opts: &GpuOptions, args: &QuantizeArgs) -> Result<()> {
     }
     println!("full precision     {}", pct(report.fp_top1));
     println!("min-max PTQ noise  {}", pct(report.ptq_noise_top1));
-    println!("{:<18} {} (final epoch)", method.to_string(), pct(report.final_top1));
+    println!("{trained_by:<18} {} (final epoch)", pct(report.final_top1));
     println!(
         "time               {:.1} s (synthesis {:.1} s, training {:.1} s)",
         report.total_seconds, report.synthesis_seconds, report.training_seconds

@@ -11,6 +11,7 @@ use serde::Serialize;
 use crate::data::synthetic::{SyntheticDataset, write_previews};
 use crate::gpu::{Gpu, GpuOptions};
 use crate::io::{Existing, OutDir};
+use crate::maskaq::agreement::{Agreement, agreement};
 use crate::maskaq::synth::{Method, SynthConfig, Synthesizer, TermLog};
 use crate::model::Vit;
 use crate::model::checkpoint::{load_weights, resolve};
@@ -60,6 +61,113 @@ impl LossWeightArgs {
     }
 }
 
+/// Every synthesis setting as flags (shared by `synth` and `quantize`); each default is the
+/// authors' value (docs/method.md §1.2) unless its help says otherwise.
+#[derive(clap::Args, Clone, Debug, Default)]
+#[command(next_help_heading = "Synthesis")]
+pub struct SynthSettingArgs {
+    #[command(flatten)]
+    pub weights: LossWeightArgs,
+    /// AdamW learning rate on the pixels (0.1), cosine to --synth-lr-min.
+    #[arg(long, allow_negative_numbers = true)]
+    pub synth_lr: Option<f32>,
+    /// The learning rate at the last iteration (1e-3).
+    #[arg(long, allow_negative_numbers = true)]
+    pub synth_lr_min: Option<f32>,
+    /// AdamW weight decay on the pixels (1e-6).
+    #[arg(long, allow_negative_numbers = true)]
+    pub synth_weight_decay: Option<f32>,
+    /// Informative-region ratio at the first and the last iteration, linear in between (0.5,0.1).
+    #[arg(long, value_delimiter = ',', value_name = "START,END", allow_negative_numbers = true)]
+    pub mask_ratio: Option<Vec<f32>>,
+    /// Fraction of the informative patches dropped at random each iteration (0.3).
+    #[arg(long, allow_negative_numbers = true)]
+    pub mask_drop: Option<f32>,
+    /// Patch rows sampled for the entropy term (64; all if the grid has fewer).
+    #[arg(long)]
+    pub entropy_rows: Option<usize>,
+    /// Random shift in pixels at 224 px (scaled to the image size) in the first and the second
+    /// half of the iterations (8,16).
+    #[arg(long, value_delimiter = ',', value_name = "FIRST,SECOND")]
+    pub jitter: Option<Vec<usize>>,
+    /// Strength A of the colour jitter (x - m) / s, m ~ U[-A, A], s = exp(U[-A, A]) in
+    /// normalised space (1, the authors'; 0 = off).
+    #[arg(long, value_name = "A", allow_negative_numbers = true)]
+    pub synth_color_jitter: Option<f64>,
+    /// Standard deviation of the noise augmentation's per-image constant at the first iteration,
+    /// falling linearly to 0 at the last (0.5, the authors'; 0 = off).
+    #[arg(long, value_name = "STD", allow_negative_numbers = true)]
+    pub synth_noise: Option<f64>,
+}
+
+impl SynthSettingArgs {
+    /// Sets the given settings in `cfg`; every value is checked for its range first.
+    pub fn apply(&self, cfg: &mut SynthConfig) -> Result<()> {
+        let check = |flag: &str, v: f64, ok: bool, want: &str| -> Result<()> {
+            if !(ok && v.is_finite()) {
+                bail!("{flag} {v}: expected {want}");
+            }
+            Ok(())
+        };
+        self.weights.apply(&mut cfg.weights)?;
+        if let Some(v) = self.synth_lr {
+            check("--synth-lr", v as f64, v > 0.0, "a positive learning rate")?;
+            cfg.lr = v;
+        }
+        if let Some(v) = self.synth_lr_min {
+            check("--synth-lr-min", v as f64, v >= 0.0, "a learning rate >= 0")?;
+            cfg.lr_min = v;
+        }
+        if let Some(v) = self.synth_weight_decay {
+            check("--synth-weight-decay", v as f64, v >= 0.0, "a weight decay >= 0")?;
+            cfg.weight_decay = v;
+        }
+        if let Some(v) = &self.mask_ratio {
+            if v.len() != 2 {
+                bail!("--mask-ratio: expected two ratios START,END (e.g. 0.5,0.1), got {} values", v.len());
+            }
+            for &r in v {
+                check("--mask-ratio", r as f64, r > 0.0 && r <= 1.0, "two ratios in (0, 1], e.g. 0.5,0.1")?;
+            }
+            cfg.mask_ratio = (v[0], v[1]);
+        }
+        if let Some(v) = self.mask_drop {
+            check("--mask-drop", v as f64, (0.0..1.0).contains(&v), "a fraction in [0, 1)")?;
+            cfg.mask_drop = v;
+        }
+        if let Some(v) = self.entropy_rows {
+            if v == 0 {
+                bail!("--entropy-rows must be at least 1");
+            }
+            cfg.entropy_rows = v;
+        }
+        if let Some(v) = &self.jitter {
+            if v.len() != 2 {
+                bail!(
+                    "--jitter: expected two shifts FIRST,SECOND in pixels (e.g. 8,16), got {} values",
+                    v.len()
+                );
+            }
+            cfg.jitter = (v[0], v[1]);
+        }
+        if let Some(v) = self.synth_color_jitter {
+            // exp(3) = 20: beyond that the jitter only scales images to nothing or to the clamp.
+            check(
+                "--synth-color-jitter",
+                v,
+                (0.0..=3.0).contains(&v),
+                "a strength in [0, 3] (1: the authors')",
+            )?;
+            cfg.color_jitter = v;
+        }
+        if let Some(v) = self.synth_noise {
+            check("--synth-noise", v, v >= 0.0, "a standard deviation >= 0 (0.5: the authors')")?;
+            cfg.noise_std = v;
+        }
+        Ok(())
+    }
+}
+
 #[derive(clap::Args, Debug)]
 pub struct SynthArgs {
     /// The full-precision model P.
@@ -93,7 +201,7 @@ pub struct SynthArgs {
     #[arg(long)]
     pub overwrite: bool,
     #[command(flatten)]
-    pub weights: LossWeightArgs,
+    pub settings: SynthSettingArgs,
     /// Log the loss terms every N iterations.
     #[arg(long, default_value_t = 50)]
     pub log_every: usize,
@@ -121,6 +229,8 @@ struct Report<'a> {
     config: &'a SynthConfig,
     seed: u64,
     images: usize,
+    /// P's top-1 agreement with the target labels on the written images.
+    agreement: Agreement,
     dropped_batches: usize,
     seconds: f64,
     image_iterations_per_second: f64,
@@ -154,7 +264,7 @@ pub fn run(gpu_opts: &GpuOptions, args: &SynthArgs) -> Result<()> {
         bail!("--synth-iters and --batch must be at least 1");
     }
     let mut cfg = SynthConfig::new(method);
-    args.weights.apply(&mut cfg.weights)?;
+    args.settings.apply(&mut cfg)?;
     let (cfg_p, file) = resolve(&args.model.model, args.model.arch.as_deref())?;
     crate::commands::check_images_fit_host(&cfg_p, args.num_images, "--num-images")?;
     let weights = load_weights(&cfg_p, &file)?;
@@ -245,6 +355,7 @@ pub fn run(gpu_opts: &GpuOptions, args: &SynthArgs) -> Result<()> {
     meta.insert("num_classes".to_string(), cfg_p.num_classes.to_string());
     meta.insert("model".to_string(), args.model.model.display().to_string());
     meta.insert("seed".to_string(), args.seed.to_string());
+    let agree = agreement(&gpu, &p, &images, &labels)?;
     SyntheticDataset::write(&out.path, shape, &images, &labels, meta)?;
     write_previews(&out.path, &images, &labels, &cfg_p)?;
     let report = Report {
@@ -255,6 +366,7 @@ pub fn run(gpu_opts: &GpuOptions, args: &SynthArgs) -> Result<()> {
         config: &cfg,
         seed: args.seed,
         images: labels.len(),
+        agreement: agree,
         dropped_batches: dropped,
         seconds,
         image_iterations_per_second: (batches * cfg.batch * cfg.iters) as f64 / seconds,
@@ -272,6 +384,7 @@ pub fn run(gpu_opts: &GpuOptions, args: &SynthArgs) -> Result<()> {
         dropped,
         args.out.join("contact_sheet.png").display()
     );
+    eprintln!("synth: P classifies {}", report.agreement.summary(cfg_p.label_names.as_deref()));
     if let (Some(first), Some(last)) = (
         report.batches.first().and_then(|b| b.terms.first()),
         report.batches.last().and_then(|b| b.terms.last()),

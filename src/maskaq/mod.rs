@@ -2,6 +2,7 @@
 //! Q training and the refresh scheduler. Each module reads like the matching section of
 //! docs/method.md.
 
+pub mod agreement;
 pub mod pipeline;
 pub mod qtrain;
 pub mod synth;

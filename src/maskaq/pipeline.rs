@@ -23,6 +23,7 @@ use crate::commands::eval::{ModelRunner, evaluate};
 use crate::data::dataset::Dataset;
 use crate::data::synthetic::{SyntheticDataset, write_previews};
 use crate::gpu::Gpu;
+use crate::maskaq::agreement::agreement;
 use crate::model::Vit;
 use crate::model::checkpoint::Weights;
 use crate::quant::Bits;
@@ -47,6 +48,10 @@ pub struct QuantizeConfig {
     pub init: String,
     /// The first synthetic set was read from this folder instead of synthesized.
     pub synthetic_from: Option<String>,
+    /// Real-data QAT (the upper reference): every "synthesis" draws `num_images` real training
+    /// images from this dataset instead.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub real_data: Option<String>,
     pub seed: u64,
 }
 
@@ -78,6 +83,7 @@ impl QuantizeConfig {
             // to beat (docs/results.md); `paper` keeps it, the other presets start from min-max.
             init: if name == "paper" { "lsq".into() } else { "minmax".into() },
             synthetic_from: None,
+            real_data: None,
             seed: 0,
         })
     }
@@ -93,6 +99,9 @@ pub struct EpochReport {
     pub hd: f32,
     pub top1: Option<f64>,
     pub top5: Option<f64>,
+    /// After a refresh: P's top-1 agreement with the new images' target labels.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub synthetic_agreement: Option<f64>,
     pub seconds: f64,
 }
 
@@ -142,6 +151,27 @@ fn calibration_noise(p: &Vit, seed: u64) -> Vec<f32> {
     (0..64 * per).map(|_| rng.normal() as f32).collect()
 }
 
+/// `n` distinct samples of `data` drawn with `rng` (all of them if it has fewer), preprocessed.
+fn draw_real(
+    data: &dyn Dataset,
+    pp: &crate::model::config::Preprocess,
+    n: usize,
+    rng: &mut Rng,
+) -> Result<(Vec<f32>, Vec<usize>)> {
+    let mut idx: Vec<usize> = (0..data.len()).collect();
+    let (n, len) = (n.min(idx.len()), idx.len());
+    for k in 0..n {
+        idx.swap(k, k + rng.below(len - k));
+    }
+    let (mut images, mut labels) = (Vec::new(), Vec::new());
+    for &i in &idx[..n] {
+        let s = data.load(i, pp).with_context(|| format!("--real-data: {}", data.name(i)))?;
+        images.extend_from_slice(&s.input);
+        labels.push(s.label);
+    }
+    Ok((images, labels))
+}
+
 /// How to run the pipeline besides its configuration.
 pub struct RunOptions<'a> {
     pub eval: Option<&'a dyn Dataset>,
@@ -152,6 +182,8 @@ pub struct RunOptions<'a> {
     pub stop_after_epoch: Option<usize>,
     /// The first synthetic set, instead of synthesizing it (its first `num_images` images).
     pub initial: Option<&'a SyntheticDataset>,
+    /// Real-data QAT: draw the training images from this labelled dataset at every refresh.
+    pub real: Option<&'a dyn Dataset>,
     /// Progress of the current phase (synthesis batches, training steps); hidden when not shown.
     pub progress: crate::progress::Progress,
 }
@@ -457,11 +489,15 @@ fn run_epochs(
     for epoch in first_epoch..cfg.epochs {
         let t0 = Instant::now();
         let refresh = epoch == 0 || (cfg.refresh_every > 0 && epoch % cfg.refresh_every == 0);
+        let mut synthetic_agreement = None;
         if let Some(set) = opts.initial.filter(|_| refresh && epoch == 0) {
             let n = cfg.num_images.min(set.labels.len());
             images = set.images[..n * per].to_vec();
             labels = set.labels[..n].to_vec();
             log(&format!("epoch 1: {n} synthetic images from {}", set.path.display()));
+        } else if let Some(d) = opts.real.filter(|_| refresh) {
+            (images, labels) = draw_real(d, &p.cfg.preprocess, cfg.num_images, &mut rng)?;
+            log(&format!("epoch {}: {} real training images from {}", epoch + 1, labels.len(), d.source()));
         } else if refresh {
             let s0 = Instant::now();
             images.clear();
@@ -492,12 +528,15 @@ fn run_epochs(
                 pb.inc(1);
             }
             synth_s += s0.elapsed().as_secs_f64();
+            let agree = agreement(gpu, p, &images, &labels)?;
             log(&format!(
-                "epoch {}: synthesized {} images with the current Q ({:.1} s)",
+                "epoch {}: synthesized {} images with the current Q ({:.1} s); P classifies {}",
                 epoch + 1,
                 labels.len(),
-                s0.elapsed().as_secs_f64()
+                s0.elapsed().as_secs_f64(),
+                agree.summary(p.cfg.label_names.as_deref())
             ));
+            synthetic_agreement = Some(agree.top1);
         }
         let s1 = Instant::now();
         let lr = epoch_lr(cfg.train.lr, epoch, cfg.epochs);
@@ -538,6 +577,7 @@ fn run_epochs(
             hd,
             top1,
             top5,
+            synthetic_agreement,
             seconds: t0.elapsed().as_secs_f64(),
         };
         log(&format!(

@@ -113,6 +113,10 @@ pub struct SynthConfig {
     pub entropy_rows: usize,
     /// Jitter in pixels at 224 px for the first and second half (scaled to the image size).
     pub jitter: (usize, usize),
+    /// Colour jitter strength A: m ~ U[-A, A], s = exp(U[-A, A]) (the authors: 1).
+    pub color_jitter: f64,
+    /// The noise augmentation's standard deviation at the first iteration (the authors: 0.5).
+    pub noise_std: f64,
     /// Log the loss terms every this many iterations (and at the last).
     pub log_every: usize,
 }
@@ -131,6 +135,8 @@ impl SynthConfig {
             mask_drop: 0.3,
             entropy_rows: 64,
             jitter: (8, 16),
+            color_jitter: 1.0,
+            noise_std: 0.5,
             log_every: 50,
         }
     }
@@ -515,14 +521,16 @@ impl<'a> Synthesizer<'a> {
         let shift = (shift(rng), shift(rng));
         // GaussianNoise: a per-image, per-channel constant randn * rem * 0.5 / iters, rem counting
         // down from iters - 1 per call (the object persists across batches); then ColorJitter
-        // (x - m) / s with m ~ U[-1, 1], s = exp(U[-1, 1]).
+        // (x - m) / s with m ~ U[-1, 1], s = exp(U[-1, 1]). 0.5 and 1 are the authors' values,
+        // `noise_std` and `color_jitter` here; the draws are the same whatever the strengths.
+        let (sd, a) = (self.cfg.noise_std, self.cfg.color_jitter);
         let rem = (iters - 1 - self.noise_calls % iters) as f64;
         self.noise_calls += 1;
         let (mut noise, mut color_m, mut color_s) = (vec![], vec![], vec![]);
         for _ in 0..b * ch {
-            noise.push(rng.normal() * rem * 0.5 / iters as f64);
-            color_m.push(rng.unit() * 2.0 - 1.0);
-            color_s.push((rng.unit() * 2.0 - 1.0).exp());
+            noise.push(rng.normal() * rem * sd / iters as f64);
+            color_m.push(a * (rng.unit() * 2.0 - 1.0));
+            color_s.push((a * (rng.unit() * 2.0 - 1.0)).exp());
         }
         // Learning rate: cosine from lr to lr_min over the iterations (stepped after each one).
         let t = i as f64 / iters as f64;
