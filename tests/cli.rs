@@ -486,6 +486,8 @@ fn quantize_runs_the_pipeline_and_writes_its_outputs() {
         "0.5",
         "--synth-noise",
         "0.25",
+        "--synth-init",
+        "black",
         "--out",
         out.to_str().unwrap(),
     ];
@@ -513,6 +515,7 @@ fn quantize_runs_the_pipeline_and_writes_its_outputs() {
     assert_eq!(c["synth"]["entropy_rows"].as_u64(), Some(8));
     assert_eq!(c["synth"]["color_jitter"].as_f64(), Some(0.5));
     assert_eq!(c["synth"]["noise_std"].as_f64(), Some(0.25));
+    assert_eq!(c["synth"]["init"], "black");
     let epochs = r["epochs"].as_array().unwrap();
     // Each synthesis reports P's agreement with its targets; epoch 2 trained on epoch 1's set.
     for (e, refreshed) in [(0, true), (1, false), (2, true)] {

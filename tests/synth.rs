@@ -62,3 +62,25 @@ fn synthesis_objective_gradient_matches_finite_differences() {
         bad.join("\n")
     );
 }
+
+/// `--synth-init black` starts at pixel value 0 with the same draws as the authors' N(0, 1)
+/// start, so the labels (and every later draw) are the same.
+#[test]
+fn black_init_starts_at_the_lower_bound_with_the_same_draws() {
+    use maskaq::maskaq::synth::SynthInit;
+    let gpu = common::gpu();
+    let p = Vit::load(&gpu, &fixture("tiny_gray_f16"), None).unwrap();
+    let batch = |init| {
+        let mut cfg = SynthConfig::new(Method::Noise);
+        cfg.batch = 3;
+        cfg.init = init;
+        let mut s = Synthesizer::new(&gpu, &p, None, cfg).unwrap();
+        s.run_batch(&mut Rng::new(9), |_| {}).unwrap()
+    };
+    let (randn, black) = (batch(SynthInit::Randn), batch(SynthInit::Black));
+    assert_eq!(randn.labels, black.labels);
+    let lo = -p.cfg.preprocess.mean[0] / p.cfg.preprocess.std[0];
+    for (z, b) in randn.images.iter().zip(&black.images) {
+        assert!((b - (lo + 0.01 * z.abs())).abs() < 1e-6, "{b} from {z}");
+    }
+}

@@ -94,6 +94,9 @@ pub struct SynthSettingArgs {
     /// normalised space (1, the authors'; 0 = off).
     #[arg(long, value_name = "A", allow_negative_numbers = true)]
     pub synth_color_jitter: Option<f64>,
+    /// Where each batch's images start: randn (the authors') or black.
+    #[arg(long, value_enum)]
+    pub synth_init: Option<crate::maskaq::synth::SynthInit>,
     /// Standard deviation of the noise augmentation's per-image constant at the first iteration,
     /// falling linearly to 0 at the last (0.5, the authors'; 0 = off).
     #[arg(long, value_name = "STD", allow_negative_numbers = true)]
@@ -159,6 +162,9 @@ impl SynthSettingArgs {
                 "a strength in [0, 3] (1: the authors')",
             )?;
             cfg.color_jitter = v;
+        }
+        if let Some(v) = self.synth_init {
+            cfg.init = v;
         }
         if let Some(v) = self.synth_noise {
             check("--synth-noise", v, v >= 0.0, "a standard deviation >= 0 (0.5: the authors')")?;
