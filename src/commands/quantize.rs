@@ -144,7 +144,8 @@ pub struct QuantizeArgs {
 /// The run-size presets of `quantize`.
 #[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Preset {
-    /// The bundled model in minutes on a CPU: 64 images x 60 iterations, 8 epochs, refresh every 4.
+    /// The bundled model in minutes on a CPU: 64 images x 100 iterations from a black start with
+    /// half-strength colour jitter, 8 epochs, refresh every 4.
     Demo,
     /// DeiT-T-sized models on a GPU: 128 images x 100 iterations, 10 epochs, refresh every 5.
     Fast,
