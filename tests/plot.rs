@@ -127,6 +127,7 @@ fn epoch(epoch: usize, top1: Option<f64>) -> EpochReport {
         hd: 0.2 / epoch as f32,
         top1,
         top5: None,
+        synthetic_agreement: None,
         seconds: 1.0,
     }
 }
