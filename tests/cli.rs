@@ -541,6 +541,19 @@ fn quantize_runs_the_pipeline_and_writes_its_outputs() {
     ]);
     let v: serde_json::Value = serde_json::from_slice(&ev.stdout).unwrap();
     assert_eq!(v["top1"], r["final_top1"]);
+    // So does the exported min-max PTQ baseline to the reported baseline accuracy.
+    let ev = maskaq(&[
+        "eval",
+        "--model",
+        model.to_str().unwrap(),
+        "--quantized",
+        out.join("ptq_noise.safetensors").to_str().unwrap(),
+        "--data",
+        slice.to_str().unwrap(),
+        "--json",
+    ]);
+    let v: serde_json::Value = serde_json::from_slice(&ev.stdout).unwrap();
+    assert_eq!(v["top1"], r["ptq_noise_top1"]);
     // Starting again in the same --out without --resume is refused, and nothing is touched.
     let (m, o) = (model.to_str().unwrap(), out.to_str().unwrap());
     let before = std::fs::read(out.join("quantized.safetensors")).unwrap();

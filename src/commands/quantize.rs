@@ -186,6 +186,7 @@ pub enum ZGrad {
 /// What `quantize` writes in its folder (removed first with --overwrite).
 const QUANTIZE_OUTPUTS: &[&str] = &[
     pipeline::CHECKPOINT,
+    pipeline::PTQ_BASELINE,
     "quantized.safetensors",
     "report.json",
     "curves_loss.png",
@@ -491,8 +492,9 @@ pub fn run(gpu_opts: &GpuOptions, args: &QuantizeArgs) -> Result<()> {
     );
     // Without evaluation data there is no accuracy curve.
     let accuracy_png = if accuracy_chart { ", curves_accuracy.png" } else { "" };
+    let ptq = if report.ptq_noise_top1.is_some() { ", ptq_noise.safetensors" } else { "" };
     println!(
-        "wrote              {} (quantized.safetensors, report.json, curves_loss.png{accuracy_png}, synthetic/contact_sheet.png)",
+        "wrote              {} (quantized.safetensors, report.json, curves_loss.png{accuracy_png}, synthetic/contact_sheet.png{ptq})",
         args.out.display()
     );
     Ok(())

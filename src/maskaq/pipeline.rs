@@ -197,6 +197,8 @@ pub struct RunOptions<'a> {
 }
 
 pub const CHECKPOINT: &str = "checkpoint.safetensors";
+/// The min-max PTQ baseline of a run with evaluation data, exported like Q.
+pub const PTQ_BASELINE: &str = "ptq_noise.safetensors";
 
 /// After Ctrl-C (`crate::interrupt`): stop, and say truthfully what is kept. The checkpoint is
 /// written after every epoch, so epochs before `epoch` are finished and kept.
@@ -427,6 +429,8 @@ fn run_epochs(
         let (t1, _) = accuracy(gpu, &q0, data)?;
         ptq_top1 = Some(t1);
         log(&format!("min-max PTQ on noise at {bits}: top-1 {t1:.2} %"));
+        // The baseline itself, so it can be evaluated on other data (`maskaq eval --quantized`).
+        crate::quant::export::export(gpu, &q0, "minmax-ptq-noise", &opts.out.join(PTQ_BASELINE))?;
     }
 
     let mut synth = Synthesizer::new(
