@@ -611,6 +611,10 @@ fn quantize_resume_equals_uninterrupted_run() {
         "1",
         "--seed",
         "7",
+        // Every weight trained too (demo trains only the quantizers), so that the resumed run
+        // must restore the weights' momentum buffers as well.
+        "--train-params",
+        "all",
     ];
     let full = dir.path().join("full");
     let mut args = vec!["quantize", "--model", m];

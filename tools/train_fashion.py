@@ -6,7 +6,7 @@ Usage (CPU only; needs torch, timm, safetensors, numpy -- see tools/requirements
     python3 tools/train_fashion.py --out assets/fashion_vit [--epochs E] [--seed S]
         [--data /usr/share/datasets/fashion-mnist] [--slice assets/fashion-mnist-test-slice]
         [--embed-dim 64] [--depth 4] [--heads 4] [--mlp-ratio 2] [--threads 1]
-        [--img-size 28] [--patch-size 4] [--label-smoothing 0.1]
+        [--img-size 28] [--patch-size 4] [--label-smoothing 0.1] [--distill-from TEACHER_DIR]
     python3 tools/train_fashion.py --eval-only assets/fashion_vit [--slice DIR]
 
 The data are the gzip IDX files of Fashion-MNIST (Debian package `dataset-fashion-mnist`, installed in
@@ -18,6 +18,11 @@ downloaded). Training uses the 60,000 training images; the 10,000 test images ar
 Model: timm `vit_tiny_patch16_224` with model_args img_size=28, patch_size=4 (7x7 = 49 patches + class
 token = 50 tokens; other sizes with --img-size/--patch-size), in_chans=1, num_classes=10 and the given embed_dim/depth/num_heads/mlp_ratio; plain
 VisionTransformer (class token, qkv_bias, global_pool 'token', LayerNorm eps 1e-6, exact GELU).
+With --distill-from TEACHER_DIR: a DeiT-style distilled model instead (timm
+`deit_tiny_distilled_patch16_224` with the same model_args: class and distillation tokens, two heads
+whose logits are averaged at inference), trained with DeiT's hard distillation: the loss is
+0.5 * CE(class head, label) + 0.5 * CE(distillation head, the teacher's top-1 on the same augmented
+batch); the teacher (a folder this script wrote, same image size) is frozen.
 
 Preprocessing = timm's eval transform for the written pretrained_cfg (input_size (1,28,28), crop_pct
 1.0, bicubic, mean 0.2860, std 0.3530): resize to 28 and center-crop 28 are no-ops on a 28x28 image, so
@@ -67,6 +72,7 @@ from safetensors.torch import load_file, save_file
 MEAN = 0.2860
 STD = 0.3530
 ARCH = "vit_tiny_patch16_224"
+ARCH_DISTILLED = "deit_tiny_distilled_patch16_224"
 # Fashion-MNIST's classes in label order (Zalando Research's README), written to config.json as
 # `label_names` so that maskaq can name them (predict, contact sheets).
 CLASSES = ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag",
@@ -127,7 +133,7 @@ def make_config(args_like):
     d = args_like["embed_dim"]
     size = args_like.get("img_size", 28)
     return {
-        "architecture": ARCH,
+        "architecture": args_like.get("arch", ARCH),
         "num_classes": 10,
         "num_features": d,
         "global_pool": "token",
@@ -171,6 +177,8 @@ def macs_per_image(cfg):
 @torch.no_grad()
 def evaluate(model, images, labels, batch=500):
     model.eval()
+    if hasattr(model, "set_distilled_training"):
+        model.set_distilled_training(False)
     top1 = top5 = 0
     for i in range(0, images.shape[0], batch):
         logits = model(normalize(images[i:i + batch]))
@@ -234,6 +242,8 @@ def main():
     ap.add_argument("--mlp-ratio", type=float, default=2.0)
     ap.add_argument("--img-size", type=int, default=28, help="resize the 28 px images to S px (PIL bicubic)")
     ap.add_argument("--patch-size", type=int, default=4)
+    ap.add_argument("--distill-from", default=None, metavar="TEACHER_DIR",
+                    help=f"train a DeiT-style distilled model ({ARCH_DISTILLED}) with hard distillation from this model")
     ap.add_argument("--max-steps", type=int, default=0, help="debug: stop each epoch after N steps")
     args = ap.parse_args()
 
@@ -260,13 +270,24 @@ def main():
         ap.error(f"--img-size {args.img_size} is not a multiple of --patch-size {args.patch_size}")
     train_x, train_y = load_split(args.data, "train")
     train_x, test_x = resize_u8(train_x, args.img_size), resize_u8(test_x, args.img_size)
+    teacher = None
+    if args.distill_from:
+        tcfg, teacher = load_model_dir(args.distill_from)
+        if tcfg["model_args"]["img_size"] != args.img_size:
+            ap.error(f"--distill-from {args.distill_from}: the teacher takes {tcfg['model_args']['img_size']} px "
+                     f"images, this model {args.img_size} px (--img-size)")
+        for p in teacher.parameters():
+            p.requires_grad_(False)
+    arch = ARCH_DISTILLED if teacher is not None else ARCH
     cfg = make_config({"embed_dim": args.embed_dim, "depth": args.depth, "num_heads": args.heads,
                        "mlp_ratio": args.mlp_ratio, "img_size": args.img_size,
-                       "patch_size": args.patch_size})
+                       "patch_size": args.patch_size, "arch": arch})
     model = build_model(cfg)
+    if teacher is not None:
+        model.set_distilled_training(True)
     n_params = sum(p.numel() for p in model.parameters())
     macs = macs_per_image(cfg)
-    print(f"{ARCH} {cfg['model_args']}: {n_params} params, {macs / 1e6:.2f} M MACs/image", flush=True)
+    print(f"{arch} {cfg['model_args']}: {n_params} params, {macs / 1e6:.2f} M MACs/image", flush=True)
 
     decay, no_decay = [], []
     for name, p in model.named_parameters():
@@ -293,6 +314,8 @@ def main():
     for epoch in range(1, args.epochs + 1):
         t0 = time.time()
         model.train()
+        if teacher is not None:
+            model.set_distilled_training(True)
         perm = torch.randperm(n_train, generator=gen)
         loss_sum = 0.0
         correct = 0
@@ -302,8 +325,17 @@ def main():
             y = train_y[idx]
             for g in opt.param_groups:
                 g["lr"] = lr_at(step)
-            logits = model(x)
-            loss = F.cross_entropy(logits, y, label_smoothing=args.label_smoothing)
+            if teacher is None:
+                logits = model(x)
+                loss = F.cross_entropy(logits, y, label_smoothing=args.label_smoothing)
+            else:
+                # DeiT's hard distillation: the distillation head learns the teacher's top-1.
+                logits, logits_dist = model(x)
+                with torch.no_grad():
+                    t_label = teacher(x).argmax(1)
+                loss = 0.5 * F.cross_entropy(logits, y, label_smoothing=args.label_smoothing) \
+                    + 0.5 * F.cross_entropy(logits_dist, t_label)
+                logits = (logits + logits_dist) / 2
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
@@ -349,8 +381,9 @@ def main():
     n_tok = (size // patch) ** 2
     resized = "" if size == 28 else f"Every 28x28 image is first resized to {size}x{size} (PIL bicubic, uint8). "
     lines = [
-        "# Training record: maskaq's bundled Fashion-MNIST ViT" if size == 28 and patch == 4
-        else f"# Training record: a Fashion-MNIST ViT at {size} px, patch {patch}",
+        "# Training record: maskaq's bundled Fashion-MNIST ViT" if size == 28 and patch == 4 and teacher is None
+        else f"# Training record: a Fashion-MNIST {'DeiT (distilled)' if teacher is not None else 'ViT'} "
+        f"at {size} px, patch {patch}",
         "",
         "Written by `tools/train_fashion.py` (PyTorch on CPU; not trained with maskaq).",
         "",
@@ -369,7 +402,7 @@ def main():
         "",
         "## Model",
         "",
-        f"timm `{ARCH}` with model_args `{json.dumps(cfg['model_args'])}`, num_classes 10: "
+        f"timm `{arch}` with model_args `{json.dumps(cfg['model_args'])}`, num_classes 10: "
         f"{n_tok} patches + class token = {n_tok + 1} tokens, {n_params:,} parameters, "
         f"{macs / 1e6:.2f} M MACs per image (linears + attention matmuls).",
         f"{resized}Preprocessing (pretrained_cfg): input (1, {size}, {size}), crop_pct 1.0, bicubic, "
@@ -382,7 +415,9 @@ def main():
         f"- AdamW lr {args.lr:g}, betas (0.9, 0.999), weight decay {args.weight_decay:g} (none on biases, "
         f"norms, cls_token, pos_embed); linear warmup {args.warmup_epochs:g} epochs then cosine to "
         f"{args.min_lr:g}, per step",
-        f"- Cross-entropy, label smoothing {args.label_smoothing:g}",
+        f"- Cross-entropy, label smoothing {args.label_smoothing:g}" + (
+            "" if teacher is None else f"; DeiT hard distillation from `{args.distill_from}`: "
+            "0.5 CE(class head, label) + 0.5 CE(distillation head, the teacher's top-1 on the augmented batch)"),
         f"- Augmentation: random horizontal flip, random {size}x{size} crop of the image zero-padded by 2 px",
         "- No dropout, no stochastic depth; timm default init",
         "- The test set was only evaluated; the reported accuracy is the final epoch's.",

@@ -72,7 +72,8 @@ pub struct QuantizeArgs {
     /// Images per Q-training step (the authors: 16).
     #[arg(long, value_name = "N", help_heading = "Schedule")]
     pub train_batch: Option<usize>,
-    /// Q training: SGD learning rate (cosine to 1 % of it over the epochs; the authors: 1e-3).
+    /// Q training: SGD learning rate (cosine to 1 % of it over the epochs; the authors: 1e-3;
+    /// the demo preset at 4 or more weight bits: 1e-2, on the quantizers only).
     #[arg(long, help_heading = "Q training", allow_negative_numbers = true)]
     pub lr: Option<f32>,
     /// Q training: weight of the mask-weighted head distillation (the authors: 10; 0 = KD only).
@@ -100,6 +101,11 @@ pub struct QuantizeArgs {
     /// LSQ's g like the steps) or `frozen`.
     #[arg(long, value_enum, help_heading = "Q training")]
     pub z_grad: Option<ZGrad>,
+    /// Q training: what the updates change: `all` (weights and activation quantizers, the
+    /// authors' code; fast, paper), `quantizers` (only the activation quantizers' steps and zero
+    /// points; demo at 4 or more weight bits) or `weights`.
+    #[arg(long, value_enum, help_heading = "Q training")]
+    pub train_params: Option<crate::maskaq::qtrain::TrainParams>,
     /// Real-data QAT, the upper reference for the data-free methods: train Q on --num-images
     /// real labelled images drawn from this dataset (redrawn at every refresh) instead of
     /// synthetic ones; everything else is the same Q training.
@@ -145,9 +151,11 @@ pub struct QuantizeArgs {
 #[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Preset {
     /// The bundled model in minutes on a CPU: 64 images x 100 iterations from a black start with
-    /// half-strength colour jitter, 8 epochs, refresh every 4.
+    /// half-strength colour jitter, 8 epochs, refresh every 4; with weights of 4 bits or more
+    /// it trains only the activation quantizers, at lr 1e-2.
     Demo,
-    /// DeiT-T-sized models on a GPU: 128 images x 100 iterations, 10 epochs, refresh every 5.
+    /// DeiT-T-sized models on a GPU: 128 images x 100 iterations from a black start with
+    /// half-strength colour jitter (as demo), 10 epochs, refresh every 5.
     Fast,
     /// The authors' settings: 10,000 images x 2000 iterations, 200 epochs, refresh every 30 (many GPU-hours).
     Paper,
@@ -282,6 +290,9 @@ pub fn run(gpu_opts: &GpuOptions, args: &QuantizeArgs) -> Result<()> {
         cfg.train.mask_weight = v;
     }
     args.synth.apply(&mut cfg.synth)?;
+    if let Some(v) = args.train_params {
+        cfg.train.train_params = v;
+    }
     if let Some(v) = args.z_grad {
         cfg.train.z_grad = match v {
             ZGrad::Plain => 1.0,

@@ -39,8 +39,33 @@ pub struct QTrainConfig {
     /// Factor on the LSQ zero points' gradients: 1 (the authors' code: unscaled), 0 (zero points
     /// frozen), or negative for LSQ's g (scaled like the steps alpha).
     pub z_grad: f32,
+    /// What the updates change: Q's weights (every parameter), its activation quantizers'
+    /// (alpha, z), or both (the authors' code).
+    pub train_params: TrainParams,
     /// Seed of the augmentation draws.
     pub seed: u64,
+}
+
+/// Which of Q's values Q training updates.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, serde::Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum TrainParams {
+    /// Every weight and every activation quantizer (the authors' code).
+    All,
+    /// Only the activation quantizers' steps and zero points; the weights stay P's.
+    Quantizers,
+    /// Only the weights; the activation quantizers keep their calibrated ranges.
+    Weights,
+}
+
+impl TrainParams {
+    fn weights(self) -> bool {
+        self != TrainParams::Quantizers
+    }
+
+    fn quantizers(self) -> bool {
+        self != TrainParams::Weights
+    }
 }
 
 impl Default for QTrainConfig {
@@ -56,6 +81,7 @@ impl Default for QTrainConfig {
             mask_weight: 2.0,
             augment: true,
             z_grad: 1.0,
+            train_params: TrainParams::All,
             seed: 0,
         }
     }
@@ -186,11 +212,13 @@ impl<'a> QTrainer<'a> {
             pre.push(copy::Copy4::flat(gp.images.numel()).dispatch(gpu, &gp.images, &gq.images));
         }
         let aug_rng = Rng::new(cfg.seed ^ 0x0061_7567);
+        // Every momentum buffer exists whatever is trained, so checkpoints have one layout; only
+        // the updates of the values not trained are left out.
         let mut update = Vec::new();
         let mut momentum = Vec::new();
         for p in &q.params {
             let buf = t(&p.shape);
-            update.push(sgd(
+            let sgd_p = sgd(
                 gpu,
                 Slice::all(p.value.numel()),
                 cfg.momentum,
@@ -199,11 +227,14 @@ impl<'a> QTrainer<'a> {
                 &p.grad,
                 &buf,
                 &hyper,
-            ));
+            );
+            if cfg.train_params.weights() {
+                update.push(sgd_p);
+            }
             momentum.push(buf);
         }
         let qbuf = t(&quant.state.qparams.shape);
-        update.push(sgd(
+        let sgd_q = sgd(
             gpu,
             Slice::all(qbuf.numel()),
             cfg.momentum,
@@ -212,7 +243,10 @@ impl<'a> QTrainer<'a> {
             &quant.state.qgrad,
             &qbuf,
             &hyper,
-        ));
+        );
+        if cfg.train_params.quantizers() {
+            update.push(sgd_q);
+        }
         momentum.push(qbuf);
         Ok(QTrainer {
             gpu,
