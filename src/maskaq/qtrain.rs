@@ -212,42 +212,24 @@ impl<'a> QTrainer<'a> {
             pre.push(copy::Copy4::flat(gp.images.numel()).dispatch(gpu, &gp.images, &gq.images));
         }
         let aug_rng = Rng::new(cfg.seed ^ 0x0061_7567);
-        // Every momentum buffer exists whatever is trained, so checkpoints have one layout; only
-        // the updates of the values not trained are left out.
+        // One Nesterov step per trained tensor. Every momentum buffer exists whatever is
+        // trained, so checkpoints have one layout.
+        let (value_grad, trained): (Vec<(&Tensor, &Tensor)>, Vec<bool>) = q
+            .params
+            .iter()
+            .map(|p| ((&p.value, &p.grad), cfg.train_params.weights()))
+            .chain([((&quant.state.qparams, &quant.state.qgrad), cfg.train_params.quantizers())])
+            .unzip();
         let mut update = Vec::new();
         let mut momentum = Vec::new();
-        for p in &q.params {
-            let buf = t(&p.shape);
-            let sgd_p = sgd(
-                gpu,
-                Slice::all(p.value.numel()),
-                cfg.momentum,
-                cfg.weight_decay,
-                &p.value,
-                &p.grad,
-                &buf,
-                &hyper,
-            );
-            if cfg.train_params.weights() {
-                update.push(sgd_p);
+        for ((value, grad), train) in value_grad.into_iter().zip(trained) {
+            let buf = t(&value.shape);
+            if train {
+                let all = Slice::all(value.numel());
+                update.push(sgd(gpu, all, cfg.momentum, cfg.weight_decay, value, grad, &buf, &hyper));
             }
             momentum.push(buf);
         }
-        let qbuf = t(&quant.state.qparams.shape);
-        let sgd_q = sgd(
-            gpu,
-            Slice::all(qbuf.numel()),
-            cfg.momentum,
-            cfg.weight_decay,
-            &quant.state.qparams,
-            &quant.state.qgrad,
-            &qbuf,
-            &hyper,
-        );
-        if cfg.train_params.quantizers() {
-            update.push(sgd_q);
-        }
-        momentum.push(qbuf);
         Ok(QTrainer {
             gpu,
             cfg,
