@@ -163,11 +163,16 @@ def build_model(cfg):
                              **cfg["model_args"])
 
 
+def prefix_tokens(cfg):
+    """Class token, plus the distillation token of a distilled DeiT."""
+    return 2 if cfg["architecture"] == ARCH_DISTILLED else 1
+
+
 def macs_per_image(cfg):
     a = cfg["model_args"]
     d, L, r, p = a["embed_dim"], a["depth"], a["mlp_ratio"], a["patch_size"]
     n_patch = (a["img_size"] // p) ** 2
-    n = n_patch + 1
+    n = n_patch + prefix_tokens(cfg)
     hidden = int(d * r)
     patch = n_patch * a["in_chans"] * p * p * d
     block = n * (3 * d * d + d * d + 2 * d * hidden) + 2 * n * n * d  # linears + QK^T + AV
@@ -403,7 +408,8 @@ def main():
         "## Model",
         "",
         f"timm `{arch}` with model_args `{json.dumps(cfg['model_args'])}`, num_classes 10: "
-        f"{n_tok} patches + class token = {n_tok + 1} tokens, {n_params:,} parameters, "
+        f"{n_tok} patches + {'class and distillation tokens' if teacher is not None else 'class token'} "
+        f"= {n_tok + prefix_tokens(cfg)} tokens, {n_params:,} parameters, "
         f"{macs / 1e6:.2f} M MACs per image (linears + attention matmuls).",
         f"{resized}Preprocessing (pretrained_cfg): input (1, {size}, {size}), crop_pct 1.0, bicubic, "
         "mean 0.2860, std 0.3530, i.e. x = (pixel/255 - 0.2860) / 0.3530.",

@@ -47,7 +47,7 @@ pub struct QTrainConfig {
 }
 
 /// Which of Q's values Q training updates.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, serde::Deserialize, clap::ValueEnum)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, clap::ValueEnum)]
 #[serde(rename_all = "lowercase")]
 pub enum TrainParams {
     /// Every weight and every activation quantizer (the authors' code).
