@@ -206,19 +206,51 @@ const QUANTIZE_OUTPUTS: &[&str] = &[
 /// estimate from the model's MACs and lavapipe's measured rate (docs/results.md: the bundled
 /// model's synthesis iteration at batch 16 takes about 0.4 s for 16 x 7.9 MMAC).
 fn warn_if_long_on_cpu(gpu: &Gpu, pcfg: &crate::model::VitConfig, cfg: &QuantizeConfig) {
-    // One synthesis iteration runs P and Q forward and backward: about 6 forward costs.
-    const CPU_MACS_PER_S: f64 = 16.0 * 7.9e6 * 6.0 / 0.4;
-    let macs = pcfg.macs_per_image();
-    let refreshes = if cfg.refresh_every == 0 { 1 } else { cfg.epochs.div_ceil(cfg.refresh_every) };
-    let synth = (cfg.num_images * cfg.synth.iters * refreshes) as f64 * macs * 6.0;
-    let train = (cfg.num_images * cfg.epochs) as f64 * macs * 4.0;
-    let hours = (synth + train) / CPU_MACS_PER_S / 3600.0;
+    let hours = cpu_hours_estimate(pcfg.macs_per_image(), cfg);
     if hours > 0.5 {
         eprintln!(
-            "quantize: warning: {} is a CPU adapter; this run needs about {hours:.0} hours here \
+            "quantize: warning: {} is a CPU adapter; this run needs about {hours:.1} hours here \
              (estimate). A GPU, a smaller preset or fewer --num-images/--synth-iters/--epochs is faster",
             gpu.info.name
         );
+    }
+}
+
+/// Hours a run takes on lavapipe, from the MACs per image. Real-data QAT synthesizes nothing,
+/// and a run started from `--synthetic` synthesizes only at its refreshes after the first set.
+fn cpu_hours_estimate(macs_per_image: f64, cfg: &QuantizeConfig) -> f64 {
+    // One synthesis iteration runs P and Q forward and backward: about 6 forward costs.
+    const CPU_MACS_PER_S: f64 = 16.0 * 7.9e6 * 6.0 / 0.4;
+    let sets = if cfg.refresh_every == 0 { 1 } else { cfg.epochs.div_ceil(cfg.refresh_every) };
+    let synthesized_sets = match (&cfg.real_data, &cfg.synthetic_from) {
+        (Some(_), _) => 0,
+        (None, Some(_)) => sets - 1,
+        (None, None) => sets,
+    };
+    let synth = (cfg.num_images * cfg.synth.iters * synthesized_sets) as f64 * macs_per_image * 6.0;
+    let train = (cfg.num_images * cfg.epochs) as f64 * macs_per_image * 4.0;
+    (synth + train) / CPU_MACS_PER_S / 3600.0
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::maskaq::synth::Method;
+
+    #[test]
+    fn cpu_estimate_counts_only_the_sets_that_are_synthesized() {
+        let mut cfg = QuantizeConfig::preset("demo", Method::Maskaq, "W4A4").unwrap();
+        cfg.num_images = 1024;
+        let macs = 7.9e6;
+        let synthesized = cpu_hours_estimate(macs, &cfg);
+        cfg.real_data = Some("train.gz".into());
+        let real = cpu_hours_estimate(macs, &cfg);
+        // 2 sets x 100 iterations x 6 against 8 epochs x 4: synthesis is most of the run.
+        assert!(real > 0.0 && real * 10.0 < synthesized, "real {real} h, synthesized {synthesized} h");
+        cfg.real_data = None;
+        cfg.synthetic_from = Some("set".into());
+        let from_set = cpu_hours_estimate(macs, &cfg);
+        assert!(from_set > real && from_set < synthesized, "{from_set} h");
     }
 }
 
