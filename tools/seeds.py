@@ -42,6 +42,9 @@ import threading
 import time
 
 
+BUNDLED_MODEL = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "assets", "fashion_vit")
+
+
 class RunFailed(Exception):
     pass
 
@@ -78,9 +81,9 @@ def run_cell(args, model, bits, method, seed, folder):
 
 def eval_top1(args, model, quantized):
     """top-1 (%) of `model` (in full precision, or with `quantized`) on --test-data."""
-    cmd = [args.binary, "eval", "--data", args.test_data, "--json"]
-    if model != "bundled":
-        cmd += ["--model", model]
+    # `eval` has no bundled default: name the bundled model's folder.
+    path = BUNDLED_MODEL if model == "bundled" else model
+    cmd = [args.binary, "eval", "--data", args.test_data, "--json", "--model", path]
     if quantized:
         cmd += ["--quantized", quantized]
     r = subprocess.run(cmd, stdout=subprocess.PIPE, text=True, env=child_env(args))
