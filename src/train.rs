@@ -15,7 +15,7 @@ use crate::commands::eval::{ModelRunner, check_labels, evaluate};
 use crate::data::dataset;
 use crate::gpu::{Dispatch, Gpu, Tensor};
 use crate::model::checkpoint::{Weights, load_weights, resolve, save_model};
-use crate::model::{Graph, GraphOptions, Vit, VitConfig};
+use crate::model::{Graph, GraphOptions, Model, ModelConfig};
 use crate::ops::augment::shift_flip;
 use crate::ops::loss::cross_entropy;
 use crate::ops::optim::{Slice, adamw};
@@ -71,19 +71,19 @@ fn decays(name: &str, shape: &[usize]) -> bool {
     shape.len() >= 2 && !name.contains("token") && !name.contains("pos_embed")
 }
 
-fn initial_model(gpu: &Gpu, args: &TrainArgs) -> Result<Vit> {
+fn initial_model(gpu: &Gpu, args: &TrainArgs) -> Result<Model> {
     match (&args.model, &args.arch) {
         (Some(m), arch) => {
             let (cfg, file) = resolve(m, arch.as_deref())?;
-            Ok(Vit::new(gpu, cfg.clone(), &load_weights(&cfg, &file)?))
+            Ok(Model::new(gpu, cfg.clone(), &load_weights(&cfg, &file)?))
         }
         (None, Some(a)) => {
             let cfg = if a.ends_with(".json") {
-                VitConfig::from_json_file(Path::new(a))?
+                ModelConfig::from_json_file(Path::new(a))?
             } else {
-                VitConfig::from_arch(a)?
+                ModelConfig::from_arch(a)?
             };
-            Ok(Vit::new(gpu, cfg.clone(), &Weights::random(&cfg, args.seed)))
+            Ok(Model::new(gpu, cfg.clone(), &Weights::random(&cfg, args.seed)))
         }
         (None, None) => bail!("give --arch CONFIG (random initialisation) or --model CHECKPOINT"),
     }

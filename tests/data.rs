@@ -8,7 +8,7 @@ use maskaq::data::dataset::{self, Dataset, image_tensor};
 use maskaq::data::folder::FolderDataset;
 use maskaq::data::idx::{self, IdxDataset};
 use maskaq::data::preprocess::{Image8, eval_transform};
-use maskaq::model::VitConfig;
+use maskaq::model::ModelConfig;
 use maskaq::model::config::Preprocess;
 
 fn fixtures() -> PathBuf {
@@ -16,7 +16,7 @@ fn fixtures() -> PathBuf {
 }
 
 fn preprocess(model: &str) -> Preprocess {
-    VitConfig::from_json_file(&fixtures().join(model).join("config.json")).unwrap().preprocess
+    ModelConfig::from_json_file(&fixtures().join(model).join("config.json")).unwrap().preprocess
 }
 
 /// Deterministic pseudo-random bytes.
@@ -397,7 +397,7 @@ fn contact_sheet_is_capped_but_every_image_gets_a_preview() {
     let n = maskaq::data::synthetic::SHEET_MAX + 44;
     let images: Vec<f32> = (0..n * 16).map(|i| ((i % 7) as f32 - 3.0) / 3.0).collect();
     let labels: Vec<usize> = (0..n).map(|i| i % 10).collect();
-    let mut cfg = VitConfig::from_json_file(&fixtures().join("tiny_gray_f16/config.json")).unwrap();
+    let mut cfg = ModelConfig::from_json_file(&fixtures().join("tiny_gray_f16/config.json")).unwrap();
     (cfg.img_size, cfg.patch_size, cfg.preprocess.input_size) = (4, 2, [1, 4, 4]);
     maskaq::data::synthetic::write_previews(dir.path(), &images, &labels, &cfg).unwrap();
     assert!(dir.path().join(format!("previews/{:05}.png", n - 1)).is_file());

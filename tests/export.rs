@@ -5,7 +5,7 @@ mod common;
 
 use std::path::{Path, PathBuf};
 
-use maskaq::model::{Graph, GraphOptions, Vit};
+use maskaq::model::{Graph, GraphOptions, Model};
 use maskaq::quant::Bits;
 use maskaq::quant::calibrate::minmax_calibrate;
 use maskaq::quant::export::{self, pack, unpack};
@@ -41,7 +41,7 @@ fn pack_round_trips_every_width() {
 /// Calibrates Q on noise, exports it, loads it back, and compares logits on other images.
 fn exported_equals_in_memory(model: &str, bits: &str) {
     let gpu = common::gpu();
-    let mut q = Vit::load(&gpu, &fixture(model), None).unwrap();
+    let mut q = Model::load(&gpu, &fixture(model), None).unwrap();
     q.quantize(&gpu, bits.parse::<Bits>().unwrap());
     let per = q.cfg.in_chans * q.cfg.img_size * q.cfg.img_size;
     let mut rng = common::Rng::new(11);
@@ -54,7 +54,7 @@ fn exported_equals_in_memory(model: &str, bits: &str) {
 
     let batch = 24;
     let images: Vec<f32> = (0..batch * per).map(|_| rng.uniform(-2.5, 2.5)).collect();
-    let run = |m: &Vit| {
+    let run = |m: &Model| {
         let g = Graph::build(&gpu, m, batch, GraphOptions::default());
         g.images.write(&gpu, &images);
         g.forward(&gpu);
@@ -102,7 +102,7 @@ fn bad_quantized_files_are_refused() {
     let gpu = common::gpu();
     let dir = tempfile::tempdir().unwrap();
     let good = dir.path().join("good.safetensors");
-    let mut q = Vit::load(&gpu, &fixture("tiny_gray_f16"), None).unwrap();
+    let mut q = Model::load(&gpu, &fixture("tiny_gray_f16"), None).unwrap();
     q.quantize(&gpu, Bits { w: 4, a: 4 });
     let per = q.cfg.in_chans * q.cfg.img_size * q.cfg.img_size;
     minmax_calibrate(&gpu, &q, &vec![0.5; 4 * per], 4).unwrap();
@@ -131,7 +131,7 @@ fn bad_quantized_files_are_refused() {
     let plain = fixture("tiny_gray_f16").join("model.safetensors");
     assert!(err(&plain).contains("not a maskaq quantized model"), "{}", err(&plain));
     // A quantized model of another architecture.
-    let other = Vit::load(&gpu, &fixture("tiny_vit"), None).unwrap();
+    let other = Model::load(&gpu, &fixture("tiny_vit"), None).unwrap();
     let msg = format!("{:#}", export::load(&gpu, &good, Some(&other.cfg)).err().unwrap());
     assert!(msg.contains("does not match --model"), "{msg}");
 }

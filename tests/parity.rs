@@ -1,5 +1,5 @@
-//! The whole model against PyTorch/timm fixtures written by tools/make_fixtures.py: logits, every
-//! block's attention logits A and outputs O, and the gradient of a fixed objective that uses all
+//! The whole model against PyTorch/timm fixtures written by tools/make_fixtures.py (ViT/DeiT) and
+//! tools/make_swin_fixtures.py (Swin): logits, every block's attention logits A and outputs O, and the gradient of a fixed objective that uses all
 //! three with respect to the images and every parameter.
 //!
 //! Objective (fixture metadata): J = CE(logits, targets) + cA * sum_l mean(A_l^2)
@@ -21,7 +21,7 @@ use std::path::{Path, PathBuf};
 
 use maskaq::gpu::{Gpu, Tensor};
 use maskaq::model::checkpoint::{Weights, read_f32_tensors};
-use maskaq::model::{Graph, GraphOptions, Vit, VitConfig};
+use maskaq::model::{Graph, GraphOptions, Model, ModelConfig};
 use maskaq::ops::loss;
 use maskaq::ops::matmul::{Matmul, View};
 
@@ -104,7 +104,9 @@ fn hashed_values(name: &str, n: usize, scale: f64, offset: f64) -> Vec<f32> {
 
 /// `(scale, offset)` of a parameter (make_fixtures.py `hashed_rule`).
 fn hashed_rule(name: &str, shape: &[usize]) -> (f64, f64) {
-    if matches!(name, "cls_token" | "dist_token" | "pos_embed") {
+    if matches!(name, "cls_token" | "dist_token" | "pos_embed")
+        || name.ends_with("relative_position_bias_table")
+    {
         (1.0, 0.0)
     } else if name.contains("norm") {
         if name.ends_with(".weight") { (0.25, 1.0) } else { (0.125, 0.0) }
@@ -130,7 +132,7 @@ fn fingerprint(name: &str, values: &[f32]) -> u64 {
 /// One model and its reference: the fixture's tensors, the images fed to the model, and whether
 /// the fixture holds every output (tiny fixtures) or a selection (`deit_tiny_full`).
 struct Case {
-    vit: Vit,
+    vit: Model,
     images: Vec<f32>,
     fx: Fixture,
     fixture_path: PathBuf,
@@ -143,7 +145,7 @@ fn stored_case(gpu: &Gpu, name: &str) -> Case {
     let fixture_path = dir.join("fixture.safetensors");
     let fx: Fixture = read_f32_tensors(&fixture_path).expect("fixture");
     let images = fx["images"].1.clone();
-    let vit = Vit::load(gpu, &dir, None).expect("load model");
+    let vit = Model::load(gpu, &dir, None).expect("load model");
     Case { vit, images, fx, fixture_path, complete: true }
 }
 
@@ -152,7 +154,7 @@ fn hashed_case(gpu: &Gpu, name: &str) -> Case {
     let dir = fixture_dir(name);
     let fixture_path = dir.join("fixture.safetensors");
     let fx: Fixture = read_f32_tensors(&fixture_path).expect("fixture");
-    let cfg = VitConfig::from_json_file(&dir.join("config.json")).expect("config");
+    let cfg = ModelConfig::from_json_file(&dir.join("config.json")).expect("config");
     let tensors: Vec<_> = cfg
         .tensor_shapes()
         .into_iter()
@@ -172,7 +174,7 @@ fn hashed_case(gpu: &Gpu, name: &str) -> Case {
     let n = batch * cfg.in_chans * cfg.img_size * cfg.img_size;
     let images = hashed_values("images", n, 3f64.sqrt(), 0.0);
     assert_eq!(format!("{:016x}", fingerprint("images", &images)), meta(&fixture_path, "images_fingerprint"));
-    let vit = Vit::new(gpu, cfg, &Weights { tensors });
+    let vit = Model::new(gpu, cfg, &Weights { tensors });
     Case { vit, images, fx, fixture_path, complete: false }
 }
 
@@ -304,7 +306,8 @@ fn deit_tiny_full_gpu_kernel_variants() {
     gpu.cpu_like = false;
     let case = hashed_case(&gpu, "deit_tiny_full");
     // The qkv weight gradient dW = dYᵀ X (k = every token of the batch) must take the split path.
-    let (d, k) = (case.vit.cfg.embed_dim, case.fx["targets"].0[0] * case.vit.cfg.tokens());
+    let v = case.vit.cfg.vit().unwrap();
+    let (d, k) = (v.embed_dim, case.fx["targets"].0[0] * v.tokens(case.vit.cfg.grid()));
     let qkv_grad = Matmul::new(3 * d, d, k, View::rows(3 * d).t(), View::rows(d), View::rows(d));
     assert!(qkv_grad.split_k(false).is_some(), "the batch is too small to split the weight gradients");
     assert_case(&gpu, "deit_tiny_full (GPU kernels)", &case);
@@ -334,7 +337,7 @@ fn image_grads_only_keeps_the_image_gradient() {
     for cpu_like in [true, false] {
         gpu.cpu_like = cpu_like;
         for quantized in [false, true] {
-            let mut vit = Vit::load(&gpu, &dir, None).expect("load model");
+            let mut vit = Model::load(&gpu, &dir, None).expect("load model");
             if quantized {
                 vit.quantize(&gpu, maskaq::quant::Bits { w: 4, a: 4 });
             }
@@ -380,4 +383,32 @@ fn image_grads_only_keeps_the_image_gradient() {
             );
         }
     }
+}
+
+#[test]
+fn tiny_swin_matches_pytorch() {
+    let gpu = common::gpu();
+    assert_case(&gpu, "tiny_swin", &stored_case(&gpu, "tiny_swin"));
+}
+
+#[test]
+fn tiny_swin_3stage_matches_pytorch() {
+    let gpu = common::gpu();
+    assert_case(&gpu, "tiny_swin_3stage", &stored_case(&gpu, "tiny_swin_3stage"));
+}
+
+/// Full-size swin_tiny_patch4_window7_224 (hashed weights and images).
+#[test]
+fn swin_tiny_full_matches_pytorch() {
+    let gpu = common::gpu();
+    assert_case(&gpu, "swin_tiny_full", &hashed_case(&gpu, "swin_tiny_full"));
+}
+
+/// Swin through the kernels real GPUs use (tiled matmuls, split-K, chunked reductions).
+#[test]
+fn swin_gpu_kernel_variants_match_pytorch() {
+    let mut gpu = common::gpu();
+    gpu.cpu_like = false;
+    assert_case(&gpu, "tiny_swin_3stage (GPU kernels)", &stored_case(&gpu, "tiny_swin_3stage"));
+    assert_case(&gpu, "swin_tiny_full (GPU kernels)", &hashed_case(&gpu, "swin_tiny_full"));
 }

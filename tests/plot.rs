@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use image::RgbImage;
 use maskaq::data::synthetic::{self, SHEET_GAP, SHEET_LABEL_H};
 use maskaq::maskaq::pipeline::EpochReport;
-use maskaq::model::VitConfig;
+use maskaq::model::ModelConfig;
 use maskaq::plot::{self, CHART_SIZE, COLOURS, Chart, Series};
 
 fn fixtures() -> PathBuf {
@@ -156,8 +156,8 @@ fn run_curves_write_the_accuracy_chart_only_with_evaluation() {
     assert!(!none.path().join("curves_accuracy.png").exists());
 }
 
-fn tiny_cfg(names: Option<&[&str]>) -> VitConfig {
-    let mut cfg = VitConfig::from_json_file(&fixtures().join("tiny_gray_f16/config.json")).unwrap();
+fn tiny_cfg(names: Option<&[&str]>) -> ModelConfig {
+    let mut cfg = ModelConfig::from_json_file(&fixtures().join("tiny_gray_f16/config.json")).unwrap();
     cfg.label_names = names.map(|n| n.iter().map(|s| s.to_string()).collect());
     cfg
 }
@@ -238,7 +238,7 @@ fn contact_sheet_labels_are_names_or_indices_and_fit_their_cell() {
 
 #[test]
 fn bundled_model_names_its_classes() {
-    let cfg = VitConfig::from_json_file(
+    let cfg = ModelConfig::from_json_file(
         &Path::new(env!("CARGO_MANIFEST_DIR")).join("assets/fashion_vit/config.json"),
     )
     .unwrap();

@@ -7,7 +7,7 @@ mod common;
 use std::path::Path;
 
 use maskaq::maskaq::qtrain::{QTrainConfig, QTrainer, TrainParams, epoch_lr};
-use maskaq::model::Vit;
+use maskaq::model::Model;
 use maskaq::quant::Bits;
 
 fn fixture(name: &str) -> std::path::PathBuf {
@@ -17,8 +17,8 @@ fn fixture(name: &str) -> std::path::PathBuf {
 #[test]
 fn distillation_losses_fall_and_frozen_steps_change_nothing() {
     let gpu = common::gpu();
-    let p = Vit::load(&gpu, &fixture("tiny_gray_f16"), None).unwrap();
-    let mut q = Vit::load(&gpu, &fixture("tiny_gray_f16"), None).unwrap();
+    let p = Model::load(&gpu, &fixture("tiny_gray_f16"), None).unwrap();
+    let mut q = Model::load(&gpu, &fixture("tiny_gray_f16"), None).unwrap();
     q.quantize(&gpu, Bits { w: 3, a: 3 });
     let cfg = QTrainConfig { batch: 8, lr: 0.02, ..Default::default() };
     let mut t = QTrainer::new(&gpu, &p, &q, cfg).unwrap();
@@ -64,7 +64,7 @@ fn cosine_schedule_steps_at_epoch_start() {
 #[test]
 fn train_params_select_what_changes() {
     let gpu = common::gpu();
-    let p = Vit::load(&gpu, &fixture("tiny_gray_f16"), None).unwrap();
+    let p = Model::load(&gpu, &fixture("tiny_gray_f16"), None).unwrap();
     let mut rng = common::Rng::new(5);
     let per = 28 * 28;
     let images: Vec<Vec<f32>> =
@@ -72,7 +72,7 @@ fn train_params_select_what_changes() {
     for (which, weights_move, quant_move) in
         [(TrainParams::Quantizers, false, true), (TrainParams::Weights, true, false)]
     {
-        let mut q = Vit::load(&gpu, &fixture("tiny_gray_f16"), None).unwrap();
+        let mut q = Model::load(&gpu, &fixture("tiny_gray_f16"), None).unwrap();
         q.quantize(&gpu, Bits { w: 3, a: 3 });
         let cfg = QTrainConfig { batch: 8, lr: 0.02, train_params: which, ..Default::default() };
         let mut t = QTrainer::new(&gpu, &p, &q, cfg).unwrap();

@@ -15,7 +15,7 @@ use std::path::{Path, PathBuf};
 
 use maskaq::gpu::{Gpu, Tensor};
 use maskaq::model::checkpoint::read_f32_tensors;
-use maskaq::model::{Graph, GraphOptions, Vit};
+use maskaq::model::{Graph, GraphOptions, Model};
 use maskaq::ops::loss;
 use maskaq::quant::Bits;
 
@@ -63,7 +63,7 @@ fn run_with_division_error(model: &str, fixture: &str, bits: &str, div_error_ulp
 
 fn run_on(gpu: &Gpu, model: &str, fixture: &str, bits: &str) {
     let fx: Fixture = read_f32_tensors(&fixtures().join(fixture).join("fixture.safetensors")).unwrap();
-    let mut vit = Vit::load(gpu, &fixtures().join(model), None).unwrap();
+    let mut vit = Model::load(gpu, &fixtures().join(model), None).unwrap();
     vit.quantize(gpu, bits.parse::<Bits>().unwrap());
     let batch = fx["images"].0[0];
     let g = Graph::build(

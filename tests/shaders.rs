@@ -7,7 +7,7 @@ use std::collections::HashSet;
 use maskaq::gpu::Kernel;
 use maskaq::ops::{
     self, augment, copy, distill, embed, gelu, layernorm, loss, matmul, objectives, optim, psaq, quant,
-    reduce, softmax, synth,
+    reduce, softmax, synth, window,
 };
 use naga::valid::{Capabilities, ModuleInfo, ValidationFlags, Validator};
 
@@ -78,6 +78,10 @@ const KERNELS: &[&Kernel] = &[
     &synth::JITTER_FORWARD,
     &synth::JITTER_BACKWARD,
     &synth::CLAMP_CHANNELS,
+    &window::TOKEN_MAP,
+    &window::REL_BIAS,
+    &window::REL_BIAS_TABLE_GRAD,
+    &window::MEAN_TOKENS,
 ];
 
 fn parse_and_validate(name: &str, source: &str) -> (naga::Module, ModuleInfo) {

@@ -20,7 +20,7 @@ use std::path::{Path, PathBuf};
 use maskaq::gpu::{Gpu, Tensor};
 use maskaq::maskaq::qtrain::{QTrainConfig, QTrainer};
 use maskaq::maskaq::synth::{IterDraws, Method, SynthConfig, Synthesizer};
-use maskaq::model::Vit;
+use maskaq::model::Model;
 use maskaq::model::checkpoint::read_f32_tensors;
 use maskaq::ops::augment::{self, AugParams, ColorJitter};
 use maskaq::quant::{Bits, SiteState};
@@ -82,8 +82,8 @@ impl Check {
 }
 
 /// Q: tiny_vit at W4A4 with the fixture's weights and quantizer state.
-fn load_q(gpu: &Gpu, fx: &Fixture) -> Vit {
-    let mut q = Vit::load(gpu, &fixtures().join("tiny_vit"), None).unwrap();
+fn load_q(gpu: &Gpu, fx: &Fixture) -> Model {
+    let mut q = Model::load(gpu, &fixtures().join("tiny_vit"), None).unwrap();
     q.quantize(gpu, Bits { w: 4, a: 4 });
     for p in &q.params {
         p.value.write(gpu, t(fx, &format!("q.{}", p.name)));
@@ -122,7 +122,7 @@ fn each_kernel_family(run: impl Fn(&Gpu, &str)) {
 
 fn synthesis_on(gpu: &Gpu, tag: &str) {
     let fx = load_fixture();
-    let p = Vit::load(gpu, &fixtures().join("tiny_vit"), None).unwrap();
+    let p = Model::load(gpu, &fixtures().join("tiny_vit"), None).unwrap();
     let q = load_q(gpu, &fx);
     let b = t(&fx, "synth.labels").len();
     let i = scalar(&fx, "synth.iter") as usize;
@@ -143,7 +143,7 @@ fn synthesis_on(gpu: &Gpu, tag: &str) {
     let shift = t(&fx, "synth.shift");
     let f64s = |name: &str| t(&fx, name).iter().map(|&v| v as f64).collect::<Vec<_>>();
     let rows = t(&fx, "synth.entropy_rows");
-    let per_block = rows.len() / p.cfg.depth;
+    let per_block = rows.len() / p.cfg.vit().unwrap().depth;
     let draws = IterDraws {
         shift: (shift[0] as i32, shift[1] as i32),
         noise: f64s("synth.noise"),
@@ -182,7 +182,7 @@ fn synthesis_on(gpu: &Gpu, tag: &str) {
 
 fn qstep_on(gpu: &Gpu, tag: &str) {
     let fx = load_fixture();
-    let p = Vit::load(gpu, &fixtures().join("tiny_vit"), None).unwrap();
+    let p = Model::load(gpu, &fixtures().join("tiny_vit"), None).unwrap();
     let q = load_q(gpu, &fx);
     let images = t(&fx, "qstep.images");
     let shape = [2, 3, 32, 32];

@@ -6,7 +6,7 @@ mod common;
 use std::path::Path;
 
 use maskaq::maskaq::synth::{Method, SynthConfig, Synthesizer};
-use maskaq::model::Vit;
+use maskaq::model::Model;
 use maskaq::rng::Rng;
 
 fn fixture(name: &str) -> std::path::PathBuf {
@@ -19,8 +19,8 @@ fn fixture(name: &str) -> std::path::PathBuf {
 #[test]
 fn synthesis_objective_gradient_matches_finite_differences() {
     let gpu = common::gpu();
-    let p = Vit::load(&gpu, &fixture("tiny_gray_f16"), None).unwrap();
-    let q = Vit::load(&gpu, &fixture("tiny_gray_f16"), None).unwrap();
+    let p = Model::load(&gpu, &fixture("tiny_gray_f16"), None).unwrap();
+    let q = Model::load(&gpu, &fixture("tiny_gray_f16"), None).unwrap();
     let mut cfg = SynthConfig::new(Method::Maskaq);
     cfg.batch = 2;
     cfg.iters = 10;
@@ -69,7 +69,7 @@ fn synthesis_objective_gradient_matches_finite_differences() {
 fn black_init_starts_at_the_lower_bound_with_the_same_draws() {
     use maskaq::maskaq::synth::SynthInit;
     let gpu = common::gpu();
-    let p = Vit::load(&gpu, &fixture("tiny_gray_f16"), None).unwrap();
+    let p = Model::load(&gpu, &fixture("tiny_gray_f16"), None).unwrap();
     let batch = |init| {
         let mut cfg = SynthConfig::new(Method::Noise);
         cfg.batch = 3;

@@ -71,7 +71,7 @@ fn a_few_epochs_lower_the_loss() {
             && out.join("model.safetensors").exists()
             && out.join("train_log.json").exists()
     );
-    maskaq::model::Vit::load(&gpu, &out, None).unwrap();
+    maskaq::model::Model::load(&gpu, &out, None).unwrap();
 }
 
 #[test]

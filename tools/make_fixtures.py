@@ -270,6 +270,8 @@ def randomize_(model, gen):
             new = 0.1 * torch.randn(p.shape, generator=gen)
         elif name in ("cls_token", "dist_token", "pos_embed"):
             new = 0.5 * torch.randn(p.shape, generator=gen)
+        elif leaf == "relative_position_bias_table":  # Swin (tools/make_swin_fixtures.py)
+            new = 0.5 * torch.randn(p.shape, generator=gen)
         else:
             raise RuntimeError(f"no init rule for parameter {name} ({type(mod).__name__})")
         p.copy_(new)

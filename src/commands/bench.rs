@@ -7,7 +7,7 @@ use anyhow::{Result, bail};
 use serde::Serialize;
 
 use crate::gpu::{Dispatch, Gpu, Tensor};
-use crate::model::{Graph, GraphOptions, Vit};
+use crate::model::{Arch, Graph, GraphOptions, Model};
 use crate::ops::matmul::{Matmul, View};
 
 #[derive(Serialize, Debug)]
@@ -115,7 +115,7 @@ pub fn run(gpu_opts: &crate::gpu::GpuOptions, args: &BenchArgs) -> Result<()> {
 /// Times every measurement of the report.
 pub fn measure(
     gpu: &Gpu,
-    vit: &Vit,
+    vit: &Model,
     batch: usize,
     iters: usize,
     profile: bool,
@@ -136,7 +136,14 @@ pub fn measure(
     let (fwd, s1) = time(gpu, &fwd_list, iters)?;
     let (train, s2) = time(gpu, &train_list, iters)?;
 
-    let (m, n, k) = (batch * cfg.tokens(), cfg.mlp_hidden, cfg.embed_dim);
+    // The first block's fc1.
+    let (m, n, k) = match &cfg.arch {
+        Arch::Vit(v) => (batch * v.tokens(cfg.grid()), v.mlp_hidden, v.embed_dim),
+        Arch::Swin(s) => {
+            let st = s.stage(cfg.grid(), 0);
+            (batch * st.grid * st.grid, st.hidden, st.dim)
+        }
+    };
     let a = Tensor::zeros(gpu, &[m, k]);
     let w = Tensor::zeros(gpu, &[n, k]);
     let c = Tensor::zeros(gpu, &[m, n]);
@@ -181,10 +188,10 @@ pub fn measure(
 
 /// Wall seconds per synthesis iteration (MaskAQ objectives, Q = P at W4A4), after warm-up,
 /// and with `profile` the GPU time of one iteration by kernel.
-fn synth_iteration(gpu: &Gpu, p: &Vit, batch: usize, profile: bool) -> Result<(f64, Vec<KernelTime>)> {
+fn synth_iteration(gpu: &Gpu, p: &Model, batch: usize, profile: bool) -> Result<(f64, Vec<KernelTime>)> {
     use crate::maskaq::synth::{Method, SynthConfig, Synthesizer};
     let weights = crate::model::checkpoint::Weights { tensors: p.read_params(gpu)? };
-    let mut q = Vit::new(gpu, p.cfg.clone(), &weights);
+    let mut q = Model::new(gpu, p.cfg.clone(), &weights);
     q.quantize(gpu, crate::quant::Bits { w: 4, a: 4 });
     let mut cfg = SynthConfig::new(Method::Maskaq);
     cfg.batch = batch;
@@ -206,10 +213,10 @@ fn synth_iteration(gpu: &Gpu, p: &Vit, batch: usize, profile: bool) -> Result<(f
 }
 
 /// Wall seconds per Q-training step (Q = P at W4A4, random images), after warm-up.
-fn qtrain_step(gpu: &Gpu, p: &Vit, batch: usize) -> Result<f64> {
+fn qtrain_step(gpu: &Gpu, p: &Model, batch: usize) -> Result<f64> {
     use crate::maskaq::qtrain::{QTrainConfig, QTrainer};
     let weights = crate::model::checkpoint::Weights { tensors: p.read_params(gpu)? };
-    let mut q = Vit::new(gpu, p.cfg.clone(), &weights);
+    let mut q = Model::new(gpu, p.cfg.clone(), &weights);
     q.quantize(gpu, crate::quant::Bits { w: 4, a: 4 });
     let mut t = QTrainer::new(gpu, p, &q, QTrainConfig { batch, ..Default::default() })?;
     let mut rng = crate::rng::Rng::new(3);

@@ -17,7 +17,7 @@ use crate::data::dataset::{self, Dataset, one_line};
 use crate::gpu::{Gpu, GpuOptions};
 use crate::model::checkpoint::{load_weights, resolve};
 use crate::model::config::Preprocess;
-use crate::model::{Graph, GraphOptions, Vit};
+use crate::model::{Graph, GraphOptions, Model};
 use crate::progress::Progress;
 
 /// Maps batches of preprocessed images to logits.
@@ -41,7 +41,7 @@ pub struct ModelRunner<'a> {
 }
 
 impl<'a> ModelRunner<'a> {
-    pub fn new(gpu: &'a Gpu, vit: &Vit, batch: usize) -> ModelRunner<'a> {
+    pub fn new(gpu: &'a Gpu, vit: &Model, batch: usize) -> ModelRunner<'a> {
         let [c, h, w] = vit.cfg.preprocess.input_size;
         ModelRunner {
             gpu,
@@ -324,7 +324,7 @@ pub fn run(gpu_opts: &GpuOptions, args: &EvalArgs) -> Result<()> {
     let pp = cfg.preprocess.clone();
     let vit = match &args.quantized {
         Some(q) => crate::quant::export::load(&gpu, q, Some(&cfg))?,
-        None => Vit::new(&gpu, cfg, &weights),
+        None => Model::new(&gpu, cfg, &weights),
     };
     let mut runner = ModelRunner::new(&gpu, &vit, args.batch.min(n.max(1)));
     let pb = if args.json { Progress::hidden() } else { Progress::new("eval", "images") };

@@ -15,21 +15,21 @@ use anyhow::Result;
 
 use crate::gpu::Gpu;
 use crate::model::checkpoint::{self, Weights};
-use crate::model::{Vit, VitConfig};
+use crate::model::{Model, ModelConfig};
 
 /// Loads `--model` (with optional `--arch`), or builds random weights from `--arch` alone.
-pub fn load_or_random(gpu: &Gpu, model: Option<&Path>, arch: Option<&str>) -> Result<Vit> {
+pub fn load_or_random(gpu: &Gpu, model: Option<&Path>, arch: Option<&str>) -> Result<Model> {
     match model {
-        Some(m) => Vit::load(gpu, m, arch),
+        Some(m) => Model::load(gpu, m, arch),
         None => {
             let arch = arch.ok_or_else(|| anyhow::anyhow!("give --model PATH or --arch NAME"))?;
             let cfg = if arch.ends_with(".json") {
-                VitConfig::from_json_file(Path::new(arch))?
+                ModelConfig::from_json_file(Path::new(arch))?
             } else {
-                VitConfig::from_arch(arch)?
+                ModelConfig::from_arch(arch)?
             };
             let w = Weights::random(&cfg, 0);
-            Ok(Vit::new(gpu, cfg, &w))
+            Ok(Model::new(gpu, cfg, &w))
         }
     }
 }
@@ -37,7 +37,7 @@ pub fn load_or_random(gpu: &Gpu, model: Option<&Path>, arch: Option<&str>) -> Re
 pub use checkpoint::resolve;
 
 /// `--model`'s path and what it is, for logs.
-pub fn describe_model(path: &Path, cfg: &VitConfig) -> String {
+pub fn describe_model(path: &Path, cfg: &ModelConfig) -> String {
     format!("{} ({})", path.display(), cfg.describe())
 }
 
@@ -51,7 +51,7 @@ fn host_memory() -> Option<u64> {
 /// Fails, naming `flag`, when `count` images of the model's input size would not fit in half
 /// of this machine's memory (synthetic sets are held on the host): refused before the work
 /// starts instead of aborting when the allocation fails hours later.
-pub fn check_images_fit_host(cfg: &VitConfig, count: usize, flag: &str) -> Result<()> {
+pub fn check_images_fit_host(cfg: &ModelConfig, count: usize, flag: &str) -> Result<()> {
     let per = (cfg.in_chans * cfg.img_size * cfg.img_size) as u64 * 4;
     let bytes = per.saturating_mul(count as u64);
     if let Some(mem) = host_memory()
@@ -70,15 +70,15 @@ pub fn check_images_fit_host(cfg: &VitConfig, count: usize, flag: &str) -> Resul
 }
 
 /// The architecture of `--model` (its config), or of `--arch` alone.
-pub fn config_of(model: Option<&Path>, arch: Option<&str>) -> Result<VitConfig> {
+pub fn config_of(model: Option<&Path>, arch: Option<&str>) -> Result<ModelConfig> {
     match model {
         Some(m) => Ok(resolve(m, arch)?.0),
         None => {
             let arch = arch.ok_or_else(|| anyhow::anyhow!("give --model PATH or --arch NAME"))?;
             if arch.ends_with(".json") {
-                VitConfig::from_json_file(Path::new(arch))
+                ModelConfig::from_json_file(Path::new(arch))
             } else {
-                VitConfig::from_arch(arch)
+                ModelConfig::from_arch(arch)
             }
         }
     }
@@ -89,13 +89,11 @@ pub fn config_of(model: Option<&Path>, arch: Option<&str>) -> Result<VitConfig> 
 /// abort the process on the host or surface as a GPU error mid-run). The largest buffers of
 /// a graph are the attention maps (B·H·N·N), the MLP activations (B·N·hidden), the fused qkv
 /// (B·N·3D) and the largest weight.
-pub fn check_fits(gpu: &Gpu, cfg: &VitConfig, batch: usize, flag: &str) -> Result<()> {
+pub fn check_fits(gpu: &Gpu, cfg: &ModelConfig, batch: usize, flag: &str) -> Result<()> {
     let weight =
         cfg.tensor_shapes().iter().map(|(_, s)| s.iter().product::<usize>() as u64).max().unwrap_or(0);
     gpu.check_buffer_size(weight * 4, &format!("the model's largest weight ({})", cfg.describe()))?;
-    let (b, n, d) = (batch as u64, cfg.tokens() as u64, cfg.embed_dim as u64);
-    let acts = [b * cfg.num_heads as u64 * n * n, b * n * cfg.mlp_hidden as u64, b * n * 3 * d];
-    let largest = acts.iter().copied().max().unwrap_or(0);
+    let largest = (batch as u64).saturating_mul(cfg.largest_activation_per_image() as u64);
     let bytes = largest.saturating_mul(4);
     gpu.check_buffer_size(bytes, &format!("{flag} {batch}"))
         .map_err(|e| anyhow::anyhow!("{e:#}; use a smaller {flag}"))

@@ -7,7 +7,7 @@ use serde::Serialize;
 
 use crate::data::preprocess::{eval_transform, load_image};
 use crate::gpu::Gpu;
-use crate::model::{Graph, GraphOptions, Vit};
+use crate::model::{Graph, GraphOptions, Model};
 
 #[derive(Serialize)]
 pub struct ClassProb {
@@ -46,7 +46,7 @@ pub fn run(gpu_opts: &crate::gpu::GpuOptions, args: &PredictArgs) -> Result<()> 
     let (cfg, file) = crate::commands::resolve(&args.model.model, args.model.arch.as_deref())?;
     let weights = crate::model::checkpoint::load_weights(&cfg, &file)?;
     let gpu = Gpu::new(gpu_opts)?;
-    let vit = Vit::new(&gpu, cfg, &weights);
+    let vit = Model::new(&gpu, cfg, &weights);
     let preds = predict(&gpu, &vit, &args.images, args.top)?;
     print(&preds, args.json)
 }
@@ -54,7 +54,7 @@ pub fn run(gpu_opts: &crate::gpu::GpuOptions, args: &PredictArgs) -> Result<()> 
 /// Images are processed in batches of this many.
 const BATCH: usize = 16;
 
-pub fn predict(gpu: &Gpu, vit: &Vit, images: &[PathBuf], top: usize) -> Result<Vec<Prediction>> {
+pub fn predict(gpu: &Gpu, vit: &Model, images: &[PathBuf], top: usize) -> Result<Vec<Prediction>> {
     let cfg = &vit.cfg;
     // Decode everything first so a bad file fails before any GPU work.
     let mut inputs = Vec::with_capacity(images.len());

@@ -8,7 +8,7 @@ use anyhow::{Context, Result, bail};
 use crate::data::dataset;
 use crate::gpu::{Gpu, GpuOptions};
 use crate::io::OutFile;
-use crate::model::Vit;
+use crate::model::Model;
 use crate::model::checkpoint::{load_weights, resolve};
 use crate::progress::Progress;
 use crate::quant::Bits;
@@ -63,7 +63,7 @@ pub struct PtqArgs {
 }
 
 /// `num` calibration images, flattened [N, C, H, W], and a description of where they came from.
-pub fn calibration_images(vit: &Vit, calib: &Calib, num: usize, seed: u64) -> Result<(Vec<f32>, String)> {
+pub fn calibration_images(vit: &Model, calib: &Calib, num: usize, seed: u64) -> Result<(Vec<f32>, String)> {
     let cfg = &vit.cfg;
     let per = cfg.in_chans * cfg.img_size * cfg.img_size;
     let mut rng = Rng::new(seed);
@@ -123,7 +123,7 @@ pub fn run(gpu_opts: &GpuOptions, args: &PtqArgs) -> Result<()> {
     let weights = load_weights(&cfg, &file)?;
     let gpu = Gpu::new(gpu_opts)?;
     crate::commands::check_fits(&gpu, &cfg, args.batch, "--batch")?;
-    let mut q = Vit::new(&gpu, cfg, &weights);
+    let mut q = Model::new(&gpu, cfg, &weights);
     q.quantize(&gpu, args.bits);
     let (images, what) = calibration_images(&q, &args.calib, args.num_images, args.seed)?;
     eprintln!(

@@ -11,7 +11,7 @@ use crate::gpu::{Gpu, GpuOptions};
 use crate::io::{Existing, OutDir};
 use crate::maskaq::pipeline::{self, QuantizeConfig};
 use crate::maskaq::synth::Method;
-use crate::model::Vit;
+use crate::model::Model;
 use crate::model::checkpoint::{load_weights, resolve};
 use crate::progress::Progress;
 use crate::quant::Bits;
@@ -205,7 +205,7 @@ const QUANTIZE_OUTPUTS: &[&str] = &[
 /// On a CPU adapter, a preset sized for GPUs takes hours: say so before starting, with an
 /// estimate from the model's MACs and lavapipe's measured rate (docs/results.md: the bundled
 /// model's synthesis iteration at batch 16 takes about 0.4 s for 16 x 7.9 MMAC).
-fn warn_if_long_on_cpu(gpu: &Gpu, pcfg: &crate::model::VitConfig, cfg: &QuantizeConfig) {
+fn warn_if_long_on_cpu(gpu: &Gpu, pcfg: &crate::model::ModelConfig, cfg: &QuantizeConfig) {
     let hours = cpu_hours_estimate(pcfg.macs_per_image(), cfg);
     if hours > 0.5 {
         eprintln!(
@@ -476,8 +476,8 @@ pub fn run(gpu_opts: &GpuOptions, args: &QuantizeArgs) -> Result<()> {
     if gpu.cpu_like {
         warn_if_long_on_cpu(&gpu, &pcfg, &cfg);
     }
-    let p = Vit::new(&gpu, pcfg.clone(), &weights);
-    let mut q = Vit::new(&gpu, pcfg.clone(), &weights);
+    let p = Model::new(&gpu, pcfg.clone(), &weights);
+    let mut q = Model::new(&gpu, pcfg.clone(), &weights);
     q.quantize(&gpu, bits);
     let progress = if args.json { Progress::hidden() } else { Progress::new("quantize", "") };
     progress.set_message("preparing P, Q and the baselines");

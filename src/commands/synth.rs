@@ -13,7 +13,7 @@ use crate::gpu::{Gpu, GpuOptions};
 use crate::io::{Existing, OutDir};
 use crate::maskaq::agreement::{Agreement, agreement};
 use crate::maskaq::synth::{Method, SynthConfig, Synthesizer, TermLog};
-use crate::model::Vit;
+use crate::model::Model;
 use crate::model::checkpoint::{load_weights, resolve};
 use crate::progress::Progress;
 use crate::quant::Bits;
@@ -285,7 +285,7 @@ pub fn run(gpu_opts: &GpuOptions, args: &SynthArgs) -> Result<()> {
 
     let gpu = Gpu::new(gpu_opts)?;
     crate::commands::check_fits(&gpu, &cfg_p, cfg.batch, "--batch")?;
-    let p = Vit::new(&gpu, cfg_p.clone(), &weights);
+    let p = Model::new(&gpu, cfg_p.clone(), &weights);
     let mut bits = args.bits.unwrap_or(Bits { w: 4, a: 4 });
     let q = match &args.quantized {
         Some(path) => {
@@ -304,7 +304,7 @@ pub fn run(gpu_opts: &GpuOptions, args: &SynthArgs) -> Result<()> {
         }
         // Only MaskAQ's alignment term reads Q.
         None if cfg.weights.alignment > 0.0 && method == Method::Maskaq => {
-            let mut q = Vit::new(&gpu, cfg_p.clone(), &weights);
+            let mut q = Model::new(&gpu, cfg_p.clone(), &weights);
             q.quantize(&gpu, bits);
             Some(q)
         }

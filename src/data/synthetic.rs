@@ -12,7 +12,7 @@ use safetensors::{Dtype, SafeTensors};
 
 use crate::data::dataset::{Dataset, Sample};
 use crate::io::write_atomic;
-use crate::model::config::{Preprocess, VitConfig};
+use crate::model::config::{ModelConfig, Preprocess};
 
 pub const FILE: &str = "synthetic.safetensors";
 
@@ -156,7 +156,7 @@ pub fn class_label(label: usize, names: Option<&[String]>) -> String {
 /// [`SHEET_MAX`] images, each upscaled (nearest neighbour) to a cell at least
 /// [`SHEET_CELL_MIN`] pixels wide with its target class written under it. The images are
 /// `cfg`'s input shape, in its normalised space.
-pub fn write_previews(dir: &Path, images: &[f32], labels: &[usize], cfg: &VitConfig) -> Result<()> {
+pub fn write_previews(dir: &Path, images: &[f32], labels: &[usize], cfg: &ModelConfig) -> Result<()> {
     let shape = [cfg.in_chans, cfg.img_size, cfg.img_size];
     let per: usize = shape.iter().product();
     let n = images.len() / per;

@@ -8,7 +8,7 @@ use serde::Serialize;
 
 use crate::commands::eval::{ModelRunner, Runner, rank};
 use crate::gpu::Gpu;
-use crate::model::Vit;
+use crate::model::Model;
 
 #[derive(Clone, Debug, Serialize)]
 pub struct Agreement {
@@ -42,7 +42,7 @@ impl Agreement {
 }
 
 /// P's agreement with `labels` on `images` ([N, C, H, W] in normalised space).
-pub fn agreement(gpu: &Gpu, p: &Vit, images: &[f32], labels: &[usize]) -> Result<Agreement> {
+pub fn agreement(gpu: &Gpu, p: &Model, images: &[f32], labels: &[usize]) -> Result<Agreement> {
     let classes = p.cfg.num_classes;
     let per = images.len() / labels.len().max(1);
     let mut runner = ModelRunner::new(gpu, p, labels.len().clamp(1, 64));

@@ -24,7 +24,7 @@ use crate::data::dataset::Dataset;
 use crate::data::synthetic::{SyntheticDataset, write_previews};
 use crate::gpu::Gpu;
 use crate::maskaq::agreement::agreement;
-use crate::model::Vit;
+use crate::model::Model;
 use crate::model::checkpoint::Weights;
 use crate::quant::Bits;
 use crate::quant::calibrate::minmax_calibrate;
@@ -152,21 +152,21 @@ pub struct QuantizeReport {
     pub dropped_synthesis_batches: usize,
 }
 
-fn eval_runner<'g>(gpu: &'g Gpu, vit: &Vit, data: &dyn Dataset) -> ModelRunner<'g> {
+fn eval_runner<'g>(gpu: &'g Gpu, vit: &Model, data: &dyn Dataset) -> ModelRunner<'g> {
     ModelRunner::new(gpu, vit, 64.min(data.len().max(1)))
 }
 
-fn accuracy_with(runner: &mut ModelRunner, vit: &Vit, data: &dyn Dataset) -> Result<(f64, f64)> {
+fn accuracy_with(runner: &mut ModelRunner, vit: &Model, data: &dyn Dataset) -> Result<(f64, f64)> {
     let r = evaluate(data, &vit.cfg.preprocess, runner, None, &crate::progress::Progress::hidden())?;
     Ok((r.top1, r.top5))
 }
 
-fn accuracy(gpu: &Gpu, vit: &Vit, data: &dyn Dataset) -> Result<(f64, f64)> {
+fn accuracy(gpu: &Gpu, vit: &Model, data: &dyn Dataset) -> Result<(f64, f64)> {
     accuracy_with(&mut eval_runner(gpu, vit, data), vit, data)
 }
 
 /// The 64 Gaussian-noise images of the min-max PTQ baseline (and of `--init minmax`).
-fn calibration_noise(p: &Vit, seed: u64) -> Vec<f32> {
+fn calibration_noise(p: &Model, seed: u64) -> Vec<f32> {
     let per = p.cfg.in_chans * p.cfg.img_size * p.cfg.img_size;
     let mut rng = Rng::new(seed ^ 0x9e37);
     (0..64 * per).map(|_| rng.normal() as f32).collect()
@@ -392,9 +392,9 @@ pub fn check_resume(out: &Path, cfg: &QuantizeConfig, weights: &Weights) -> Resu
 #[allow(clippy::too_many_arguments)]
 pub fn run(
     gpu: &Gpu,
-    p: &Vit,
+    p: &Model,
     weights: &Weights,
-    q: &Vit,
+    q: &Model,
     cfg: &QuantizeConfig,
     opts: &RunOptions,
     log: impl FnMut(&str),
@@ -413,9 +413,9 @@ pub fn run(
 #[allow(clippy::too_many_arguments)]
 fn run_epochs(
     gpu: &Gpu,
-    p: &Vit,
+    p: &Model,
     weights: &Weights,
-    q: &Vit,
+    q: &Model,
     cfg: &QuantizeConfig,
     opts: &RunOptions,
     mut log: impl FnMut(&str),
@@ -436,7 +436,7 @@ fn run_epochs(
         let (t1, _) = accuracy(gpu, p, data)?;
         fp_top1 = Some(t1);
         log(&format!("full precision: top-1 {t1:.2} %"));
-        let mut q0 = Vit::new(gpu, p.cfg.clone(), weights);
+        let mut q0 = Model::new(gpu, p.cfg.clone(), weights);
         q0.quantize(gpu, bits);
         minmax_calibrate(gpu, &q0, &calibration_noise(p, cfg.seed), 32)?;
         let (t1, _) = accuracy(gpu, &q0, data)?;

@@ -8,11 +8,11 @@
 //! Every batch first goes through the spec's augmentation (`ops::augment::batch_augment`, one
 //! random draw per batch) unless `augment` is off.
 
-use anyhow::{Result, bail};
+use anyhow::{Context, Result, bail};
 use serde::Serialize;
 
 use crate::gpu::{Dispatch, Gpu, Tensor};
-use crate::model::{Graph, GraphOptions, Vit};
+use crate::model::{Graph, GraphOptions, Model};
 use crate::ops::augment::{self, AugParams, DRAWS};
 use crate::ops::copy;
 use crate::ops::distill::{self, HeadDims};
@@ -99,7 +99,7 @@ pub struct StepLosses {
 pub struct QTrainer<'a> {
     gpu: &'a Gpu,
     cfg: QTrainConfig,
-    q: &'a Vit,
+    q: &'a Model,
     gp: Graph,
     gq: Graph,
     hyper: Tensor,
@@ -119,7 +119,7 @@ pub struct QTrainer<'a> {
 }
 
 impl<'a> QTrainer<'a> {
-    pub fn new(gpu: &'a Gpu, p: &'a Vit, q: &'a Vit, cfg: QTrainConfig) -> Result<QTrainer<'a>> {
+    pub fn new(gpu: &'a Gpu, p: &'a Model, q: &'a Model, cfg: QTrainConfig) -> Result<QTrainer<'a>> {
         let quant = q.quant.as_ref().ok_or_else(|| anyhow::anyhow!("Q training needs a quantized model"))?;
         if quant.frozen_weights {
             bail!(
@@ -141,8 +141,10 @@ impl<'a> QTrainer<'a> {
         let t = |s: &[usize]| Tensor::zeros(gpu, s);
         let hyper = t(&[4]);
         let sums = t(&[2]);
-        let l = c.depth;
-        let dims = HeadDims { b, h: c.num_heads, n: c.tokens(), prefix: c.prefix_tokens(), d: c.head_dim() };
+        let v = c.vit().context("Q training on Swin is not implemented yet")?;
+        let l = v.depth;
+        let dims =
+            HeadDims { b, h: v.num_heads, n: v.tokens(c.grid()), prefix: v.prefix_tokens(), d: v.head_dim() };
         let kd_partial = t(&[b]);
         let hd_partial = t(&[l * b * dims.h * dims.d]);
         let weights = t(&[b * dims.np()]);

@@ -11,11 +11,11 @@
 use std::fmt;
 use std::str::FromStr;
 
-use anyhow::{Result, bail};
+use anyhow::{Context, Result, bail};
 use serde::Serialize;
 
 use crate::gpu::{Dispatch, Gpu, Tensor};
-use crate::model::{Graph, GraphOptions, Vit};
+use crate::model::{Graph, GraphOptions, Model};
 use crate::ops::copy::{self, Copy4};
 use crate::ops::distill::HeadDims;
 use crate::ops::loss::cross_entropy;
@@ -224,8 +224,8 @@ const TERMS: usize = 6;
 pub struct Synthesizer<'a> {
     gpu: &'a Gpu,
     cfg: SynthConfig,
-    p: &'a Vit,
-    q: Option<&'a Vit>,
+    p: &'a Model,
+    q: Option<&'a Model>,
     gp: Graph,
     gq: Option<Graph>,
     shape: [usize; 4],
@@ -250,25 +250,24 @@ pub struct Synthesizer<'a> {
 
 impl<'a> Synthesizer<'a> {
     /// `q` is required for the alignment term (MaskAQ); P's graph drives the others.
-    pub fn new(gpu: &'a Gpu, p: &'a Vit, q: Option<&'a Vit>, cfg: SynthConfig) -> Result<Synthesizer<'a>> {
+    pub fn new(
+        gpu: &'a Gpu,
+        p: &'a Model,
+        q: Option<&'a Model>,
+        cfg: SynthConfig,
+    ) -> Result<Synthesizer<'a>> {
         let c = &p.cfg;
         if cfg.batch == 0 || cfg.iters == 0 {
             bail!("synthesis needs a batch and an iteration count of at least 1");
         }
         if let Some(q) = q
-            && (
-                q.cfg.embed_dim,
-                q.cfg.depth,
-                q.cfg.num_heads,
-                q.cfg.img_size,
-                q.cfg.patch_size,
-                q.cfg.in_chans,
-                q.cfg.num_classes,
-            ) != (c.embed_dim, c.depth, c.num_heads, c.img_size, c.patch_size, c.in_chans, c.num_classes)
+            && (&q.cfg.arch, q.cfg.img_size, q.cfg.patch_size, q.cfg.in_chans, q.cfg.num_classes)
+                != (&c.arch, c.img_size, c.patch_size, c.in_chans, c.num_classes)
         {
             bail!("the quantized model's architecture differs from the full-precision model's");
         }
-        if c.num_heads > obj::MAX_HEADS {
+        let v = c.vit().context("image synthesis on Swin is not implemented yet")?;
+        if v.num_heads > obj::MAX_HEADS {
             bail!("inter-head SSIM supports at most {} heads", obj::MAX_HEADS);
         }
         let w = cfg.weights;
@@ -276,9 +275,10 @@ impl<'a> Synthesizer<'a> {
         let b = cfg.batch;
         let shape = [b, c.in_chans, c.img_size, c.img_size];
         let n_img: usize = shape.iter().product();
-        let dims = AttnDims { b, h: c.num_heads, n: c.tokens(), prefix: c.prefix_tokens(), g: c.grid() };
+        let dims =
+            AttnDims { b, h: v.num_heads, n: v.tokens(c.grid()), prefix: v.prefix_tokens(), g: c.grid() };
         let np = dims.np();
-        let l = c.depth;
+        let l = v.depth;
         // Only the images are optimised: no parameter gradients in either model.
         let opts = GraphOptions {
             backward: true,
@@ -322,7 +322,8 @@ impl<'a> Synthesizer<'a> {
         let seg_ent = l * b * np;
         let seg_align = seg_ent + l * b;
         let seg_kde = seg_align + l * b * np;
-        let hdims = HeadDims { b, h: c.num_heads, n: c.tokens(), prefix: c.prefix_tokens(), d: c.head_dim() };
+        let hdims =
+            HeadDims { b, h: v.num_heads, n: v.tokens(c.grid()), prefix: v.prefix_tokens(), d: v.head_dim() };
         let kde_scratch = PsaqScratch::new(gpu, &hdims);
         let mut ds: Vec<Dispatch> = Vec::new();
         let mut loss_sums: Vec<Dispatch> = Vec::new();

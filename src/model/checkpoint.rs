@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, Result, bail};
 use safetensors::{Dtype, SafeTensors};
 
-use super::config::VitConfig;
+use super::config::ModelConfig;
 
 /// A named tensor on the host: (name, shape, values).
 pub type NamedTensor = (String, Vec<usize>, Vec<f32>);
@@ -21,7 +21,7 @@ pub struct Weights {
 impl Weights {
     /// timm-style random initialisation (truncated normal 0.02 for weights and embeddings,
     /// zero biases, unit LayerNorm scales), for benchmarks and tests without a checkpoint.
-    pub fn random(cfg: &VitConfig, seed: u64) -> Weights {
+    pub fn random(cfg: &ModelConfig, seed: u64) -> Weights {
         let mut rng = crate::rng::Rng::new(seed);
         let tensors = cfg
             .tensor_shapes()
@@ -52,7 +52,7 @@ map_location='cpu'); sd = sd.get('model', sd); st.save_file({k: v.float().contig
 sd.items()}, 'model.safetensors')\" and pass the .safetensors file with --arch NAME";
 
 /// Resolves `--model` (and `--arch`) to a config and the safetensors file holding its weights.
-pub fn resolve(model: &Path, arch: Option<&str>) -> Result<(VitConfig, PathBuf)> {
+pub fn resolve(model: &Path, arch: Option<&str>) -> Result<(ModelConfig, PathBuf)> {
     if model.is_dir() {
         let cfg_path = model.join("config.json");
         let st = model.join("model.safetensors");
@@ -67,7 +67,7 @@ pub fn resolve(model: &Path, arch: Option<&str>) -> Result<(VitConfig, PathBuf)>
                 "--arch is only for a bare .safetensors file; {} has its own config.json",
                 model.display()
             ),
-            None => VitConfig::from_json_file(&cfg_path)?,
+            None => ModelConfig::from_json_file(&cfg_path)?,
         };
         return Ok((cfg, st));
     }
@@ -75,8 +75,8 @@ pub fn resolve(model: &Path, arch: Option<&str>) -> Result<(VitConfig, PathBuf)>
         bail!("{}: no such file or folder", model.display());
     }
     let cfg = match arch {
-        Some(a) if a.ends_with(".json") => VitConfig::from_json_file(Path::new(a))?,
-        Some(a) => VitConfig::from_arch(a)?,
+        Some(a) if a.ends_with(".json") => ModelConfig::from_json_file(Path::new(a))?,
+        Some(a) => ModelConfig::from_arch(a)?,
         None if model.file_name().is_some_and(|n| n == "config.json") => bail!(
             "--model {}: give the model's folder ({}, which holds config.json and model.safetensors), \
              or use --arch {} for random weights where a command allows it",
@@ -108,7 +108,7 @@ fn check_not_pickle(path: &Path) -> Result<()> {
 }
 
 /// Loads and checks every tensor of `cfg` from a safetensors file.
-pub fn load_weights(cfg: &VitConfig, path: &Path) -> Result<Weights> {
+pub fn load_weights(cfg: &ModelConfig, path: &Path) -> Result<Weights> {
     check_not_pickle(path)?;
     let bytes = std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
     let st = SafeTensors::deserialize(&bytes)
@@ -190,7 +190,7 @@ pub fn read_f32_tensors(path: &Path) -> Result<HashMap<String, (Vec<usize>, Vec<
 
 /// Writes a timm Hugging Face folder (`config.json` + `model.safetensors`, F32) for `vit`'s
 /// current parameters; each file is replaced atomically.
-pub fn save_model(gpu: &crate::gpu::Gpu, vit: &crate::model::Vit, dir: &Path) -> Result<()> {
+pub fn save_model(gpu: &crate::gpu::Gpu, vit: &crate::model::Model, dir: &Path) -> Result<()> {
     std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
     let params = vit.read_params(gpu)?;
     let bytes: Vec<Vec<u8>> =

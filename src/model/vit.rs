@@ -1,73 +1,189 @@
-//! A ViT/DeiT's parameters on the GPU; with [`Quant`] state it is the quantized model Q.
-//! The forward/backward passes live in `graph.rs`.
+//! The timm ViT/DeiT topology: patch embedding, class (and distillation) token plus position
+//! embedding, `depth` global-attention blocks, final LayerNorm, class-token head(s).
 
-use std::collections::HashMap;
-use std::path::Path;
+use super::builder::{Builder, Outputs};
+use super::config::{ModelConfig, VitDims};
+use super::graph::{Graph, TapGeometry};
+use super::layers::{self, AttnSpec, BackScratch};
+use crate::ops::copy::{self, Copy4};
+use crate::ops::embed::Geometry;
+use crate::ops::quant::Region;
+use crate::ops::reduce::SumRows;
+use crate::quant::sites::{ActSite, SiteList};
 
-use anyhow::Result;
-
-use super::checkpoint::{self, Weights};
-use super::config::VitConfig;
-use crate::gpu::{Gpu, Tensor};
-use crate::quant::{Bits, Quant};
-
-/// A parameter with its gradient, named as in timm's `state_dict`.
-pub struct Param {
-    pub name: String,
-    pub shape: Vec<usize>,
-    pub value: Tensor,
-    pub grad: Tensor,
+/// The attention of block `l`.
+fn spec(cfg: &ModelConfig, v: &VitDims, images: usize, l: usize) -> AttnSpec {
+    let n = v.tokens(cfg.grid());
+    AttnSpec {
+        prefix: format!("blocks.{l}"),
+        images,
+        n,
+        d: v.embed_dim,
+        heads: v.num_heads,
+        windows: None,
+        geometry: TapGeometry {
+            images,
+            windows: 1,
+            heads: v.num_heads,
+            tokens: n,
+            head_dim: v.head_dim(),
+            prefix: v.prefix_tokens(),
+            side: cfg.grid(),
+            stage: 0,
+            shift: 0,
+            last_stage: true,
+        },
+    }
 }
 
-/// A ViT/DeiT on the GPU.
-pub struct Vit {
-    pub cfg: VitConfig,
-    pub params: Vec<Param>,
-    index: HashMap<String, usize>,
-    /// Present for the quantized model Q: graphs built from it fake-quantize.
-    pub quant: Option<Quant>,
+/// The heads: `head` on the class token, and `head_dist` on the distillation token.
+fn heads(v: &VitDims) -> &'static [&'static str] {
+    &["head", "head_dist"][..v.prefix_tokens()]
 }
 
-impl Vit {
-    /// Uploads checked weights.
-    pub fn new(gpu: &Gpu, cfg: VitConfig, weights: &Weights) -> Vit {
-        let mut params = Vec::new();
-        let mut index = HashMap::new();
-        for (name, shape, data) in &weights.tensors {
-            index.insert(name.clone(), params.len());
-            params.push(Param {
-                name: name.clone(),
-                shape: shape.clone(),
-                value: Tensor::from_slice(gpu, data, shape),
-                grad: Tensor::zeros(gpu, shape),
-            });
+/// Q's quantizer sites in the order the graph emits them (docs/method.md §3): per block the
+/// inputs of qkv, q and k, P and v, proj, fc1, fc2; then the heads. The top-level heads get
+/// `lsq_g_scale` 0.01, every nested quantizer 1.0, as the authors' code passes it.
+pub(crate) fn quant_sites(cfg: &ModelConfig, v: &VitDims) -> SiteList {
+    let (n, d, h) = (v.tokens(cfg.grid()), v.embed_dim, v.mlp_hidden);
+    let mut s = SiteList::default();
+    s.weights.push("patch_embed.proj.weight".into());
+    for l in 0..v.depth {
+        let p = |x: &str| format!("blocks.{l}.{x}");
+        s.act.push(ActSite::new(p("attn.qkv.act"), n * d));
+        s.weights.push(p("attn.qkv.weight"));
+        s.act.push(ActSite::new(p("attn.matmul1.act_a"), n * d));
+        s.act.push(ActSite::new(p("attn.matmul1.act_b"), n * d));
+        s.act.push(ActSite::new(p("attn.matmul2.act_a"), v.num_heads * n * n));
+        s.act.push(ActSite::new(p("attn.matmul2.act_b"), n * d));
+        s.act.push(ActSite::new(p("attn.proj.act"), n * d));
+        s.weights.push(p("attn.proj.weight"));
+        s.act.push(ActSite::new(p("mlp.fc1.act"), n * d));
+        s.weights.push(p("mlp.fc1.weight"));
+        s.act.push(ActSite::new(p("mlp.fc2.act"), n * h));
+        s.weights.push(p("mlp.fc2.weight"));
+    }
+    for head in heads(v) {
+        s.act.push(ActSite { lsq_g: 0.01, ..ActSite::new(format!("{head}.act"), d) });
+        s.weights.push(format!("{head}.weight"));
+    }
+    s
+}
+
+pub(crate) fn build(mut bl: Builder) -> Graph {
+    let model = bl.model;
+    let cfg = &model.cfg;
+    let v = cfg.vit().expect("a ViT config");
+    let gpu = bl.gpu;
+    let (b, n, d) = (bl.b, v.tokens(cfg.grid()), v.embed_dim);
+    let rows = b * n;
+    let geo = Geometry {
+        batch: b,
+        chans: cfg.in_chans,
+        h: cfg.img_size,
+        w: cfg.img_size,
+        patch: cfg.patch_size,
+        prefix: v.prefix_tokens(),
+        d,
+    };
+    let (np, classes) = (geo.patches(), cfg.num_classes);
+
+    // Patch embedding and tokens (the image itself is never quantized).
+    let (images, cols, w_pe, pe) = layers::patch_embed_forward(&mut bl, &geo);
+    let cls = bl.p("cls_token");
+    let dist = if v.distilled { bl.p("dist_token") } else { cls };
+    let pos = bl.p("pos_embed");
+    let x0 = bl.t(&[rows, d]);
+    bl.fw.push(geo.tokens_forward(gpu, &pe, &cls.value, &dist.value, &pos.value, &x0));
+
+    // Transformer blocks.
+    let specs: Vec<AttnSpec> = (0..v.depth).map(|l| spec(cfg, v, b, l)).collect();
+    let mut acts = Vec::new();
+    let mut taps = Vec::new();
+    let mut x = x0;
+    for sp in &specs {
+        let (a, tap, out) = layers::block_forward(&mut bl, sp, x, v.mlp_hidden);
+        acts.push(a);
+        taps.push(tap);
+        x = out;
+    }
+
+    // Final norm, class-token pooling, head(s).
+    let (xf, stf) = bl.layernorm("norm", &x);
+    let head_alpha = if v.distilled { 0.5 } else { 1.0 };
+    let logits = bl.t(&[b, classes]);
+    let mut head_acts = Vec::new();
+    for (tok, head) in heads(v).iter().enumerate() {
+        let pooled = bl.t(&[b, d]);
+        bl.fw.push(token_rows(b, n, d, tok, true).dispatch(gpu, &xf, &pooled));
+        let pooled_q = bl.act(&format!("{head}.act"), &pooled);
+        let w = bl.weight(&format!("{head}.weight"));
+        let beta = if tok == 0 { 0.0 } else { 1.0 };
+        bl.linear(b, &pooled_q, &w, Some(bl.p(&format!("{head}.bias"))), &logits, head_alpha, beta);
+        head_acts.push((tok, head, pooled, pooled_q, w));
+    }
+
+    let d_logits = bl.t(&[b, classes]);
+    let d_images = bl.t(&[b, cfg.in_chans, cfg.img_size, cfg.img_size]);
+    if bl.opts.backward {
+        // Heads and pooling.
+        let dxf = bl.t(&[rows, d]);
+        bl.bw.push(copy::fill(gpu, &dxf, 0.0));
+        let d_pooled = bl.t(&[b, d]);
+        for (tok, head, pooled, pooled_q, w) in &head_acts {
+            let target = bl.grad_target(&d_pooled);
+            let (hw, hb) = (bl.p(&format!("{head}.weight")), bl.p(&format!("{head}.bias")));
+            bl.linear_back(b, pooled_q, w, hw, Some(hb), &d_logits, Some(&target), head_alpha);
+            bl.act_back(&format!("{head}.act"), Region::whole(b * d), pooled, &target, &d_pooled);
+            bl.bw.push(token_rows(b, n, d, *tok, false).dispatch(gpu, &d_pooled, &dxf));
         }
-        Vit { cfg, params, index, quant: None }
-    }
+        let dxa = bl.t(&[rows, d]);
+        bl.layernorm_back("norm", &x, &stf, &dxf, None, &dxa);
 
-    /// Loads `--model` (folder or .safetensors with `--arch`).
-    pub fn load(gpu: &Gpu, model: &Path, arch: Option<&str>) -> Result<Vit> {
-        let (cfg, file) = checkpoint::resolve(model, arch)?;
-        let w = checkpoint::load_weights(&cfg, &file)?;
-        Ok(Vit::new(gpu, cfg, &w))
-    }
+        let scratch = BackScratch::new(&bl, &specs[0], v.mlp_hidden);
+        for l in (0..v.depth).rev() {
+            layers::block_backward(&mut bl, &specs[l], &acts[l], &taps[l], &dxa, &scratch);
+        }
 
-    pub fn param(&self, name: &str) -> &Param {
-        &self.params[*self.index.get(name).unwrap_or_else(|| panic!("no parameter {name}"))]
+        // Tokens and patch embedding.
+        let sum_batch = |n_el: usize, s_off: usize| SumRows {
+            n: n_el,
+            rows: b,
+            s_off,
+            rs: n * d,
+            o_off: 0,
+            alpha: 1.0,
+            beta: 0.0,
+        };
+        if bl.param_grads {
+            bl.bw.extend(sum_batch(d, 0).dispatches(gpu, &dxa, &cls.grad));
+            if v.distilled {
+                bl.bw.extend(sum_batch(d, d).dispatches(gpu, &dxa, &dist.grad));
+            }
+            bl.bw.extend(sum_batch(n * d, 0).dispatches(gpu, &dxa, &pos.grad));
+        }
+        let dpe = bl.t(&[b * np, d]);
+        let gather = Copy4 {
+            dims: [1, b, np, d],
+            s_off: v.prefix_tokens() * d,
+            s: [0, n * d, d, 1],
+            t_off: 0,
+            t: [0, np * d, d, 1],
+            alpha: 1.0,
+            beta: 0.0,
+        };
+        bl.bw.push(gather.dispatch(gpu, &dxa, &dpe));
+        layers::patch_embed_backward(&mut bl, &geo, &cols, &w_pe, &dpe, &d_images);
     }
+    bl.finish(Outputs { images, d_images, logits, d_logits, taps })
+}
 
-    /// Turns this model into Q at `bits`; the activation quantizers still need initialising
-    /// (`Graph::forward_init` on a first batch, or values from an exported model).
-    pub fn quantize(&mut self, gpu: &Gpu, bits: Bits) {
-        self.quant = Some(Quant::new(gpu, &self.cfg, bits));
-    }
-
-    /// Current parameter values by name (read back from the GPU).
-    pub fn read_params(&self, gpu: &Gpu) -> Result<Vec<super::checkpoint::NamedTensor>> {
-        self.params.iter().map(|p| Ok((p.name.clone(), p.shape.clone(), p.value.read(gpu)?))).collect()
-    }
-
-    pub fn num_params(&self) -> usize {
-        self.params.iter().map(|p| p.value.numel()).sum()
-    }
+/// Rows of token `tok` of every image: [B*N, D] -> [B, D] (`gather`) or back.
+fn token_rows(b: usize, n: usize, d: usize, tok: usize, gather: bool) -> Copy4 {
+    let (s_off, s, t_off, t) = if gather {
+        (tok * d, [0, 0, n * d, 1], 0, [0, 0, d, 1])
+    } else {
+        (0, [0, 0, d, 1], tok * d, [0, 0, n * d, 1])
+    };
+    Copy4 { dims: [1, 1, b, d], s_off, s, t_off, t, alpha: 1.0, beta: 0.0 }
 }

@@ -16,6 +16,7 @@ pub mod quant;
 pub mod reduce;
 pub mod softmax;
 pub mod synth;
+pub mod window;
 
 /// Every WGSL source in the crate, by file name (validated with naga in the tests).
 pub const SHADERS: &[(&str, &str)] = &[
@@ -35,6 +36,7 @@ pub const SHADERS: &[(&str, &str)] = &[
     ("reduce.wgsl", reduce::SOURCE),
     ("softmax.wgsl", softmax::SOURCE),
     ("synth.wgsl", synth::SOURCE),
+    ("window.wgsl", window::SOURCE),
 ];
 
 /// Function-only WGSL files appended to the shaders above (no entry points of their own).

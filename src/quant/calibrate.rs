@@ -5,35 +5,21 @@
 
 use anyhow::{Result, bail};
 
-use super::{SiteState, lsq_scale};
+use super::SiteState;
 use crate::gpu::Gpu;
-use crate::model::{Graph, GraphOptions, Vit, VitConfig};
+use crate::model::{Graph, GraphOptions, Model};
 use crate::ops::quant::minmax_state;
-
-/// Elements a quantizer sees per batch of `batch` images.
-pub fn site_numel(cfg: &VitConfig, site: &str, batch: usize) -> usize {
-    let rows = batch * cfg.tokens();
-    if site.starts_with("head") {
-        batch * cfg.embed_dim
-    } else if site.ends_with("matmul2.act_a") {
-        batch * cfg.num_heads * cfg.tokens() * cfg.tokens()
-    } else if site.ends_with("fc2.act") {
-        rows * cfg.mlp_hidden
-    } else {
-        rows * cfg.embed_dim
-    }
-}
 
 /// Calibrates `q`'s activation quantizers on `images` ([N, C, H, W] flattened, normalised),
 /// `batch` at a time.
-pub fn minmax_calibrate(gpu: &Gpu, q: &Vit, images: &[f32], batch: usize) -> Result<()> {
+pub fn minmax_calibrate(gpu: &Gpu, q: &Model, images: &[f32], batch: usize) -> Result<()> {
     minmax_calibrate_with(gpu, q, images, batch, &crate::progress::Progress::hidden())
 }
 
 /// [`minmax_calibrate`], counting batches on `progress`.
 pub fn minmax_calibrate_with(
     gpu: &Gpu,
-    q: &Vit,
+    q: &Model,
     images: &[f32],
     batch: usize,
     progress: &crate::progress::Progress,
@@ -63,20 +49,21 @@ pub fn minmax_calibrate_with(
     progress.finish();
     let mm = quant.calib.read(gpu)?;
     let states: Vec<SiteState> = quant
-        .sites
+        .list
+        .act
         .iter()
         .enumerate()
-        .map(|(i, name)| {
+        .map(|(i, site)| {
             let (lo, hi) = (mm[2 * i], mm[2 * i + 1]);
             let (alpha, z, qn, qp) = minmax_state(lo, hi, quant.bits.a);
-            let numel = site_numel(&q.cfg, name, batch) as f32;
+            let numel = (site.numel_per_image * batch) as f32;
             SiteState {
-                name: name.clone(),
+                name: site.name.clone(),
                 alpha,
                 zero_point: z,
                 qn,
                 qp,
-                g: lsq_scale(name) / (numel * qp).sqrt(),
+                g: site.lsq_g / (numel * qp).sqrt(),
                 signed: qn < 0.0,
             }
         })

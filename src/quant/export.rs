@@ -13,7 +13,7 @@ use super::{Bits, SiteState, quantized_weights};
 use crate::gpu::{Gpu, Tensor};
 use crate::io::write_atomic;
 use crate::model::checkpoint::Weights;
-use crate::model::{Vit, VitConfig};
+use crate::model::{Model, ModelConfig};
 use crate::ops::quant::weight_quant;
 
 pub const FORMAT: &str = "maskaq-quantized-v1";
@@ -55,7 +55,7 @@ pub fn unpack(bytes: &[u8], rows: usize, cols: usize, bits: u32) -> Vec<i8> {
 }
 
 /// Exports Q (fake-quantized weights, initialised activation quantizers) to `path`.
-pub fn export(gpu: &Gpu, q: &Vit, method: &str, path: &Path) -> Result<()> {
+pub fn export(gpu: &Gpu, q: &Model, method: &str, path: &Path) -> Result<()> {
     let quant = q.quant.as_ref().context("export needs a quantized model")?;
     if quant.frozen_weights {
         bail!("this model's weights are already quantized values; export the model it came from");
@@ -127,7 +127,7 @@ fn scalar_f32(st: &SafeTensors, path: &Path, name: &str, len: usize) -> Result<V
 
 /// Loads a quantized model. `expected`, when given (the `--model` it should belong to), must
 /// have the same architecture.
-pub fn load(gpu: &Gpu, path: &Path, expected: Option<&VitConfig>) -> Result<Vit> {
+pub fn load(gpu: &Gpu, path: &Path, expected: Option<&ModelConfig>) -> Result<Model> {
     let bytes = std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
     let st = SafeTensors::deserialize(&bytes)
         .map_err(|e| anyhow::anyhow!("{}: not a valid safetensors file ({e})", path.display()))?;
@@ -144,8 +144,8 @@ pub fn load(gpu: &Gpu, path: &Path, expected: Option<&VitConfig>) -> Result<Vit>
     let bits: Bits = get("bits")?.parse().with_context(|| format!("{}: metadata `bits`", path.display()))?;
     let cfg_json: serde_json::Value = serde_json::from_str(get("config")?)
         .with_context(|| format!("{}: metadata `config` is not JSON", path.display()))?;
-    let cfg =
-        VitConfig::from_json(&cfg_json).with_context(|| format!("{}: metadata `config`", path.display()))?;
+    let cfg = ModelConfig::from_json(&cfg_json)
+        .with_context(|| format!("{}: metadata `config`", path.display()))?;
     if let Some(exp) = expected {
         let mut a = exp.clone();
         let mut b = cfg.clone();
@@ -153,22 +153,10 @@ pub fn load(gpu: &Gpu, path: &Path, expected: Option<&VitConfig>) -> Result<Vit>
         b.label_names = None;
         if a != b {
             bail!(
-                "{}: the quantized model's config does not match --model ({} {}x{} px, D={}, depth {}, {} heads, {} classes vs {} {}x{} px, D={}, depth {}, {} heads, {} classes)",
+                "{}: the quantized model's config does not match --model ({} vs {})",
                 path.display(),
-                cfg.architecture,
-                cfg.img_size,
-                cfg.img_size,
-                cfg.embed_dim,
-                cfg.depth,
-                cfg.num_heads,
-                cfg.num_classes,
-                exp.architecture,
-                exp.img_size,
-                exp.img_size,
-                exp.embed_dim,
-                exp.depth,
-                exp.num_heads,
-                exp.num_classes
+                cfg.describe(),
+                exp.describe()
             );
         }
     }
@@ -229,7 +217,7 @@ pub fn load(gpu: &Gpu, path: &Path, expected: Option<&VitConfig>) -> Result<Vit>
         expected_names.insert(format!("{name}.scale"));
         tensors.push((name, shape, w));
     }
-    let mut vit = Vit::new(gpu, cfg, &Weights { tensors });
+    let mut vit = Model::new(gpu, cfg, &Weights { tensors });
     vit.quantize(gpu, bits);
     let quant = vit.quant.as_mut().unwrap();
     quant.frozen_weights = true;

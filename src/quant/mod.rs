@@ -1,13 +1,14 @@
-//! The quantized model Q: bit widths, the activation-quantizer sites MaskAQ uses, and their
-//! state on the GPU (docs/method.md §3).
+//! The quantized model Q: bit widths, the quantizer sites (`sites.rs`), and their state on the
+//! GPU (docs/method.md §3).
 //!
 //! Q is P's graph with fake quantization where the MaskAQ code puts it: an LSQ activation
-//! quantizer on the input of every Linear (qkv, proj, fc1, fc2, head, head_dist) and on both
-//! operands of q·kᵀ and of softmax·v; per-channel min-max weight quantization of every Linear
-//! and of the patch convolution. The image, LayerNorm, softmax, GELU and residual adds stay FP.
+//! quantizer on the input of every Linear and on both operands of q·kᵀ and of softmax·v;
+//! per-channel min-max weight quantization of every Linear and of the patch convolution. The
+//! image, LayerNorm, softmax, GELU and residual adds stay FP.
 
 pub mod calibrate;
 pub mod export;
+pub mod sites;
 
 use std::collections::HashMap;
 use std::fmt;
@@ -16,7 +17,7 @@ use std::str::FromStr;
 use anyhow::{Result, bail};
 
 use crate::gpu::{Gpu, Tensor};
-use crate::model::VitConfig;
+use crate::model::ModelConfig;
 use crate::ops::quant::ActQuantState;
 
 /// Weight and activation bit widths, written `W4A4`.
@@ -53,54 +54,22 @@ impl fmt::Display for Bits {
 }
 
 /// Weights that are fake-quantized (every Linear and the patch convolution).
-pub fn quantized_weights(cfg: &VitConfig) -> Vec<String> {
-    let mut v = vec!["patch_embed.proj.weight".to_string()];
-    for i in 0..cfg.depth {
-        for s in ["attn.qkv", "attn.proj", "mlp.fc1", "mlp.fc2"] {
-            v.push(format!("blocks.{i}.{s}.weight"));
-        }
-    }
-    v.push("head.weight".into());
-    if cfg.distilled {
-        v.push("head_dist.weight".into());
-    }
-    v
+pub fn quantized_weights(cfg: &ModelConfig) -> Vec<String> {
+    sites::sites(cfg).weights
 }
 
 /// Activation quantizer sites in forward order, named after the op whose input they quantize.
-pub fn act_sites(cfg: &VitConfig) -> Vec<String> {
-    let mut v = Vec::new();
-    for i in 0..cfg.depth {
-        for s in [
-            "attn.qkv.act",
-            "attn.matmul1.act_a",
-            "attn.matmul1.act_b",
-            "attn.matmul2.act_a",
-            "attn.matmul2.act_b",
-            "attn.proj.act",
-            "mlp.fc1.act",
-            "mlp.fc2.act",
-        ] {
-            v.push(format!("blocks.{i}.{s}"));
-        }
-    }
-    v.push("head.act".into());
-    if cfg.distilled {
-        v.push("head_dist.act".into());
-    }
-    v
-}
-
-/// LSQ gradient-scale numerator: the MaskAQ code passes `lsq_g_scale` = 0.01 only to the
-/// top-level head; every nested quantizer gets the default 1.0 (spec section 3).
-pub fn lsq_scale(site: &str) -> f32 {
-    if site.starts_with("head") { 0.01 } else { 1.0 }
+pub fn act_sites(cfg: &ModelConfig) -> Vec<String> {
+    sites::sites(cfg).act.into_iter().map(|s| s.name).collect()
 }
 
 /// The quantization state of a model: bit widths and every activation quantizer's parameters.
 pub struct Quant {
     pub bits: Bits,
+    /// The activation quantizers' names, in site order.
     pub sites: Vec<String>,
+    /// The registered sites (see `sites.rs`).
+    pub list: sites::SiteList,
     index: HashMap<String, usize>,
     pub state: ActQuantState,
     /// Running (min, max) per quantizer during min-max calibration.
@@ -116,14 +85,16 @@ pub struct Quant {
 }
 
 impl Quant {
-    pub fn new(gpu: &Gpu, cfg: &VitConfig, bits: Bits) -> Quant {
-        let sites = act_sites(cfg);
+    pub fn new(gpu: &Gpu, cfg: &ModelConfig, bits: Bits) -> Quant {
+        let list = sites::sites(cfg);
+        let sites: Vec<String> = list.act.iter().map(|s| s.name.clone()).collect();
         let index = sites.iter().enumerate().map(|(i, s)| (s.clone(), i)).collect();
         let state = ActQuantState::new(gpu, sites.len());
         let calib = Tensor::zeros(gpu, &[sites.len(), 2]);
         Quant {
             bits,
             sites,
+            list,
             index,
             state,
             calib,

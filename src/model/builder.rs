@@ -1,0 +1,316 @@
+//! What every architecture's graph is built with: buffers, the quantization hooks (weight
+//! quantizer, activation quantizers with their lazy LSQ initialisation, calibration), and the
+//! linear and LayerNorm layer pairs. The topologies (`vit.rs`, `swin.rs`) and the shared blocks
+//! (`layers.rs`) push launches through a [`Builder`]; `finish` turns them into a [`Graph`].
+//!
+//! Every quantizer a topology emits must be the next one of its registered list
+//! ([`crate::quant::sites`]): the build panics on a mismatch, so the list that calibration,
+//! initialisation, export and reports read is the one the graph runs.
+
+use std::cell::{Cell, RefCell};
+use std::collections::HashMap;
+
+use super::graph::{Graph, GraphOptions, Taps};
+use super::params::{Model, Param};
+use crate::gpu::{Dispatch, Gpu, Tensor};
+use crate::ops::layernorm;
+use crate::ops::matmul::{Matmul, View};
+use crate::ops::quant::{self, MAX_PARTIALS, Region};
+use crate::ops::reduce::SumRows;
+use crate::quant::Quant;
+use crate::quant::sites::SiteList;
+
+pub(crate) struct Builder<'a> {
+    pub gpu: &'a Gpu,
+    pub model: &'a Model,
+    pub quant: Option<&'a Quant>,
+    /// Images per batch.
+    pub b: usize,
+    pub opts: GraphOptions,
+    buffers: RefCell<Vec<Tensor>>,
+    calibrate: bool,
+    /// The registered quantizer sites the forward must emit, in order (Q only).
+    sites: Option<SiteList>,
+    next_act: Cell<usize>,
+    next_weight: Cell<usize>,
+    /// Partial sums of the quantizers' reductions (Q only).
+    partials: Option<Tensor>,
+    /// Scratch gradients of quantized inputs, by shape (each is consumed right after it is made).
+    scratch: HashMap<Vec<usize>, Tensor>,
+    pub fw: Vec<Dispatch>,
+    /// Whether the backward computes parameter gradients (see `GraphOptions::image_grads_only`).
+    pub param_grads: bool,
+    /// Quantizer initialisations and the forward position they go before.
+    init: Vec<(usize, Dispatch)>,
+    pub bw: Vec<Dispatch>,
+}
+
+/// What a topology hands back for [`Builder::finish`].
+pub(crate) struct Outputs {
+    pub images: Tensor,
+    pub d_images: Tensor,
+    pub logits: Tensor,
+    pub d_logits: Tensor,
+    pub taps: Vec<Taps>,
+}
+
+impl<'a> Builder<'a> {
+    pub fn new(gpu: &'a Gpu, model: &'a Model, batch: usize, opts: GraphOptions) -> Self {
+        let mut b = Builder {
+            gpu,
+            model,
+            quant: model.quant.as_ref(),
+            b: batch,
+            opts,
+            buffers: Default::default(),
+            calibrate: opts.calibrate,
+            sites: model.quant.as_ref().map(|_| crate::quant::sites::sites(&model.cfg)),
+            next_act: Cell::new(0),
+            next_weight: Cell::new(0),
+            partials: None,
+            scratch: HashMap::new(),
+            fw: Vec::new(),
+            param_grads: !opts.image_grads_only,
+            init: Vec::new(),
+            bw: Vec::new(),
+        };
+        if b.quant.is_some() {
+            b.partials = Some(b.t(&[2 * MAX_PARTIALS]));
+        }
+        b
+    }
+
+    /// A new zeroed buffer, held by the graph for its lifetime.
+    pub fn t(&self, shape: &[usize]) -> Tensor {
+        let t = Tensor::zeros(self.gpu, shape);
+        self.buffers.borrow_mut().push(t.clone());
+        t
+    }
+
+    pub fn p(&self, name: &str) -> &'a Param {
+        self.model.param(name)
+    }
+
+    // ---- quantization hooks (identity for the FP model) ------------------------------------
+
+    /// Checks that `site` is the next registered activation quantizer; returns its index.
+    fn claim_act(&self, site: &str) -> usize {
+        let list = self.sites.as_ref().expect("activation quantizer on an FP model");
+        let i = self.next_act.get();
+        assert!(
+            list.act.get(i).is_some_and(|s| s.name == site),
+            "the graph emits quantizer `{site}` where the site list has `{}`",
+            list.act.get(i).map_or("nothing", |s| &s.name)
+        );
+        self.next_act.set(i + 1);
+        i
+    }
+
+    /// The weight the forward multiplies by: its fake-quantized copy in Q, itself otherwise.
+    pub fn weight(&mut self, name: &str) -> Tensor {
+        let w = self.p(name);
+        if let Some(list) = &self.sites {
+            let i = self.next_weight.get();
+            assert!(
+                list.weights.get(i).is_some_and(|s| s == name),
+                "the graph quantizes weight `{name}` where the site list has `{}`",
+                list.weights.get(i).map_or("nothing", |s| s.as_str())
+            );
+            self.next_weight.set(i + 1);
+        }
+        let Some(q) = self.quant.filter(|q| !self.calibrate && !q.frozen_weights) else {
+            return w.value.clone();
+        };
+        let rows = w.shape[0];
+        let cols = w.value.numel() / rows;
+        let w_hat = self.t(&w.shape);
+        let scales = self.t(&[rows]);
+        self.fw.push(quant::weight_quant(self.gpu, rows, cols, q.bits.w, &w.value, &w_hat, &scales));
+        w_hat
+    }
+
+    /// Whether activations pass through quantizers (Q, not calibrating).
+    pub fn quantizing(&self) -> bool {
+        self.quant.is_some() && !self.calibrate
+    }
+
+    /// Quantizer `site` on `region` of `x`, written to the same region of `xq` (Q), or observed
+    /// for min-max calibration; nothing for the FP model.
+    pub fn act_region(&mut self, site: &str, region: Region, x: &Tensor, xq: &Tensor) {
+        let Some(q) = self.quant else { return };
+        let s = self.claim_act(site);
+        let lsq_g = self.sites.as_ref().unwrap().act[s].lsq_g;
+        let partials = self.partials.as_ref().unwrap();
+        if self.calibrate {
+            self.fw.extend(quant::act_minmax(self.gpu, &q.calib, s, region, x, partials));
+            return;
+        }
+        for d in quant::act_init(self.gpu, &q.state, s, q.bits.a, lsq_g, region, x, partials) {
+            self.init.push((self.fw.len(), d));
+        }
+        self.fw.push(quant::act_forward(self.gpu, &q.state, s, region, x, xq));
+    }
+
+    /// `x` through quantizer `site` (a new buffer in Q; `x` itself in the FP model).
+    pub fn act(&mut self, site: &str, x: &Tensor) -> Tensor {
+        if !self.quantizing() {
+            self.act_region(site, Region::whole(x.numel()), x, x);
+            return x.clone();
+        }
+        let xq = self.t(&x.shape);
+        self.act_region(site, Region::whole(x.numel()), x, &xq);
+        xq
+    }
+
+    /// Where to put the gradient of a quantized input whose source gradient goes to `dx`.
+    pub fn grad_target(&mut self, dx: &Tensor) -> Tensor {
+        if !self.quantizing() {
+            return dx.clone();
+        }
+        if let Some(t) = self.scratch.get(&dx.shape) {
+            return t.clone();
+        }
+        let t = self.t(&dx.shape);
+        self.scratch.insert(dx.shape.clone(), t.clone());
+        t
+    }
+
+    /// Backward of quantizer `site` on `region`: dx = dxq [in range], and alpha/z gradients.
+    pub fn act_back(&mut self, site: &str, region: Region, x: &Tensor, dxq: &Tensor, dx: &Tensor) {
+        let Some(q) = self.quant else { return };
+        let partials = self.partials.as_ref().unwrap();
+        let [dx_dispatch, step_grads] = quant::act_backward(
+            self.gpu,
+            &q.state,
+            q.site(site),
+            region,
+            x,
+            dxq,
+            dx,
+            partials,
+            q.z_grad.get(),
+        );
+        self.bw.push(dx_dispatch);
+        if self.param_grads {
+            self.bw.push(step_grads);
+        }
+    }
+
+    // ---- layer pairs ---------------------------------------------------------------------------
+
+    /// `y = alpha (x Wᵀ + b) + beta y` for `rows` rows; `w` is [out, in].
+    #[allow(clippy::too_many_arguments)]
+    pub fn linear(
+        &mut self,
+        rows: usize,
+        x: &Tensor,
+        w: &Tensor,
+        b: Option<&Param>,
+        y: &Tensor,
+        alpha: f32,
+        beta: f32,
+    ) {
+        let (out, inp) = (w.shape[0], w.shape[1]);
+        let mm = Matmul::new(rows, out, inp, View::rows(inp), View::rows(inp).t(), View::rows(out));
+        let mm = if b.is_some() { mm.bias(0) } else { mm };
+        self.fw.extend(mm.scale(alpha, beta).dispatches(self.gpu, x, w, b.map(|b| &b.value), y));
+    }
+
+    /// Backward of [`Self::linear`] with input `x` and weight `w_used`; the weight gradient goes
+    /// to `w.grad` (straight through the weight quantizer). dx = alpha dy W, dW = alpha dyᵀ x,
+    /// db = alpha sum dy.
+    #[allow(clippy::too_many_arguments)]
+    pub fn linear_back(
+        &mut self,
+        rows: usize,
+        x: &Tensor,
+        w_used: &Tensor,
+        w: &Param,
+        b: Option<&Param>,
+        dy: &Tensor,
+        dx: Option<&Tensor>,
+        alpha: f32,
+    ) {
+        let (out, inp) = (w.shape[0], w.shape[1]);
+        let gpu = self.gpu;
+        if let Some(dx) = dx {
+            let mm = Matmul::new(rows, inp, out, View::rows(out), View::rows(inp), View::rows(inp));
+            self.bw.extend(mm.scale(alpha, 0.0).dispatches(gpu, dy, w_used, None, dx));
+        }
+        if self.param_grads {
+            let mm = Matmul::new(out, inp, rows, View::rows(out).t(), View::rows(inp), View::rows(inp));
+            self.bw.extend(mm.scale(alpha, 0.0).dispatches(gpu, dy, x, None, &w.grad));
+            if let Some(b) = b {
+                self.bw.extend(SumRows { alpha, ..SumRows::matrix(rows, out) }.dispatches(gpu, dy, &b.grad));
+            }
+        }
+    }
+
+    /// LayerNorm `prefix.{weight,bias}` over rows of `x` [rows, d]; returns (y, stats).
+    pub fn layernorm(&mut self, prefix: &str, x: &Tensor) -> (Tensor, Tensor) {
+        let (rows, d) = (x.shape[0], x.shape[1]);
+        let (w, b) = (self.p(&format!("{prefix}.weight")), self.p(&format!("{prefix}.bias")));
+        let y = self.t(&[rows, d]);
+        let st = self.t(&[rows, 2]);
+        let eps = self.model.cfg.eps;
+        self.fw.push(layernorm::forward(self.gpu, rows, d, eps, x, &w.value, &b.value, &y, &st));
+        (y, st)
+    }
+
+    /// Backward of [`Self::layernorm`]: `dx = dLN(dy) (+ residual)`, and the parameter gradients.
+    pub fn layernorm_back(
+        &mut self,
+        prefix: &str,
+        x: &Tensor,
+        st: &Tensor,
+        dy: &Tensor,
+        residual: Option<&Tensor>,
+        dx: &Tensor,
+    ) {
+        let (rows, d) = (x.shape[0], x.shape[1]);
+        let (w, b) = (self.p(&format!("{prefix}.weight")), self.p(&format!("{prefix}.bias")));
+        self.bw.push(layernorm::backward_input(self.gpu, rows, d, x, &w.value, st, dy, residual, dx));
+        if self.param_grads {
+            self.bw.extend(layernorm::backward_params(self.gpu, rows, d, x, st, dy, &w.grad, &b.grad));
+        }
+    }
+
+    /// The graph: the forward, the initialising forward (each quantizer's LSQ init before its
+    /// first use) and the backward.
+    pub fn finish(mut self, out: Outputs) -> Graph {
+        if let Some(list) = &self.sites {
+            assert_eq!(
+                self.next_act.get(),
+                list.act.len(),
+                "the graph emitted fewer quantizers than registered"
+            );
+            assert_eq!(
+                self.next_weight.get(),
+                list.weights.len(),
+                "the graph quantized fewer weights than registered"
+            );
+        }
+        let mut forward_init = Vec::new();
+        if self.quantizing() {
+            let mut inits = self.init.drain(..).peekable();
+            for (i, d) in self.fw.iter().enumerate() {
+                while let Some((_, init)) = inits.next_if(|(pos, _)| *pos == i) {
+                    forward_init.push(init);
+                }
+                forward_init.push(d.clone());
+            }
+        }
+        Graph {
+            batch: self.b,
+            images: out.images,
+            d_images: out.d_images,
+            logits: out.logits,
+            d_logits: out.d_logits,
+            taps: out.taps,
+            forward: self.fw,
+            forward_init,
+            backward: self.bw,
+            _buffers: self.buffers.take(),
+        }
+    }
+}

@@ -1,0 +1,509 @@
+//! The transformer block both architectures share, as forward/backward layer pairs: multi-head
+//! self-attention over groups of tokens (a ViT's whole image, or a Swin's windows) with an
+//! optional relative-position bias and shift mask, and the MLP. Each `*_forward` returns the
+//! activations its `*_backward` needs; the backward is written out op by op in reverse.
+//!
+//! Quantizers sit where the MaskAQ code puts them (docs/method.md §3): the input of qkv and of
+//! proj, q and k before q·kᵀ (on Swin q·scale, as timm's Swin scales q before the product), the
+//! probabilities and v before P·v, the inputs of fc1 and fc2.
+
+use super::builder::Builder;
+use super::graph::{TapGeometry, Taps};
+use crate::gpu::Tensor;
+use crate::ops::copy::Copy4;
+use crate::ops::embed::Geometry;
+use crate::ops::matmul::{Matmul, View};
+use crate::ops::quant::Region;
+use crate::ops::reduce::SumRows;
+use crate::ops::window::{self, TokenMap};
+use crate::ops::{gelu, softmax};
+
+/// Swin's window attention: the relative-position bias table, the window grid and its shift.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Windows {
+    /// Tokens per side of the image grid.
+    pub grid: usize,
+    /// Tokens per side of a window.
+    pub window: usize,
+    pub shift: usize,
+}
+
+/// One attention layer's shape.
+#[derive(Clone, Debug)]
+pub(crate) struct AttnSpec {
+    /// Parameter and quantizer prefix, e.g. `blocks.3` or `layers.1.blocks.0`.
+    pub prefix: String,
+    pub images: usize,
+    /// Tokens per attention group (ViT: every token of an image; Swin: a window).
+    pub n: usize,
+    pub d: usize,
+    pub heads: usize,
+    /// Window attention (Swin) or global attention over the image (ViT).
+    pub windows: Option<Windows>,
+    /// What the tap geometry says about the objectives' query (class-token row or mean).
+    pub geometry: TapGeometry,
+}
+
+impl AttnSpec {
+    fn hd(&self) -> usize {
+        self.d / self.heads
+    }
+    fn groups(&self) -> usize {
+        self.geometry.groups()
+    }
+    fn rows(&self) -> usize {
+        self.groups() * self.n
+    }
+    fn scale(&self) -> f32 {
+        (self.hd() as f32).powf(-0.5)
+    }
+    fn name(&self, s: &str) -> String {
+        format!("{}.{s}", self.prefix)
+    }
+    /// View of q, k or v (`which` = 0, 1, 2) of every (group, head) inside the fused qkv matrix.
+    fn qkv_view(&self, which: usize) -> View {
+        let d3 = 3 * self.d;
+        View { off: which * self.d, rs: d3, cs: 1, b1: self.n * d3, b2: self.hd() }
+    }
+    /// View of a [rows, d] matrix per (group, head).
+    fn split_view(&self) -> View {
+        View { off: 0, rs: self.d, cs: 1, b1: self.n * self.d, b2: self.hd() }
+    }
+    /// q, k or v of all tokens as a region of the fused qkv matrix (for their quantizers).
+    fn qkv_region(&self, which: usize) -> Region {
+        Region { rows: self.rows(), cols: self.d, off: which * self.d, rs: 3 * self.d }
+    }
+    /// View of an [G, H, N, N] attention matrix per (group, head).
+    fn attn_view(&self) -> View {
+        let nn = self.n * self.n;
+        View { off: 0, rs: self.n, cs: 1, b1: self.heads * nn, b2: nn }
+    }
+    /// View of an [G, H, N, hd] per-head output per (group, head).
+    fn head_view(&self) -> View {
+        let nh = self.n * self.hd();
+        View { off: 0, rs: self.hd(), cs: 1, b1: self.heads * nh, b2: nh }
+    }
+    /// [G, H, N, hd] -> [G*N, D] (head merge), or the reverse with `split`.
+    fn merge_copy(&self, split: bool) -> Copy4 {
+        let (h, n, hd, d) = (self.heads, self.n, self.hd(), self.d);
+        let heads_major = [h * n * hd, n * hd, hd, 1];
+        let tokens_major = [n * d, hd, d, 1];
+        let (s, t) = if split { (tokens_major, heads_major) } else { (heads_major, tokens_major) };
+        Copy4 { dims: [self.groups(), h, n, hd], s_off: 0, s, t_off: 0, t, alpha: 1.0, beta: 0.0 }
+    }
+    /// The permutation between image order and window order (Swin).
+    fn token_map(&self, to_windows: bool) -> Option<TokenMap> {
+        let w = self.windows?;
+        let map = TokenMap::windows(self.images, w.grid, w.window, w.shift, self.d);
+        Some(if to_windows { map } else { map.inverse() })
+    }
+    /// The 1-D view of q (`which` = 0) of all tokens, as a Copy4 box over [rows, d].
+    fn q_box(&self, alpha: f32, from_qkv: bool) -> Copy4 {
+        let (rows, d) = (self.rows(), self.d);
+        let (s, t) =
+            if from_qkv { ([0, 0, 3 * d, 1], [0, 0, d, 1]) } else { ([0, 0, d, 1], [0, 0, 3 * d, 1]) };
+        Copy4 { dims: [1, 1, rows, d], s_off: 0, s, t_off: 0, t, alpha, beta: 0.0 }
+    }
+}
+
+/// Activations an attention layer keeps for its backward pass (`*_q`: after the activation
+/// quantizer, the same tensor as its source in the FP model).
+pub(crate) struct AttnActs {
+    ln: Tensor,
+    /// The quantized input in window order (Swin), or `ln_q` itself.
+    xw: Tensor,
+    qkv: Tensor,
+    qkv_q: Tensor,
+    /// Swin: q·scale and its quantized copy.
+    qs: Option<(Tensor, Tensor)>,
+    prob: Tensor,
+    prob_q: Tensor,
+    merged: Tensor,
+    merged_q: Tensor,
+    w_qkv: Tensor,
+    w_proj: Tensor,
+}
+
+/// Gradient buffers shared by every block of one width.
+pub(crate) struct BackScratch {
+    dg: Tensor,
+    dh: Tensor,
+    pub dln: Tensor,
+    pub dxm: Tensor,
+    dwin: Tensor,
+    dqs: Tensor,
+    dmerged: Tensor,
+    d_o: Tensor,
+    dprob: Tensor,
+    da: Tensor,
+    dqkv: Tensor,
+}
+
+impl BackScratch {
+    pub fn new(bl: &Builder, spec: &AttnSpec, hidden: usize) -> BackScratch {
+        let (g, n, d, rows, h, hd) = (spec.groups(), spec.n, spec.d, spec.rows(), spec.heads, spec.hd());
+        BackScratch {
+            dg: bl.t(&[rows, hidden]),
+            dh: bl.t(&[rows, hidden]),
+            dln: bl.t(&[rows, d]),
+            dxm: bl.t(&[rows, d]),
+            dwin: bl.t(&[rows, d]),
+            dqs: bl.t(&[rows, d]),
+            dmerged: bl.t(&[rows, d]),
+            d_o: bl.t(&[g, h, n, hd]),
+            dprob: bl.t(&[g, h, n, n]),
+            da: bl.t(&[g, h, n, n]),
+            dqkv: bl.t(&[rows, 3 * d]),
+        }
+    }
+}
+
+/// The attention branch: `ln` (the block's normalised input, image order) through qkv, attention
+/// and proj, added to `xm` (which holds the residual). Returns the activations and the taps.
+pub(crate) fn attention_forward(
+    bl: &mut Builder,
+    sp: &AttnSpec,
+    ln: &Tensor,
+    xm: &Tensor,
+) -> (AttnActs, Taps) {
+    let gpu = bl.gpu;
+    let (g, n, d, rows, heads, hd) = (sp.groups(), sp.n, sp.d, sp.rows(), sp.heads, sp.hd());
+    let ln_q = bl.act(&sp.name("attn.qkv.act"), ln);
+    let xw = match sp.token_map(true) {
+        Some(map) => {
+            let t = bl.t(&[rows, d]);
+            bl.fw.push(map.dispatch(gpu, &ln_q, &t, 1.0, 0.0));
+            t
+        }
+        None => ln_q.clone(),
+    };
+    let w_qkv = bl.weight(&sp.name("attn.qkv.weight"));
+    let qkv = bl.t(&[rows, 3 * d]);
+    bl.linear(rows, &xw, &w_qkv, Some(bl.p(&sp.name("attn.qkv.bias"))), &qkv, 1.0, 0.0);
+    let qkv_q = if bl.quantizing() { bl.t(&[rows, 3 * d]) } else { qkv.clone() };
+
+    let opts = bl.opts;
+    let tap = Taps {
+        attn_logits: bl.t(&[g, heads, n, n]),
+        attn_out: bl.t(&[g, heads, n, hd]),
+        d_attn_logits: opts.attention_grads.then(|| bl.t(&[g, heads, n, n])),
+        d_attn_out: opts.attention_grads.then(|| bl.t(&[g, heads, n, hd])),
+        geometry: sp.geometry,
+    };
+    let prob = bl.t(&[g, heads, n, n]);
+    let qs = match sp.windows {
+        // ViT: A = q kᵀ, P = softmax(scale A).
+        None => {
+            bl.act_region(&sp.name("attn.matmul1.act_a"), sp.qkv_region(0), &qkv, &qkv_q);
+            bl.act_region(&sp.name("attn.matmul1.act_b"), sp.qkv_region(1), &qkv, &qkv_q);
+            let mm = Matmul::new(n, n, hd, sp.qkv_view(0), sp.qkv_view(1).t(), sp.attn_view());
+            bl.fw.extend(mm.batched(g, heads).dispatches(gpu, &qkv_q, &qkv_q, None, &tap.attn_logits));
+            bl.fw.push(softmax::forward(gpu, g * heads * n, n, sp.scale(), &tap.attn_logits, &prob));
+            None
+        }
+        // Swin: A = (scale q) kᵀ, P = softmax(A + bias (+ mask)).
+        Some(w) => {
+            let qs = bl.t(&[rows, d]);
+            bl.fw.push(sp.q_box(sp.scale(), true).dispatch(gpu, &qkv, &qs));
+            let qs_q = bl.act(&sp.name("attn.matmul1.act_a"), &qs);
+            bl.act_region(&sp.name("attn.matmul1.act_b"), sp.qkv_region(1), &qkv, &qkv_q);
+            let mm = Matmul::new(n, n, hd, sp.split_view(), sp.qkv_view(1).t(), sp.attn_view());
+            bl.fw.extend(mm.batched(g, heads).dispatches(gpu, &qs_q, &qkv_q, None, &tap.attn_logits));
+            let biased = bl.t(&[g, heads, n, n]);
+            let table = bl.p(&sp.name("attn.relative_position_bias_table"));
+            let rb = window::RelBias { groups: g, heads, window: w.window, grid: w.grid, shift: w.shift };
+            bl.fw.push(rb.forward(gpu, &tap.attn_logits, &table.value, &biased));
+            bl.fw.push(softmax::forward(gpu, g * heads * n, n, 1.0, &biased, &prob));
+            Some((qs, qs_q))
+        }
+    };
+    let prob_q = bl.act(&sp.name("attn.matmul2.act_a"), &prob);
+    bl.act_region(&sp.name("attn.matmul2.act_b"), sp.qkv_region(2), &qkv, &qkv_q);
+    let mm = Matmul::new(n, hd, n, sp.attn_view(), sp.qkv_view(2), sp.head_view());
+    bl.fw.extend(mm.batched(g, heads).dispatches(gpu, &prob_q, &qkv_q, None, &tap.attn_out));
+    let merged = bl.t(&[rows, d]);
+    bl.fw.push(sp.merge_copy(false).dispatch(gpu, &tap.attn_out, &merged));
+    let merged_q = bl.act(&sp.name("attn.proj.act"), &merged);
+    let w_proj = bl.weight(&sp.name("attn.proj.weight"));
+    let proj_bias = bl.p(&sp.name("attn.proj.bias"));
+    match sp.token_map(false) {
+        None => bl.linear(rows, &merged_q, &w_proj, Some(proj_bias), xm, 1.0, 1.0),
+        Some(map) => {
+            let po = bl.t(&[rows, d]);
+            bl.linear(rows, &merged_q, &w_proj, Some(proj_bias), &po, 1.0, 0.0);
+            bl.fw.push(map.dispatch(gpu, &po, xm, 1.0, 1.0));
+        }
+    }
+    let acts = AttnActs { ln: ln.clone(), xw, qkv, qkv_q, qs, prob, prob_q, merged, merged_q, w_qkv, w_proj };
+    (acts, tap)
+}
+
+/// Backward of [`attention_forward`]: `dxm` is the gradient on its output (image order); the
+/// gradient on `ln` (before the qkv quantizer) ends in `s.dln`.
+pub(crate) fn attention_backward(
+    bl: &mut Builder,
+    sp: &AttnSpec,
+    a: &AttnActs,
+    tap: &Taps,
+    dxm: &Tensor,
+    s: &BackScratch,
+) {
+    let gpu = bl.gpu;
+    let (g, n, heads, hd) = (sp.groups(), sp.n, sp.heads, sp.hd());
+    let rows = sp.rows();
+    let model = bl.model;
+    let pn = |x: &str| model.param(&sp.name(x));
+
+    // proj (in window order for Swin) and the head merge.
+    let dy = match sp.token_map(true) {
+        Some(map) => {
+            bl.bw.push(map.dispatch(gpu, dxm, &s.dwin, 1.0, 0.0));
+            &s.dwin
+        }
+        None => dxm,
+    };
+    let dmerged_q = bl.grad_target(&s.dmerged);
+    bl.linear_back(
+        rows,
+        &a.merged_q,
+        &a.w_proj,
+        pn("attn.proj.weight"),
+        Some(pn("attn.proj.bias")),
+        dy,
+        Some(&dmerged_q),
+        1.0,
+    );
+    bl.act_back(
+        &sp.name("attn.proj.act"),
+        Region::whole(a.merged.numel()),
+        &a.merged,
+        &dmerged_q,
+        &s.dmerged,
+    );
+    bl.bw.push(sp.merge_copy(true).dispatch(gpu, &s.dmerged, &s.d_o));
+    if let Some(extra) = &tap.d_attn_out {
+        bl.bw.push(Copy4 { beta: 1.0, ..Copy4::flat(s.d_o.numel()) }.dispatch(gpu, extra, &s.d_o));
+    }
+
+    // dP = dO vᵀ, through P's quantizer, then the softmax (plus any gradient on A).
+    let dprob_q = bl.grad_target(&s.dprob);
+    let mm = Matmul::new(n, n, hd, sp.head_view(), sp.qkv_view(2).t(), sp.attn_view());
+    bl.bw.extend(mm.batched(g, heads).dispatches(gpu, &s.d_o, &a.qkv_q, None, &dprob_q));
+    bl.act_back(&sp.name("attn.matmul2.act_a"), Region::whole(a.prob.numel()), &a.prob, &dprob_q, &s.dprob);
+    match sp.windows {
+        None => bl.bw.push(softmax::backward(
+            gpu,
+            g * heads * n,
+            n,
+            sp.scale(),
+            &a.prob,
+            &s.dprob,
+            tap.d_attn_logits.as_ref(),
+            &s.da,
+        )),
+        Some(w) => {
+            // The bias table's gradient is dL/dS; a loss's gradient on A is added after it.
+            bl.bw.push(softmax::backward(gpu, g * heads * n, n, 1.0, &a.prob, &s.dprob, None, &s.da));
+            if bl.param_grads {
+                let table = pn("attn.relative_position_bias_table");
+                let rb = window::RelBias { groups: g, heads, window: w.window, grid: w.grid, shift: w.shift };
+                bl.bw.push(rb.table_grad(gpu, &s.da, &table.grad));
+            }
+            if let Some(extra) = &tap.d_attn_logits {
+                bl.bw.push(Copy4 { beta: 1.0, ..Copy4::flat(s.da.numel()) }.dispatch(gpu, extra, &s.da));
+            }
+        }
+    }
+
+    // dv = Pᵀ dO, dq = dA k, dk = dAᵀ q, each into its slice of dqkv (through the quantizers).
+    let dqkv_q = bl.grad_target(&s.dqkv);
+    let mm = Matmul::new(n, hd, n, sp.attn_view().t(), sp.head_view(), sp.qkv_view(2));
+    bl.bw.extend(mm.batched(g, heads).dispatches(gpu, &a.prob_q, &s.d_o, None, &dqkv_q));
+    match &a.qs {
+        None => {
+            let mm = Matmul::new(n, hd, n, sp.attn_view(), sp.qkv_view(1), sp.qkv_view(0));
+            bl.bw.extend(mm.batched(g, heads).dispatches(gpu, &s.da, &a.qkv_q, None, &dqkv_q));
+            let mm = Matmul::new(n, hd, n, sp.attn_view().t(), sp.qkv_view(0), sp.qkv_view(1));
+            bl.bw.extend(mm.batched(g, heads).dispatches(gpu, &s.da, &a.qkv_q, None, &dqkv_q));
+            bl.act_back(&sp.name("attn.matmul1.act_a"), sp.qkv_region(0), &a.qkv, &dqkv_q, &s.dqkv);
+        }
+        Some((qs, qs_q)) => {
+            let dqs_q = bl.grad_target(&s.dqs);
+            let mm = Matmul::new(n, hd, n, sp.attn_view(), sp.qkv_view(1), sp.split_view());
+            bl.bw.extend(mm.batched(g, heads).dispatches(gpu, &s.da, &a.qkv_q, None, &dqs_q));
+            bl.act_back(&sp.name("attn.matmul1.act_a"), Region::whole(qs.numel()), qs, &dqs_q, &s.dqs);
+            bl.bw.push(sp.q_box(sp.scale(), false).dispatch(gpu, &s.dqs, &s.dqkv));
+            let mm = Matmul::new(n, hd, n, sp.attn_view().t(), sp.split_view(), sp.qkv_view(1));
+            bl.bw.extend(mm.batched(g, heads).dispatches(gpu, &s.da, qs_q, None, &dqkv_q));
+        }
+    }
+    bl.act_back(&sp.name("attn.matmul1.act_b"), sp.qkv_region(1), &a.qkv, &dqkv_q, &s.dqkv);
+    bl.act_back(&sp.name("attn.matmul2.act_b"), sp.qkv_region(2), &a.qkv, &dqkv_q, &s.dqkv);
+
+    // qkv, back to image order, through the input quantizer.
+    let dln_q = bl.grad_target(&s.dln);
+    let dxw = if sp.windows.is_some() { s.dwin.clone() } else { dln_q.clone() };
+    bl.linear_back(
+        rows,
+        &a.xw,
+        &a.w_qkv,
+        pn("attn.qkv.weight"),
+        Some(pn("attn.qkv.bias")),
+        &s.dqkv,
+        Some(&dxw),
+        1.0,
+    );
+    if let Some(map) = sp.token_map(false) {
+        bl.bw.push(map.dispatch(gpu, &dxw, &dln_q, 1.0, 0.0));
+    }
+    bl.act_back(&sp.name("attn.qkv.act"), Region::whole(a.ln.numel()), &a.ln, &dln_q, &s.dln);
+}
+
+/// Activations of the MLP branch.
+pub(crate) struct MlpActs {
+    xm: Tensor,
+    ln2: Tensor,
+    st2: Tensor,
+    ln2_q: Tensor,
+    h: Tensor,
+    g: Tensor,
+    g_q: Tensor,
+    w_fc1: Tensor,
+    w_fc2: Tensor,
+}
+
+/// `out = xm + fc2(GELU(fc1(LN2(xm))))`.
+pub(crate) fn mlp_forward(bl: &mut Builder, prefix: &str, xm: &Tensor, hidden: usize) -> (MlpActs, Tensor) {
+    let gpu = bl.gpu;
+    let (rows, d) = (xm.shape[0], xm.shape[1]);
+    let name = |s: &str| format!("{prefix}.{s}");
+    let (ln2, st2) = bl.layernorm(&name("norm2"), xm);
+    let ln2_q = bl.act(&name("mlp.fc1.act"), &ln2);
+    let w_fc1 = bl.weight(&name("mlp.fc1.weight"));
+    let h = bl.t(&[rows, hidden]);
+    bl.linear(rows, &ln2_q, &w_fc1, Some(bl.p(&name("mlp.fc1.bias"))), &h, 1.0, 0.0);
+    let g = bl.t(&[rows, hidden]);
+    bl.fw.push(gelu::forward(gpu, &h, &g));
+    let g_q = bl.act(&name("mlp.fc2.act"), &g);
+    let w_fc2 = bl.weight(&name("mlp.fc2.weight"));
+    let out = bl.t(&[rows, d]);
+    bl.fw.push(Copy4::flat(rows * d).dispatch(gpu, xm, &out));
+    bl.linear(rows, &g_q, &w_fc2, Some(bl.p(&name("mlp.fc2.bias"))), &out, 1.0, 1.0);
+    (MlpActs { xm: xm.clone(), ln2, st2, ln2_q, h, g, g_q, w_fc1, w_fc2 }, out)
+}
+
+/// Backward of [`mlp_forward`]: `dout` is the gradient on its output; the gradient on `xm`
+/// (both paths) ends in `s.dxm`.
+pub(crate) fn mlp_backward(bl: &mut Builder, prefix: &str, a: &MlpActs, dout: &Tensor, s: &BackScratch) {
+    let gpu = bl.gpu;
+    let rows = a.xm.shape[0];
+    let model = bl.model;
+    let name = |s: &str| format!("{prefix}.{s}");
+    let pn = |s: &str| model.param(&name(s));
+    let dg_q = bl.grad_target(&s.dg);
+    bl.linear_back(
+        rows,
+        &a.g_q,
+        &a.w_fc2,
+        pn("mlp.fc2.weight"),
+        Some(pn("mlp.fc2.bias")),
+        dout,
+        Some(&dg_q),
+        1.0,
+    );
+    bl.act_back(&name("mlp.fc2.act"), Region::whole(a.g.numel()), &a.g, &dg_q, &s.dg);
+    bl.bw.push(gelu::backward(gpu, &a.h, &s.dg, &s.dh));
+    let dln_q = bl.grad_target(&s.dln);
+    bl.linear_back(
+        rows,
+        &a.ln2_q,
+        &a.w_fc1,
+        pn("mlp.fc1.weight"),
+        Some(pn("mlp.fc1.bias")),
+        &s.dh,
+        Some(&dln_q),
+        1.0,
+    );
+    bl.act_back(&name("mlp.fc1.act"), Region::whole(a.ln2.numel()), &a.ln2, &dln_q, &s.dln);
+    bl.layernorm_back(&name("norm2"), &a.xm, &a.st2, &s.dln, Some(dout), &s.dxm);
+}
+
+/// One pre-norm transformer block's activations.
+pub(crate) struct BlockActs {
+    x: Tensor,
+    st1: Tensor,
+    attn: AttnActs,
+    mlp: MlpActs,
+}
+
+/// `xm = x + attn(LN1(x))`, `out = xm + mlp(LN2(xm))`.
+pub(crate) fn block_forward(
+    bl: &mut Builder,
+    sp: &AttnSpec,
+    x: Tensor,
+    hidden: usize,
+) -> (BlockActs, Taps, Tensor) {
+    let (ln1, st1) = bl.layernorm(&sp.name("norm1"), &x);
+    let xm = bl.t(&x.shape);
+    bl.fw.push(Copy4::flat(x.numel()).dispatch(bl.gpu, &x, &xm));
+    let (attn, tap) = attention_forward(bl, sp, &ln1, &xm);
+    let (mlp, out) = mlp_forward(bl, &sp.prefix, &xm, hidden);
+    (BlockActs { x, st1, attn, mlp }, tap, out)
+}
+
+/// Backward of [`block_forward`]: `dxa` holds the gradient of its output on entry and of its
+/// input on exit.
+pub(crate) fn block_backward(
+    bl: &mut Builder,
+    sp: &AttnSpec,
+    a: &BlockActs,
+    tap: &Taps,
+    dxa: &Tensor,
+    s: &BackScratch,
+) {
+    mlp_backward(bl, &sp.prefix, &a.mlp, dxa, s);
+    attention_backward(bl, sp, &a.attn, tap, &s.dxm, s);
+    bl.layernorm_back(&sp.name("norm1"), &a.x, &a.st1, &s.dln, Some(&s.dxm), dxa);
+}
+
+/// The patch convolution (stride = kernel) as im2col and a matmul with the [D, C·P·P] weight:
+/// returns (images [B, C, H, W], cols, the weight used, patch rows [B·patches, D]). The image
+/// itself is never quantized.
+pub(crate) fn patch_embed_forward(bl: &mut Builder, geo: &Geometry) -> (Tensor, Tensor, Tensor, Tensor) {
+    let gpu = bl.gpu;
+    let (rows, kk, d) = (geo.batch * geo.patches(), geo.kk(), geo.d);
+    let images = bl.t(&[geo.batch, geo.chans, geo.h, geo.w]);
+    let cols = bl.t(&[rows, kk]);
+    let pe = bl.t(&[rows, d]);
+    bl.fw.push(geo.patchify(gpu, &images, &cols));
+    let w_pe = bl.weight("patch_embed.proj.weight");
+    let bias = bl.p("patch_embed.proj.bias");
+    let mm = Matmul::new(rows, d, kk, View::rows(kk), View::rows(kk).t(), View::rows(d));
+    bl.fw.extend(mm.bias(0).dispatches(gpu, &cols, &w_pe, Some(&bias.value), &pe));
+    (images, cols, w_pe, pe)
+}
+
+/// Backward of the patch convolution (im2col `cols` times the [D, C·P·P] weight `w_pe`) from
+/// `dpe` [B·patches, D]: the weight and bias gradients and the image gradient.
+pub(crate) fn patch_embed_backward(
+    bl: &mut Builder,
+    geo: &Geometry,
+    cols: &Tensor,
+    w_pe: &Tensor,
+    dpe: &Tensor,
+    d_images: &Tensor,
+) {
+    let gpu = bl.gpu;
+    let (rows, kk, d) = (geo.batch * geo.patches(), geo.kk(), w_pe.shape[0]);
+    let dcols = bl.t(&[rows, kk]);
+    let mm = Matmul::new(rows, kk, d, View::rows(d), View::rows(kk), View::rows(kk));
+    bl.bw.extend(mm.dispatches(gpu, dpe, w_pe, None, &dcols));
+    if bl.param_grads {
+        let (pw, pb) = (bl.p("patch_embed.proj.weight"), bl.p("patch_embed.proj.bias"));
+        let mm = Matmul::new(d, kk, rows, View::rows(d).t(), View::rows(kk), View::rows(kk));
+        bl.bw.extend(mm.dispatches(gpu, dpe, cols, None, &pw.grad));
+        bl.bw.extend(SumRows::matrix(rows, d).dispatches(gpu, dpe, &pb.grad));
+    }
+    let beta = if bl.opts.accumulate_image_grad { 1.0 } else { 0.0 };
+    bl.bw.push(geo.unpatchify(gpu, &dcols, d_images, beta));
+}

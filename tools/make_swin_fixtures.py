@@ -1,0 +1,285 @@
+#!/usr/bin/env python3
+"""Write the PyTorch/timm Swin parity fixtures that tests/swin.rs compares against.
+
+Usage (CPU only; needs `pip install -r tools/requirements.txt`; keep TIMM_FUSED_ATTN unset):
+
+    python3 tools/make_swin_fixtures.py [--out tests/fixtures] [--only NAME]
+
+Fixtures (same layout as tools/make_fixtures.py's, whose helpers this script uses):
+  tiny_swin/          swin_tiny_patch4_window7_224 with model_args 1x28 px, patch 2, C 16, depths [2, 2],
+                      heads [2, 4], window 7, 10 classes, batch 2: grids 14 -> 7, stage 0 has 4 windows and
+                      its odd block shifts by 3 with the -100 mask, one PatchMerging, stage 1 is one window.
+  tiny_swin_3stage/   3x32 px, patch 2, C 12, depths [2, 2, 2], heads [2, 2, 4], window 4, mlp_ratio 2,
+                      7 classes, batch 2: grids 16 -> 8 -> 4, shifts of 2 in two stages, two merges.
+  swin_tiny_full/     full-size swin_tiny_patch4_window7_224 with hashed weights and images (as
+                      deit_tiny_full: nothing but outputs is stored), batch 2.
+
+Each fixture.safetensors holds (F32): images (tiny ones only), targets, logits, per block i (blocks counted
+across stages, timm order) blocks.{i}.attn_logits = A = (q * scale) @ k^T [B*nW, H, N, N] before the
+relative-position bias and the mask, in timm's window order (batch-major, after the cyclic shift), and
+blocks.{i}.attn_out = O = softmax(A + bias + mask) @ v [B*nW, H, N, hd]; objective
+J = CE(logits, targets) + 0.001 sum_i mean(A_i^2) + 0.1 sum_i mean(O_i^2); grad.images and grad.<param> for
+every parameter, the relative-position bias tables included (swin_tiny_full: a subset, see FULL_STORED).
+A and O come from timm's own WindowAttention arithmetic (non-fused path) with the two products recorded;
+the script checks that the recorded forward gives timm's logits, that every relative_position_index runs
+over 0..(2w-1)^2-1 with the formula maskaq uses, and f32 against f64.
+
+Random weights: tiny fixtures make_fixtures.py's randomize_ (relative_position_bias_table N(0, 0.5^2):
+timm's 0.02 would hide an indexing bug); swin_tiny_full: hashed_rule, with the tables uniform
+in [-1, 1).
+"""
+
+import argparse
+import copy
+import json
+import math
+import os
+import sys
+import types
+
+import numpy as np
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import make_fixtures as mf  # noqa: E402
+
+import timm  # noqa: E402
+from safetensors.torch import load_file  # noqa: E402
+
+TINY = {
+    "tiny_swin": dict(
+        num_classes=10,
+        model_args=dict(img_size=28, patch_size=2, in_chans=1, embed_dim=16, depths=[2, 2], num_heads=[2, 4],
+                        window_size=7),
+        mean=[0.5], std=[0.5], batch=2),
+    "tiny_swin_3stage": dict(
+        num_classes=7,
+        model_args=dict(img_size=32, patch_size=2, in_chans=3, embed_dim=12, depths=[2, 2, 2],
+                        num_heads=[2, 2, 4], window_size=4, mlp_ratio=2.0),
+        mean=list(mf.IMAGENET_MEAN), std=list(mf.IMAGENET_STD), batch=2),
+}
+FULL = dict(num_classes=1000, model_args=dict(img_size=224, patch_size=4, in_chans=3, embed_dim=96),
+            mean=list(mf.IMAGENET_MEAN), std=list(mf.IMAGENET_STD), batch=2)
+ARCH = "swin_tiny_patch4_window7_224"
+FULL_BLOCKS = [1, 11]  # stored whole: stage 0 SW-MSA (4 regions, mask) and stage 3 (one window, no shift)
+FULL_STORED = (["patch_embed.proj.weight", "patch_embed.proj.bias", "patch_embed.norm.weight",
+                "patch_embed.norm.bias"]
+               + [f"layers.0.blocks.{b}.{p}" for b in (0, 1) for p in
+                  ("norm1.weight", "norm1.bias", "attn.relative_position_bias_table", "attn.qkv.weight",
+                   "attn.qkv.bias", "attn.proj.weight", "attn.proj.bias", "norm2.weight", "norm2.bias",
+                   "mlp.fc1.weight", "mlp.fc1.bias", "mlp.fc2.weight", "mlp.fc2.bias")]
+               + ["layers.1.downsample.norm.weight", "layers.1.downsample.norm.bias",
+                  "layers.1.downsample.reduction.weight", "layers.1.blocks.1.attn.relative_position_bias_table",
+                  "layers.2.blocks.5.attn.relative_position_bias_table", "layers.2.blocks.5.norm1.weight",
+                  "layers.3.downsample.norm.weight", "layers.3.blocks.1.attn.relative_position_bias_table",
+                  "layers.3.blocks.1.attn.proj.bias", "layers.3.blocks.1.mlp.fc2.bias", "norm.weight",
+                  "norm.bias", "head.fc.bias"])
+
+
+def build(spec):
+    assert os.environ.get("TIMM_FUSED_ATTN") in (None, ""), "unset TIMM_FUSED_ATTN: the reference is timm's non-fused path"
+    model = timm.create_model(ARCH, pretrained=False, num_classes=spec["num_classes"], **spec["model_args"])
+    model.eval()
+    for name, mod in model.named_modules():
+        if hasattr(mod, "relative_position_index"):
+            w = mod.window_size[0]
+            idx = mod.relative_position_index
+            assert int(idx.min()) == 0 and int(idx.max()) == (2 * w - 1) ** 2 - 1, f"{name}: index range"
+            i = torch.arange(w * w)
+            ri, ci = i // w, i % w
+            mine = (ri[:, None] - ri[None, :] + w - 1) * (2 * w - 1) + (ci[:, None] - ci[None, :] + w - 1)
+            assert torch.equal(idx.view(w * w, w * w), mine), f"{name}: index formula"
+    return model
+
+
+def recording_attention(taps):
+    """timm's non-fused WindowAttention.forward with A and O recorded."""
+    def forward(self, x, mask=None):
+        B_, N, C = x.shape
+        qkv = self.qkv(x).reshape(B_, N, 3, self.num_heads, -1).permute(2, 0, 3, 1, 4)
+        q, k, v = qkv.unbind(0)
+        q = q * self.scale
+        a = q @ k.transpose(-2, -1)
+        attn = a + self._get_rel_pos_bias()
+        if mask is not None:
+            num_win = mask.shape[0]
+            attn = attn.view(-1, num_win, self.num_heads, N, N) + mask.unsqueeze(1).unsqueeze(0)
+            attn = attn.view(-1, self.num_heads, N, N)
+        p = self.softmax(attn)
+        o = p @ v
+        taps.append((a, o))
+        x = o.transpose(1, 2).reshape(B_, N, -1)
+        return self.proj(x)
+    return forward
+
+
+def forward_with_taps(model, images):
+    taps = []
+    originals = []
+    for mod in model.modules():
+        if type(mod).__name__ == "WindowAttention":
+            originals.append((mod, mod.forward))
+            mod.forward = types.MethodType(recording_attention(taps), mod)
+    try:
+        logits = model(images)
+    finally:
+        for mod, f in originals:
+            mod.forward = f
+    return logits, taps
+
+
+def objective(logits, targets, taps):
+    ce = F.cross_entropy(logits, targets.long())
+    return ce + mf.COEF_A * sum(a.pow(2).mean() for a, _ in taps) + mf.COEF_O * sum(o.pow(2).mean() for _, o in taps)
+
+
+def run(model, images, targets):
+    model.zero_grad(set_to_none=True)
+    images = images.detach().clone().requires_grad_(True)
+    logits, taps = forward_with_taps(model, images)
+    j = objective(logits, targets, taps)
+    j.backward()
+    grads = {"images": images.grad.detach().clone()}
+    for name, p in model.named_parameters():
+        assert p.grad is not None, f"no gradient reached {name}"
+        grads[name] = p.grad.detach().clone()
+    return logits.detach(), [(a.detach(), o.detach()) for a, o in taps], j.detach(), grads
+
+
+def check(name, model, images, targets):
+    """Runs the fixture objective in f32 and f64 and checks them against timm and each other."""
+    logits, taps, j, grads = run(model, images, targets)
+    with torch.no_grad():
+        ref = model(images)
+    diff = (ref - logits).abs().max().item()
+    print(f"  logits vs timm model(images): max |diff| = {diff:.2e}")
+    assert diff <= 1e-5, f"{name}: recorded forward disagrees with timm ({diff})"
+    m64 = copy.deepcopy(model).double()
+    logits64, taps64, j64, grads64 = run(m64, images.double(), targets)
+    errs = {"logits": mf.rel_err(logits, logits64), "objective": mf.rel_err(j, j64),
+            "attn_logits": max(mf.rel_err(a, a64) for (a, _), (a64, _) in zip(taps, taps64)),
+            "attn_out": max(mf.rel_err(o, o64) for (_, o), (_, o64) in zip(taps, taps64)),
+            "grads": max(mf.rel_err(grads[k], grads64[k]) for k in grads)}
+    print("  f32 vs f64 (max|diff| / max|ref|): " + ", ".join(f"{k} {v:.1e}" for k, v in errs.items()))
+    assert max(errs.values()) < 1e-3, f"{name}: f32 and f64 disagree: {errs}"
+    zero = [k for k, g in grads.items() if g.abs().max() == 0]
+    assert not zero, f"{name}: all-zero gradients for {zero}"
+    for i, (a, o) in enumerate(taps):
+        print(f"  block {i}: A {tuple(a.shape)} std {a.std().item():.2f}, O {tuple(o.shape)}")
+    print(f"  objective {j.item():.6f} (ce part {F.cross_entropy(logits, targets.long()).item():.4f})")
+    return logits, taps, j, grads
+
+
+def config_json(spec):
+    ma = spec["model_args"]
+    c, size = ma["in_chans"], ma["img_size"]
+    depths = ma.get("depths", [2, 2, 6, 2])
+    return {
+        "architecture": ARCH,
+        "num_classes": spec["num_classes"],
+        "num_features": ma["embed_dim"] * 2 ** (len(depths) - 1),
+        "global_pool": "avg",
+        "model_args": dict(ma),
+        "pretrained_cfg": {"input_size": [c, size, size], "mean": spec["mean"], "std": spec["std"],
+                           "crop_pct": 0.9, "interpolation": "bicubic", "num_classes": spec["num_classes"]},
+    }
+
+
+def write(folder, spec, tensors, metadata, weights=None):
+    os.makedirs(folder, exist_ok=True)
+    with open(os.path.join(folder, "config.json"), "w") as f:
+        json.dump(config_json(spec), f, indent=2)
+        f.write("\n")
+    if weights is not None:
+        mf.save_file(weights, os.path.join(folder, "model.safetensors"))
+    tensors = {k: v.detach().float().contiguous() for k, v in tensors.items()}
+    mf.save_file(tensors, os.path.join(folder, "fixture.safetensors"), metadata=metadata)
+
+
+def make_tiny(name, spec, out_dir):
+    gen = torch.Generator().manual_seed(mf.seed_of(name))
+    model = build(spec)
+    mf.randomize_(model, gen)
+    state = model.state_dict()
+    params = dict(model.named_parameters())
+    kept = [k for k in state if k in params]
+    assert set(state) - set(kept) <= {k for k in state if k.endswith(("relative_position_index", "attn_mask"))}
+    ma = spec["model_args"]
+    b, c, s = spec["batch"], ma["in_chans"], ma["img_size"]
+    images = torch.randn((b, c, s, s), generator=gen)
+    targets = torch.randint(0, spec["num_classes"], (b,), generator=gen)
+    logits, taps, j, grads = check(name, model, images, targets)
+    tensors = {"images": images, "targets": targets.float(), "logits": logits, "objective": j.reshape(1)}
+    for i, (a, o) in enumerate(taps):
+        tensors[f"blocks.{i}.attn_logits"] = a
+        tensors[f"blocks.{i}.attn_out"] = o
+    for k, g in grads.items():
+        tensors[f"grad.{k}"] = g
+    weights = {k: state[k].detach().float().contiguous() for k in kept}
+    folder = os.path.join(out_dir, name)
+    write(folder, spec, tensors, mf.with_versions(mf.FIXTURE_METADATA), weights)
+    # Reload as a user would.
+    m2 = timm.create_model(ARCH, pretrained=False, num_classes=spec["num_classes"], **ma).eval()
+    missing, unexpected = m2.load_state_dict(load_file(os.path.join(folder, "model.safetensors")), strict=False)
+    assert not unexpected and all(k.endswith(("relative_position_index", "attn_mask")) for k in missing), missing
+    with torch.no_grad():
+        assert (m2(images) - logits).abs().max().item() <= 1e-5
+    return folder
+
+
+def hashed_rule(name, shape):
+    if name.endswith("relative_position_bias_table"):
+        return 1.0, 0.0
+    return mf.hashed_rule(name, shape)
+
+
+def make_full(out_dir):
+    name = "swin_tiny_full"
+    model = build(FULL)
+    weights = {}
+    for k, p in model.named_parameters():
+        scale, offset = hashed_rule(k, tuple(p.shape))
+        weights[k] = mf.hashed_values(k, tuple(p.shape), scale, offset)
+    with torch.no_grad():
+        for k, p in model.named_parameters():
+            p.copy_(torch.from_numpy(weights[k]))
+    b = FULL["batch"]
+    images = mf.hashed_values("images", (b, 3, 224, 224), math.sqrt(3.0))
+    targets = torch.from_numpy((mf.hashed_bits("targets", b) % np.uint64(1000)).astype(np.int64))
+    logits, taps, j, grads = check(name, model, torch.from_numpy(images), targets)
+    tensors = {"targets": targets.float(), "logits": logits, "objective": j.reshape(1)}
+    tensors["attn_logits_meansq"] = torch.stack([a.double().pow(2).mean() for a, _ in taps])
+    tensors["attn_out_meansq"] = torch.stack([o.double().pow(2).mean() for _, o in taps])
+    for i in FULL_BLOCKS:
+        tensors[f"blocks.{i}.attn_logits"] = taps[i][0]
+        tensors[f"blocks.{i}.attn_out"] = taps[i][1]
+    tensors["grad.images"] = grads["images"]
+    for k in FULL_STORED:
+        tensors[f"grad.{k}"] = grads[k]
+    metadata = mf.with_versions(mf.FIXTURE_METADATA)
+    metadata["weights"] = "hashed (tools/make_fixtures.py hashed_values; tables: scale 1)"
+    metadata["weights_fingerprint"] = f"{mf.fingerprint_all(weights):016x}"
+    metadata["images_fingerprint"] = f"{mf.fingerprint('images', images):016x}"
+    folder = os.path.join(out_dir, name)
+    write(folder, FULL, tensors, metadata)
+    return folder
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--out", default=os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "tests", "fixtures"))
+    ap.add_argument("--only", choices=list(TINY) + ["swin_tiny_full"])
+    args = ap.parse_args()
+    torch.set_num_threads(1)
+    names = [args.only] if args.only else list(TINY) + ["swin_tiny_full"]
+    for name in names:
+        print(f"{name}:")
+        folder = make_full(args.out) if name == "swin_tiny_full" else make_tiny(name, TINY[name], args.out)
+        size = sum(os.path.getsize(os.path.join(folder, f)) for f in os.listdir(folder))
+        print(f"  wrote {folder} ({size / 1e6:.1f} MB)")
+
+
+if __name__ == "__main__":
+    main()
