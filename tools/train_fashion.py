@@ -73,6 +73,7 @@ MEAN = 0.2860
 STD = 0.3530
 ARCH = "vit_tiny_patch16_224"
 ARCH_DISTILLED = "deit_tiny_distilled_patch16_224"
+ARCH_SWIN = "swin_tiny_patch4_window7_224"
 # Fashion-MNIST's classes in label order (Zalando Research's README), written to config.json as
 # `label_names` so that maskaq can name them (predict, contact sheets).
 CLASSES = ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag",
@@ -132,20 +133,23 @@ def augment(u8, gen, pad=2):
 def make_config(args_like):
     d = args_like["embed_dim"]
     size = args_like.get("img_size", 28)
+    arch = args_like.get("arch", ARCH)
+    model_args = {"img_size": size, "patch_size": args_like.get("patch_size", 4), "in_chans": 1, "embed_dim": d}
+    if arch == ARCH_SWIN:
+        depths = args_like["depths"]
+        model_args.update({"depths": depths, "num_heads": args_like["num_heads"],
+                           "window_size": args_like["window_size"], "mlp_ratio": float(args_like["mlp_ratio"])})
+        num_features, pool = d * 2 ** (len(depths) - 1), "avg"
+    else:
+        model_args.update({"depth": args_like["depth"], "num_heads": args_like["num_heads"],
+                           "mlp_ratio": float(args_like["mlp_ratio"])})
+        num_features, pool = d, "token"
     return {
-        "architecture": args_like.get("arch", ARCH),
+        "architecture": arch,
         "num_classes": 10,
-        "num_features": d,
-        "global_pool": "token",
-        "model_args": {
-            "img_size": size,
-            "patch_size": args_like.get("patch_size", 4),
-            "in_chans": 1,
-            "embed_dim": d,
-            "depth": args_like["depth"],
-            "num_heads": args_like["num_heads"],
-            "mlp_ratio": float(args_like["mlp_ratio"]),
-        },
+        "num_features": num_features,
+        "global_pool": pool,
+        "model_args": model_args,
         "pretrained_cfg": {
             "input_size": [1, size, size],
             "mean": [MEAN],
@@ -164,11 +168,28 @@ def build_model(cfg):
 
 
 def prefix_tokens(cfg):
-    """Class token, plus the distillation token of a distilled DeiT."""
-    return 2 if cfg["architecture"] == ARCH_DISTILLED else 1
+    """Class token, plus the distillation token of a distilled DeiT (Swin has none)."""
+    return {ARCH_DISTILLED: 2, ARCH_SWIN: 0}.get(cfg["architecture"], 1)
+
+
+def swin_macs_per_image(cfg):
+    """Linears, window attention products, PatchMerging reductions, head."""
+    a = cfg["model_args"]
+    grid = a["img_size"] // a["patch_size"]
+    macs = grid * grid * a["in_chans"] * a["patch_size"] ** 2 * a["embed_dim"]
+    for s, depth in enumerate(a["depths"]):
+        r, c = grid >> s, a["embed_dim"] << s
+        w = min(a["window_size"], r)
+        t, hidden = r * r, int(c * a["mlp_ratio"])
+        if s > 0:
+            macs += t * 4 * (c // 2) * c
+        macs += depth * (t * (3 * c * c + c * c + 2 * c * hidden) + 2 * t * w * w * c)
+    return macs + (a["embed_dim"] << (len(a["depths"]) - 1)) * cfg["num_classes"]
 
 
 def macs_per_image(cfg):
+    if cfg["architecture"] == ARCH_SWIN:
+        return swin_macs_per_image(cfg)
     a = cfg["model_args"]
     d, L, r, p = a["embed_dim"], a["depth"], a["mlp_ratio"], a["patch_size"]
     n_patch = (a["img_size"] // p) ** 2
@@ -245,6 +266,11 @@ def main():
     ap.add_argument("--depth", type=int, default=4)
     ap.add_argument("--heads", type=int, default=4)
     ap.add_argument("--mlp-ratio", type=float, default=2.0)
+    ap.add_argument("--swin", action="store_true",
+                    help="train a Swin (timm swin_tiny_patch4_window7_224 with model_args) instead of a ViT")
+    ap.add_argument("--depths", default="2,2", help="Swin: blocks per stage")
+    ap.add_argument("--stage-heads", default="2,4", help="Swin: heads per stage")
+    ap.add_argument("--window", type=int, default=7, help="Swin: window size")
     ap.add_argument("--img-size", type=int, default=28, help="resize the 28 px images to S px (PIL bicubic)")
     ap.add_argument("--patch-size", type=int, default=4)
     ap.add_argument("--distill-from", default=None, metavar="TEACHER_DIR",
@@ -283,8 +309,13 @@ def main():
                      f"images, this model {args.img_size} px (--img-size)")
         for p in teacher.parameters():
             p.requires_grad_(False)
-    arch = ARCH_DISTILLED if teacher is not None else ARCH
-    cfg = make_config({"embed_dim": args.embed_dim, "depth": args.depth, "num_heads": args.heads,
+    if args.swin and teacher is not None:
+        ap.error("--distill-from trains a distilled DeiT; it does not go with --swin")
+    arch = ARCH_SWIN if args.swin else ARCH_DISTILLED if teacher is not None else ARCH
+    ints = lambda text: [int(v) for v in text.split(",")]  # noqa: E731
+    cfg = make_config({"embed_dim": args.embed_dim, "depth": args.depth,
+                       "num_heads": ints(args.stage_heads) if args.swin else args.heads,
+                       "depths": ints(args.depths), "window_size": args.window,
                        "mlp_ratio": args.mlp_ratio, "img_size": args.img_size,
                        "patch_size": args.patch_size, "arch": arch})
     model = build_model(cfg)
@@ -296,7 +327,8 @@ def main():
 
     decay, no_decay = [], []
     for name, p in model.named_parameters():
-        (no_decay if p.ndim <= 1 or name in ("cls_token", "pos_embed") else decay).append(p)
+        no = p.ndim <= 1 or name in ("cls_token", "pos_embed") or name.endswith("relative_position_bias_table")
+        (no_decay if no else decay).append(p)
     opt = torch.optim.AdamW([{"params": decay, "weight_decay": args.weight_decay},
                              {"params": no_decay, "weight_decay": 0.0}], lr=args.lr, betas=(0.9, 0.999))
 
@@ -385,10 +417,16 @@ def main():
     size, patch = args.img_size, args.patch_size
     n_tok = (size // patch) ** 2
     resized = "" if size == 28 else f"Every 28x28 image is first resized to {size}x{size} (PIL bicubic, uint8). "
+    kind = "Swin" if args.swin else "DeiT (distilled)" if teacher is not None else "ViT"
+    if args.swin:
+        tokens = (f"a {size // patch}x{size // patch} patch grid, windows of {args.window}, stages "
+                  f"{cfg['model_args']['depths']}, no class token")
+    else:
+        tokens = (f"{n_tok} patches + {'class and distillation tokens' if teacher is not None else 'class token'} "
+                  f"= {n_tok + prefix_tokens(cfg)} tokens")
     lines = [
-        "# Training record: maskaq's bundled Fashion-MNIST ViT" if size == 28 and patch == 4 and teacher is None
-        else f"# Training record: a Fashion-MNIST {'DeiT (distilled)' if teacher is not None else 'ViT'} "
-        f"at {size} px, patch {patch}",
+        "# Training record: maskaq's bundled Fashion-MNIST ViT" if size == 28 and patch == 4 and kind == "ViT"
+        else f"# Training record: a Fashion-MNIST {kind} at {size} px, patch {patch}",
         "",
         "Written by `tools/train_fashion.py` (PyTorch on CPU; not trained with maskaq).",
         "",
@@ -408,9 +446,7 @@ def main():
         "## Model",
         "",
         f"timm `{arch}` with model_args `{json.dumps(cfg['model_args'])}`, num_classes 10: "
-        f"{n_tok} patches + {'class and distillation tokens' if teacher is not None else 'class token'} "
-        f"= {n_tok + prefix_tokens(cfg)} tokens, {n_params:,} parameters, "
-        f"{macs / 1e6:.2f} M MACs per image (linears + attention matmuls).",
+        f"{tokens}, {n_params:,} parameters, {macs / 1e6:.2f} M MACs per image (linears + attention matmuls).",
         f"{resized}Preprocessing (pretrained_cfg): input (1, {size}, {size}), crop_pct 1.0, bicubic, "
         "mean 0.2860, std 0.3530, i.e. x = (pixel/255 - 0.2860) / 0.3530.",
         "",
@@ -419,7 +455,7 @@ def main():
         f"- Data: Fashion-MNIST from `{args.data}` (60,000 train / 10,000 test), IDX gzip parsed by the script",
         f"- {args.epochs} epochs x {steps_per_epoch} steps, batch {args.batch} (last partial batch dropped)",
         f"- AdamW lr {args.lr:g}, betas (0.9, 0.999), weight decay {args.weight_decay:g} (none on biases, "
-        f"norms, cls_token, pos_embed); linear warmup {args.warmup_epochs:g} epochs then cosine to "
+        f"norms, cls_token, pos_embed, relative-position bias tables); linear warmup {args.warmup_epochs:g} epochs then cosine to "
         f"{args.min_lr:g}, per step",
         f"- Cross-entropy, label smoothing {args.label_smoothing:g}" + (
             "" if teacher is None else f"; DeiT hard distillation from `{args.distill_from}`: "
