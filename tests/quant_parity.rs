@@ -1,5 +1,5 @@
 //! The quantized model Q against a PyTorch implementation of MaskAQ's quantizers written from
-//! the spec (tools/make_fixtures.py, tests/fixtures/quant_*): LSQ initialisation on a first
+//! the spec (tools/make_fixtures.py, tests/fixtures/quant_*; Swin's sites: tools/make_swin_fixtures.py): LSQ initialisation on a first
 //! batch, then Q's logits, attention taps, the objective's gradients with respect to the images,
 //! every weight (straight through the weight quantizer) and every quantizer's alpha and z.
 //!
@@ -98,7 +98,10 @@ fn run_on(gpu: &Gpu, model: &str, fixture: &str, bits: &str) {
     r.check("lsq grad scale g", &g_got, &g_want, 1e-5);
 
     // Weight quantizer: count outputs that differ (ties in the last f32 bit) and bound them.
-    for name in ["blocks.0.attn.qkv.weight", "patch_embed.proj.weight"] {
+    let mut wq: Vec<&str> = fx.keys().filter_map(|k| k.strip_prefix("wq.")).collect();
+    wq.sort();
+    assert!(wq.len() >= 2, "the fixture stores no quantized weights");
+    for name in wq {
         let w = vit.param(name);
         let rows = w.shape[0];
         let cols = w.value.numel() / rows;
@@ -207,4 +210,14 @@ fn inexact_division_changes_no_quantizer_decision() {
 #[test]
 fn tiny_deit_distilled_w4a4_matches_pytorch() {
     run("tiny_deit_distilled", "quant_tiny_deit_distilled_w4a4", "W4A4");
+}
+
+#[test]
+fn tiny_swin_w4a4_matches_pytorch() {
+    run("tiny_swin", "quant_tiny_swin_w4a4", "W4A4");
+}
+
+#[test]
+fn tiny_swin_w3a3_matches_pytorch() {
+    run("tiny_swin", "quant_tiny_swin_w3a3", "W3A3");
 }

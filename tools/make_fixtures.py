@@ -829,14 +829,16 @@ def quant_forward(model, images, sim):
     return logits, taps
 
 
-def run_quant_with_grads(model, images, targets, sim):
-    """Forward + backward through Q; grads of images, model parameters and every quantizer's alpha / z."""
+def run_quant_with_grads(model, images, targets, sim, forward=None):
+    """Forward + backward through Q; grads of images, model parameters and every quantizer's alpha / z.
+    `forward`: Q's forward (default `quant_forward`, the ViT; tools/make_swin_fixtures.py passes Swin's)."""
+    forward = forward or quant_forward
     model.zero_grad(set_to_none=True)
     for q in sim.quantizers.values():
         q["alpha"].grad = q["zero_point"].grad = None
     sim.reset_records()
     images = images.detach().clone().requires_grad_(True)
-    logits, taps = quant_forward(model, images, sim)
+    logits, taps = forward(model, images, sim)
     j = objective(logits, targets, taps)
     j.backward()
     grads = {"images": images.grad.detach().clone()}
@@ -859,11 +861,14 @@ def quant_metadata(qspec):
 
 
 def make_quant_fixture(name, qspec, out_dir):
-    """Q of an existing FP fixture (same weights, images, targets, read from <out>/<model>/)."""
+    """Q of an existing FP fixture (same weights, images, targets, read from <out>/<model>/).
+    Other architectures (tools/make_swin_fixtures.py) give qspec "build" (the FP model, untrained),
+    "forward" (Q's forward), "wq" (weights whose W_hat is stored) and "sites" (the expected site names)."""
     base = os.path.join(out_dir, qspec["model"])
     if not os.path.exists(os.path.join(base, "fixture.safetensors")):
         raise RuntimeError(f"{name} needs {base}/ (write it first: --only {qspec['model']})")
-    model = build_model(MODELS[qspec["model"]])
+    quant_forward = qspec.get("forward", globals()["quant_forward"])
+    model = qspec["build"]() if "build" in qspec else build_model(MODELS[qspec["model"]])
     model.load_state_dict({k: v.float() for k, v in load_file(os.path.join(base, "model.safetensors")).items()},
                           strict=True)
     fx = load_file(os.path.join(base, "fixture.safetensors"))
@@ -883,7 +888,7 @@ def make_quant_fixture(name, qspec, out_dir):
         init_logits, _ = quant_forward(model, images, sim)
     sites = list(sim.quantizers)
     # Second forward + backward with alpha / z fixed: that is what is recorded.
-    logits, taps, j, grads = run_quant_with_grads(model, images, targets, sim)
+    logits, taps, j, grads = run_quant_with_grads(model, images, targets, sim, quant_forward)
     assert torch.equal(init_logits, logits), f"{name}: second forward differs from the init forward"
     ties, edges, wq, wties, codes = dict(sim.ties), dict(sim.edges), dict(sim.wq), dict(sim.wties), dict(sim.codes)
 
@@ -891,7 +896,7 @@ def make_quant_fixture(name, qspec, out_dir):
     # flip between f32 and f64; there the f64 run takes the f32 code, everything else must agree.
     m64 = copy.deepcopy(model).double()
     sim64 = sim.with_dtype(torch.float64, ref_codes=codes)
-    logits64, taps64, j64, grads64 = run_quant_with_grads(m64, images.double(), targets, sim64)
+    logits64, taps64, j64, grads64 = run_quant_with_grads(m64, images.double(), targets, sim64, quant_forward)
     mismatch = {k: int((c.double() != sim64.codes[k]).sum()) for k, c in codes.items()}
     mismatch = {k: n for k, n in mismatch.items() if n}
     forced = {k: n for k, n in sim64.forced.items() if n}
@@ -974,7 +979,7 @@ def make_quant_fixture(name, qspec, out_dir):
         tensors[f"{s}.ties"] = torch.tensor([float(ties[s])])
         tensors[f"grad.{s}.alpha"] = grads[f"{s}.alpha"]
         tensors[f"grad.{s}.zero_point"] = grads[f"{s}.zero_point"]
-    for wname in WQ_FIXTURE_WEIGHTS:
+    for wname in qspec.get("wq", WQ_FIXTURE_WEIGHTS):
         tensors[f"wq.{wname}"] = wq[wname]
     tensors = {k: v.detach().float().contiguous() for k, v in tensors.items()}
 
@@ -992,18 +997,21 @@ def verify_quant_fixture(folder, qspec, out_dir):
     weights = load_file(os.path.join(base, "model.safetensors"))
     assert torch.equal(fx["images"], fp["images"]) and torch.equal(fx["targets"], fp["targets"])
     sites = {k[:-len(".alpha")] for k in fx if k.endswith(".alpha") and not k.startswith("grad.")}
-    depth = MODELS[qspec["model"]]["model_args"]["depth"]
-    expect = {"head.act"} | ({"head_dist.act"} if "head_dist.weight" in weights else set())
-    for i in range(depth):
-        expect |= {f"blocks.{i}.attn.{s}" for s in ("qkv.act", "proj.act", "matmul1.act_a", "matmul1.act_b",
-                                                    "matmul2.act_a", "matmul2.act_b")}
-        expect |= {f"blocks.{i}.mlp.fc1.act", f"blocks.{i}.mlp.fc2.act"}
+    if "sites" in qspec:
+        expect = set(qspec["sites"])
+    else:
+        depth = MODELS[qspec["model"]]["model_args"]["depth"]
+        expect = {"head.act"} | ({"head_dist.act"} if "head_dist.weight" in weights else set())
+        for i in range(depth):
+            expect |= {f"blocks.{i}.attn.{s}" for s in ("qkv.act", "proj.act", "matmul1.act_a", "matmul1.act_b",
+                                                        "matmul2.act_a", "matmul2.act_b")}
+            expect |= {f"blocks.{i}.mlp.fc1.act", f"blocks.{i}.mlp.fc2.act"}
     assert sites == expect, sites ^ expect
     grad_names = {k[5:] for k in fx if k.startswith("grad.")}
     assert grad_names == (set(weights) | {"images"} | {f"{s}.{p}" for s in sites for p in ("alpha", "zero_point")})
     for k, v in weights.items():
         assert fx[f"grad.{k}"].shape == v.shape, k
-    for wname in WQ_FIXTURE_WEIGHTS:
+    for wname in qspec.get("wq", WQ_FIXTURE_WEIGHTS):
         assert fx[f"wq.{wname}"].shape == weights[wname].shape
 
 

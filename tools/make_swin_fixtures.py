@@ -13,6 +13,9 @@ Fixtures (same layout as tools/make_fixtures.py's, whose helpers this script use
                       7 classes, batch 2: grids 16 -> 8 -> 4, shifts of 2 in two stages, two merges.
   swin_tiny_full/     full-size swin_tiny_patch4_window7_224 with hashed weights and images (as
                       deit_tiny_full: nothing but outputs is stored), batch 2.
+  quant_tiny_swin_w4a4/, quant_tiny_swin_w3a3/   Q of tiny_swin with the authors' quantizer sites on Swin
+                      (see the comment above quant_window_attention), written by make_fixtures.py's
+                      make_quant_fixture (same layout, checks and tie counts as the ViT quant fixtures).
 
 Each fixture.safetensors holds (F32): images (tiny ones only), targets, logits, per block i (blocks counted
 across stages, timm order) blocks.{i}.attn_logits = A = (q * scale) @ k^T [B*nW, H, N, N] before the
@@ -235,6 +238,108 @@ def hashed_rule(name, shape):
     return mf.hashed_rule(name, shape)
 
 
+# ----------------------------------------------------------------------------------------------------
+# Q on Swin, with the authors' quantizer sites (docs/swin.md): the patch convolution's weight; per
+# block the inputs of qkv, q * scale and k (before q k^T), P and v, proj, fc1, fc2; each PatchMerging's
+# reduction (input and weight, no bias); head.fc. The relative-position bias is added in full precision
+# after the quantized product; LayerNorms, softmax, GELU, roll, partition and pooling stay FP.
+# lsq_g_scale is 1.0 everywhere (head.fc is nested in ClassifierHead, so the authors' 0.01 never
+# reaches it); make_fixtures.QuantSim gives 0.01 only to the ViT names head.act / head_dist.act.
+
+from timm.models.swin_transformer import window_partition, window_reverse  # noqa: E402
+
+
+def quant_window_attention(attn, x, mask, prefix, sim, taps):
+    B_, N, C = x.shape
+    qkv = mf.quant_linear(attn.qkv, x, f"{prefix}.qkv", sim).reshape(B_, N, 3, attn.num_heads, -1)
+    q, k, v = qkv.permute(2, 0, 3, 1, 4).unbind(0)
+    q = q * attn.scale
+    a = sim.activation(f"{prefix}.matmul1.act_a", q) @ sim.activation(f"{prefix}.matmul1.act_b", k.transpose(-2, -1))
+    s = a + attn._get_rel_pos_bias()
+    if mask is not None:
+        num_win = mask.shape[0]
+        s = (s.view(-1, num_win, attn.num_heads, N, N) + mask.unsqueeze(1).unsqueeze(0)).view(-1, attn.num_heads, N, N)
+    p = attn.softmax(s)
+    o = sim.activation(f"{prefix}.matmul2.act_a", p) @ sim.activation(f"{prefix}.matmul2.act_b", v)
+    taps.append((a, o, p))
+    return mf.quant_linear(attn.proj, o.transpose(1, 2).reshape(B_, N, -1), f"{prefix}.proj", sim)
+
+
+def quant_block(blk, x, prefix, sim, taps):
+    """timm's SwinTransformerBlock.forward / _attn (no padding: maskaq refuses such geometries)."""
+    B, H, W, C = x.shape
+    sh, ws = blk.shift_size, blk.window_size
+    assert H % ws[0] == 0 and W % ws[1] == 0
+    y = blk.norm1(x)
+    if any(sh):
+        y = torch.roll(y, shifts=(-sh[0], -sh[1]), dims=(1, 2))
+    windows = window_partition(y, ws).view(-1, ws[0] * ws[1], C)
+    out = quant_window_attention(blk.attn, windows, blk.attn_mask, f"{prefix}.attn", sim, taps)
+    y = window_reverse(out.view(-1, ws[0], ws[1], C), ws, H, W)
+    if any(sh):
+        y = torch.roll(y, shifts=sh, dims=(1, 2))
+    x = (x + y).reshape(B, -1, C)
+    h = mf.quant_linear(blk.mlp.fc1, blk.norm2(x), f"{prefix}.mlp.fc1", sim)
+    x = x + mf.quant_linear(blk.mlp.fc2, blk.mlp.act(h), f"{prefix}.mlp.fc2", sim)
+    return x.reshape(B, H, W, C)
+
+
+def quant_swin_forward(model, images, sim):
+    proj = model.patch_embed.proj
+    x = F.conv2d(images, sim.weight("patch_embed.proj.weight", proj.weight), proj.bias, proj.stride)
+    x = model.patch_embed.norm(x.permute(0, 2, 3, 1))
+    taps = []
+    for s, stage in enumerate(model.layers):
+        ds = stage.downsample
+        if not isinstance(ds, nn.Identity):
+            B, H, W, C = x.shape
+            x = ds.norm(x.reshape(B, H // 2, 2, W // 2, 2, C).permute(0, 1, 3, 4, 2, 5).flatten(3))
+            site = f"layers.{s}.downsample.reduction"
+            x = F.linear(sim.activation(f"{site}.act", x), sim.weight(f"{site}.weight", ds.reduction.weight))
+        for b, blk in enumerate(stage.blocks):
+            x = quant_block(blk, x, f"layers.{s}.blocks.{b}", sim, taps)
+    pooled = model.norm(x).mean(dim=(1, 2))
+    return mf.quant_linear(model.head.fc, pooled, "head.fc", sim), taps
+
+
+def swin_sites(spec):
+    a = spec["model_args"]
+    sites = ["head.fc.act"]
+    for s, depth in enumerate(a["depths"]):
+        if s > 0:
+            sites.append(f"layers.{s}.downsample.reduction.act")
+        for b in range(depth):
+            p = f"layers.{s}.blocks.{b}"
+            sites += [f"{p}.attn.{x}" for x in ("qkv.act", "matmul1.act_a", "matmul1.act_b", "matmul2.act_a",
+                                                 "matmul2.act_b", "proj.act")]
+            sites += [f"{p}.mlp.fc1.act", f"{p}.mlp.fc2.act"]
+    return sites
+
+
+QUANT = {
+    "quant_tiny_swin_w4a4": dict(model="tiny_swin", wbits=4, abits=4),
+    "quant_tiny_swin_w3a3": dict(model="tiny_swin", wbits=3, abits=3),
+}
+
+
+def make_quant(name, out_dir):
+    spec = TINY["tiny_swin"]
+    qspec = dict(QUANT[name], build=lambda: build(spec), forward=quant_swin_forward,
+                 wq=("layers.0.blocks.0.attn.qkv.weight", "patch_embed.proj.weight",
+                     "layers.1.downsample.reduction.weight"),
+                 sites=swin_sites(spec))
+    # Structure check first: Q's forward with quantization off is timm's model.
+    model = build(spec)
+    model.load_state_dict(load_file(os.path.join(out_dir, "tiny_swin", "model.safetensors")), strict=True)
+    fx = load_file(os.path.join(out_dir, "tiny_swin", "fixture.safetensors"))
+    with torch.no_grad():
+        logits, _ = quant_swin_forward(model, fx["images"], mf.QuantSim(None, None))
+    assert (logits - model(fx["images"])).abs().max().item() <= 1e-5, "quant_swin_forward is not timm's graph"
+    folder, ties, wties = mf.make_quant_fixture(name, qspec, out_dir)
+    print(f"  activation near-ties {sum(ties.values())}, weight near-ties {sum(wties.values())}")
+    return folder
+
+
 def make_full(out_dir):
     name = "swin_tiny_full"
     model = build(FULL)
@@ -270,13 +375,18 @@ def make_full(out_dir):
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--out", default=os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "tests", "fixtures"))
-    ap.add_argument("--only", choices=list(TINY) + ["swin_tiny_full"])
+    ap.add_argument("--only", choices=list(TINY) + ["swin_tiny_full"] + list(QUANT))
     args = ap.parse_args()
     torch.set_num_threads(1)
-    names = [args.only] if args.only else list(TINY) + ["swin_tiny_full"]
+    names = [args.only] if args.only else list(TINY) + ["swin_tiny_full"] + list(QUANT)
     for name in names:
         print(f"{name}:")
-        folder = make_full(args.out) if name == "swin_tiny_full" else make_tiny(name, TINY[name], args.out)
+        if name == "swin_tiny_full":
+            folder = make_full(args.out)
+        elif name in QUANT:
+            folder = make_quant(name, args.out)
+        else:
+            folder = make_tiny(name, TINY[name], args.out)
         size = sum(os.path.getsize(os.path.join(folder, f)) for f in os.listdir(folder))
         print(f"  wrote {folder} ({size / 1e6:.1f} MB)")
 
