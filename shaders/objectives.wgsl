@@ -29,12 +29,16 @@ struct Params {
 @group(0) @binding(15) var<storage, read_write> count: array<f32>;
 @group(0) @binding(16) var<storage, read> count_in: array<f32>;
 
-const MAXH: u32 = 16u;
+const MAXH: u32 = 32u;
 
 fn index(wid: vec3<u32>, nwg: vec3<u32>, lid: u32) -> u32 { return (wid.y * nwg.x + wid.x) * 64u + lid; }
 
 // Element (b, head, row token, col token) of a tap.
 fn at(b: u32, head: u32, r: u32, c: u32) -> u32 { return ((b * p.h + head) * p.n + r) * p.n + c; }
+
+// The query the informative-region mask and the alignment read: the class token's row, or
+// without a class token (Swin, prefix 0: docs/swin.md) the mean over all n query rows.
+fn query_rows() -> f32 { return select(f32(p.n), 1.0, p.prefix > 0u); }
 
 // ---- 2.1 inter-head attention similarity (MimiQ) --------------------------------------------
 // For query patch q of image b, each head's key-patch logit row is min-max normalised to S_h and
@@ -71,6 +75,19 @@ fn ssim_scatter(bi: u32, x: u32, row: u32, j: u32, g: f32, rg: f32, imin: u32, i
     da[e] = da[e] + d;
 }
 
+// Covariance of heads x and y's normalised rows ((x, y) and (y, x) give the same bits: the
+// products commute exactly).
+fn ssim_cov(bi: u32, row: u32, x: u32, y: u32, mnx: f32, rgx: f32, mny: f32, rgy: f32, mux: f32, muy: f32,
+            n: f32) -> f32 {
+    var sxy = 0.0;
+    for (var j = 0u; j < p.np; j++) {
+        let vx = (a[at(bi, x, row, p.prefix + j)] - mnx) / rgx;
+        let vy = (a[at(bi, y, row, p.prefix + j)] - mny) / rgy;
+        sxy += vx * vy;
+    }
+    return sxy / n - mux * muy;
+}
+
 @compute @workgroup_size(64)
 fn ssim_heads(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
               @builtin(local_invocation_index) lid: u32) {
@@ -102,29 +119,25 @@ fn ssim_heads(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nw
         s2[h] = sq / n - mu[h] * mu[h];
     }
     // SSIM of each unordered pair; ordered pairs (x, y) and (y, x) are equal terms.
-    var ss: array<f32, 256>;
-    var cv: array<f32, 256>;
     var loss = 0.0;
     for (var x = 0u; x < p.h; x++) {
         for (var y = x + 1u; y < p.h; y++) {
-            var sxy = 0.0;
-            for (var j = 0u; j < p.np; j++) {
-                let vx = (a[at(bi, x, row, p.prefix + j)] - mn[x]) / rg[x];
-                let vy = (a[at(bi, y, row, p.prefix + j)] - mn[y]) / rg[y];
-                sxy += vx * vy;
-            }
-            let cov = sxy / n - mu[x] * mu[y];
+            let cov = ssim_cov(bi, row, x, y, mn[x], rg[x], mn[y], rg[y], mu[x], mu[y], n);
             let s = ssim_value(mu[x], mu[y], s2[x], s2[y], cov);
-            ss[x * MAXH + y] = s;
-            ss[y * MAXH + x] = s;
-            cv[x * MAXH + y] = cov;
-            cv[y * MAXH + x] = cov;
             loss += 2.0 * (1.0 - s * s);
         }
     }
     partial[p.off + t] = p.coef * loss;
-    // d loss / d S_x(j) = sum over y != x of ssim_pair_grad.
+    // d loss / d S_x(j) = sum over y != x of ssim_pair_grad. Head x's pairs are recomputed here
+    // (bit for bit the forward's values) instead of kept in an H x H array per invocation.
+    var ss: array<f32, MAXH>;
+    var cv: array<f32, MAXH>;
     for (var x = 0u; x < p.h; x++) {
+        for (var y = 0u; y < p.h; y++) {
+            if (y == x) { continue; }
+            cv[y] = ssim_cov(bi, row, x, y, mn[x], rg[x], mn[y], rg[y], mu[x], mu[y], n);
+            ss[y] = ssim_value(mu[x], mu[y], s2[x], s2[y], cv[y]);
+        }
         var sum_g = 0.0;
         var sum_gs = 0.0;
         for (var sweep = 0u; sweep < 2u; sweep++) {
@@ -134,7 +147,7 @@ fn ssim_heads(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nw
                 for (var y = 0u; y < p.h; y++) {
                     if (y == x) { continue; }
                     let sy = (a[at(bi, y, row, p.prefix + j)] - mn[y]) / rg[y];
-                    g += ssim_pair_grad(sx, sy, mu[x], mu[y], s2[x], s2[y], cv[x * MAXH + y], ss[x * MAXH + y], n);
+                    g += ssim_pair_grad(sx, sy, mu[x], mu[y], s2[x], s2[y], cv[y], ss[y], n);
                 }
                 if (sweep == 0u) {
                     sum_g += g;
@@ -158,8 +171,8 @@ var<workgroup> sh_mu: array<f32, MAXH>;
 var<workgroup> sh_s2: array<f32, MAXH>;
 var<workgroup> sh_imin: array<u32, MAXH>;
 var<workgroup> sh_imax: array<u32, MAXH>;
-var<workgroup> sh_ss: array<f32, 256>;
-var<workgroup> sh_cv: array<f32, 256>;
+var<workgroup> sh_ss: array<f32, MAXH>;
+var<workgroup> sh_cv: array<f32, MAXH>;
 
 // (value, index) of the smallest (sign = 1) or largest (sign = -1) candidate; ties: lower index.
 fn wg_arg_extreme(lid: u32, v: f32, i: u32, sign: f32) -> vec2<u32> {
@@ -184,6 +197,17 @@ fn wg_arg_extreme(lid: u32, v: f32, i: u32, sign: f32) -> vec2<u32> {
 
 fn ssim_norm(bi: u32, h: u32, row: u32, j: u32) -> f32 {
     return (a[at(bi, h, row, p.prefix + j)] - sh_mn[h]) / sh_rg[h];
+}
+
+// [`ssim_cov`] with the sum over j as a tree reduction (every invocation returns it).
+fn wg_cov(lid: u32, bi: u32, row: u32, x: u32, y: u32, n: f32) -> f32 {
+    var sxy = 0.0;
+    for (var j = lid; j < p.np; j += 256u) {
+        let vx = ssim_norm(bi, x, row, j);
+        let vy = ssim_norm(bi, y, row, j);
+        sxy += vx * vy;
+    }
+    return wg_sum(lid, sxy) / n - sh_mu[x] * sh_mu[y];
 }
 
 @compute @workgroup_size(256)
@@ -224,13 +248,8 @@ fn ssim_heads_wg(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups)
     for (var x = 0u; x < p.h; x++) {
         for (var y = x + 1u; y < p.h; y++) {
             var sxy = 0.0;
-            for (var j = lid; j < p.np; j += 256u) { sxy += ssim_norm(bi, x, row, j) * ssim_norm(bi, y, row, j); }
-            let cov = wg_sum(lid, sxy) / n - sh_mu[x] * sh_mu[y];
+            let cov = wg_cov(lid, bi, row, x, y, n);
             let s = ssim_value(sh_mu[x], sh_mu[y], sh_s2[x], sh_s2[y], cov);
-            if (lid == 0u) {
-                sh_ss[x * MAXH + y] = s; sh_ss[y * MAXH + x] = s;
-                sh_cv[x * MAXH + y] = cov; sh_cv[y * MAXH + x] = cov;
-            }
             loss += 2.0 * (1.0 - s * s);
         }
     }
@@ -238,6 +257,15 @@ fn ssim_heads_wg(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups)
     workgroupBarrier();
     // The gradient as in ssim_heads, with the two sums over j as tree reductions.
     for (var x = 0u; x < p.h; x++) {
+        for (var y = 0u; y < p.h; y++) {
+            if (y == x) { continue; }
+            let cov = wg_cov(lid, bi, row, x, y, n);
+            if (lid == 0u) {
+                sh_cv[y] = cov;
+                sh_ss[y] = ssim_value(sh_mu[x], sh_mu[y], sh_s2[x], sh_s2[y], cov);
+            }
+        }
+        workgroupBarrier();
         var sum_g = 0.0;
         var sum_gs = 0.0;
         for (var sweep = 0u; sweep < 2u; sweep++) {
@@ -251,8 +279,7 @@ fn ssim_heads_wg(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups)
                 for (var y = 0u; y < p.h; y++) {
                     if (y == x) { continue; }
                     let sy = ssim_norm(bi, y, row, j);
-                    g += ssim_pair_grad(sx, sy, sh_mu[x], sh_mu[y], sh_s2[x], sh_s2[y], sh_cv[x * MAXH + y],
-                                        sh_ss[x * MAXH + y], n);
+                    g += ssim_pair_grad(sx, sy, sh_mu[x], sh_mu[y], sh_s2[x], sh_s2[y], sh_cv[y], sh_ss[y], n);
                 }
                 if (sweep == 0u) {
                     sum_g += g;
@@ -428,8 +455,14 @@ fn cls_mean(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg:
     let bi = t / p.np;
     let j = t % p.np;
     var s = 0.0;
-    for (var h = 0u; h < p.h; h++) { s += a[at(bi, h, 0u, p.prefix + j)]; }
-    var v = p.coef * s / f32(p.h);
+    for (var h = 0u; h < p.h; h++) {
+        if (p.prefix > 0u) {
+            s += a[at(bi, h, 0u, p.prefix + j)];
+        } else {
+            for (var i = 0u; i < p.n; i++) { s += a[at(bi, h, i, j)]; }
+        }
+    }
+    var v = p.coef * s / (f32(p.h) * query_rows());
     if (p.first == 0u) { v += scratch[t]; }
     scratch[t] = v;
 }
@@ -492,17 +525,23 @@ fn masked_alignment(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgrou
     let bi = t / p.np;
     let j = t % p.np;
     let w = p.coef * mask_in[t] / (count_in[0] + 1e-8);
+    let rows = select(p.n, 1u, p.prefix > 0u);
+    let col = p.prefix + j;
     var sp = 0.0; var sq = 0.0;
     for (var h = 0u; h < p.h; h++) {
-        sp += a[at(bi, h, 0u, p.prefix + j)];
-        sq += a2[at(bi, h, 0u, p.prefix + j)];
+        for (var i = 0u; i < rows; i++) {
+            sp += a[at(bi, h, i, col)];
+            sq += a2[at(bi, h, i, col)];
+        }
     }
-    let d = (sp - sq) / f32(p.h);
+    let d = (sp - sq) / (f32(p.h) * query_rows());
     partial[p.off + t] = w * abs(d);
-    let g = w * sign(d) / f32(p.h);
+    let g = w * sign(d) / (f32(p.h) * query_rows());
     for (var h = 0u; h < p.h; h++) {
-        let e = at(bi, h, 0u, p.prefix + j);
-        da[e] = da[e] + g;
-        da2[e] = da2[e] - g;
+        for (var i = 0u; i < rows; i++) {
+            let e = at(bi, h, i, col);
+            da[e] = da[e] + g;
+            da2[e] = da2[e] - g;
+        }
     }
 }

@@ -101,6 +101,10 @@ pub struct SynthSettingArgs {
     /// falling linearly to 0 at the last (0.5, the authors'; 0 = off).
     #[arg(long, value_name = "STD", allow_negative_numbers = true)]
     pub synth_noise: Option<f64>,
+    /// Swin only: masked alignment as the authors' code has it (as-coded: none) or maskaq's
+    /// proposal from the last stage's attention (last-stage, the default); docs/swin.md.
+    #[arg(long, value_enum)]
+    pub swin_alignment: Option<crate::maskaq::synth::SwinAlignment>,
 }
 
 impl SynthSettingArgs {
@@ -113,6 +117,9 @@ impl SynthSettingArgs {
             Ok(())
         };
         self.weights.apply(&mut cfg.weights)?;
+        if let Some(v) = self.swin_alignment {
+            cfg.swin_alignment = v;
+        }
         if let Some(v) = self.synth_lr {
             check("--synth-lr", v as f64, v > 0.0, "a positive learning rate")?;
             cfg.lr = v;

@@ -6,3 +6,4 @@ pub mod agreement;
 pub mod pipeline;
 pub mod qtrain;
 pub mod synth;
+pub mod synth_objectives;

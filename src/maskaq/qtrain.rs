@@ -8,9 +8,10 @@
 //! Every batch first goes through the spec's augmentation (`ops::augment::batch_augment`, one
 //! random draw per batch) unless `augment` is off.
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Result, bail};
 use serde::Serialize;
 
+use super::synth_objectives::head_dims;
 use crate::gpu::{Dispatch, Gpu, Tensor};
 use crate::model::{Graph, GraphOptions, Model};
 use crate::ops::augment::{self, AugParams, DRAWS};
@@ -141,13 +142,14 @@ impl<'a> QTrainer<'a> {
         let t = |s: &[usize]| Tensor::zeros(gpu, s);
         let hyper = t(&[4]);
         let sums = t(&[2]);
-        let v = c.vit().context("Q training on Swin is not implemented yet")?;
-        let l = v.depth;
-        let dims =
-            HeadDims { b, h: v.num_heads, n: v.tokens(c.grid()), prefix: v.prefix_tokens(), d: v.head_dim() };
+        // The head distillation per block, on its attention groups (ViT: images; Swin: windows,
+        // with the authors' per-window top-k weights): a mean per block, then over blocks.
+        let dims: Vec<HeadDims> = gq.taps.iter().map(|tap| head_dims(&tap.geometry)).collect();
+        let l = dims.len();
+        let hd_len: usize = dims.iter().map(|d| d.b * d.h * d.d).sum();
         let kd_partial = t(&[b]);
-        let hd_partial = t(&[l * b * dims.h * dims.d]);
-        let weights = t(&[b * dims.np()]);
+        let hd_partial = t(&[hd_len]);
+        let weights = t(&[dims.iter().map(|d| d.b * d.np()).max().unwrap_or(1)]);
         let mut fl: Vec<Dispatch> = vec![copy::fill(gpu, &gq.d_logits, 0.0)];
         fl.push(distill::kd(
             gpu,
@@ -161,15 +163,16 @@ impl<'a> QTrainer<'a> {
             &kd_partial,
             0,
         ));
-        let k = if cfg.mask_weight == 1.0 { 0 } else { dims.top_k(cfg.mask_proportion) };
-        let count = (l * b * dims.h * dims.d) as f32;
-        for li in 0..l {
+        let mut off = 0;
+        for (li, d) in dims.iter().enumerate() {
+            let k = if cfg.mask_weight == 1.0 { 0 } else { d.top_k(cfg.mask_proportion) };
+            let count = (l * d.b * d.h * d.d) as f32;
             let d_o = gq.taps[li].d_attn_out.as_ref().unwrap();
             fl.push(copy::fill(gpu, d_o, 0.0));
             if cfg.hd_coef > 0.0 {
                 let ds = distill::head_distill(
                     gpu,
-                    &dims,
+                    d,
                     k,
                     cfg.hd_coef / count,
                     &gp.taps[li].attn_out,
@@ -177,10 +180,11 @@ impl<'a> QTrainer<'a> {
                     d_o,
                     &weights,
                     &hd_partial,
-                    li * b * dims.h * dims.d,
+                    off,
                 );
                 fl.extend(ds);
             }
+            off += d.b * d.h * d.d;
         }
         let sum = |n: usize, o_off: usize, alpha: f32| SumRows {
             n: 1,

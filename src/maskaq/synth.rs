@@ -11,17 +11,15 @@
 use std::fmt;
 use std::str::FromStr;
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Result, bail};
 use serde::Serialize;
 
+use super::synth_objectives;
 use crate::gpu::{Dispatch, Gpu, Tensor};
 use crate::model::{Graph, GraphOptions, Model};
-use crate::ops::copy::{self, Copy4};
-use crate::ops::distill::HeadDims;
+use crate::ops::copy::Copy4;
 use crate::ops::loss::cross_entropy;
-use crate::ops::objectives::{self as obj, AttnDims, EntropyScratch};
 use crate::ops::optim::{Slice, adamw};
-use crate::ops::psaq::{self as pq, PsaqScratch};
 use crate::ops::reduce::SumRows;
 use crate::ops::synth::{self as sy, TvScratch};
 use crate::rng::Rng;
@@ -121,6 +119,19 @@ pub struct SynthConfig {
     pub init: SynthInit,
     /// Log the loss terms every this many iterations (and at the last).
     pub log_every: usize,
+    /// Swin only: the informative-region mask and masked alignment (docs/swin.md).
+    pub swin_alignment: SwinAlignment,
+}
+
+/// What masked alignment means on a Swin, whose authors' code leaves it at zero (docs/swin.md).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, clap::ValueEnum)]
+#[serde(rename_all = "kebab-case")]
+pub enum SwinAlignment {
+    /// The authors' code: no mask, L_att = 0.
+    AsCoded,
+    /// maskaq's proposal: the mask from P's last-stage attention (mean over heads and queries),
+    /// L_att on the same column means of P and Q.
+    LastStage,
 }
 
 impl SynthConfig {
@@ -141,6 +152,7 @@ impl SynthConfig {
             noise_std: 0.5,
             init: SynthInit::Randn,
             log_every: 50,
+            swin_alignment: SwinAlignment::LastStage,
         }
     }
 }
@@ -229,21 +241,17 @@ pub struct Synthesizer<'a> {
     gp: Graph,
     gq: Option<Graph>,
     shape: [usize; 4],
-    dims: AttnDims,
+    objs: synth_objectives::Objectives,
     img: Tensor,
     d_img: Tensor,
     draws: Tensor,
     hyper_opt: Tensor,
-    hyper_mask: Tensor,
-    subsets: Vec<Tensor>,
-    keys: Tensor,
     targets: Tensor,
     terms: Tensor,
     m_adam: Tensor,
     v_adam: Tensor,
     step: Vec<Dispatch>,
     q_init_step: Vec<Dispatch>,
-    sub: usize,
     noise_calls: usize,
     _keep: Vec<Tensor>,
 }
@@ -254,9 +262,12 @@ impl<'a> Synthesizer<'a> {
         gpu: &'a Gpu,
         p: &'a Model,
         q: Option<&'a Model>,
-        cfg: SynthConfig,
+        mut cfg: SynthConfig,
     ) -> Result<Synthesizer<'a>> {
         let c = &p.cfg;
+        if c.swin().is_some() && cfg.swin_alignment == SwinAlignment::AsCoded {
+            cfg.weights.alignment = 0.0;
+        }
         if cfg.batch == 0 || cfg.iters == 0 {
             bail!("synthesis needs a batch and an iteration count of at least 1");
         }
@@ -266,19 +277,11 @@ impl<'a> Synthesizer<'a> {
         {
             bail!("the quantized model's architecture differs from the full-precision model's");
         }
-        let v = c.vit().context("image synthesis on Swin is not implemented yet")?;
-        if v.num_heads > obj::MAX_HEADS {
-            bail!("inter-head SSIM supports at most {} heads", obj::MAX_HEADS);
-        }
         let w = cfg.weights;
         let use_q = w.alignment > 0.0 && q.is_some();
         let b = cfg.batch;
         let shape = [b, c.in_chans, c.img_size, c.img_size];
         let n_img: usize = shape.iter().product();
-        let dims =
-            AttnDims { b, h: v.num_heads, n: v.tokens(c.grid()), prefix: v.prefix_tokens(), g: c.grid() };
-        let np = dims.np();
-        let l = v.depth;
         // Only the images are optimised: no parameter gradients in either model.
         let opts = GraphOptions {
             backward: true,
@@ -288,24 +291,17 @@ impl<'a> Synthesizer<'a> {
         };
         let gp = Graph::build(gpu, p, b, opts);
         let gq = if use_q { Some(Graph::build(gpu, q.unwrap(), b, opts)) } else { None };
+        let objs = synth_objectives::build(gpu, &w, cfg.entropy_rows, &gp, gq.as_ref())?;
         let t = |shape: &[usize]| Tensor::zeros(gpu, shape);
         let img = t(&shape);
         let d_img = t(&shape);
         let draws = t(&[2 + 2 * b * c.in_chans]);
         let hyper_opt = t(&[4]);
-        let hyper_mask = t(&[4]);
-        let sub = cfg.entropy_rows.min(np).max(1);
-        let subsets: Vec<Tensor> = (0..l).map(|_| t(&[b * sub])).collect();
-        let keys = t(&[b * np]);
         let targets = t(&[b]);
-        let partial = t(&[l * b * np.max(1) * 2 + 2 * l * b]);
         let terms = t(&[TERMS]);
         let (m_adam, v_adam) = (t(&shape), t(&shape));
-        let cls = t(&[b * np]);
-        let (topk, mask, count) = (t(&[b * np]), t(&[b * np]), t(&[1]));
         let ce_loss = t(&[b]);
         let tv_loss = t(&[1]);
-        let ent = EntropyScratch::new(gpu, &dims, sub);
         let tvs = TvScratch::new(gpu, n_img);
         let bounds: Vec<f32> = (0..c.in_chans)
             .flat_map(|ch| {
@@ -317,14 +313,6 @@ impl<'a> Synthesizer<'a> {
             .collect();
         let bounds = Tensor::from_slice(gpu, &bounds, &[2 * c.in_chans]);
 
-        // Segments of `partial` per term; each is summed into terms[k] after the launches.
-        let seg_ssim = 0;
-        let seg_ent = l * b * np;
-        let seg_align = seg_ent + l * b;
-        let seg_kde = seg_align + l * b * np;
-        let hdims =
-            HeadDims { b, h: v.num_heads, n: v.tokens(c.grid()), prefix: v.prefix_tokens(), d: v.head_dim() };
-        let kde_scratch = PsaqScratch::new(gpu, &hdims);
         let mut ds: Vec<Dispatch> = Vec::new();
         let mut loss_sums: Vec<Dispatch> = Vec::new();
         // The forward passes see the jittered, augmented images.
@@ -336,82 +324,8 @@ impl<'a> Synthesizer<'a> {
         let fw_q: Vec<Dispatch> = gq.as_ref().map(|g| g.forward_dispatches().to_vec()).unwrap_or_default();
         let fw_q_init: Vec<Dispatch> =
             gq.as_ref().map(|g| g.forward_init_dispatches().to_vec()).unwrap_or_default();
-        let mut objectives: Vec<Dispatch> = vec![copy::fill(gpu, &partial, 0.0)];
-        for tap in gp.taps.iter().chain(gq.iter().flat_map(|g| g.taps.iter())) {
-            objectives.push(copy::fill(gpu, tap.d_attn_logits.as_ref().unwrap(), 0.0));
-        }
-        if w.kde > 0.0 {
-            for tap in &gp.taps {
-                let d_o = tap.d_attn_out.as_ref().unwrap();
-                objectives.push(copy::fill(gpu, d_o, 0.0));
-            }
-        }
-        let lf = l as f32;
-        for (li, tap) in gp.taps.iter().enumerate() {
-            let da = tap.d_attn_logits.as_ref().unwrap();
-            if w.ssim > 0.0 {
-                let coef = w.ssim / (lf * (b * np * dims.h * dims.h) as f32);
-                objectives.push(obj::ssim_heads(
-                    gpu,
-                    &dims,
-                    coef,
-                    &tap.attn_logits,
-                    da,
-                    &partial,
-                    seg_ssim + li * b * np,
-                ));
-            }
-            if w.entropy > 0.0 {
-                let coef = w.entropy / (lf * b as f32);
-                objectives.extend(obj::entropy(
-                    gpu,
-                    &dims,
-                    coef,
-                    &tap.attn_logits,
-                    &subsets[li],
-                    da,
-                    &partial,
-                    seg_ent + li * b,
-                    &ent,
-                ));
-            }
-            if use_q {
-                objectives.push(obj::cls_mean(gpu, &dims, 1.0 / lf, li == 0, &tap.attn_logits, &cls));
-            }
-            if w.kde > 0.0 {
-                let d_o = tap.d_attn_out.as_ref().unwrap();
-                let coef = w.kde / b as f32;
-                objectives.extend(pq::entropy(
-                    gpu,
-                    &hdims,
-                    coef,
-                    &tap.attn_out,
-                    d_o,
-                    &partial,
-                    seg_kde + li * b,
-                    &kde_scratch,
-                ));
-            }
-        }
-        if let Some(gq) = &gq {
-            objectives.extend(obj::mask_select(gpu, &dims, &cls, &hyper_mask, &keys, &topk, &mask, &count));
-            for li in 0..l {
-                let (tp, tq) = (&gp.taps[li], &gq.taps[li]);
-                objectives.push(obj::masked_alignment(
-                    gpu,
-                    &dims,
-                    w.alignment / lf,
-                    &tp.attn_logits,
-                    &tq.attn_logits,
-                    tp.d_attn_logits.as_ref().unwrap(),
-                    tq.d_attn_logits.as_ref().unwrap(),
-                    &mask,
-                    &count,
-                    &partial,
-                    seg_align + li * b * np,
-                ));
-            }
-        }
+        let mut objectives = objs.launches.clone();
+        let partial = objs.partial.clone();
         // Cross-entropy on P's logits against the targets (zero gradient when switched off).
         objectives.push(cross_entropy(
             gpu,
@@ -426,14 +340,15 @@ impl<'a> Synthesizer<'a> {
         let sum = |n, off, alpha| SumRows { n: 1, rows: n, s_off: off, rs: 1, o_off: 0, alpha, beta: 0.0 };
         let inv = |x: f32| if x > 0.0 { 1.0 / x } else { 0.0 };
         // Logged terms are unweighted batch means.
-        for (k, off, n, weight) in [
-            (SSIM, seg_ssim, l * b * np, w.ssim),
-            (ENTROPY, seg_ent, l * b, w.entropy),
-            (ALIGN, seg_align, l * b * np, w.alignment),
-            (KDE, seg_kde, l * b, w.kde),
-        ] {
-            loss_sums
-                .extend(SumRows { o_off: k, ..sum(n, off, inv(weight)) }.dispatches(gpu, &partial, &terms));
+        let [ssim, ent, align, kde] = objs.segments;
+        for (k, (off, n), weight) in
+            [(SSIM, ssim, w.ssim), (ENTROPY, ent, w.entropy), (ALIGN, align, w.alignment), (KDE, kde, w.kde)]
+        {
+            if n > 0 {
+                loss_sums.extend(
+                    SumRows { o_off: k, ..sum(n, off, inv(weight)) }.dispatches(gpu, &partial, &terms),
+                );
+            }
         }
         loss_sums
             .extend(SumRows { o_off: CE, ..sum(b, 0, 1.0 / b as f32) }.dispatches(gpu, &ce_loss, &terms));
@@ -474,7 +389,8 @@ impl<'a> Synthesizer<'a> {
         q_init_step.extend(objectives);
         q_init_step.extend(bw_p);
         q_init_step.extend(tail);
-        let keep = vec![partial, cls, topk, mask, count, ce_loss, tv_loss, bounds];
+        let mut keep = vec![partial, ce_loss, tv_loss, bounds];
+        keep.extend(objs.keep.iter().cloned());
         Ok(Synthesizer {
             gpu,
             cfg,
@@ -483,21 +399,17 @@ impl<'a> Synthesizer<'a> {
             gp,
             gq,
             shape,
-            dims,
+            objs,
             img,
             d_img,
             draws,
             hyper_opt,
-            hyper_mask,
-            subsets,
-            keys,
             targets,
             terms,
             m_adam,
             v_adam,
             step,
             q_init_step,
-            sub,
             noise_calls: 0,
             _keep: keep,
         })
@@ -552,24 +464,28 @@ impl<'a> Synthesizer<'a> {
         let t = i as f64 / iters as f64;
         let lr = self.cfg.lr_min as f64
             + 0.5 * (self.cfg.lr - self.cfg.lr_min) as f64 * (1.0 + (std::f64::consts::PI * t).cos());
-        // Entropy rows: a fresh random subset per block and image.
-        let np = self.dims.np();
-        let entropy_rows = (0..self.subsets.len())
-            .map(|_| {
-                let mut idx = Vec::with_capacity(b * self.sub);
-                for _ in 0..b {
+        // Entropy rows: a fresh random subset per block and attention group (image or window).
+        let entropy_rows = self
+            .objs
+            .blocks
+            .iter()
+            .map(|bt| {
+                let np = bt.dims.np();
+                let mut idx = Vec::with_capacity(bt.dims.b * bt.sub);
+                for _ in 0..bt.dims.b {
                     let mut perm: Vec<usize> = (0..np).collect();
                     for k in (1..np).rev() {
                         perm.swap(k, rng.below(k + 1));
                     }
-                    idx.extend_from_slice(&perm[..self.sub]);
+                    idx.extend_from_slice(&perm[..bt.sub]);
                 }
                 idx
             })
             .collect();
         // Mask: ratio linear over the iterations, then keep round(0.7 k) at random.
         let (mut mask_k, mut mask_keep, mut mask_keys) = (0, 0, Vec::new());
-        if self.q.is_some() {
+        if let (Some(_), Some(md)) = (self.q, self.objs.mask_dims) {
+            let np = md.np();
             let (r0, r1) = self.cfg.mask_ratio;
             let ratio = r0 * (1.0 - t as f32) + r1 * t as f32;
             mask_k = ((np as f32 * ratio) as usize).max(1);
@@ -594,16 +510,15 @@ impl<'a> Synthesizer<'a> {
     /// buffers the next iteration reads.
     pub fn upload_draws(&self, d: &IterDraws) {
         let (b, ch) = (self.shape[0], self.shape[1]);
-        let np = self.dims.np();
         assert!(
             d.noise.len() == b * ch && d.color_m.len() == b * ch && d.color_s.len() == b * ch,
             "one noise constant and colour jitter per image and channel"
         );
+        let blocks = &self.objs.blocks;
         assert!(
-            d.entropy_rows.len() == self.subsets.len()
-                && d.entropy_rows.iter().all(|r| r.len() == b * self.sub),
-            "{} entropy rows per image and block",
-            self.sub
+            d.entropy_rows.len() == blocks.len()
+                && d.entropy_rows.iter().zip(blocks).all(|(r, bt)| r.len() == bt.dims.b * bt.sub),
+            "entropy rows per attention group and block"
         );
         // The jitter kernel folds noise and colour jitter into one affine map per image and channel.
         let mut j = vec![d.shift.0 as f32, d.shift.1 as f32];
@@ -615,13 +530,14 @@ impl<'a> Synthesizer<'a> {
         let step = d.adam_step;
         self.hyper_opt
             .write(self.gpu, &[d.lr as f32, 1.0 - 0.9f32.powi(step), 1.0 - 0.999f32.powi(step), 0.0]);
-        for (s, rows) in self.subsets.iter().zip(&d.entropy_rows) {
-            s.write(self.gpu, &rows.iter().map(|&v| v as f32).collect::<Vec<_>>());
+        for (bt, rows) in blocks.iter().zip(&d.entropy_rows) {
+            bt.subset.write(self.gpu, &rows.iter().map(|&v| v as f32).collect::<Vec<_>>());
         }
-        if self.q.is_some() {
-            assert!(d.mask_keys.len() == b * np && (1..=d.mask_k).contains(&d.mask_keep), "mask draws");
-            self.hyper_mask.write(self.gpu, &[d.mask_k as f32, d.mask_keep as f32, 0.0, 0.0]);
-            self.keys.write(self.gpu, &d.mask_keys);
+        if let (Some(_), Some(md)) = (self.q, self.objs.mask_dims) {
+            let np = md.b * md.np();
+            assert!(d.mask_keys.len() == np && (1..=d.mask_k).contains(&d.mask_keep), "mask draws");
+            self.objs.hyper_mask.write(self.gpu, &[d.mask_k as f32, d.mask_keep as f32, 0.0, 0.0]);
+            self.objs.keys.write(self.gpu, &d.mask_keys);
         }
     }
 

@@ -59,7 +59,7 @@ pub const MASKED_ALIGNMENT: Kernel = k(
 );
 
 /// Largest head count the SSIM kernel handles (its per-invocation arrays).
-pub const MAX_HEADS: usize = 16;
+pub const MAX_HEADS: usize = 32;
 /// SSIM constants of MimiQ's attention-map SSIM.
 pub const C1: f32 = 0.01 * 0.01;
 pub const C2: f32 = 0.03 * 0.03;
@@ -260,6 +260,17 @@ fn tap(d: &AttnDims, a: &[f64], b: usize, h: usize, r: usize, c: usize) -> f64 {
     a[((b * d.h + h) * d.n + r) * d.n + c]
 }
 
+/// The logit the mask and the alignment read for key patch j: the class token's row, or with no
+/// class token (Swin) the mean over every query row; averaged over heads.
+fn query_value(d: &AttnDims, a: &[f64], b: usize, j: usize) -> f64 {
+    let rows: Vec<usize> = if d.prefix > 0 { vec![0] } else { (0..d.n).collect() };
+    let s: f64 = (0..d.h)
+        .flat_map(|h| rows.iter().map(move |&r| (h, r)))
+        .map(|(h, r)| tap(d, a, b, h, r, d.prefix + j))
+        .sum();
+    s / (d.h * rows.len()) as f64
+}
+
 /// Inter-head SSIM loss: mean over (B*np, H, H) of 1 - ssim^2 for one block.
 pub fn cpu_ssim_heads(d: &AttnDims, a: &[f64]) -> f64 {
     let (np, c1, c2) = (d.np(), C1 as f64, C2 as f64);
@@ -331,21 +342,19 @@ pub fn cpu_masked_alignment(d: &AttnDims, a_p: &[f64], a_q: &[f64], mask: &[f64]
     let mut s = 0.0;
     for b in 0..d.b {
         for j in 0..d.np() {
-            let mp = (0..d.h).map(|h| tap(d, a_p, b, h, 0, d.prefix + j)).sum::<f64>() / d.h as f64;
-            let mq = (0..d.h).map(|h| tap(d, a_q, b, h, 0, d.prefix + j)).sum::<f64>() / d.h as f64;
+            let (mp, mq) = (query_value(d, a_p, b, j), query_value(d, a_q, b, j));
             s += (mp - mq).abs() * mask[b * d.np() + j];
         }
     }
     s / (count + 1e-8)
 }
 
-/// Head-averaged CLS logits [B, np] of one block.
+/// Head-averaged CLS logits [B, np] of one block (no class token: query means, see `query_value`).
 pub fn cpu_cls_mean(d: &AttnDims, a: &[f64]) -> Vec<f64> {
     let mut out = vec![0.0; d.b * d.np()];
     for b in 0..d.b {
         for j in 0..d.np() {
-            out[b * d.np() + j] =
-                (0..d.h).map(|h| tap(d, a, b, h, 0, d.prefix + j)).sum::<f64>() / d.h as f64;
+            out[b * d.np() + j] = query_value(d, a, b, j);
         }
     }
     out

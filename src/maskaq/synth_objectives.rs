@@ -1,0 +1,179 @@
+//! The synthesis objectives on every block's attention taps, for any architecture: each term
+//! reads a tap's geometry (docs/method.md §2; Swin: docs/swin.md). A ViT block is one attention
+//! group per image with a class token; a Swin block is one group per window, and the terms the
+//! authors define per window (inter-head SSIM, patch-similarity entropy) run on every window as
+//! the ViT terms run on every image. The informative-region mask and the masked alignment read
+//! the blocks of the last stage (every ViT block), through the class-token row or, without a
+//! class token, the mean over query rows.
+
+use anyhow::{Result, bail};
+
+use crate::gpu::{Dispatch, Gpu, Tensor};
+use crate::model::{Graph, TapGeometry};
+use crate::ops::copy;
+use crate::ops::distill::HeadDims;
+use crate::ops::objectives::{self as obj, AttnDims, EntropyScratch};
+use crate::ops::psaq::{self as pq, PsaqScratch};
+
+use super::synth::Weights;
+
+/// The objectives' view of a tap.
+pub fn attn_dims(g: &TapGeometry) -> AttnDims {
+    AttnDims { b: g.groups(), h: g.heads, n: g.tokens, prefix: g.prefix, g: g.side }
+}
+
+/// The head-output view of a tap (PSAQ's KDE entropy, Q training's head distillation).
+pub fn head_dims(g: &TapGeometry) -> HeadDims {
+    HeadDims { b: g.groups(), h: g.heads, n: g.tokens, prefix: g.prefix, d: g.head_dim }
+}
+
+/// One block's share of the objectives.
+pub(crate) struct BlockTerms {
+    pub dims: AttnDims,
+    /// Rows sampled for the entropy per group, and the host-written subset [groups, sub].
+    pub sub: usize,
+    pub subset: Tensor,
+    ent: EntropyScratch,
+    kde: Option<PsaqScratch>,
+}
+
+/// Segment offsets of every term's partial sums, and the buffers the host writes.
+pub(crate) struct Objectives {
+    pub blocks: Vec<BlockTerms>,
+    /// The mask's dims (images × tokens of the last stage), when Q is aligned.
+    pub mask_dims: Option<AttnDims>,
+    pub partial: Tensor,
+    /// (first index, length) of each term's partials: ssim, entropy, alignment, kde.
+    pub segments: [(usize, usize); 4],
+    pub keys: Tensor,
+    pub hyper_mask: Tensor,
+    /// The launches, in order, and the buffers they need kept.
+    pub launches: Vec<Dispatch>,
+    pub keep: Vec<Tensor>,
+}
+
+/// Builds the objective launches for P's graph `gp` and, with masked alignment, Q's `gq`.
+pub(crate) fn build(
+    gpu: &Gpu,
+    w: &Weights,
+    entropy_rows: usize,
+    gp: &Graph,
+    gq: Option<&Graph>,
+) -> Result<Objectives> {
+    let t = |shape: &[usize]| Tensor::zeros(gpu, shape);
+    let blocks: Vec<BlockTerms> = gp
+        .taps
+        .iter()
+        .map(|tap| {
+            let dims = attn_dims(&tap.geometry);
+            let sub = entropy_rows.min(dims.np()).max(1);
+            let kde = (w.kde > 0.0).then(|| PsaqScratch::new(gpu, &head_dims(&tap.geometry)));
+            BlockTerms {
+                dims,
+                sub,
+                subset: t(&[dims.b * sub]),
+                ent: EntropyScratch::new(gpu, &dims, sub),
+                kde,
+            }
+        })
+        .collect();
+    if let Some(h) = gp.taps.iter().map(|t| t.geometry.heads).find(|&h| h > obj::MAX_HEADS) {
+        bail!("inter-head SSIM supports at most {} heads, this model has {h}", obj::MAX_HEADS);
+    }
+    let mask_blocks: Vec<usize> = (0..blocks.len()).filter(|&l| gp.taps[l].geometry.last_stage).collect();
+    let mask_dims = match gq {
+        None => None,
+        Some(_) => {
+            let g = gp.taps[mask_blocks[0]].geometry;
+            if g.windows != 1 {
+                bail!(
+                    "masked alignment reads the last stage's attention, which needs one window per image \
+                     (this model's last stage has {} windows)",
+                    g.windows
+                );
+            }
+            Some(attn_dims(&g))
+        }
+    };
+    let np_mask = mask_dims.map_or(0, |d| d.b * d.np());
+    let ssim_len: usize = blocks.iter().map(|b| b.dims.b * b.dims.np()).sum();
+    let groups: usize = blocks.iter().map(|b| b.dims.b).sum();
+    let segments = [
+        (0, ssim_len),
+        (ssim_len, groups),
+        (ssim_len + groups, np_mask * mask_blocks.len()),
+        (ssim_len + groups + np_mask * mask_blocks.len(), groups),
+    ];
+    let partial = t(&[(segments[3].0 + groups).max(1)]);
+    let keys = t(&[np_mask.max(1)]);
+    let hyper_mask = t(&[4]);
+    let cls = t(&[np_mask.max(1)]);
+    let (topk, mask, count) = (t(&[np_mask.max(1)]), t(&[np_mask.max(1)]), t(&[1]));
+
+    let mut ds: Vec<Dispatch> = vec![copy::fill(gpu, &partial, 0.0)];
+    for tap in gp.taps.iter().chain(gq.iter().flat_map(|g| g.taps.iter())) {
+        ds.push(copy::fill(gpu, tap.d_attn_logits.as_ref().unwrap(), 0.0));
+    }
+    if w.kde > 0.0 {
+        for tap in &gp.taps {
+            ds.push(copy::fill(gpu, tap.d_attn_out.as_ref().unwrap(), 0.0));
+        }
+    }
+    let lf = blocks.len() as f32;
+    let (mut off_ssim, mut off_ent, mut off_kde) = (segments[0].0, segments[1].0, segments[3].0);
+    for (li, (tap, bt)) in gp.taps.iter().zip(&blocks).enumerate() {
+        let (d, da) = (&bt.dims, tap.d_attn_logits.as_ref().unwrap());
+        if w.ssim > 0.0 {
+            let coef = w.ssim / (lf * (d.b * d.np() * d.h * d.h) as f32);
+            ds.push(obj::ssim_heads(gpu, d, coef, &tap.attn_logits, da, &partial, off_ssim));
+        }
+        if w.entropy > 0.0 {
+            // A mean over every group of every block (ViT: L B images; Swin: all windows).
+            let coef = w.entropy / groups as f32;
+            ds.extend(obj::entropy(
+                gpu,
+                d,
+                coef,
+                &tap.attn_logits,
+                &bt.subset,
+                da,
+                &partial,
+                off_ent,
+                &bt.ent,
+            ));
+        }
+        if mask_dims.is_some() && mask_blocks.contains(&li) {
+            let first = li == mask_blocks[0];
+            ds.push(obj::cls_mean(gpu, d, 1.0 / mask_blocks.len() as f32, first, &tap.attn_logits, &cls));
+        }
+        if let Some(kde) = &bt.kde {
+            let d_o = tap.d_attn_out.as_ref().unwrap();
+            let hd = head_dims(&tap.geometry);
+            ds.extend(pq::entropy(gpu, &hd, w.kde / d.b as f32, &tap.attn_out, d_o, &partial, off_kde, kde));
+        }
+        off_ssim += d.b * d.np();
+        off_ent += d.b;
+        off_kde += d.b;
+    }
+    if let (Some(gq), Some(md)) = (gq, mask_dims) {
+        ds.extend(obj::mask_select(gpu, &md, &cls, &hyper_mask, &keys, &topk, &mask, &count));
+        for (k, &li) in mask_blocks.iter().enumerate() {
+            let (tp, tq) = (&gp.taps[li], &gq.taps[li]);
+            ds.push(obj::masked_alignment(
+                gpu,
+                &md,
+                w.alignment / mask_blocks.len() as f32,
+                &tp.attn_logits,
+                &tq.attn_logits,
+                tp.d_attn_logits.as_ref().unwrap(),
+                tq.d_attn_logits.as_ref().unwrap(),
+                &mask,
+                &count,
+                &partial,
+                segments[2].0 + k * np_mask,
+            ));
+        }
+    }
+    let keep = vec![cls, topk, mask, count];
+    Ok(Objectives { blocks, mask_dims, partial, segments, keys, hyper_mask, launches: ds, keep })
+}
