@@ -64,14 +64,33 @@ fn psaq_sims(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg
     sims[t] = s;
 }
 
-// stats[0], stats[1] = min and max similarity over the whole batch (one invocation).
+// wts[2 b], wts[2 b + 1] = min and max similarity of image (or window) b; the density's
+// weights overwrite them later.
+@compute @workgroup_size(64)
+fn psaq_range_image(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+                    @builtin(local_invocation_index) lid: u32) {
+    let bi = index(wid, nwg, lid);
+    if (bi >= p.b) { return; }
+    let m = p.np * p.np;
+    var lo = 3.4028235e38;
+    var hi = -3.4028235e38;
+    for (var i = 0u; i < m; i++) {
+        lo = min(lo, sims_in[bi * m + i]);
+        hi = max(hi, sims_in[bi * m + i]);
+    }
+    wts[2u * bi] = lo;
+    wts[2u * bi + 1u] = hi;
+}
+
+// stats[0], stats[1] = min and max similarity over the whole batch, from the per-image ranges
+// (one invocation).
 @compute @workgroup_size(1)
 fn psaq_range() {
     var lo = 3.4028235e38;
     var hi = -3.4028235e38;
-    for (var i = 0u; i < p.b * p.np * p.np; i++) {
-        lo = min(lo, sims_in[i]);
-        hi = max(hi, sims_in[i]);
+    for (var b = 0u; b < p.b; b++) {
+        lo = min(lo, wts_in[2u * b]);
+        hi = max(hi, wts_in[2u * b + 1u]);
     }
     stats[0] = lo;
     stats[1] = hi;

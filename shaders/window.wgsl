@@ -110,20 +110,27 @@ fn rel_bias(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg:
     biased[idx] = v;
 }
 
+// One invocation per (chunk of kind groups, table entry): dtable[chunk table_len + t h] (several
+// chunks are summed afterwards, so no invocation loops over every window of a large batch).
 @compute @workgroup_size(64)
 fn rel_bias_table_grad(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
                        @builtin(local_invocation_index) lid: u32) {
-    let tid = index(wid, nwg, lid);
+    let gid = index(wid, nwg, lid);
     let w = i32(mp.window);
     let side = 2 * w - 1;
-    if (tid >= u32(side * side) * mp.d) { return; }
+    let len = u32(side * side) * mp.d;
+    let chunks = (mp.total + mp.kind - 1u) / mp.kind;
+    if (gid >= len * chunks) { return; }
+    let tid = gid % len;
+    let g0 = (gid / len) * mp.kind;
+    let g1 = min(g0 + mp.kind, mp.total);
     let t = i32(tid / mp.d);
     let h = tid % mp.d;
     let dy = t / side - (w - 1);
     let dx = t % side - (w - 1);
     let n = u32(w * w);
     var acc = 0.0;
-    for (var u = 0u; u < mp.total; u++) {
+    for (var u = g0; u < g1; u++) {
         let base = (u * mp.d + h) * n * n;
         for (var ri = max(0, dy); ri < min(w, w + dy); ri++) {
             for (var ci = max(0, dx); ci < min(w, w + dx); ci++) {
@@ -133,7 +140,7 @@ fn rel_bias_table_grad(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workg
             }
         }
     }
-    dtable[tid] = acc;
+    dtable[gid] = acc;
 }
 
 @compute @workgroup_size(64)

@@ -56,6 +56,7 @@ const KERNELS: &[&Kernel] = &[
     &optim::SGD,
     &psaq::ROWS,
     &psaq::SIMS,
+    &psaq::RANGE_IMAGE,
     &psaq::RANGE,
     &psaq::ENTROPY,
     &psaq::BACKWARD,

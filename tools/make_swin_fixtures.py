@@ -13,6 +13,8 @@ Fixtures (same layout as tools/make_fixtures.py's, whose helpers this script use
                       7 classes, batch 2: grids 16 -> 8 -> 4, shifts of 2 in two stages, two merges.
   swin_tiny_full/     full-size swin_tiny_patch4_window7_224 with hashed weights and images (as
                       deit_tiny_full: nothing but outputs is stored), batch 2.
+  swin_objectives/     the Swin objectives (inter-head SSIM, entropy, head distillation per window; maskaq's
+                      last-stage alignment) on random taps of two blocks, values and gradients (make_objectives).
   quant_tiny_swin_w4a4/, quant_tiny_swin_w3a3/   Q of tiny_swin with the authors' quantizer sites on Swin
                       (see the comment above quant_window_attention), written by make_fixtures.py's
                       make_quant_fixture (same layout, checks and tie counts as the ViT quant fixtures).
@@ -340,6 +342,99 @@ def make_quant(name, out_dir):
     return folder
 
 
+# ----------------------------------------------------------------------------------------------------
+# The objectives on Swin's window taps (docs/swin.md): the authors' per-window terms and maskaq's
+# last-stage alignment, as plain functions of random taps of two blocks of different shapes (block 0:
+# 2 images x 4 windows, 2 heads; block 1: 2 images x 1 window, 24 heads as Swin-T's last stage), 7x7
+# windows. Values and gradients in float64 with autograd, from the stored F32 inputs.
+
+OBJ_BLOCKS = [dict(groups=8, heads=2, hd=8), dict(groups=2, heads=24, hd=4)]
+OBJ_IMAGES = 2
+OBJ_N = 49
+OBJ_MASK_K = 10
+
+
+def swin_ssim(a_blocks):
+    """ssim_loss_att_map_swin: per block the mean of (1 - ssim^2) over (window, query) rows and ordered
+    head pairs (diagonal included), each key row min-max normalised; then the mean over blocks."""
+    return torch.stack([mf.obj_ssim(a[None], 0) for a in a_blocks]).mean()
+
+
+def swin_entropy(a_blocks):
+    """attention_entropy_loss_similarity(is_swin): h per window from V = mean_h A[u] (all 49 rows, no
+    subsampling at 49 <= 64); minus the mean over every window of every block (window-weighted)."""
+    total = sum(a.shape[0] for a in a_blocks)
+    rows = torch.arange(OBJ_N)
+    return sum(mf.obj_entropy(a[None], rows.expand(1, a.shape[0], OBJ_N), 0) * a.shape[0] for a in a_blocks) / total
+
+
+def query_mean(a):
+    """[B, H, N, N] -> [B, N]: the mean over heads and query rows of each key column."""
+    return a.mean(1).mean(1)
+
+
+def swin_alignment(a_p_last, a_q_last, k):
+    """maskaq's proposal (docs/swin.md): M = top-k of P's last-stage query means; L_att = mean over
+    last-stage blocks of sum |abar_P - abar_Q| M / (sum M + 1e-8)."""
+    c = torch.stack([query_mean(a) for a in a_p_last]).mean(0)
+    idx = torch.topk(c, k, dim=-1).indices
+    m = torch.zeros_like(c).scatter_(-1, idx, 1.0)
+    per = [((query_mean(p) - query_mean(q)).abs() * m).sum() / (m.sum() + mf.OBJ_ATT_EPS)
+           for p, q in zip(a_p_last, a_q_last)]
+    return torch.stack(per).mean(), m
+
+
+def swin_hd(o_p_blocks, o_q_blocks):
+    """ssim_dist_loss_swin_masked: per window the top max(1, round(49 * 0.1)) = 5 tokens of P's mean |O|
+    weigh 2, the rest 1; 1 - the mean weighted SSIM per block; then the mean over blocks."""
+    vals = []
+    for o_p, o_q in zip(o_p_blocks, o_q_blocks):
+        w, _ = mf.obj_hd_weights(o_p[None], 0)
+        vals.append(mf.obj_hd(o_p[None], o_q[None], w, 0))
+    return torch.stack(vals).mean()
+
+
+def make_objectives(out_dir):
+    gen = torch.Generator().manual_seed(mf.seed_of("swin_objectives"))
+    t = {}
+    for i, b in enumerate(OBJ_BLOCKS):
+        g, h, hd = b["groups"], b["heads"], b["hd"]
+        t[f"a_p.{i}"] = torch.randn((g, h, OBJ_N, OBJ_N), generator=gen) * 1.5
+        t[f"o_p.{i}"] = torch.randn((g, h, OBJ_N, hd), generator=gen)
+        t[f"o_q.{i}"] = t[f"o_p.{i}"] + 0.3 * torch.randn((g, h, OBJ_N, hd), generator=gen)
+    last = len(OBJ_BLOCKS) - 1
+    t[f"a_q.{last}"] = t[f"a_p.{last}"] + 0.5 * torch.randn(t[f"a_p.{last}"].shape, generator=gen)
+    x = {k: v.double().requires_grad_(True) for k, v in t.items()}
+    a_p = [x[f"a_p.{i}"] for i in range(len(OBJ_BLOCKS))]
+    out = dict(t)
+    for name, value, inputs in [
+        ("ssim", lambda: swin_ssim(a_p), [f"a_p.{i}" for i in range(len(OBJ_BLOCKS))]),
+        ("entropy", lambda: swin_entropy(a_p), [f"a_p.{i}" for i in range(len(OBJ_BLOCKS))]),
+        ("alignment", lambda: swin_alignment([a_p[last]], [x[f"a_q.{last}"]], OBJ_MASK_K)[0],
+         [f"a_p.{last}", f"a_q.{last}"]),
+        ("hd", lambda: swin_hd([x[f"o_p.{i}"].detach() for i in range(len(OBJ_BLOCKS))],
+                               [x[f"o_q.{i}"] for i in range(len(OBJ_BLOCKS))]),
+         [f"o_q.{i}" for i in range(len(OBJ_BLOCKS))]),
+    ]:
+        for v in x.values():
+            v.grad = None
+        val = value()
+        val.backward()
+        out[f"{name}.value"] = val.detach().reshape(1)
+        for k in inputs:
+            out[f"{name}.grad.{k}"] = x[k].grad.detach()
+        print(f"  {name}: {val.item():.6f}")
+    _, m = swin_alignment([a_p[last].detach()], [x[f"a_q.{last}"].detach()], OBJ_MASK_K)
+    out["alignment.mask"] = m
+    folder = os.path.join(out_dir, "swin_objectives")
+    os.makedirs(folder, exist_ok=True)
+    meta = mf.with_versions({"blocks": json.dumps(OBJ_BLOCKS), "images": str(OBJ_IMAGES), "tokens": str(OBJ_N),
+                             "mask_k": str(OBJ_MASK_K)})
+    mf.save_file({k: v.detach().float().contiguous() for k, v in out.items()},
+                 os.path.join(folder, "objectives.safetensors"), metadata=meta)
+    return folder
+
+
 def make_full(out_dir):
     name = "swin_tiny_full"
     model = build(FULL)
@@ -375,16 +470,18 @@ def make_full(out_dir):
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--out", default=os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "tests", "fixtures"))
-    ap.add_argument("--only", choices=list(TINY) + ["swin_tiny_full"] + list(QUANT))
+    ap.add_argument("--only", choices=list(TINY) + ["swin_tiny_full"] + list(QUANT) + ["swin_objectives"])
     args = ap.parse_args()
     torch.set_num_threads(1)
-    names = [args.only] if args.only else list(TINY) + ["swin_tiny_full"] + list(QUANT)
+    names = [args.only] if args.only else list(TINY) + ["swin_tiny_full"] + list(QUANT) + ["swin_objectives"]
     for name in names:
         print(f"{name}:")
         if name == "swin_tiny_full":
             folder = make_full(args.out)
         elif name in QUANT:
             folder = make_quant(name, args.out)
+        elif name == "swin_objectives":
+            folder = make_objectives(args.out)
         else:
             folder = make_tiny(name, TINY[name], args.out)
         size = sum(os.path.getsize(os.path.join(folder, f)) for f in os.listdir(folder))

@@ -48,6 +48,12 @@ pub struct Gpu {
     /// A CPU adapter (lavapipe, SwiftShader, WARP): workgroup barriers are very slow there, so
     /// hot kernels use their barrier-free variants.
     pub cpu_like: bool,
+    /// Loop iterations one shader invocation may run in all, where the driver caps them:
+    /// llvmpipe (lavapipe, and Mesa's GL on llvmpipe) ends every loop of an invocation once
+    /// 65,535 iterations have run in total, silently (Mesa's `LP_MAX_TGSI_LOOP_ITERATIONS`).
+    /// Kernels whose serial loops could go further take their chunked variants
+    /// ([`Gpu::fits_one_invocation`]).
+    pub loop_limit: Option<usize>,
     /// Tests only: the quantizer shaders' divisions that decide no rounding are moved by this
     /// many ULP, as an adapter with inexact division would (Vulkan allows 2.5). Set it before
     /// the first launch: pipelines are built once per kernel.
@@ -243,6 +249,12 @@ pub fn list_adapters(opts: &GpuOptions) -> Result<Vec<AdapterReport>> {
 }
 
 impl Gpu {
+    /// Whether one invocation may run `iterations` loop iterations (half the driver's cap, as
+    /// every loop of the invocation counts against it).
+    pub fn fits_one_invocation(&self, iterations: usize) -> bool {
+        self.loop_limit.is_none_or(|l| iterations <= l / 2)
+    }
+
     /// Opens the adapter chosen by `opts`, `WGPU_ADAPTER_NAME`/`WGPU_BACKEND`, or the best one.
     pub fn new(opts: &GpuOptions) -> Result<Gpu> {
         let (inst, backends, asked) = instance(opts)?;
@@ -310,6 +322,8 @@ impl Gpu {
         });
         let cpu_like = info.device_type == wgpu::DeviceType::Cpu
             || std::env::var("MASKAQ_CPU_KERNELS").is_ok_and(|v| v == "1");
+        let llvmpipe = [&info.name, &info.driver, &info.driver_info].iter().any(|s| s.contains("llvmpipe"));
+        let loop_limit = llvmpipe.then_some(65_535);
         Ok(Gpu {
             device,
             queue,
@@ -317,6 +331,7 @@ impl Gpu {
             features,
             limits,
             cpu_like,
+            loop_limit,
             div_error_ulp: 0,
             pipelines: Mutex::new(HashMap::new()),
             pool: Mutex::new(HashMap::new()),

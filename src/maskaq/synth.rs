@@ -291,7 +291,13 @@ impl<'a> Synthesizer<'a> {
         };
         let gp = Graph::build(gpu, p, b, opts);
         let gq = if use_q { Some(Graph::build(gpu, q.unwrap(), b, opts)) } else { None };
-        let objs = synth_objectives::build(gpu, &w, cfg.entropy_rows, &gp, gq.as_ref())?;
+        let objs = synth_objectives::build(
+            gpu,
+            &w,
+            cfg.entropy_rows,
+            &gp.taps,
+            gq.as_ref().map(|g| g.taps.as_slice()),
+        )?;
         let t = |shape: &[usize]| Tensor::zeros(gpu, shape);
         let img = t(&shape);
         let d_img = t(&shape);

@@ -9,7 +9,7 @@
 use anyhow::{Result, bail};
 
 use crate::gpu::{Dispatch, Gpu, Tensor};
-use crate::model::{Graph, TapGeometry};
+use crate::model::{TapGeometry, Taps};
 use crate::ops::copy;
 use crate::ops::distill::HeadDims;
 use crate::ops::objectives::{self as obj, AttnDims, EntropyScratch};
@@ -28,7 +28,7 @@ pub fn head_dims(g: &TapGeometry) -> HeadDims {
 }
 
 /// One block's share of the objectives.
-pub(crate) struct BlockTerms {
+pub struct BlockTerms {
     pub dims: AttnDims,
     /// Rows sampled for the entropy per group, and the host-written subset [groups, sub].
     pub sub: usize,
@@ -38,7 +38,7 @@ pub(crate) struct BlockTerms {
 }
 
 /// Segment offsets of every term's partial sums, and the buffers the host writes.
-pub(crate) struct Objectives {
+pub struct Objectives {
     pub blocks: Vec<BlockTerms>,
     /// The mask's dims (images × tokens of the last stage), when Q is aligned.
     pub mask_dims: Option<AttnDims>,
@@ -49,20 +49,20 @@ pub(crate) struct Objectives {
     pub hyper_mask: Tensor,
     /// The launches, in order, and the buffers they need kept.
     pub launches: Vec<Dispatch>,
-    pub keep: Vec<Tensor>,
+    pub(crate) keep: Vec<Tensor>,
 }
 
-/// Builds the objective launches for P's graph `gp` and, with masked alignment, Q's `gq`.
-pub(crate) fn build(
+/// Builds the objective launches on P's taps and, with masked alignment, Q's (taps of graphs
+/// built with attention gradients).
+pub fn build(
     gpu: &Gpu,
     w: &Weights,
     entropy_rows: usize,
-    gp: &Graph,
-    gq: Option<&Graph>,
+    taps_p: &[Taps],
+    taps_q: Option<&[Taps]>,
 ) -> Result<Objectives> {
     let t = |shape: &[usize]| Tensor::zeros(gpu, shape);
-    let blocks: Vec<BlockTerms> = gp
-        .taps
+    let blocks: Vec<BlockTerms> = taps_p
         .iter()
         .map(|tap| {
             let dims = attn_dims(&tap.geometry);
@@ -77,14 +77,25 @@ pub(crate) fn build(
             }
         })
         .collect();
-    if let Some(h) = gp.taps.iter().map(|t| t.geometry.heads).find(|&h| h > obj::MAX_HEADS) {
+    if w.kde > 0.0
+        && let Some(n) = taps_p
+            .iter()
+            .map(|t| pq::loop_iterations(&head_dims(&t.geometry)))
+            .find(|&n| !gpu.fits_one_invocation(n))
+    {
+        bail!(
+            "PSAQ's density estimate on this model runs {n} loop iterations per shader invocation, more \
+             than this adapter's driver allows (llvmpipe: 65,535); use a GPU for --method psaq"
+        );
+    }
+    if let Some(h) = taps_p.iter().map(|t| t.geometry.heads).find(|&h| h > obj::MAX_HEADS) {
         bail!("inter-head SSIM supports at most {} heads, this model has {h}", obj::MAX_HEADS);
     }
-    let mask_blocks: Vec<usize> = (0..blocks.len()).filter(|&l| gp.taps[l].geometry.last_stage).collect();
-    let mask_dims = match gq {
+    let mask_blocks: Vec<usize> = (0..blocks.len()).filter(|&l| taps_p[l].geometry.last_stage).collect();
+    let mask_dims = match taps_q {
         None => None,
         Some(_) => {
-            let g = gp.taps[mask_blocks[0]].geometry;
+            let g = taps_p[mask_blocks[0]].geometry;
             if g.windows != 1 {
                 bail!(
                     "masked alignment reads the last stage's attention, which needs one window per image \
@@ -111,17 +122,17 @@ pub(crate) fn build(
     let (topk, mask, count) = (t(&[np_mask.max(1)]), t(&[np_mask.max(1)]), t(&[1]));
 
     let mut ds: Vec<Dispatch> = vec![copy::fill(gpu, &partial, 0.0)];
-    for tap in gp.taps.iter().chain(gq.iter().flat_map(|g| g.taps.iter())) {
+    for tap in taps_p.iter().chain(taps_q.into_iter().flatten()) {
         ds.push(copy::fill(gpu, tap.d_attn_logits.as_ref().unwrap(), 0.0));
     }
     if w.kde > 0.0 {
-        for tap in &gp.taps {
+        for tap in taps_p {
             ds.push(copy::fill(gpu, tap.d_attn_out.as_ref().unwrap(), 0.0));
         }
     }
     let lf = blocks.len() as f32;
     let (mut off_ssim, mut off_ent, mut off_kde) = (segments[0].0, segments[1].0, segments[3].0);
-    for (li, (tap, bt)) in gp.taps.iter().zip(&blocks).enumerate() {
+    for (li, (tap, bt)) in taps_p.iter().zip(&blocks).enumerate() {
         let (d, da) = (&bt.dims, tap.d_attn_logits.as_ref().unwrap());
         if w.ssim > 0.0 {
             let coef = w.ssim / (lf * (d.b * d.np() * d.h * d.h) as f32);
@@ -155,10 +166,10 @@ pub(crate) fn build(
         off_ent += d.b;
         off_kde += d.b;
     }
-    if let (Some(gq), Some(md)) = (gq, mask_dims) {
+    if let (Some(taps_q), Some(md)) = (taps_q, mask_dims) {
         ds.extend(obj::mask_select(gpu, &md, &cls, &hyper_mask, &keys, &topk, &mask, &count));
         for (k, &li) in mask_blocks.iter().enumerate() {
-            let (tp, tq) = (&gp.taps[li], &gq.taps[li]);
+            let (tp, tq) = (&taps_p[li], &taps_q[li]);
             ds.push(obj::masked_alignment(
                 gpu,
                 &md,

@@ -307,7 +307,7 @@ pub(crate) fn attention_backward(
             if bl.param_grads {
                 let table = pn("attn.relative_position_bias_table");
                 let rb = window::RelBias { groups: g, heads, window: w.window, grid: w.grid, shift: w.shift };
-                bl.bw.push(rb.table_grad(gpu, &s.da, &table.grad));
+                bl.bw.extend(rb.table_grad(gpu, &s.da, &table.grad));
             }
             if let Some(extra) = &tap.d_attn_logits {
                 bl.bw.push(Copy4 { beta: 1.0, ..Copy4::flat(s.da.numel()) }.dispatch(gpu, extra, &s.da));

@@ -169,6 +169,25 @@ impl Matmul {
         if cpu_like || self.batch1 * self.batch2 != 1 || self.bias_off.is_some() || self.c.rs != self.n {
             return None;
         }
+        self.split_plan()
+    }
+
+    /// On a CPU adapter whose driver caps an invocation's loops ([`Gpu::loop_limit`]): slices
+    /// of k short enough for one invocation, summed afterwards; `None` when k fits.
+    fn cpu_split(&self, gpu: &Gpu) -> Option<(usize, usize)> {
+        if gpu.fits_one_invocation(self.k) {
+            return None;
+        }
+        assert!(
+            self.batch1 * self.batch2 == 1 && self.bias_off.is_none() && self.c.rs == self.n,
+            "matmul: k = {} is too long for one invocation on this adapter and the product cannot be split",
+            self.k
+        );
+        let chunk = (gpu.loop_limit.unwrap_or(usize::MAX) / 4).next_multiple_of(16).min(self.k);
+        Some((chunk, self.k.div_ceil(chunk)))
+    }
+
+    fn split_plan(&self) -> Option<(usize, usize)> {
         let tiles = self.m.div_ceil(64) * self.n.div_ceil(64);
         if tiles >= SPLIT_TILES || self.k < 2 * SPLIT_MIN_K || self.m * self.n == 0 {
             return None;
@@ -193,7 +212,8 @@ impl Matmul {
         bias: Option<&Tensor>,
         c: &Tensor,
     ) -> Vec<Dispatch> {
-        let Some((chunk, slices)) = self.split_k(gpu.cpu_like) else {
+        let plan = if gpu.cpu_like { self.cpu_split(gpu) } else { self.split_k(false) };
+        let Some((chunk, slices)) = plan else {
             return vec![self.dispatch(gpu, a, b, bias, c)];
         };
         self.check(a.numel(), b.numel(), c.numel(), None);

@@ -116,7 +116,10 @@ pub fn ssim_heads(
     assert!(d.h <= MAX_HEADS, "inter-head SSIM supports at most {MAX_HEADS} heads");
     assert!(a.numel() == d.tap_len() && da.numel() == d.tap_len() && partial.numel() >= off + d.b * d.np());
     let params = d.params(0, off, coef, false);
-    if gpu.cpu_like {
+    // The serial kernel's loops per (image, query): statistics, pairs, then per head its pairs
+    // again and two sweeps over keys and heads.
+    let serial = d.np() * d.h * (2 + 4 * d.h);
+    if gpu.cpu_like && gpu.fits_one_invocation(serial) {
         gpu.dispatch(&SSIM_HEADS, &params, &[a, da, partial], grid1d(d.b * d.np(), 64))
     } else {
         // One workgroup per (b, q), folded into y past 65535 (`grid1d` with groups of 1).

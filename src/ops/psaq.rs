@@ -13,7 +13,8 @@ const fn k(id: &'static str, storage: &'static [(u32, bool)], workgroup: u32) ->
 
 pub const ROWS: Kernel = k("psaq_rows", &[(1, false), (4, true), (8, true)], 64);
 pub const SIMS: Kernel = k("psaq_sims", &[(5, false), (6, true)], 64);
-pub const RANGE: Kernel = k("psaq_range", &[(7, false), (8, true)], 1);
+pub const RANGE_IMAGE: Kernel = k("psaq_range_image", &[(7, false), (10, true)], 64);
+pub const RANGE: Kernel = k("psaq_range", &[(11, false), (8, true)], 1);
 pub const ENTROPY: Kernel = k("psaq_entropy", &[(3, true), (7, false), (9, false), (10, true)], 64);
 pub const BACKWARD: Kernel =
     k("psaq_backward", &[(2, true), (5, false), (7, false), (9, false), (11, false)], 64);
@@ -43,6 +44,13 @@ impl PsaqScratch {
     }
 }
 
+/// Loop iterations the heaviest PSAQ invocation runs (the density of one image: 10 grid points
+/// x np² similarities); see `Gpu::fits_one_invocation`.
+pub fn loop_iterations(d: &HeadDims) -> usize {
+    let np = d.np();
+    (GRID * np * np).max(2 * d.d * np * (GRID + 1))
+}
+
 /// The entropy objective of one block's attention outputs `o` [B, H, N, d]: partials
 /// `-coef H_b` at `partial[off..off + B]`, gradient added to `d_o`.
 #[allow(clippy::too_many_arguments)]
@@ -55,14 +63,15 @@ pub fn entropy(
     partial: &Tensor,
     off: usize,
     s: &PsaqScratch,
-) -> [Dispatch; 5] {
+) -> [Dispatch; 6] {
     let np = d.np();
     assert!(o.numel() == d.b * d.h * d.n * d.d && d_o.numel() == o.numel() && partial.numel() >= off + d.b);
     let params = [u(d.b), u(d.h), u(d.n), u(d.prefix), u(np), u(d.d), u(off), 0, f(coef), f(BANDWIDTH), 0, 0];
     [
         gpu.dispatch(&ROWS, &params, &[o, &s.rows, &s.stats], grid1d(d.b * np, 64)),
         gpu.dispatch(&SIMS, &params, &[&s.rows, &s.sims], grid1d(d.b * np * np, 64)),
-        gpu.dispatch(&RANGE, &params, &[&s.sims, &s.stats], [1, 1, 1]),
+        gpu.dispatch(&RANGE_IMAGE, &params, &[&s.sims, &s.wts], grid1d(d.b, 64)),
+        gpu.dispatch(&RANGE, &params, &[&s.wts, &s.stats], [1, 1, 1]),
         gpu.dispatch(&ENTROPY, &params, &[partial, &s.sims, &s.stats, &s.wts], grid1d(d.b, 64)),
         gpu.dispatch(&BACKWARD, &params, &[d_o, &s.rows, &s.sims, &s.stats, &s.wts], grid1d(d.b * np, 64)),
     ]

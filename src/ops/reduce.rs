@@ -19,9 +19,10 @@ const SUM_MAX_CHUNKS: usize = 256;
 
 /// How a sum over `rows` rows runs: `None` in one pass (CPU adapters, short sums), else
 /// `(chunk, chunks)`: chunks of `chunk` rows summed in parallel, then the chunk sums summed.
-/// Shared by `SumRows` and the kernels with their own row sums (LayerNorm's parameters).
+/// Shared by `SumRows` and the kernels with their own row sums (LayerNorm's parameters). On CPU
+/// adapters a sum longer than the driver lets one invocation loop is chunked too.
 pub fn row_chunks(gpu: &Gpu, rows: usize) -> Option<(usize, usize)> {
-    if gpu.cpu_like || rows < 2 * SUM_CHUNK {
+    if rows < 2 * SUM_CHUNK || (gpu.cpu_like && gpu.fits_one_invocation(rows)) {
         return None;
     }
     let chunk = SUM_CHUNK.max(rows.div_ceil(SUM_MAX_CHUNKS));

@@ -1,6 +1,7 @@
 //! Swin's token permutations, relative-position bias with the shift mask, and mean pooling
 //! (shaders/window.wgsl; docs/swin.md).
 
+use super::reduce::SumRows;
 use super::{f, u};
 use crate::gpu::{Dispatch, Gpu, Kernel, Tensor, grid_for};
 
@@ -33,6 +34,10 @@ pub const MEAN_TOKENS: Kernel = Kernel {
     storage: &[(1, false), (2, true)],
     workgroup: 64,
 };
+
+/// Windows one invocation of the table gradient walks (each up to (2w - 1)² offsets x w² pairs
+/// in all: at w = 7, 64 windows are about 3,600 loop iterations).
+pub const TABLE_GRAD_GROUPS: usize = 64;
 
 /// The value timm's shift mask adds between tokens of different regions.
 pub const MASK_VALUE: f32 = -100.0;
@@ -180,12 +185,23 @@ impl RelBias {
         gpu.dispatch(&REL_BIAS, &self.params(), &[a, table, s], grid_for(&REL_BIAS, self.numel()))
     }
 
-    /// `dtable[t, h] = Σ ds` over every (group, i, j) whose offset is t (overwrites).
-    pub fn table_grad(&self, gpu: &Gpu, ds: &Tensor, dtable: &Tensor) -> Dispatch {
+    /// `dtable[t, h] = Σ ds` over every (group, i, j) whose offset is t (overwrites): groups in
+    /// chunks of [`TABLE_GRAD_GROUPS`] summed in parallel, then the chunks summed.
+    pub fn table_grad(&self, gpu: &Gpu, ds: &Tensor, dtable: &Tensor) -> Vec<Dispatch> {
         assert_eq!(ds.numel(), self.numel(), "rel_bias_table_grad: gradient size");
         assert_eq!(dtable.numel(), self.table_len(), "rel_bias_table_grad: table size");
         let k = &REL_BIAS_TABLE_GRAD;
-        gpu.dispatch(k, &self.params(), &[ds, dtable], grid_for(k, self.table_len()))
+        let chunks = self.groups.div_ceil(TABLE_GRAD_GROUPS).max(1);
+        let mut params = self.params();
+        params[0] = u(TABLE_GRAD_GROUPS);
+        if chunks == 1 {
+            return vec![gpu.dispatch(k, &params, &[ds, dtable], grid_for(k, self.table_len()))];
+        }
+        let len = self.table_len();
+        let scratch = Tensor::zeros(gpu, &[chunks * len]);
+        let mut out = vec![gpu.dispatch(k, &params, &[ds, &scratch], grid_for(k, chunks * len))];
+        out.extend(SumRows::matrix(chunks, len).dispatches(gpu, &scratch, dtable));
+        out
     }
 
     /// timm's `relative_position_index[i, j]`.
