@@ -6,6 +6,7 @@
 pub mod cli;
 pub mod commands;
 pub mod data;
+pub mod eval;
 pub mod gpu;
 pub mod interrupt;
 pub mod io;

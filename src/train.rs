@@ -11,8 +11,8 @@ use std::time::Instant;
 use anyhow::{Context, Result, bail};
 use serde::Serialize;
 
-use crate::commands::eval::{ModelRunner, check_labels, evaluate};
 use crate::data::dataset;
+use crate::eval::{ModelRunner, check_labels, evaluate};
 use crate::gpu::{Dispatch, Gpu, Tensor};
 use crate::model::checkpoint::{Weights, load_weights, resolve, save_model};
 use crate::model::{Graph, GraphOptions, Model, ModelConfig};

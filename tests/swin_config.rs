@@ -113,3 +113,30 @@ fn unsupported_swin_options_are_refused() {
     refused(with("global_pool", json!("")), "model_args.global_pool");
     refused(with("patch_norm", json!(false)), "model_args.patch_norm");
 }
+
+/// Swin checkpoints that still carry the relative-position index and the shift mask load; the
+/// buffers are recomputed, never read.
+#[test]
+fn stored_index_and_mask_buffers_are_ignored() {
+    let cfg = custom(tiny()).unwrap();
+    let shapes = cfg.tensor_shapes();
+    let mut data: Vec<(String, Vec<usize>, Vec<u8>)> = shapes
+        .iter()
+        .map(|(n, s)| (n.clone(), s.clone(), vec![0u8; 4 * s.iter().product::<usize>()]))
+        .collect();
+    data.push(("layers.0.blocks.1.attn_mask".into(), vec![4, 49, 49], vec![0u8; 4 * 4 * 49 * 49]));
+    data.push(("layers.0.blocks.0.attn.relative_position_index".into(), vec![2401], vec![0u8; 4 * 2401]));
+    let views: Vec<(String, safetensors::tensor::TensorView)> = data
+        .iter()
+        .map(|(n, s, b)| {
+            (n.clone(), safetensors::tensor::TensorView::new(safetensors::Dtype::F32, s.clone(), b).unwrap())
+        })
+        .collect();
+    let dir = std::env::temp_dir().join(format!("maskaq-swin-buffers-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("model.safetensors");
+    std::fs::write(&path, safetensors::serialize(views, None).unwrap()).unwrap();
+    let w = maskaq::model::checkpoint::load_weights(&cfg, &path).expect("buffers are ignored");
+    assert_eq!(w.tensors.len(), shapes.len());
+    std::fs::remove_dir_all(&dir).unwrap();
+}

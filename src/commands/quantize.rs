@@ -412,7 +412,7 @@ pub fn run(gpu_opts: &GpuOptions, args: &QuantizeArgs) -> Result<()> {
     let real = match &args.real_data {
         Some(path) => {
             let d = dataset::open(path).with_context(|| format!("--real-data {}", path.display()))?;
-            crate::commands::eval::check_labels(d.as_ref(), d.len(), pcfg.num_classes)
+            crate::eval::check_labels(d.as_ref(), d.len(), pcfg.num_classes)
                 .with_context(|| format!("--real-data {}", path.display()))?;
             cfg.real_data = Some(d.source());
             Some(d)

@@ -6,7 +6,7 @@
 use anyhow::Result;
 use serde::Serialize;
 
-use crate::commands::eval::{ModelRunner, Runner, rank};
+use crate::eval::{ModelRunner, Runner, rank};
 use crate::gpu::Gpu;
 use crate::model::Model;
 

@@ -3,7 +3,9 @@
 //! docs/method.md.
 
 pub mod agreement;
+mod checkpoint;
 pub mod pipeline;
 pub mod qtrain;
 pub mod synth;
+pub mod synth_config;
 pub mod synth_objectives;

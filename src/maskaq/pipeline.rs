@@ -13,15 +13,15 @@ use std::path::Path;
 use std::time::Instant;
 
 use anyhow::{Context, Result, bail};
-use safetensors::tensor::TensorView;
-use safetensors::{Dtype, SafeTensors};
 use serde::Serialize;
 
+use super::checkpoint::{CHECKPOINT_FORMAT, ScheduleState, read_checkpoint, write_checkpoint};
+pub use super::checkpoint::{check_resume, describe_checkpoint, fingerprint};
 use super::qtrain::{QTrainConfig, QTrainer, StepLosses, epoch_lr};
 use super::synth::{Method, SynthConfig, Synthesizer};
-use crate::commands::eval::{ModelRunner, evaluate};
 use crate::data::dataset::Dataset;
 use crate::data::synthetic::{SyntheticDataset, write_previews};
+use crate::eval::{ModelRunner, evaluate};
 use crate::gpu::Gpu;
 use crate::maskaq::agreement::agreement;
 use crate::model::Model;
@@ -227,165 +227,6 @@ fn check_interrupt(epoch: usize, epochs: usize) -> Result<()> {
     }
     Ok(())
 }
-const CHECKPOINT_FORMAT: &str = "maskaq-checkpoint-v1";
-
-/// FNV-1a of the full-precision weights: a resumed run must start from the same model.
-pub fn fingerprint(w: &Weights) -> String {
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for (name, _, v) in &w.tensors {
-        for b in name.bytes().chain(v.iter().flat_map(|x| x.to_le_bytes())) {
-            h ^= b as u64;
-            h = h.wrapping_mul(0x0100_0000_01b3);
-        }
-    }
-    format!("{h:016x}")
-}
-
-#[derive(Serialize, serde::Deserialize)]
-struct ScheduleState {
-    format: String,
-    config: String,
-    model: String,
-    next_epoch: usize,
-    rng: u64,
-    noise_calls: usize,
-    updates_done: usize,
-    aug_rng: u64,
-    epochs: Vec<EpochReport>,
-    fp_top1: Option<f64>,
-    ptq_top1: Option<f64>,
-    synth_s: f64,
-    train_s: f64,
-    /// Wall seconds of the run up to this checkpoint, over every session (resumed runs add on).
-    #[serde(default)]
-    total_s: f64,
-    dropped: usize,
-}
-
-fn f32_bytes(v: &[f32]) -> Vec<u8> {
-    v.iter().flat_map(|x| x.to_le_bytes()).collect()
-}
-
-fn write_checkpoint(
-    path: &Path,
-    st: &ScheduleState,
-    tensors: Vec<(String, Vec<usize>, Vec<f32>)>,
-) -> Result<()> {
-    let bytes: Vec<Vec<u8>> = tensors.iter().map(|(_, _, v)| f32_bytes(v)).collect();
-    let views: Vec<(String, TensorView)> = tensors
-        .iter()
-        .zip(&bytes)
-        .map(|((n, s, _), b)| Ok((n.clone(), TensorView::new(Dtype::F32, s.clone(), b)?)))
-        .collect::<Result<_>>()?;
-    let mut meta = std::collections::HashMap::new();
-    meta.insert("state".to_string(), serde_json::to_string(st)?);
-    crate::io::write_atomic(path, &safetensors::serialize(views, Some(meta))?)
-}
-
-/// The run state in a checkpoint's metadata.
-fn schedule_state(bytes: &[u8]) -> Option<ScheduleState> {
-    let (_, header) = SafeTensors::read_metadata(bytes).ok()?;
-    serde_json::from_str(header.metadata().as_ref()?.get("state")?).ok()
-}
-
-/// Reads and checks a checkpoint against this run's configuration and model.
-fn read_checkpoint(
-    path: &Path,
-    config: &str,
-    model: &str,
-) -> Result<(ScheduleState, std::collections::HashMap<String, Vec<f32>>)> {
-    let bytes = std::fs::read(path).with_context(|| format!("--resume: cannot read {}", path.display()))?;
-    let st = SafeTensors::deserialize(&bytes)
-        .map_err(|e| anyhow::anyhow!("--resume: {} is not a valid checkpoint ({e})", path.display()))?;
-    let state =
-        schedule_state(&bytes).with_context(|| format!("--resume: {} holds no run state", path.display()))?;
-    if state.format != CHECKPOINT_FORMAT {
-        bail!("--resume: {} is format `{}`, expected {CHECKPOINT_FORMAT}", path.display(), state.format);
-    }
-    if state.model != model {
-        bail!("--resume: {} was made from another model (weights differ)", path.display());
-    }
-    if state.config != config {
-        bail!(
-            "--resume: {} was made with other settings ({}); rerun with the flags of that run",
-            path.display(),
-            changed_flags(&state.config, config)
-        );
-    }
-    let mut tensors = std::collections::HashMap::new();
-    for (name, t) in st.tensors() {
-        if t.dtype() != Dtype::F32 {
-            bail!("--resume: tensor `{name}` of {} is not F32", path.display());
-        }
-        tensors.insert(
-            name,
-            t.data().chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect(),
-        );
-    }
-    Ok((state, tensors))
-}
-
-/// The flags whose values differ between two serialized [`QuantizeConfig`]s, as
-/// "--lr 0.001 then, 0.002 now; ...".
-fn changed_flags(then: &str, now: &str) -> String {
-    fn leaves(prefix: &str, v: &serde_json::Value, out: &mut Vec<(String, String)>) {
-        match v {
-            serde_json::Value::Object(m) => {
-                for (k, x) in m {
-                    let p = if prefix.is_empty() { k.clone() } else { format!("{prefix}.{k}") };
-                    leaves(&p, x, out);
-                }
-            }
-            other => out.push((prefix.to_string(), other.to_string())),
-        }
-    }
-    // The config's field path to the flag that sets it (`synth.lr` is --synth-lr, `train.lr`
-    // is --lr, `synth.weights.tv` is --w-tv).
-    fn flag(path: &str) -> String {
-        let parts: Vec<&str> = path.split('.').collect();
-        let last = parts.last().copied().unwrap_or(path).replace('_', "-");
-        match parts.as_slice() {
-            [.., "weights", _] => format!("--w-{last}"),
-            ["synth", "lr" | "lr_min" | "weight_decay" | "batch" | "iters"] => format!("--synth-{last}"),
-            ["train", "batch"] => "--train-batch".into(),
-            ["train", "augment"] => "--no-augment".into(),
-            _ => format!("--{last}"),
-        }
-    }
-    let parse = |s: &str| serde_json::from_str::<serde_json::Value>(s).unwrap_or(serde_json::Value::Null);
-    let (mut a, mut b) = (Vec::new(), Vec::new());
-    leaves("", &parse(then), &mut a);
-    leaves("", &parse(now), &mut b);
-    let now: std::collections::HashMap<_, _> = b.into_iter().collect();
-    let diffs: Vec<String> = a
-        .iter()
-        .filter(|(k, v)| now.get(k) != Some(v))
-        .map(|(k, v)| format!("{} {v} then, {} now", flag(k), now.get(k).map_or("unset", String::as_str)))
-        .collect();
-    if diffs.is_empty() { "a setting differs".into() } else { diffs.join("; ") }
-}
-
-/// "epoch 3 of 8 done" (or "finished, 8 epochs") for a checkpoint, or why it cannot be read.
-pub fn describe_checkpoint(path: &Path) -> String {
-    let Some(st) = std::fs::read(path).ok().and_then(|bytes| schedule_state(&bytes)) else {
-        return "not a readable maskaq checkpoint".into();
-    };
-    let total = serde_json::from_str::<serde_json::Value>(&st.config)
-        .ok()
-        .and_then(|c| c["epochs"].as_u64())
-        .map(|e| e as usize);
-    match total {
-        Some(t) if st.next_epoch >= t => format!("finished, {t} epochs"),
-        Some(t) => format!("epoch {} of {t} done", st.next_epoch),
-        None => format!("{} epochs done", st.next_epoch),
-    }
-}
-
-/// Checks, before any work, that `out`'s checkpoint can continue this run.
-pub fn check_resume(out: &Path, cfg: &QuantizeConfig, weights: &Weights) -> Result<()> {
-    read_checkpoint(&out.join(CHECKPOINT), &serde_json::to_string(cfg)?, &fingerprint(weights)).map(|_| ())
-}
-
 /// Runs the pipeline; `log` receives one line per event. Writes a checkpoint after every epoch
 /// and, at the end, the last synthetic set (with previews) to `out/synthetic/`; the caller
 /// writes the model and the report.

@@ -131,7 +131,7 @@ pub fn load_weights(cfg: &ModelConfig, path: &Path) -> Result<Weights> {
     let mut names: Vec<String> = st.names().into_iter().map(|s| s.to_string()).collect();
     names.sort();
     for n in &names {
-        if !wanted.contains_key(n.as_str()) {
+        if !wanted.contains_key(n.as_str()) && !cfg.is_recomputed_buffer(n) {
             bail!(
                 "{}: unexpected tensor `{n}` for architecture {} (is the --arch or config right?)",
                 path.display(),

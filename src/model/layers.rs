@@ -249,7 +249,6 @@ pub(crate) fn attention_backward(
     s: &BackScratch,
 ) {
     let gpu = bl.gpu;
-    let (g, n, heads, hd) = (sp.groups(), sp.n, sp.heads, sp.hd());
     let rows = sp.rows();
     let model = bl.model;
     let pn = |x: &str| model.param(&sp.name(x));
@@ -285,7 +284,35 @@ pub(crate) fn attention_backward(
         bl.bw.push(Copy4 { beta: 1.0, ..Copy4::flat(s.d_o.numel()) }.dispatch(gpu, extra, &s.d_o));
     }
 
-    // dP = dO vᵀ, through P's quantizer, then the softmax (plus any gradient on A).
+    probs_backward(bl, sp, a, tap, s);
+    qkv_grads(bl, sp, a, s);
+
+    // qkv, back to image order, through the input quantizer.
+    let dln_q = bl.grad_target(&s.dln);
+    let dxw = if sp.windows.is_some() { s.dwin.clone() } else { dln_q.clone() };
+    bl.linear_back(
+        rows,
+        &a.xw,
+        &a.w_qkv,
+        pn("attn.qkv.weight"),
+        Some(pn("attn.qkv.bias")),
+        &s.dqkv,
+        Some(&dxw),
+        1.0,
+    );
+    if let Some(map) = sp.token_map(false) {
+        bl.bw.push(map.dispatch(gpu, &dxw, &dln_q, 1.0, 0.0));
+    }
+    bl.act_back(&sp.name("attn.qkv.act"), Region::whole(a.ln.numel()), &a.ln, &dln_q, &s.dln);
+}
+
+/// dP = dO vᵀ through P's quantizer, then the softmax (ViT: with the scale; Swin: the bias
+/// table's gradient from dS), plus any loss gradient on A: dA in `s.da`.
+fn probs_backward(bl: &mut Builder, sp: &AttnSpec, a: &AttnActs, tap: &Taps, s: &BackScratch) {
+    let gpu = bl.gpu;
+    let (g, n, heads, hd) = (sp.groups(), sp.n, sp.heads, sp.hd());
+    let model = bl.model;
+    let pn = |x: &str| model.param(&sp.name(x));
     let dprob_q = bl.grad_target(&s.dprob);
     let mm = Matmul::new(n, n, hd, sp.head_view(), sp.qkv_view(2).t(), sp.attn_view());
     bl.bw.extend(mm.batched(g, heads).dispatches(gpu, &s.d_o, &a.qkv_q, None, &dprob_q));
@@ -314,8 +341,13 @@ pub(crate) fn attention_backward(
             }
         }
     }
+}
 
-    // dv = Pᵀ dO, dq = dA k, dk = dAᵀ q, each into its slice of dqkv (through the quantizers).
+/// dv = Pᵀ dO, dq = dA k, dk = dAᵀ q, each into its slice of dqkv through the q/k/v quantizers
+/// (Swin: dq from d(q·scale)).
+fn qkv_grads(bl: &mut Builder, sp: &AttnSpec, a: &AttnActs, s: &BackScratch) {
+    let gpu = bl.gpu;
+    let (g, n, heads, hd) = (sp.groups(), sp.n, sp.heads, sp.hd());
     let dqkv_q = bl.grad_target(&s.dqkv);
     let mm = Matmul::new(n, hd, n, sp.attn_view().t(), sp.head_view(), sp.qkv_view(2));
     bl.bw.extend(mm.batched(g, heads).dispatches(gpu, &a.prob_q, &s.d_o, None, &dqkv_q));
@@ -339,24 +371,6 @@ pub(crate) fn attention_backward(
     }
     bl.act_back(&sp.name("attn.matmul1.act_b"), sp.qkv_region(1), &a.qkv, &dqkv_q, &s.dqkv);
     bl.act_back(&sp.name("attn.matmul2.act_b"), sp.qkv_region(2), &a.qkv, &dqkv_q, &s.dqkv);
-
-    // qkv, back to image order, through the input quantizer.
-    let dln_q = bl.grad_target(&s.dln);
-    let dxw = if sp.windows.is_some() { s.dwin.clone() } else { dln_q.clone() };
-    bl.linear_back(
-        rows,
-        &a.xw,
-        &a.w_qkv,
-        pn("attn.qkv.weight"),
-        Some(pn("attn.qkv.bias")),
-        &s.dqkv,
-        Some(&dxw),
-        1.0,
-    );
-    if let Some(map) = sp.token_map(false) {
-        bl.bw.push(map.dispatch(gpu, &dxw, &dln_q, 1.0, 0.0));
-    }
-    bl.act_back(&sp.name("attn.qkv.act"), Region::whole(a.ln.numel()), &a.ln, &dln_q, &s.dln);
 }
 
 /// Activations of the MLP branch.

@@ -5,6 +5,7 @@ use super::builder::{Builder, Outputs};
 use super::config::{ModelConfig, VitDims};
 use super::graph::{Graph, TapGeometry};
 use super::layers::{self, AttnSpec, BackScratch};
+use crate::gpu::Tensor;
 use crate::ops::copy::{self, Copy4};
 use crate::ops::embed::Geometry;
 use crate::ops::quant::Region;
@@ -86,13 +87,12 @@ pub(crate) fn build(mut bl: Builder) -> Graph {
         prefix: v.prefix_tokens(),
         d,
     };
-    let (np, classes) = (geo.patches(), cfg.num_classes);
+    let classes = cfg.num_classes;
 
     // Patch embedding and tokens (the image itself is never quantized).
     let (images, cols, w_pe, pe) = layers::patch_embed_forward(&mut bl, &geo);
-    let cls = bl.p("cls_token");
+    let (cls, pos) = (bl.p("cls_token"), bl.p("pos_embed"));
     let dist = if v.distilled { bl.p("dist_token") } else { cls };
-    let pos = bl.p("pos_embed");
     let x0 = bl.t(&[rows, d]);
     bl.fw.push(geo.tokens_forward(gpu, &pe, &cls.value, &dist.value, &pos.value, &x0));
 
@@ -145,37 +145,47 @@ pub(crate) fn build(mut bl: Builder) -> Graph {
             layers::block_backward(&mut bl, &specs[l], &acts[l], &taps[l], &dxa, &scratch);
         }
 
-        // Tokens and patch embedding.
-        let sum_batch = |n_el: usize, s_off: usize| SumRows {
-            n: n_el,
-            rows: b,
-            s_off,
-            rs: n * d,
-            o_off: 0,
-            alpha: 1.0,
-            beta: 0.0,
-        };
-        if bl.param_grads {
-            bl.bw.extend(sum_batch(d, 0).dispatches(gpu, &dxa, &cls.grad));
-            if v.distilled {
-                bl.bw.extend(sum_batch(d, d).dispatches(gpu, &dxa, &dist.grad));
-            }
-            bl.bw.extend(sum_batch(n * d, 0).dispatches(gpu, &dxa, &pos.grad));
-        }
-        let dpe = bl.t(&[b * np, d]);
-        let gather = Copy4 {
-            dims: [1, b, np, d],
-            s_off: v.prefix_tokens() * d,
-            s: [0, n * d, d, 1],
-            t_off: 0,
-            t: [0, np * d, d, 1],
-            alpha: 1.0,
-            beta: 0.0,
-        };
-        bl.bw.push(gather.dispatch(gpu, &dxa, &dpe));
+        let dpe = tokens_backward(&mut bl, v, &dxa);
         layers::patch_embed_backward(&mut bl, &geo, &cols, &w_pe, &dpe, &d_images);
     }
     bl.finish(Outputs { images, d_images, logits, d_logits, taps })
+}
+
+/// Backward of the class/distillation tokens and the position embedding from `dxa` [B·N, D]:
+/// their gradients, and the patch rows' gradient [B·patches, D] it returns.
+fn tokens_backward(bl: &mut Builder, v: &VitDims, dxa: &Tensor) -> Tensor {
+    let gpu = bl.gpu;
+    let cfg = &bl.model.cfg;
+    let (b, n, d, np) = (bl.b, v.tokens(cfg.grid()), v.embed_dim, cfg.grid() * cfg.grid());
+    let (cls, pos) = (bl.p("cls_token"), bl.p("pos_embed"));
+    let sum_batch = |n_el: usize, s_off: usize| SumRows {
+        n: n_el,
+        rows: b,
+        s_off,
+        rs: n * d,
+        o_off: 0,
+        alpha: 1.0,
+        beta: 0.0,
+    };
+    if bl.param_grads {
+        bl.bw.extend(sum_batch(d, 0).dispatches(gpu, dxa, &cls.grad));
+        if v.distilled {
+            bl.bw.extend(sum_batch(d, d).dispatches(gpu, dxa, &bl.p("dist_token").grad));
+        }
+        bl.bw.extend(sum_batch(n * d, 0).dispatches(gpu, dxa, &pos.grad));
+    }
+    let dpe = bl.t(&[b * np, d]);
+    let gather = Copy4 {
+        dims: [1, b, np, d],
+        s_off: v.prefix_tokens() * d,
+        s: [0, n * d, d, 1],
+        t_off: 0,
+        t: [0, np * d, d, 1],
+        alpha: 1.0,
+        beta: 0.0,
+    };
+    bl.bw.push(gather.dispatch(gpu, dxa, &dpe));
+    dpe
 }
 
 /// Rows of token `tok` of every image: [B*N, D] -> [B, D] (`gather`) or back.

@@ -303,6 +303,15 @@ impl ModelConfig {
         }
     }
 
+    /// A buffer some checkpoints carry that maskaq computes itself and ignores in a file: Swin's
+    /// `relative_position_index` and `attn_mask` (older timm and the Microsoft layout store
+    /// them; timm ≥ 0.9 does not).
+    pub fn is_recomputed_buffer(&self, name: &str) -> bool {
+        self.swin().is_some()
+            && name.starts_with("layers.")
+            && (name.ends_with(".attn.relative_position_index") || name.ends_with(".attn_mask"))
+    }
+
     /// Elements of the largest activation tensor of one image (for memory checks).
     pub fn largest_activation_per_image(&self) -> usize {
         match &self.arch {
