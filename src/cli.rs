@@ -58,7 +58,7 @@ pub struct ModelArgs {
 pub enum Command {
     /// List the GPU adapters wgpu can use.
     Devices(commands::devices::DevicesArgs),
-    /// Classify images with a ViT/DeiT checkpoint.
+    /// Classify images with a ViT, DeiT or Swin checkpoint.
     Predict(commands::predict::PredictArgs),
     /// Top-1/top-5 accuracy on a labelled dataset: an image folder (one subfolder per class) or
     /// an IDX images file (MNIST naming, its labels file beside it; gzip or plain).
