@@ -7,7 +7,8 @@ table (OUT/table.md) and every number behind it (OUT/table.json) are rewritten a
 
 Rows: full precision and min-max PTQ on noise are measured inside every run (the same model and
 evaluation data each time, so their spread is 0 unless the evaluation differs); `maskaq` and
-`mimiq` are the synthesis methods; `real` is real-data QAT (`--real-data`, the same Q training on
+`mimiq` (and `psaq`) are the synthesis methods, `maskaq-as-coded` / `maskaq-last-stage` MaskAQ on
+a Swin with each reading of the masked alignment (docs/swin.md); `real` is real-data QAT (`--real-data`, the same Q training on
 real training images). The number of a run is its final epoch's top-1 (never the best epoch).
 
 With --test-data, every run's final Q and its PTQ baseline (and each model in full precision)
@@ -45,6 +46,13 @@ import time
 BUNDLED_MODEL = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "assets", "fashion_vit")
 
 
+# Rows that are a method plus a setting (Swin's two readings of the masked alignment, docs/swin.md).
+METHOD_FLAGS = {
+    "maskaq-as-coded": ["--method", "maskaq", "--swin-alignment", "as-coded"],
+    "maskaq-last-stage": ["--method", "maskaq", "--swin-alignment", "last-stage"],
+}
+
+
 class RunFailed(Exception):
     pass
 
@@ -69,7 +77,7 @@ def run_cell(args, model, bits, method, seed, folder):
     if method == "real":
         cmd += ["--real-data", args.real_data]
     else:
-        cmd += ["--method", method]
+        cmd += METHOD_FLAGS.get(method, ["--method", method])
     cmd += args.extra
     print("$ " + " ".join(cmd), flush=True)
     t0 = time.time()
