@@ -321,11 +321,12 @@ def objective(logits, targets, taps):
     return ce + COEF_A * reg_a + COEF_O * reg_o
 
 
-def run_with_grads(model, images, targets):
-    """Forward + backward; returns logits, taps, J and {name: grad} (grads of images and params)."""
+def run_with_grads(model, images, targets, forward=None):
+    """Forward + backward; returns logits, taps, J and {name: grad} (grads of images and params).
+    `forward` (default `manual_forward`) returns (logits, [(A_i, O_i, P_i)])."""
     model.zero_grad(set_to_none=True)
     images = images.detach().clone().requires_grad_(True)
-    logits, taps = manual_forward(model, images)
+    logits, taps = (forward or manual_forward)(model, images)
     j = objective(logits, targets, taps)
     j.backward()
     grads = {"images": images.grad.detach().clone()}

@@ -114,7 +114,7 @@ def recording_attention(taps):
             attn = attn.view(-1, self.num_heads, N, N)
         p = self.softmax(attn)
         o = p @ v
-        taps.append((a, o))
+        taps.append((a, o, p))
         x = o.transpose(1, 2).reshape(B_, N, -1)
         return self.proj(x)
     return forward
@@ -135,22 +135,10 @@ def forward_with_taps(model, images):
     return logits, taps
 
 
-def objective(logits, targets, taps):
-    ce = F.cross_entropy(logits, targets.long())
-    return ce + mf.COEF_A * sum(a.pow(2).mean() for a, _ in taps) + mf.COEF_O * sum(o.pow(2).mean() for _, o in taps)
-
-
 def run(model, images, targets):
-    model.zero_grad(set_to_none=True)
-    images = images.detach().clone().requires_grad_(True)
-    logits, taps = forward_with_taps(model, images)
-    j = objective(logits, targets, taps)
-    j.backward()
-    grads = {"images": images.grad.detach().clone()}
-    for name, p in model.named_parameters():
-        assert p.grad is not None, f"no gradient reached {name}"
-        grads[name] = p.grad.detach().clone()
-    return logits.detach(), [(a.detach(), o.detach()) for a, o in taps], j.detach(), grads
+    """make_fixtures' objective (CE + 0.001 sum mean(A^2) + 0.1 sum mean(O^2)) through the recorded
+    forward: logits, taps, J and the gradients of the images and every parameter."""
+    return mf.run_with_grads(model, images, targets, forward=forward_with_taps)
 
 
 def check(name, model, images, targets):
@@ -164,14 +152,14 @@ def check(name, model, images, targets):
     m64 = copy.deepcopy(model).double()
     logits64, taps64, j64, grads64 = run(m64, images.double(), targets)
     errs = {"logits": mf.rel_err(logits, logits64), "objective": mf.rel_err(j, j64),
-            "attn_logits": max(mf.rel_err(a, a64) for (a, _), (a64, _) in zip(taps, taps64)),
-            "attn_out": max(mf.rel_err(o, o64) for (_, o), (_, o64) in zip(taps, taps64)),
+            "attn_logits": max(mf.rel_err(a, a64) for (a, _, _), (a64, _, _) in zip(taps, taps64)),
+            "attn_out": max(mf.rel_err(o, o64) for (_, o, _), (_, o64, _) in zip(taps, taps64)),
             "grads": max(mf.rel_err(grads[k], grads64[k]) for k in grads)}
     print("  f32 vs f64 (max|diff| / max|ref|): " + ", ".join(f"{k} {v:.1e}" for k, v in errs.items()))
     assert max(errs.values()) < 1e-3, f"{name}: f32 and f64 disagree: {errs}"
     zero = [k for k, g in grads.items() if g.abs().max() == 0]
     assert not zero, f"{name}: all-zero gradients for {zero}"
-    for i, (a, o) in enumerate(taps):
+    for i, (a, o, _) in enumerate(taps):
         print(f"  block {i}: A {tuple(a.shape)} std {a.std().item():.2f}, O {tuple(o.shape)}")
     print(f"  objective {j.item():.6f} (ce part {F.cross_entropy(logits, targets.long()).item():.4f})")
     return logits, taps, j, grads
@@ -217,7 +205,7 @@ def make_tiny(name, spec, out_dir):
     targets = torch.randint(0, spec["num_classes"], (b,), generator=gen)
     logits, taps, j, grads = check(name, model, images, targets)
     tensors = {"images": images, "targets": targets.float(), "logits": logits, "objective": j.reshape(1)}
-    for i, (a, o) in enumerate(taps):
+    for i, (a, o, _) in enumerate(taps):
         tensors[f"blocks.{i}.attn_logits"] = a
         tensors[f"blocks.{i}.attn_out"] = o
     for k, g in grads.items():
@@ -450,8 +438,8 @@ def make_full(out_dir):
     targets = torch.from_numpy((mf.hashed_bits("targets", b) % np.uint64(1000)).astype(np.int64))
     logits, taps, j, grads = check(name, model, torch.from_numpy(images), targets)
     tensors = {"targets": targets.float(), "logits": logits, "objective": j.reshape(1)}
-    tensors["attn_logits_meansq"] = torch.stack([a.double().pow(2).mean() for a, _ in taps])
-    tensors["attn_out_meansq"] = torch.stack([o.double().pow(2).mean() for _, o in taps])
+    tensors["attn_logits_meansq"] = torch.stack([a.double().pow(2).mean() for a, _, _ in taps])
+    tensors["attn_out_meansq"] = torch.stack([o.double().pow(2).mean() for _, o, _ in taps])
     for i in FULL_BLOCKS:
         tensors[f"blocks.{i}.attn_logits"] = taps[i][0]
         tensors[f"blocks.{i}.attn_out"] = taps[i][1]

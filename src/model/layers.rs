@@ -480,6 +480,25 @@ pub(crate) fn block_backward(
     bl.layernorm_back(&sp.name("norm1"), &a.x, &a.st1, &s.dln, Some(&s.dxm), dxa);
 }
 
+/// The patch grid of `cfg` for `batch` images with `prefix` tokens before the patches and `d`
+/// channels.
+pub(crate) fn patch_geometry(
+    cfg: &crate::model::ModelConfig,
+    batch: usize,
+    prefix: usize,
+    d: usize,
+) -> Geometry {
+    Geometry {
+        batch,
+        chans: cfg.in_chans,
+        h: cfg.img_size,
+        w: cfg.img_size,
+        patch: cfg.patch_size,
+        prefix,
+        d,
+    }
+}
+
 /// The patch convolution (stride = kernel) as im2col and a matmul with the [D, C·P·P] weight:
 /// returns (images [B, C, H, W], cols, the weight used, patch rows [B·patches, D]). The image
 /// itself is never quantized.

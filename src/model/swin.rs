@@ -11,7 +11,6 @@ use super::graph::{Graph, TapGeometry};
 use super::layers::{self, AttnSpec, BackScratch, Windows};
 use crate::gpu::Tensor;
 use crate::ops::copy::Copy4;
-use crate::ops::embed::Geometry;
 use crate::ops::quant::Region;
 use crate::ops::window::{self, TokenMap};
 use crate::quant::sites::{ActSite, SiteList};
@@ -126,15 +125,7 @@ pub(crate) fn build(mut bl: Builder) -> Graph {
     let gpu = bl.gpu;
     let b = bl.b;
     let c0 = sw.embed_dim;
-    let geo = Geometry {
-        batch: b,
-        chans: cfg.in_chans,
-        h: cfg.img_size,
-        w: cfg.img_size,
-        patch: cfg.patch_size,
-        prefix: 0,
-        d: c0,
-    };
+    let geo = layers::patch_geometry(cfg, b, 0, c0);
     let (np, classes) = (geo.patches(), cfg.num_classes);
     let stages = stages(cfg, sw);
     let last = stages.len() - 1;

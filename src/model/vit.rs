@@ -7,7 +7,6 @@ use super::graph::{Graph, TapGeometry};
 use super::layers::{self, AttnSpec, BackScratch};
 use crate::gpu::Tensor;
 use crate::ops::copy::{self, Copy4};
-use crate::ops::embed::Geometry;
 use crate::ops::quant::Region;
 use crate::ops::reduce::SumRows;
 use crate::quant::sites::{ActSite, SiteList};
@@ -78,15 +77,7 @@ pub(crate) fn build(mut bl: Builder) -> Graph {
     let gpu = bl.gpu;
     let (b, n, d) = (bl.b, v.tokens(cfg.grid()), v.embed_dim);
     let rows = b * n;
-    let geo = Geometry {
-        batch: b,
-        chans: cfg.in_chans,
-        h: cfg.img_size,
-        w: cfg.img_size,
-        patch: cfg.patch_size,
-        prefix: v.prefix_tokens(),
-        d,
-    };
+    let geo = layers::patch_geometry(cfg, b, v.prefix_tokens(), d);
     let classes = cfg.num_classes;
 
     // Patch embedding and tokens (the image itself is never quantized).

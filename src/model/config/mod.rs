@@ -321,6 +321,37 @@ impl ModelConfig {
     }
 }
 
+/// One pre-norm transformer block's tensors in timm's `state_dict` order, under `prefix`; a Swin
+/// block also has its relative-position bias table `[(2w - 1)², heads]` after `norm1`.
+pub(crate) fn block_tensors(
+    v: &mut Vec<(String, Vec<usize>)>,
+    prefix: &str,
+    d: usize,
+    hidden: usize,
+    table: Option<[usize; 2]>,
+) {
+    let n = |x: &str| format!("{prefix}.{x}");
+    v.push((n("norm1.weight"), vec![d]));
+    v.push((n("norm1.bias"), vec![d]));
+    if let Some(t) = table {
+        v.push((n("attn.relative_position_bias_table"), t.to_vec()));
+    }
+    for (name, shape) in [
+        ("attn.qkv.weight", vec![3 * d, d]),
+        ("attn.qkv.bias", vec![3 * d]),
+        ("attn.proj.weight", vec![d, d]),
+        ("attn.proj.bias", vec![d]),
+        ("norm2.weight", vec![d]),
+        ("norm2.bias", vec![d]),
+        ("mlp.fc1.weight", vec![hidden, d]),
+        ("mlp.fc1.bias", vec![hidden]),
+        ("mlp.fc2.weight", vec![d, hidden]),
+        ("mlp.fc2.bias", vec![d]),
+    ] {
+        v.push((n(name), shape));
+    }
+}
+
 /// `model_args.KEY` as a positive integer.
 pub(crate) fn positive(key: &str, val: &Value) -> Result<usize> {
     val.as_u64()

@@ -295,20 +295,13 @@ impl SwinDims {
             }
             let table = (2 * st.window - 1).pow(2);
             for b in 0..st.depth {
-                let n = |x: &str| format!("layers.{s}.blocks.{b}.{x}");
-                v.push((n("norm1.weight"), vec![c]));
-                v.push((n("norm1.bias"), vec![c]));
-                v.push((n("attn.relative_position_bias_table"), vec![table, st.heads]));
-                v.push((n("attn.qkv.weight"), vec![3 * c, c]));
-                v.push((n("attn.qkv.bias"), vec![3 * c]));
-                v.push((n("attn.proj.weight"), vec![c, c]));
-                v.push((n("attn.proj.bias"), vec![c]));
-                v.push((n("norm2.weight"), vec![c]));
-                v.push((n("norm2.bias"), vec![c]));
-                v.push((n("mlp.fc1.weight"), vec![h, c]));
-                v.push((n("mlp.fc1.bias"), vec![h]));
-                v.push((n("mlp.fc2.weight"), vec![c, h]));
-                v.push((n("mlp.fc2.bias"), vec![c]));
+                super::block_tensors(
+                    &mut v,
+                    &format!("layers.{s}.blocks.{b}"),
+                    c,
+                    h,
+                    Some([table, st.heads]),
+                );
             }
         }
         let f = self.num_features();

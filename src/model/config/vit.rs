@@ -133,19 +133,7 @@ impl VitDims {
         v.push(("patch_embed.proj.weight".into(), [&[d][..], conv].concat()));
         v.push(("patch_embed.proj.bias".into(), vec![d]));
         for i in 0..self.depth {
-            let b = |s: &str| format!("blocks.{i}.{s}");
-            v.push((b("norm1.weight"), vec![d]));
-            v.push((b("norm1.bias"), vec![d]));
-            v.push((b("attn.qkv.weight"), vec![3 * d, d]));
-            v.push((b("attn.qkv.bias"), vec![3 * d]));
-            v.push((b("attn.proj.weight"), vec![d, d]));
-            v.push((b("attn.proj.bias"), vec![d]));
-            v.push((b("norm2.weight"), vec![d]));
-            v.push((b("norm2.bias"), vec![d]));
-            v.push((b("mlp.fc1.weight"), vec![h, d]));
-            v.push((b("mlp.fc1.bias"), vec![h]));
-            v.push((b("mlp.fc2.weight"), vec![d, h]));
-            v.push((b("mlp.fc2.bias"), vec![d]));
+            super::block_tensors(&mut v, &format!("blocks.{i}"), d, h, None);
         }
         v.push(("norm.weight".into(), vec![d]));
         v.push(("norm.bias".into(), vec![d]));
