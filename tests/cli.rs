@@ -734,3 +734,40 @@ fn help_lists_choices_and_exit_codes() {
     let top = String::from_utf8_lossy(&maskaq(&["--help"]).stdout).to_string();
     assert!(top.contains("Exit codes") && top.contains("130"), "{top}");
 }
+
+/// Every command on a Swin: predict, ptq, eval of the export, synth, and bench (whose synthesis
+/// and Q-training steps run MaskAQ's Swin objectives).
+#[test]
+fn swin_commands_run_end_to_end() {
+    let folder = fixtures().join("tiny_swin");
+    let m = folder.to_str().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let pixels: Vec<u8> = (0..6 * 784).map(|i| (i * 37 % 251) as u8).collect();
+    let images = dir.path().join("t10k-images-idx3-ubyte");
+    maskaq::data::idx::write_images(&images, 6, 28, 28, &pixels, false).unwrap();
+    maskaq::data::idx::write_labels(&dir.path().join("t10k-labels-idx1-ubyte"), &[0, 1, 2, 3, 4, 5], false)
+        .unwrap();
+    let d = images.to_str().unwrap();
+    let ok = |args: &[&str]| {
+        let out = maskaq(args);
+        assert!(out.status.success(), "{args:?}: {}", String::from_utf8_lossy(&out.stderr));
+        out
+    };
+    let pred = ok(&["predict", "--model", m, "--json", &img()]);
+    assert!(!pred.stdout.is_empty());
+    let q = dir.path().join("q.safetensors");
+    let q = q.to_str().unwrap();
+    ok(&["ptq", "--model", m, "--bits", "W4A4", "--num", "4", "--out", q]);
+    let ev = ok(&["eval", "--model", m, "--quantized", q, "--data", d, "--json"]);
+    let v: serde_json::Value = serde_json::from_slice(&ev.stdout).unwrap();
+    assert_eq!(v["images"], 6);
+    let out = dir.path().join("synth");
+    for alignment in ["as-coded", "last-stage"] {
+        let args = ["synth", "--model", m, "--num-images", "2", "--batch", "2", "--iters", "2"];
+        ok(&[&args[..], &["--swin-alignment", alignment, "--out", out.to_str().unwrap(), "--overwrite"]]
+            .concat());
+    }
+    let b = ok(&["bench", "--model", m, "--batch", "2", "--iters", "1", "--json"]);
+    let v: serde_json::Value = serde_json::from_slice(&b.stdout).unwrap();
+    assert!(v["synth_iteration_ms"].as_f64().unwrap() > 0.0 && v["qtrain_step_ms"].as_f64().unwrap() > 0.0);
+}

@@ -75,6 +75,9 @@ fn exported_model_equals_in_memory_model() {
         exported_equals_in_memory("tiny_gray_f16", bits);
     }
     exported_equals_in_memory("tiny_deit_distilled", "W4A4");
+    // Swin: the PatchMerging reductions and head.fc among the sites, the bias tables FP.
+    exported_equals_in_memory("tiny_swin", "W4A4");
+    exported_equals_in_memory("tiny_swin_3stage", "W3A3");
 }
 
 /// Rewrites an exported file with one tensor changed by `edit`.
