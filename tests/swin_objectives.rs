@@ -67,17 +67,16 @@ fn taps(gpu: &Gpu, fx: &Fixture, which: &str) -> Vec<Taps> {
 const OFF: Weights = Weights { ssim: 0.0, entropy: 0.0, alignment: 0.0, ce: 0.0, tv: 0.0, kde: 0.0 };
 
 /// Runs one term's launches; returns its value (the partial sums of its segment / weight).
-fn run_term(gpu: &Gpu, w: Weights, segment: usize, p: &[Taps], q: Option<&[Taps]>, fx: &Fixture) -> f64 {
+fn run_term(gpu: &Gpu, w: Weights, segment: usize, p: &[Taps], q: Option<&[Taps]>) -> f64 {
     let o = so::build(gpu, &w, 64, p, q).unwrap();
     for bt in &o.blocks {
         let rows: Vec<f32> = (0..bt.dims.b).flat_map(|_| (0..bt.sub).map(|r| r as f32)).collect();
         bt.subset.write(gpu, &rows);
     }
     if q.is_some() {
-        let k = 10.0;
-        o.hyper_mask.write(gpu, &[k, k, 0.0, 0.0]);
+        // The fixture's mask: the top 10 query means, none dropped.
+        o.hyper_mask.write(gpu, &[10.0, 10.0, 0.0, 0.0]);
         o.keys.write(gpu, &vec![0.5; o.keys.numel()]);
-        let _ = fx;
     }
     gpu.run(&o.launches.iter().collect::<Vec<_>>());
     let (off, n) = o.segments[segment];
@@ -98,7 +97,7 @@ fn check_grad(name: &str, got: &Tensor, gpu: &Gpu, fx: &Fixture) {
 fn window_ssim_matches_pytorch() {
     let (gpu, fx) = (common::gpu(), fixture());
     let p = taps(&gpu, &fx, "p");
-    let v = run_term(&gpu, Weights { ssim: 1.0, ..OFF }, 0, &p, None, &fx);
+    let v = run_term(&gpu, Weights { ssim: 1.0, ..OFF }, 0, &p, None);
     check_value("ssim", v, &fx);
     for (l, tap) in p.iter().enumerate() {
         check_grad(&format!("ssim.grad.a_p.{l}"), tap.d_attn_logits.as_ref().unwrap(), &gpu, &fx);
@@ -109,7 +108,7 @@ fn window_ssim_matches_pytorch() {
 fn window_entropy_matches_pytorch() {
     let (gpu, fx) = (common::gpu(), fixture());
     let p = taps(&gpu, &fx, "p");
-    let v = run_term(&gpu, Weights { entropy: 1.0, ..OFF }, 1, &p, None, &fx);
+    let v = run_term(&gpu, Weights { entropy: 1.0, ..OFF }, 1, &p, None);
     check_value("entropy", v, &fx);
     for (l, tap) in p.iter().enumerate() {
         check_grad(&format!("entropy.grad.a_p.{l}"), tap.d_attn_logits.as_ref().unwrap(), &gpu, &fx);
@@ -120,7 +119,7 @@ fn window_entropy_matches_pytorch() {
 fn last_stage_alignment_matches_pytorch() {
     let (gpu, fx) = (common::gpu(), fixture());
     let (p, q) = (taps(&gpu, &fx, "p"), taps(&gpu, &fx, "q"));
-    let v = run_term(&gpu, Weights { alignment: 1.0, ..OFF }, 2, &p, Some(&q), &fx);
+    let v = run_term(&gpu, Weights { alignment: 1.0, ..OFF }, 2, &p, Some(&q));
     check_value("alignment", v, &fx);
     check_grad("alignment.grad.a_p.1", p[1].d_attn_logits.as_ref().unwrap(), &gpu, &fx);
     check_grad("alignment.grad.a_q.1", q[1].d_attn_logits.as_ref().unwrap(), &gpu, &fx);
