@@ -75,8 +75,7 @@ fn ssim_scatter(bi: u32, x: u32, row: u32, j: u32, g: f32, rg: f32, imin: u32, i
     da[e] = da[e] + d;
 }
 
-// Covariance of heads x and y's normalised rows ((x, y) and (y, x) give the same bits: the
-// products commute exactly).
+// Covariance of heads x and y's normalised rows.
 fn ssim_cov(bi: u32, row: u32, x: u32, y: u32, mnx: f32, rgx: f32, mny: f32, rgy: f32, mux: f32, muy: f32,
             n: f32) -> f32 {
     var sxy = 0.0;
@@ -135,8 +134,11 @@ fn ssim_heads(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nw
     for (var x = 0u; x < p.h; x++) {
         for (var y = 0u; y < p.h; y++) {
             if (y == x) { continue; }
-            cv[y] = ssim_cov(bi, row, x, y, mn[x], rg[x], mn[y], rg[y], mu[x], mu[y], n);
-            ss[y] = ssim_value(mu[x], mu[y], s2[x], s2[y], cv[y]);
+            // In the forward's argument order (lower head first): the driver may fuse multiply-adds,
+            // so only the same expression is sure to give the same bits.
+            let lo = min(x, y); let hi = max(x, y);
+            cv[y] = ssim_cov(bi, row, lo, hi, mn[lo], rg[lo], mn[hi], rg[hi], mu[lo], mu[hi], n);
+            ss[y] = ssim_value(mu[lo], mu[hi], s2[lo], s2[hi], cv[y]);
         }
         var sum_g = 0.0;
         var sum_gs = 0.0;
@@ -259,10 +261,11 @@ fn ssim_heads_wg(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups)
     for (var x = 0u; x < p.h; x++) {
         for (var y = 0u; y < p.h; y++) {
             if (y == x) { continue; }
-            let cov = wg_cov(lid, bi, row, x, y, n);
+            let lo = min(x, y); let hi = max(x, y);
+            let cov = wg_cov(lid, bi, row, lo, hi, n);
             if (lid == 0u) {
                 sh_cv[y] = cov;
-                sh_ss[y] = ssim_value(sh_mu[x], sh_mu[y], sh_s2[x], sh_s2[y], cov);
+                sh_ss[y] = ssim_value(sh_mu[lo], sh_mu[hi], sh_s2[lo], sh_s2[hi], cov);
             }
         }
         workgroupBarrier();
