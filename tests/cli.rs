@@ -258,6 +258,16 @@ fn ptq_bad_input() {
     assert!(!out.exists(), "a failed run must not leave an output file");
 }
 
+/// Six generated 28 x 28 grayscale images with labels 0..5 as IDX files in `dir`; returns the
+/// images file.
+fn six_images(dir: &Path) -> PathBuf {
+    let pixels: Vec<u8> = (0..6 * 784).map(|i| (i * 37 % 251) as u8).collect();
+    let images = dir.join("t10k-images-idx3-ubyte");
+    maskaq::data::idx::write_images(&images, 6, 28, 28, &pixels, false).unwrap();
+    maskaq::data::idx::write_labels(&dir.join("t10k-labels-idx1-ubyte"), &[0, 1, 2, 3, 4, 5], false).unwrap();
+    images
+}
+
 #[test]
 fn ptq_then_eval_quantized() {
     let folder = fixtures().join("tiny_gray_f16");
@@ -268,11 +278,7 @@ fn ptq_then_eval_quantized() {
     let run = maskaq(&["ptq", "--model", m, "--bits", "W4A8", "--num", "8", "--out", o]);
     assert!(run.status.success(), "{}", String::from_utf8_lossy(&run.stderr));
     // Evaluate on a few generated Fashion-MNIST-shaped images.
-    let pixels: Vec<u8> = (0..6 * 784).map(|i| (i * 37 % 251) as u8).collect();
-    let images = dir.path().join("t10k-images-idx3-ubyte");
-    maskaq::data::idx::write_images(&images, 6, 28, 28, &pixels, false).unwrap();
-    maskaq::data::idx::write_labels(&dir.path().join("t10k-labels-idx1-ubyte"), &[0, 1, 2, 3, 4, 5], false)
-        .unwrap();
+    let images = six_images(dir.path());
     let d = images.to_str().unwrap();
     let ev = maskaq(&["eval", "--model", m, "--quantized", o, "--data", d, "--json"]);
     assert!(ev.status.success(), "{}", String::from_utf8_lossy(&ev.stderr));
@@ -742,11 +748,7 @@ fn swin_commands_run_end_to_end() {
     let folder = fixtures().join("tiny_swin");
     let m = folder.to_str().unwrap();
     let dir = tempfile::tempdir().unwrap();
-    let pixels: Vec<u8> = (0..6 * 784).map(|i| (i * 37 % 251) as u8).collect();
-    let images = dir.path().join("t10k-images-idx3-ubyte");
-    maskaq::data::idx::write_images(&images, 6, 28, 28, &pixels, false).unwrap();
-    maskaq::data::idx::write_labels(&dir.path().join("t10k-labels-idx1-ubyte"), &[0, 1, 2, 3, 4, 5], false)
-        .unwrap();
+    let images = six_images(dir.path());
     let d = images.to_str().unwrap();
     let ok = |args: &[&str]| {
         let out = maskaq(args);

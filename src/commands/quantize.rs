@@ -232,28 +232,6 @@ fn cpu_hours_estimate(macs_per_image: f64, cfg: &QuantizeConfig) -> f64 {
     (synth + train) / CPU_MACS_PER_S / 3600.0
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::maskaq::synth::Method;
-
-    #[test]
-    fn cpu_estimate_counts_only_the_sets_that_are_synthesized() {
-        let mut cfg = QuantizeConfig::preset("demo", Method::Maskaq, "W4A4").unwrap();
-        cfg.num_images = 1024;
-        let macs = 7.9e6;
-        let synthesized = cpu_hours_estimate(macs, &cfg);
-        cfg.real_data = Some("train.gz".into());
-        let real = cpu_hours_estimate(macs, &cfg);
-        // 2 sets x 100 iterations x 6 against 8 epochs x 4: synthesis is most of the run.
-        assert!(real > 0.0 && real * 10.0 < synthesized, "real {real} h, synthesized {synthesized} h");
-        cfg.real_data = None;
-        cfg.synthetic_from = Some("set".into());
-        let from_set = cpu_hours_estimate(macs, &cfg);
-        assert!(from_set > real && from_set < synthesized, "{from_set} h");
-    }
-}
-
 /// The bundled model and test slice, found beside the sources or in the working directory.
 fn bundled(rel: &str) -> PathBuf {
     let here = Path::new(rel);
@@ -541,4 +519,26 @@ pub fn run(gpu_opts: &GpuOptions, args: &QuantizeArgs) -> Result<()> {
         args.out.display()
     );
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::maskaq::synth::Method;
+
+    #[test]
+    fn cpu_estimate_counts_only_the_sets_that_are_synthesized() {
+        let mut cfg = QuantizeConfig::preset("demo", Method::Maskaq, "W4A4").unwrap();
+        cfg.num_images = 1024;
+        let macs = 7.9e6;
+        let synthesized = cpu_hours_estimate(macs, &cfg);
+        cfg.real_data = Some("train.gz".into());
+        let real = cpu_hours_estimate(macs, &cfg);
+        // 2 sets x 100 iterations x 6 against 8 epochs x 4: synthesis is most of the run.
+        assert!(real > 0.0 && real * 10.0 < synthesized, "real {real} h, synthesized {synthesized} h");
+        cfg.real_data = None;
+        cfg.synthetic_from = Some("set".into());
+        let from_set = cpu_hours_estimate(macs, &cfg);
+        assert!(from_set > real && from_set < synthesized, "{from_set} h");
+    }
 }

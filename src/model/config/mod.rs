@@ -352,6 +352,18 @@ pub(crate) fn block_tensors(
     }
 }
 
+/// The `model_args` every architecture has; false when `key` is not one of them.
+pub(crate) fn read_common_arg(cfg: &mut ModelConfig, key: &str, val: &Value) -> Result<bool> {
+    match key {
+        "img_size" => cfg.img_size = img_size(val)?,
+        "patch_size" => cfg.patch_size = positive(key, val)?,
+        "in_chans" => cfg.in_chans = positive(key, val)?,
+        "num_classes" => cfg.num_classes = positive(key, val)?,
+        _ => return Ok(false),
+    }
+    Ok(true)
+}
+
 /// `model_args.KEY` as a positive integer.
 pub(crate) fn positive(key: &str, val: &Value) -> Result<usize> {
     val.as_u64()

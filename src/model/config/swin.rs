@@ -102,16 +102,15 @@ fn usize_list(key: &str, val: &Value) -> Result<Vec<usize>> {
 }
 
 pub(super) fn read_model_args(cfg: &mut ModelConfig, args: &Map<String, Value>) -> Result<()> {
-    let Arch::Swin(s) = &mut cfg.arch else { unreachable!() };
     let mut window = None;
     let mut head_dim = None;
     for (key, val) in args {
+        if super::read_common_arg(cfg, key, val)? {
+            continue;
+        }
+        let Arch::Swin(s) = &mut cfg.arch else { unreachable!() };
         let num = || super::positive(key, val);
         match key.as_str() {
-            "img_size" => cfg.img_size = super::img_size(val)?,
-            "patch_size" => cfg.patch_size = num()?,
-            "in_chans" => cfg.in_chans = num()?,
-            "num_classes" => cfg.num_classes = num()?,
             "embed_dim" if val.is_array() => {
                 bail!("model_args.embed_dim must be one integer (stage widths double), found {val}")
             }
@@ -131,6 +130,7 @@ pub(super) fn read_model_args(cfg: &mut ModelConfig, args: &Map<String, Value>) 
             _ => bail!("model_args.{key} = {val} is not supported by maskaq (only plain timm Swin)"),
         }
     }
+    let Arch::Swin(s) = &mut cfg.arch else { unreachable!() };
     let stages = s.depths.len();
     if s.num_heads.len() != stages {
         bail!(

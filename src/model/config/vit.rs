@@ -56,18 +56,17 @@ pub(super) fn from_arch(base: &str) -> Option<ModelConfig> {
 }
 
 pub(super) fn read_model_args(cfg: &mut ModelConfig, args: &Map<String, Value>) -> Result<()> {
-    let Arch::Vit(v) = &mut cfg.arch else { unreachable!() };
     let mut ratio = None;
     for (key, val) in args {
+        if super::read_common_arg(cfg, key, val)? {
+            continue;
+        }
+        let Arch::Vit(v) = &mut cfg.arch else { unreachable!() };
         let num = || super::positive(key, val);
         match key.as_str() {
-            "img_size" => cfg.img_size = super::img_size(val)?,
-            "patch_size" => cfg.patch_size = num()?,
-            "in_chans" => cfg.in_chans = num()?,
             "embed_dim" => v.embed_dim = num()?,
             "depth" => v.depth = num()?,
             "num_heads" => v.num_heads = num()?,
-            "num_classes" => cfg.num_classes = num()?,
             "mlp_ratio" => ratio = Some(super::mlp_ratio(val)?),
             "qkv_bias" | "class_token" if val == &Value::Bool(true) => {}
             "global_pool" if val == "token" => {}
@@ -76,6 +75,7 @@ pub(super) fn read_model_args(cfg: &mut ModelConfig, args: &Map<String, Value>) 
             _ => bail!("model_args.{key} = {val} is not supported by maskaq (only plain timm ViT/DeiT)"),
         }
     }
+    let Arch::Vit(v) = &mut cfg.arch else { unreachable!() };
     v.mlp_hidden = (v.embed_dim as f64 * ratio.unwrap_or(4.0)) as usize;
     Ok(())
 }
