@@ -130,8 +130,9 @@ pub(crate) struct BackScratch {
     dh: Tensor,
     pub dln: Tensor,
     pub dxm: Tensor,
-    dwin: Tensor,
-    dqs: Tensor,
+    /// Window attention only: gradients in window order, and of q·scale.
+    dwin: Option<Tensor>,
+    dqs: Option<Tensor>,
     dmerged: Tensor,
     d_o: Tensor,
     dprob: Tensor,
@@ -147,8 +148,8 @@ impl BackScratch {
             dh: bl.t(&[rows, hidden]),
             dln: bl.t(&[rows, d]),
             dxm: bl.t(&[rows, d]),
-            dwin: bl.t(&[rows, d]),
-            dqs: bl.t(&[rows, d]),
+            dwin: spec.windows.map(|_| bl.t(&[rows, d])),
+            dqs: spec.windows.map(|_| bl.t(&[rows, d])),
             dmerged: bl.t(&[rows, d]),
             d_o: bl.t(&[g, h, n, hd]),
             dprob: bl.t(&[g, h, n, n]),
@@ -256,8 +257,9 @@ pub(crate) fn attention_backward(
     // proj (in window order for Swin) and the head merge.
     let dy = match sp.token_map(true) {
         Some(map) => {
-            bl.bw.push(map.dispatch(gpu, dxm, &s.dwin, 1.0, 0.0));
-            &s.dwin
+            let dwin = s.dwin.as_ref().expect("window scratch");
+            bl.bw.push(map.dispatch(gpu, dxm, dwin, 1.0, 0.0));
+            dwin
         }
         None => dxm,
     };
@@ -289,7 +291,7 @@ pub(crate) fn attention_backward(
 
     // qkv, back to image order, through the input quantizer.
     let dln_q = bl.grad_target(&s.dln);
-    let dxw = if sp.windows.is_some() { s.dwin.clone() } else { dln_q.clone() };
+    let dxw = s.dwin.clone().unwrap_or_else(|| dln_q.clone());
     bl.linear_back(
         rows,
         &a.xw,
@@ -360,11 +362,12 @@ fn qkv_grads(bl: &mut Builder, sp: &AttnSpec, a: &AttnActs, s: &BackScratch) {
             bl.act_back(&sp.name("attn.matmul1.act_a"), sp.qkv_region(0), &a.qkv, &dqkv_q, &s.dqkv);
         }
         Some((qs, qs_q)) => {
-            let dqs_q = bl.grad_target(&s.dqs);
+            let dqs = s.dqs.as_ref().expect("window scratch");
+            let dqs_q = bl.grad_target(dqs);
             let mm = Matmul::new(n, hd, n, sp.attn_view(), sp.qkv_view(1), sp.split_view());
             bl.bw.extend(mm.batched(g, heads).dispatches(gpu, &s.da, &a.qkv_q, None, &dqs_q));
-            bl.act_back(&sp.name("attn.matmul1.act_a"), Region::whole(qs.numel()), qs, &dqs_q, &s.dqs);
-            bl.bw.push(sp.q_box(sp.scale(), false).dispatch(gpu, &s.dqs, &s.dqkv));
+            bl.act_back(&sp.name("attn.matmul1.act_a"), Region::whole(qs.numel()), qs, &dqs_q, dqs);
+            bl.bw.push(sp.q_box(sp.scale(), false).dispatch(gpu, dqs, &s.dqkv));
             let mm = Matmul::new(n, hd, n, sp.attn_view().t(), sp.split_view(), sp.qkv_view(1));
             bl.bw.extend(mm.batched(g, heads).dispatches(gpu, &s.da, qs_q, None, &dqkv_q));
         }
