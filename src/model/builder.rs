@@ -64,7 +64,7 @@ impl<'a> Builder<'a> {
             opts,
             buffers: Default::default(),
             calibrate: opts.calibrate,
-            sites: model.quant.as_ref().map(|_| crate::quant::sites::sites(&model.cfg)),
+            sites: model.quant.as_ref().map(|q| q.list.clone()),
             next_act: Cell::new(0),
             next_weight: Cell::new(0),
             partials: None,
