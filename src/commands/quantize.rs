@@ -151,11 +151,12 @@ pub struct QuantizeArgs {
 #[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Preset {
     /// The bundled model in minutes on a CPU: 64 images x 100 iterations from a black start with
-    /// half-strength colour jitter, 8 epochs, refresh every 4; with weights of 4 bits or more
-    /// it trains only the activation quantizers, at lr 1e-2.
+    /// half-strength colour jitter (on a Swin: no colour jitter and no noise augmentation), 8
+    /// epochs, refresh every 4; with weights of 4 bits or more it trains only the activation
+    /// quantizers, at lr 1e-2.
     Demo,
     /// DeiT-T-sized models on a GPU: 128 images x 100 iterations from a black start with
-    /// half-strength colour jitter (as demo), 10 epochs, refresh every 5.
+    /// half-strength colour jitter (as demo, and as demo on a Swin), 10 epochs, refresh every 5.
     Fast,
     /// The authors' settings: 10,000 images x 2000 iterations, 200 epochs, refresh every 30 (many GPU-hours).
     Paper,
@@ -239,154 +240,11 @@ fn bundled(rel: &str) -> PathBuf {
 }
 
 pub fn run(gpu_opts: &GpuOptions, args: &QuantizeArgs) -> Result<()> {
-    let (method, bits) = (args.method, args.bits);
-    let mut cfg = QuantizeConfig::preset(args.preset.name(), method, &bits.to_string())?;
-    cfg.seed = args.seed;
-    if let Some(v) = args.num_images {
-        cfg.num_images = v;
-    }
-    if let Some(v) = args.synth_iters {
-        cfg.synth.iters = v;
-        cfg.synth.log_every = v;
-    }
-    if let Some(v) = args.epochs {
-        cfg.epochs = v;
-    }
-    if let Some(v) = args.refresh_every {
-        cfg.refresh_every = v;
-    }
-    if let Some(v) = args.frozen_epochs {
-        cfg.frozen_epochs = v;
-    }
-    if let Some(v) = args.synth_batch {
-        cfg.synth.batch = v;
-    }
-    if let Some(v) = args.train_batch {
-        cfg.train.batch = v;
-    }
-    if let Some(v) = args.lr {
-        cfg.train.lr = v;
-    }
-    if let Some(v) = args.hd_coef {
-        cfg.train.hd_coef = v;
-    }
-    // Every other hyperparameter of the spec; each flag is checked for its range.
-    let check = |flag: &str, v: f64, ok: bool, want: &str| -> Result<()> {
-        if !(ok && v.is_finite()) {
-            bail!("{flag} {v}: expected {want}");
-        }
-        Ok(())
-    };
-    check("--lr", cfg.train.lr as f64, cfg.train.lr > 0.0, "a positive learning rate")?;
-    check("--hd-coef", cfg.train.hd_coef as f64, cfg.train.hd_coef >= 0.0, "a weight >= 0")?;
-    if let Some(v) = args.momentum {
-        check("--momentum", v as f64, (0.0..1.0).contains(&v), "a momentum in [0, 1)")?;
-        cfg.train.momentum = v;
-    }
-    if let Some(v) = args.weight_decay {
-        check("--weight-decay", v as f64, v >= 0.0, "a weight decay >= 0")?;
-        cfg.train.weight_decay = v;
-    }
-    if let Some(v) = args.kd_temperature {
-        check("--kd-temperature", v as f64, v > 0.0, "a positive temperature")?;
-        cfg.train.kd_temperature = v;
-    }
-    if let Some(v) = args.mask_proportion {
-        check("--mask-proportion", v, v > 0.0 && v <= 1.0, "a fraction in (0, 1]")?;
-        cfg.train.mask_proportion = v;
-    }
-    if let Some(v) = args.mask_weight {
-        check("--mask-weight", v as f64, v > 0.0, "a positive weight (1: uniform)")?;
-        cfg.train.mask_weight = v;
-    }
-    args.synth.apply(&mut cfg.synth)?;
-    if let Some(v) = args.train_params {
-        cfg.train.train_params = v;
-    }
-    if let Some(v) = args.z_grad {
-        cfg.train.z_grad = match v {
-            ZGrad::Plain => 1.0,
-            ZGrad::Lsq => -1.0,
-            ZGrad::Frozen => 0.0,
-        };
-    }
-    if let Some(v) = args.init {
-        cfg.init = match v {
-            Init::Minmax => "minmax".into(),
-            Init::Lsq => "lsq".into(),
-        };
-    }
-    if args.no_entropy {
-        cfg.synth.weights.entropy = 0.0;
-    }
-    if args.no_alignment {
-        cfg.synth.weights.alignment = 0.0;
-    }
-    if args.no_mask_weights {
-        cfg.train.mask_weight = 1.0;
-    }
-    if args.no_refresh {
-        cfg.refresh_every = 0;
-    }
-    if args.no_augment {
-        cfg.train.augment = false;
-    }
-    if cfg.num_images == 0 || cfg.epochs == 0 || cfg.synth.iters == 0 {
-        bail!("--num-images, --epochs and --synth-iters must be at least 1");
-    }
-    if cfg.synth.batch == 0 || cfg.train.batch == 0 {
-        bail!("--synth-batch and --train-batch must be at least 1");
-    }
-    if cfg.frozen_epochs >= cfg.epochs {
-        bail!(
-            "--frozen-epochs {} with --epochs {}: no epoch would train Q (the result would be the \
-             PTQ starting point reported as {method}); use fewer frozen epochs or more epochs",
-            cfg.frozen_epochs,
-            cfg.epochs
-        );
-    }
-    let (model, eval_path) = match &args.model {
-        Some(m) => (m.clone(), args.eval_data.clone()),
-        None => (
-            bundled("assets/fashion_vit"),
-            Some(
-                args.eval_data
-                    .clone()
-                    .unwrap_or_else(|| bundled("assets/fashion-mnist-test-slice/t10k-images-idx3-ubyte.gz")),
-            ),
-        ),
-    };
+    let (model, eval_path) = model_and_eval_paths(args);
     let (pcfg, file) = resolve(&model, args.arch.as_deref())?;
+    let mut cfg = config_from_flags(args, &pcfg)?;
     let weights = load_weights(&pcfg, &file)?;
-    let initial = match &args.synthetic {
-        Some(dir) => {
-            let set =
-                SyntheticDataset::open(dir).with_context(|| format!("--synthetic {}", dir.display()))?;
-            let want = [pcfg.in_chans, pcfg.img_size, pcfg.img_size];
-            if set.shape != want {
-                bail!("--synthetic {}: images are {:?}, the model takes {want:?}", dir.display(), set.shape);
-            }
-            if let Some(bad) = set.labels.iter().find(|&&l| l >= pcfg.num_classes) {
-                bail!(
-                    "--synthetic {}: label {bad} but the model has {} classes",
-                    dir.display(),
-                    pcfg.num_classes
-                );
-            }
-            match args.num_images {
-                None => cfg.num_images = set.labels.len(),
-                Some(n) if n > set.labels.len() => bail!(
-                    "--num-images {n}: --synthetic {} holds only {} images",
-                    dir.display(),
-                    set.labels.len()
-                ),
-                Some(_) => {}
-            }
-            cfg.synthetic_from = Some(dir.display().to_string());
-            Some(set)
-        }
-        None => None,
-    };
+    let initial = open_synthetic(args, &pcfg, &mut cfg)?;
     let real = match &args.real_data {
         Some(path) => {
             let d = dataset::open(path).with_context(|| format!("--real-data {}", path.display()))?;
@@ -397,46 +255,8 @@ pub fn run(gpu_opts: &GpuOptions, args: &QuantizeArgs) -> Result<()> {
         }
         None => None,
     };
-    if args.eval_limit == Some(0) {
-        bail!("--eval-limit must be at least 1");
-    }
-    let eval = match &eval_path {
-        Some(p) => {
-            let d = dataset::open(p).with_context(|| format!("--eval-data {}", p.display()))?;
-            Some(match args.eval_limit {
-                Some(n) => Box::new(dataset::Spread::new(d, n)) as Box<dyn dataset::Dataset>,
-                None => d,
-            })
-        }
-        None => None,
-    };
-    let ckpt = args.out.join(pipeline::CHECKPOINT);
-    if args.resume {
-        if !ckpt.is_file() {
-            bail!("--resume: no {} in {}", pipeline::CHECKPOINT, args.out.display());
-        }
-        pipeline::check_resume(&args.out, &cfg, &weights)?;
-    } else if ckpt.exists() && !args.overwrite {
-        bail!(
-            "--out {} already holds a run ({}: {}); continue it with --resume (same flags), start \
-             afresh with --overwrite, or choose another --out",
-            args.out.display(),
-            pipeline::CHECKPOINT,
-            pipeline::describe_checkpoint(&ckpt)
-        );
-    }
-    let mut inputs: Vec<(&str, &Path)> = vec![("--model", model.as_path())];
-    if let Some(e) = &eval_path {
-        inputs.push(("--eval-data", e.as_path()));
-    }
-    if let Some(s) = &args.synthetic {
-        inputs.push(("--synthetic", s.as_path()));
-    }
-    if let Some(r) = &args.real_data {
-        inputs.push(("--real-data", r.as_path()));
-    }
-    let existing = if args.resume { Existing::Accept } else { Existing::Refuse };
-    let out = OutDir::prepare(&args.out, &inputs, args.overwrite, existing, QUANTIZE_OUTPUTS)?;
+    let eval = open_eval(args, eval_path.as_deref())?;
+    let out = prepare_out(args, &cfg, &weights, &model, eval_path.as_deref())?;
 
     let gpu = Gpu::new(gpu_opts)?;
     crate::commands::check_fits(
@@ -446,8 +266,10 @@ pub fn run(gpu_opts: &GpuOptions, args: &QuantizeArgs) -> Result<()> {
         "--synth-batch/--train-batch",
     )?;
     eprintln!(
-        "quantize: {} to {bits} with {method} ({} preset) on {}",
+        "quantize: {} to {} with {} ({} preset) on {}",
         crate::commands::describe_model(&model, &pcfg),
+        args.bits,
+        args.method,
         args.preset.name(),
         gpu.describe()
     );
@@ -456,7 +278,7 @@ pub fn run(gpu_opts: &GpuOptions, args: &QuantizeArgs) -> Result<()> {
     }
     let p = Model::new(&gpu, pcfg.clone(), &weights);
     let mut q = Model::new(&gpu, pcfg.clone(), &weights);
-    q.quantize(&gpu, bits);
+    q.quantize(&gpu, args.bits);
     let progress = if args.json { Progress::hidden() } else { Progress::new("quantize", "") };
     progress.set_message("preparing P, Q and the baselines");
     let opts = pipeline::RunOptions {
@@ -479,11 +301,232 @@ pub fn run(gpu_opts: &GpuOptions, args: &QuantizeArgs) -> Result<()> {
     crate::quant::export::export(
         &gpu,
         &q,
-        &format!("{method}-{}", args.preset.name()),
+        &format!("{}-{}", args.method, args.preset.name()),
         &args.out.join("quantized.safetensors"),
     )?;
+    write_results(args, &report)
+}
+
+/// The model and the per-epoch evaluation data: without --model, the bundled model and its
+/// test slice (unless --eval-data names other data).
+fn model_and_eval_paths(args: &QuantizeArgs) -> (PathBuf, Option<PathBuf>) {
+    match &args.model {
+        Some(m) => (m.clone(), args.eval_data.clone()),
+        None => (
+            bundled("assets/fashion_vit"),
+            Some(
+                args.eval_data
+                    .clone()
+                    .unwrap_or_else(|| bundled("assets/fashion-mnist-test-slice/t10k-images-idx3-ubyte.gz")),
+            ),
+        ),
+    }
+}
+
+/// The preset for this model, then every flag that changes it, each checked for its range.
+fn config_from_flags(args: &QuantizeArgs, model: &crate::model::ModelConfig) -> Result<QuantizeConfig> {
+    let mut cfg = QuantizeConfig::preset(args.preset.name(), args.method, &args.bits.to_string(), model)?;
+    cfg.seed = args.seed;
+    apply_size_flags(args, &mut cfg);
+    apply_training_flags(args, &mut cfg)?;
+    args.synth.apply(&mut cfg.synth)?;
+    if let Some(v) = args.init {
+        cfg.init = match v {
+            Init::Minmax => "minmax".into(),
+            Init::Lsq => "lsq".into(),
+        };
+    }
+    if args.no_entropy {
+        cfg.synth.weights.entropy = 0.0;
+    }
+    if args.no_alignment {
+        cfg.synth.weights.alignment = 0.0;
+    }
+    if args.no_refresh {
+        cfg.refresh_every = 0;
+    }
+    if cfg.num_images == 0 || cfg.epochs == 0 || cfg.synth.iters == 0 {
+        bail!("--num-images, --epochs and --synth-iters must be at least 1");
+    }
+    if cfg.synth.batch == 0 || cfg.train.batch == 0 {
+        bail!("--synth-batch and --train-batch must be at least 1");
+    }
+    if cfg.frozen_epochs >= cfg.epochs {
+        bail!(
+            "--frozen-epochs {} with --epochs {}: no epoch would train Q (the result would be the \
+             PTQ starting point reported as {}); use fewer frozen epochs or more epochs",
+            cfg.frozen_epochs,
+            cfg.epochs,
+            args.method
+        );
+    }
+    if args.eval_limit == Some(0) {
+        bail!("--eval-limit must be at least 1");
+    }
+    Ok(cfg)
+}
+
+/// The flags that size the run: images, iterations, epochs, refresh, batches.
+fn apply_size_flags(args: &QuantizeArgs, cfg: &mut QuantizeConfig) {
+    if let Some(v) = args.num_images {
+        cfg.num_images = v;
+    }
+    if let Some(v) = args.synth_iters {
+        cfg.synth.iters = v;
+        cfg.synth.log_every = v;
+    }
+    if let Some(v) = args.epochs {
+        cfg.epochs = v;
+    }
+    if let Some(v) = args.refresh_every {
+        cfg.refresh_every = v;
+    }
+    if let Some(v) = args.frozen_epochs {
+        cfg.frozen_epochs = v;
+    }
+    if let Some(v) = args.synth_batch {
+        cfg.synth.batch = v;
+    }
+    if let Some(v) = args.train_batch {
+        cfg.train.batch = v;
+    }
+}
+
+/// Q training's hyperparameters of the spec, each flag checked for its range.
+fn apply_training_flags(args: &QuantizeArgs, cfg: &mut QuantizeConfig) -> Result<()> {
+    let check = |flag: &str, v: f64, ok: bool, want: &str| -> Result<()> {
+        if !(ok && v.is_finite()) {
+            bail!("{flag} {v}: expected {want}");
+        }
+        Ok(())
+    };
+    let t = &mut cfg.train;
+    if let Some(v) = args.lr {
+        t.lr = v;
+    }
+    if let Some(v) = args.hd_coef {
+        t.hd_coef = v;
+    }
+    check("--lr", t.lr as f64, t.lr > 0.0, "a positive learning rate")?;
+    check("--hd-coef", t.hd_coef as f64, t.hd_coef >= 0.0, "a weight >= 0")?;
+    if let Some(v) = args.momentum {
+        check("--momentum", v as f64, (0.0..1.0).contains(&v), "a momentum in [0, 1)")?;
+        t.momentum = v;
+    }
+    if let Some(v) = args.weight_decay {
+        check("--weight-decay", v as f64, v >= 0.0, "a weight decay >= 0")?;
+        t.weight_decay = v;
+    }
+    if let Some(v) = args.kd_temperature {
+        check("--kd-temperature", v as f64, v > 0.0, "a positive temperature")?;
+        t.kd_temperature = v;
+    }
+    if let Some(v) = args.mask_proportion {
+        check("--mask-proportion", v, v > 0.0 && v <= 1.0, "a fraction in (0, 1]")?;
+        t.mask_proportion = v;
+    }
+    if let Some(v) = args.mask_weight {
+        check("--mask-weight", v as f64, v > 0.0, "a positive weight (1: uniform)")?;
+        t.mask_weight = v;
+    }
+    if let Some(v) = args.train_params {
+        t.train_params = v;
+    }
+    if let Some(v) = args.z_grad {
+        t.z_grad = match v {
+            ZGrad::Plain => 1.0,
+            ZGrad::Lsq => -1.0,
+            ZGrad::Frozen => 0.0,
+        };
+    }
+    if args.no_mask_weights {
+        t.mask_weight = 1.0;
+    }
+    if args.no_augment {
+        t.augment = false;
+    }
+    Ok(())
+}
+
+/// `--synthetic`: the first set, checked against the model; it sets --num-images unless given.
+fn open_synthetic(
+    args: &QuantizeArgs,
+    pcfg: &crate::model::ModelConfig,
+    cfg: &mut QuantizeConfig,
+) -> Result<Option<SyntheticDataset>> {
+    let Some(dir) = &args.synthetic else { return Ok(None) };
+    let set = SyntheticDataset::open(dir).with_context(|| format!("--synthetic {}", dir.display()))?;
+    let want = [pcfg.in_chans, pcfg.img_size, pcfg.img_size];
+    if set.shape != want {
+        bail!("--synthetic {}: images are {:?}, the model takes {want:?}", dir.display(), set.shape);
+    }
+    if let Some(bad) = set.labels.iter().find(|&&l| l >= pcfg.num_classes) {
+        bail!("--synthetic {}: label {bad} but the model has {} classes", dir.display(), pcfg.num_classes);
+    }
+    match args.num_images {
+        None => cfg.num_images = set.labels.len(),
+        Some(n) if n > set.labels.len() => {
+            bail!("--num-images {n}: --synthetic {} holds only {} images", dir.display(), set.labels.len())
+        }
+        Some(_) => {}
+    }
+    cfg.synthetic_from = Some(dir.display().to_string());
+    Ok(Some(set))
+}
+
+/// The per-epoch evaluation data, or all of it spread to --eval-limit samples.
+fn open_eval(args: &QuantizeArgs, path: Option<&Path>) -> Result<Option<Box<dyn dataset::Dataset>>> {
+    let Some(p) = path else { return Ok(None) };
+    let d = dataset::open(p).with_context(|| format!("--eval-data {}", p.display()))?;
+    Ok(Some(match args.eval_limit {
+        Some(n) => Box::new(dataset::Spread::new(d, n)) as Box<dyn dataset::Dataset>,
+        None => d,
+    }))
+}
+
+/// --out, checked against --resume/--overwrite and against the inputs it must not overwrite.
+fn prepare_out(
+    args: &QuantizeArgs,
+    cfg: &QuantizeConfig,
+    weights: &crate::model::checkpoint::Weights,
+    model: &Path,
+    eval_path: Option<&Path>,
+) -> Result<OutDir> {
+    let ckpt = args.out.join(pipeline::CHECKPOINT);
+    if args.resume {
+        if !ckpt.is_file() {
+            bail!("--resume: no {} in {}", pipeline::CHECKPOINT, args.out.display());
+        }
+        pipeline::check_resume(&args.out, cfg, weights)?;
+    } else if ckpt.exists() && !args.overwrite {
+        bail!(
+            "--out {} already holds a run ({}: {}); continue it with --resume (same flags), start \
+             afresh with --overwrite, or choose another --out",
+            args.out.display(),
+            pipeline::CHECKPOINT,
+            pipeline::describe_checkpoint(&ckpt)
+        );
+    }
+    let mut inputs: Vec<(&str, &Path)> = vec![("--model", model)];
+    if let Some(e) = eval_path {
+        inputs.push(("--eval-data", e));
+    }
+    if let Some(s) = &args.synthetic {
+        inputs.push(("--synthetic", s.as_path()));
+    }
+    if let Some(r) = &args.real_data {
+        inputs.push(("--real-data", r.as_path()));
+    }
+    let existing = if args.resume { Existing::Accept } else { Existing::Refuse };
+    OutDir::prepare(&args.out, &inputs, args.overwrite, existing, QUANTIZE_OUTPUTS)
+}
+
+/// The curves, report.json, and the summary on stdout (or the report, with --json).
+fn write_results(args: &QuantizeArgs, report: &pipeline::QuantizeReport) -> Result<()> {
+    let bits = args.bits;
     // What trained Q, as the summary and the curves name it.
-    let trained_by = if args.real_data.is_some() { "real-data QAT".to_string() } else { method.to_string() };
+    let trained_by =
+        if args.real_data.is_some() { "real-data QAT".to_string() } else { args.method.to_string() };
     let accuracy_chart = crate::plot::run_curves(
         &args.out,
         &report.epochs,
@@ -492,7 +535,7 @@ pub fn run(gpu_opts: &GpuOptions, args: &QuantizeArgs) -> Result<()> {
         &trained_by,
         &bits.to_string(),
     )?;
-    let report_json = serde_json::to_string_pretty(&report)?;
+    let report_json = serde_json::to_string_pretty(report)?;
     crate::io::write_atomic(&args.out.join("report.json"), report_json.as_bytes())?;
     if args.json {
         println!("{report_json}");
@@ -528,7 +571,8 @@ mod tests {
 
     #[test]
     fn cpu_estimate_counts_only_the_sets_that_are_synthesized() {
-        let mut cfg = QuantizeConfig::preset("demo", Method::Maskaq, "W4A4").unwrap();
+        let vit = crate::model::ModelConfig::from_arch("deit_tiny_patch16_224").unwrap();
+        let mut cfg = QuantizeConfig::preset("demo", Method::Maskaq, "W4A4", &vit).unwrap();
         cfg.num_images = 1024;
         let macs = 7.9e6;
         let synthesized = cpu_hours_estimate(macs, &cfg);
@@ -540,5 +584,21 @@ mod tests {
         cfg.synthetic_from = Some("set".into());
         let from_set = cpu_hours_estimate(macs, &cfg);
         assert!(from_set > real && from_set < synthesized, "{from_set} h");
+    }
+
+    #[test]
+    fn short_presets_turn_off_the_intensity_augmentations_on_a_swin() {
+        use crate::model::ModelConfig;
+        let vit = ModelConfig::from_arch("deit_tiny_patch16_224").unwrap();
+        let swin = ModelConfig::from_arch("swin_tiny_patch4_window7_224").unwrap();
+        for preset in ["demo", "fast"] {
+            let v = QuantizeConfig::preset(preset, Method::Maskaq, "W4A4", &vit).unwrap().synth;
+            let s = QuantizeConfig::preset(preset, Method::Maskaq, "W4A4", &swin).unwrap().synth;
+            assert_eq!((v.color_jitter, v.noise_std), (0.5, 0.5), "{preset} on a ViT");
+            assert_eq!((s.color_jitter, s.noise_std), (0.0, 0.0), "{preset} on a Swin");
+        }
+        // `paper` keeps the authors' values everywhere.
+        let s = QuantizeConfig::preset("paper", Method::Maskaq, "W4A4", &swin).unwrap().synth;
+        assert_eq!((s.color_jitter, s.noise_std), (1.0, 0.5));
     }
 }

@@ -10,8 +10,11 @@ use safetensors::tensor::TensorView;
 use safetensors::{Dtype, SafeTensors};
 use serde::Serialize;
 
-use super::pipeline::{CHECKPOINT, EpochReport, QuantizeConfig};
+use super::pipeline::{CHECKPOINT, EpochReport, QuantizeConfig, Run, RunState};
+use super::qtrain::QTrainer;
+use super::synth::Synthesizer;
 use crate::model::checkpoint::Weights;
+use crate::rng::Rng;
 
 pub(super) const CHECKPOINT_FORMAT: &str = "maskaq-checkpoint-v1";
 
@@ -170,4 +173,96 @@ pub fn describe_checkpoint(path: &Path) -> String {
 /// Checks, before any work, that `out`'s checkpoint can continue this run.
 pub fn check_resume(out: &Path, cfg: &QuantizeConfig, weights: &Weights) -> Result<()> {
     read_checkpoint(&out.join(CHECKPOINT), &serde_json::to_string(cfg)?, &fingerprint(weights)).map(|_| ())
+}
+
+/// Q, its quantizers, the optimiser and every random state as the checkpoint left them.
+pub(super) fn restore(
+    run: &Run,
+    trainer: &mut QTrainer,
+    synth: &mut Synthesizer,
+    st: ScheduleState,
+    t: &std::collections::HashMap<String, Vec<f32>>,
+) -> Result<RunState> {
+    let (gpu, q) = (run.gpu, run.q);
+    let quant = q.quant.as_ref().context("Q must be quantized")?;
+    let get = |name: &str, len: usize| -> Result<&Vec<f32>> {
+        let v = t.get(name).with_context(|| format!("--resume: checkpoint lacks `{name}`"))?;
+        if v.len() != len {
+            bail!("--resume: checkpoint tensor `{name}` has {} values, expected {len}", v.len());
+        }
+        Ok(v)
+    };
+    for prm in &q.params {
+        prm.value.write(gpu, get(&format!("q.{}", prm.name), prm.value.numel())?);
+    }
+    quant.state.qparams.write(gpu, get("q.qparams", quant.state.qparams.numel())?);
+    quant.state.qmeta.write(gpu, get("q.qmeta", quant.state.qmeta.numel())?);
+    quant.initialized.set(true);
+    let mut momentum = Vec::new();
+    for (i, prm) in q.params.iter().enumerate() {
+        momentum.push(get(&format!("momentum.{i}"), prm.value.numel())?.clone());
+    }
+    momentum.push(get(&format!("momentum.{}", q.params.len()), quant.state.qparams.numel())?.clone());
+    trainer.set_optimizer_state(&momentum, st.updates_done)?;
+    trainer.set_aug_rng_state(st.aug_rng);
+    synth.set_noise_calls(st.noise_calls);
+    let n = t.get("synthetic.labels").map_or(0, Vec::len);
+    Ok(RunState {
+        images: get("synthetic.images", n * run.per)?.clone(),
+        labels: get("synthetic.labels", n)?.iter().map(|&l| l as usize).collect(),
+        rng: Rng::from_state(st.rng),
+        epochs: st.epochs,
+        next_epoch: st.next_epoch,
+        fp_top1: st.fp_top1,
+        ptq_top1: st.ptq_top1,
+        synth_s: st.synth_s,
+        train_s: st.train_s,
+        earlier_s: st.total_s,
+        dropped: st.dropped,
+    })
+}
+
+/// The checkpoint after an epoch: everything needed to continue from the next one.
+pub(super) fn save(
+    run: &Run,
+    trainer: &QTrainer,
+    synth: &Synthesizer,
+    state: &RunState,
+    config_json: &str,
+    model_fp: &str,
+    total_s: f64,
+) -> Result<()> {
+    let (gpu, q) = (run.gpu, run.q);
+    let quant = q.quant.as_ref().context("Q must be quantized")?;
+    let (momentum, updates_done) = trainer.optimizer_state()?;
+    let mut tensors: Vec<(String, Vec<usize>, Vec<f32>)> = Vec::new();
+    for prm in &q.params {
+        tensors.push((format!("q.{}", prm.name), vec![prm.value.numel()], prm.value.read(gpu)?));
+    }
+    tensors.push(("q.qparams".into(), vec![quant.state.qparams.numel()], quant.state.qparams.read(gpu)?));
+    tensors.push(("q.qmeta".into(), vec![quant.state.qmeta.numel()], quant.state.qmeta.read(gpu)?));
+    for (i, m) in momentum.into_iter().enumerate() {
+        tensors.push((format!("momentum.{i}"), vec![m.len()], m));
+    }
+    tensors.push(("synthetic.images".into(), vec![state.images.len()], state.images.clone()));
+    let labels = state.labels.iter().map(|&l| l as f32).collect();
+    tensors.push(("synthetic.labels".into(), vec![state.labels.len()], labels));
+    let st = ScheduleState {
+        format: CHECKPOINT_FORMAT.into(),
+        config: config_json.to_string(),
+        model: model_fp.to_string(),
+        next_epoch: state.next_epoch,
+        rng: state.rng.state(),
+        noise_calls: synth.noise_calls(),
+        updates_done,
+        aug_rng: trainer.aug_rng_state(),
+        epochs: state.epochs.clone(),
+        fp_top1: state.fp_top1,
+        ptq_top1: state.ptq_top1,
+        synth_s: state.synth_s,
+        train_s: state.train_s,
+        total_s,
+        dropped: state.dropped,
+    };
+    write_checkpoint(&run.opts.out.join(CHECKPOINT), &st, tensors)
 }
