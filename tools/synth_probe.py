@@ -15,9 +15,11 @@ seed [0], per [8].
   python3 tools/synth_probe.py --model M iters=100,init=randn iters=100,init=black,cj=0.5
   python3 tools/synth_probe.py --model M roll=0,ent=0,ssim=0,tv=0   # CE alone, no roll
 
+The entropy and SSIM terms read ViT attention; on a Swin give ent=0,ssim=0 (CE and TV alone).
+
 With --real DIR (a Fashion-MNIST folder with t10k-*-ubyte.gz) it first prints P's top-1 on the
-first 2,000 test images rolled by a few shifts, overall and per class: how far the roll jitter is
-within what P tolerates.
+first 2,000 test images rolled by a few shifts and under the colour jitter and the noise
+constant, overall and per class: how far the augmentations are within what P tolerates.
 
 Needs torch and timm (tools/requirements.txt). A run of 80 images x 100 iterations on a 20 px
 model takes seconds on a CPU.
@@ -74,8 +76,12 @@ def probe(cfg, model, kw):
         x = x + torch.randn(b, chans, 1, 1, generator=g) * (iters - 1 - i) * kw["noise"] / iters
         m = (torch.rand(b, chans, 1, 1, generator=g) * 2 - 1) * kw["cj"]
         s = ((torch.rand(b, chans, 1, 1, generator=g) * 2 - 1) * kw["cj"]).exp()
-        logits, taps = forward_with_logits(model, (x - m) / s)
-        ent = entropy(taps, 1)
+        if kw["ent"] or kw["ssim"]:
+            logits, taps = forward_with_logits(model, (x - m) / s)
+            ent = entropy(taps, 1)
+        else:
+            # CE (and TV) alone need no attention taps: any timm model, Swin included.
+            logits, ent = model((x - m) / s), torch.zeros(())
         loss = F.cross_entropy(logits, y) + kw["ent"] * ent + kw["tv"] * total_variation(img)
         if kw["ssim"]:
             loss = loss + kw["ssim"] * ssim_heads(taps, 1, None)
@@ -108,10 +114,20 @@ def roll_tolerance(cfg, model, folder, names):
     if size != 28:
         x = np.stack([np.asarray(Image.fromarray(im).resize((size, size), Image.BICUBIC)) for im in x])
     x = (torch.tensor(x, dtype=torch.float32)[:, None] / 255 - mean) / std
-    for shift in [(0, 0), (1, 0), (0, 1), (1, 1), (-1, -1), (2, 2)]:
-        hit = model(torch.roll(x, shift, (2, 3))).argmax(1) == y
+    def report(what, hit):
         per = " ".join(f"{n}:{100 * hit[y == c].float().mean().item():.1f}" for c, n in enumerate(names))
-        print(f"real test images rolled by {shift}: top-1 {100 * hit.float().mean().item():.1f} %  [{per}]")
+        print(f"real test images {what}: top-1 {100 * hit.float().mean().item():.1f} %  [{per}]")
+
+    for shift in [(0, 0), (1, 0), (0, 1), (1, 1), (-1, -1), (2, 2)]:
+        report(f"rolled by {shift}", model(torch.roll(x, shift, (2, 3))).argmax(1) == y)
+    # The intensity augmentations of synthesis at their first iteration: the colour jitter of
+    # strength A and the noise constant of standard deviation sd (one draw per image, seed 0).
+    g = torch.Generator().manual_seed(0)
+    for a, sd in [(0.5, 0.0), (1.0, 0.0), (0.0, 0.5), (0.5, 0.5)]:
+        m = (torch.rand(len(x), 1, 1, 1, generator=g) * 2 - 1) * a
+        s = ((torch.rand(len(x), 1, 1, 1, generator=g) * 2 - 1) * a).exp()
+        noise = torch.randn(len(x), 1, 1, 1, generator=g) * sd
+        report(f"under colour jitter {a}, noise {sd}", model((x + noise - m) / s).argmax(1) == y)
 
 
 def main():
@@ -131,8 +147,8 @@ def main():
         hits, h0, h1 = probe(cfg, model, kw)
         total = hits.sum().item() / (kw["per"] * len(hits))
         per_class = " ".join(f"{n}:{h}" for n, h in zip(names, hits.tolist()))
-        print(f"{spec or 'defaults'}: agreement {100 * total:.1f} %  entropy {h0:.3f} -> {h1:.3f}  [{per_class}]",
-              flush=True)
+        ent = f"  entropy {h0:.3f} -> {h1:.3f}" if kw["ent"] or kw["ssim"] else ""
+        print(f"{spec or 'defaults'}: agreement {100 * total:.1f} %{ent}  [{per_class}]", flush=True)
 
 
 if __name__ == "__main__":

@@ -81,10 +81,10 @@ impl QuantizeConfig {
             synth.color_jitter = 0.5;
             if matches!(model.arch, Arch::Swin(_)) {
                 // The bundled Swin tolerates intensity changes far less than the ViTs (real test
-                // images under half-strength colour jitter: 55.5 % top-1 against the bundled
-                // ViT's 71.9 %; under the noise constant: 52.6 % against 68.7 %), and under either
+                // images under half-strength colour jitter: 54.3 % top-1 against the bundled
+                // ViT's 70.8 %; under the noise constant: 52.6 % against 68.7 %), and with either
                 // its synthesis reaches only about half the classes in 100 iterations; without
-                // both it reaches 97 % (docs/results.md §9). Measured on that one Swin only.
+                // both, 96.9 % of 32 images (docs/results.md §9). Measured on that one Swin only.
                 synth.color_jitter = 0.0;
                 synth.noise_std = 0.0;
             }
