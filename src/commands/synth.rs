@@ -293,30 +293,7 @@ pub fn run(gpu_opts: &GpuOptions, args: &SynthArgs) -> Result<()> {
     let gpu = Gpu::new(gpu_opts)?;
     crate::commands::check_fits(&gpu, &cfg_p, cfg.batch, "--batch")?;
     let p = Model::new(&gpu, cfg_p.clone(), &weights);
-    let mut bits = args.bits.unwrap_or(Bits { w: 4, a: 4 });
-    let q = match &args.quantized {
-        Some(path) => {
-            let q = crate::quant::export::load(&gpu, path, Some(&cfg_p))
-                .with_context(|| format!("--quantized {}", path.display()))?;
-            let file_bits =
-                q.quant.as_ref().map(|qq| qq.bits).context("--quantized: not a quantized model")?;
-            if args.bits.is_some_and(|b| b != file_bits) {
-                bail!(
-                    "--bits {bits}: --quantized {} is {file_bits}; leave --bits out or give {file_bits}",
-                    path.display()
-                );
-            }
-            bits = file_bits;
-            Some(q)
-        }
-        // Only MaskAQ's alignment term reads Q.
-        None if cfg.weights.alignment > 0.0 && method == Method::Maskaq => {
-            let mut q = Model::new(&gpu, cfg_p.clone(), &weights);
-            q.quantize(&gpu, bits);
-            Some(q)
-        }
-        None => None,
-    };
+    let (q, bits) = quantized_model(&gpu, args, &cfg_p, &weights, &cfg)?;
     let q = q.filter(|_| cfg.weights.alignment > 0.0 && method == Method::Maskaq);
     let mut synth = Synthesizer::new(&gpu, &p, q.as_ref(), cfg.clone())?;
     let batches = args.num_images.div_ceil(cfg.batch);
@@ -333,30 +310,9 @@ pub fn run(gpu_opts: &GpuOptions, args: &SynthArgs) -> Result<()> {
         gpu.describe()
     );
     let start = Instant::now();
-    let mut rng = Rng::new(args.seed);
-    let (mut images, mut labels, mut logs) = (Vec::new(), Vec::new(), Vec::new());
     let per = cfg_p.in_chans * cfg_p.img_size * cfg_p.img_size;
-    let mut dropped = 0;
-    for bi in 0..batches {
-        let mut last_pos = 0;
-        let batch = synth.run_batch(&mut rng, |t| {
-            pb.set_message(format!("batch {}/{batches}  {}", bi + 1, fmt_terms(t)));
-            pb.inc((t.iter + 1 - last_pos) as u64);
-            last_pos = t.iter + 1;
-        })?;
-        if method == Method::Noise {
-            pb.inc(1);
-        }
-        if !batch.finite {
-            dropped += 1;
-            pb.suspend(|| eprintln!("synth: batch {} went non-finite and was dropped", bi + 1));
-        } else {
-            let keep = (args.num_images - labels.len()).min(batch.labels.len());
-            images.extend_from_slice(&batch.images[..keep * per]);
-            labels.extend_from_slice(&batch.labels[..keep]);
-        }
-        logs.push(BatchLog { batch: bi, finite: batch.finite, terms: batch.log });
-    }
+    let set = synthesize(&mut synth, args, batches, per, &pb)?;
+    let (images, labels, logs, dropped) = (set.images, set.labels, set.logs, set.dropped);
     pb.finish();
     let seconds = start.elapsed().as_secs_f64();
     if labels.is_empty() {
@@ -405,4 +361,82 @@ pub fn run(gpu_opts: &GpuOptions, args: &SynthArgs) -> Result<()> {
         eprintln!("synth: first iteration {}\nsynth: last iteration  {}", fmt_terms(first), fmt_terms(last));
     }
     Ok(())
+}
+
+/// Q for the alignment term: the --quantized file (whose bits --bits must not contradict), or P
+/// quantized at --bits; none when the method does not read Q. Returns Q and its bit widths.
+fn quantized_model(
+    gpu: &Gpu,
+    args: &SynthArgs,
+    cfg_p: &crate::model::ModelConfig,
+    weights: &crate::model::checkpoint::Weights,
+    cfg: &SynthConfig,
+) -> Result<(Option<Model>, Bits)> {
+    let mut bits = args.bits.unwrap_or(Bits { w: 4, a: 4 });
+    // Only MaskAQ's alignment term reads Q.
+    let reads_q = cfg.weights.alignment > 0.0 && args.method == Method::Maskaq;
+    let q = match &args.quantized {
+        Some(path) => {
+            let q = crate::quant::export::load(gpu, path, Some(cfg_p))
+                .with_context(|| format!("--quantized {}", path.display()))?;
+            let file_bits =
+                q.quant.as_ref().map(|qq| qq.bits).context("--quantized: not a quantized model")?;
+            if args.bits.is_some_and(|b| b != file_bits) {
+                bail!(
+                    "--bits {bits}: --quantized {} is {file_bits}; leave --bits out or give {file_bits}",
+                    path.display()
+                );
+            }
+            bits = file_bits;
+            Some(q)
+        }
+        None if reads_q => {
+            let mut q = Model::new(gpu, cfg_p.clone(), weights);
+            q.quantize(gpu, bits);
+            Some(q)
+        }
+        None => None,
+    };
+    Ok((q.filter(|_| reads_q), bits))
+}
+
+/// The images of every batch that stayed finite, and each batch's loss log.
+struct SynthesizedSet {
+    images: Vec<f32>,
+    labels: Vec<usize>,
+    logs: Vec<BatchLog>,
+    dropped: usize,
+}
+
+/// Runs the batches in order from one random stream, showing each one's loss terms.
+fn synthesize(
+    synth: &mut Synthesizer,
+    args: &SynthArgs,
+    batches: usize,
+    per: usize,
+    pb: &Progress,
+) -> Result<SynthesizedSet> {
+    let mut rng = Rng::new(args.seed);
+    let mut set = SynthesizedSet { images: Vec::new(), labels: Vec::new(), logs: Vec::new(), dropped: 0 };
+    for bi in 0..batches {
+        let mut last_pos = 0;
+        let batch = synth.run_batch(&mut rng, |t| {
+            pb.set_message(format!("batch {}/{batches}  {}", bi + 1, fmt_terms(t)));
+            pb.inc((t.iter + 1 - last_pos) as u64);
+            last_pos = t.iter + 1;
+        })?;
+        if args.method == Method::Noise {
+            pb.inc(1);
+        }
+        if !batch.finite {
+            set.dropped += 1;
+            pb.suspend(|| eprintln!("synth: batch {} went non-finite and was dropped", bi + 1));
+        } else {
+            let keep = (args.num_images - set.labels.len()).min(batch.labels.len());
+            set.images.extend_from_slice(&batch.images[..keep * per]);
+            set.labels.extend_from_slice(&batch.labels[..keep]);
+        }
+        set.logs.push(BatchLog { batch: bi, finite: batch.finite, terms: batch.log });
+    }
+    Ok(set)
 }
