@@ -131,7 +131,45 @@ pub fn load(gpu: &Gpu, path: &Path, expected: Option<&ModelConfig>) -> Result<Mo
     let bytes = std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
     let st = SafeTensors::deserialize(&bytes)
         .map_err(|e| anyhow::anyhow!("{}: not a valid safetensors file ({e})", path.display()))?;
-    let (_, header) = SafeTensors::read_metadata(&bytes)?;
+    let (bits, cfg) = read_header(&bytes, path, expected)?;
+    let qweights = quantized_weights(&cfg);
+    let mut expected_names = std::collections::HashSet::new();
+    let mut tensors = Vec::new();
+    for (name, shape) in cfg.tensor_shapes() {
+        let v = if qweights.contains(&name) {
+            expected_names.insert(format!("{name}.qweight"));
+            expected_names.insert(format!("{name}.scale"));
+            read_quantized_weight(&st, path, &name, &shape, bits)?
+        } else {
+            expected_names.insert(name.clone());
+            read_f32(&st, path, &name, &shape)?
+        };
+        tensors.push((name, shape, v));
+    }
+    let mut model = Model::new(gpu, cfg, &Weights { tensors });
+    model.quantize(gpu, bits);
+    let quant = model.quant.as_mut().unwrap();
+    quant.frozen_weights = true;
+    let mut sites = Vec::new();
+    for name in &quant.sites {
+        sites.push(read_site(&st, path, name, bits)?);
+        for suffix in ["alpha", "zero_point", "grad_scale", "qrange"] {
+            expected_names.insert(format!("{name}.{suffix}"));
+        }
+    }
+    for n in st.names() {
+        if !expected_names.contains(n) {
+            bail!("{}: unexpected tensor `{n}`", path.display());
+        }
+    }
+    quant.write(gpu, &sites)?;
+    Ok(model)
+}
+
+/// The bit widths and the model config in the file's metadata, the config checked against
+/// `expected` (class names aside).
+fn read_header(bytes: &[u8], path: &Path, expected: Option<&ModelConfig>) -> Result<(Bits, ModelConfig)> {
+    let (_, header) = SafeTensors::read_metadata(bytes)?;
     let meta = header.metadata().clone().unwrap_or_default();
     let get = |k: &str| {
         meta.get(k).with_context(|| {
@@ -160,105 +198,83 @@ pub fn load(gpu: &Gpu, path: &Path, expected: Option<&ModelConfig>) -> Result<Mo
             );
         }
     }
-    let qweights = quantized_weights(&cfg);
-    let mut expected_names = std::collections::HashSet::new();
-    let mut tensors = Vec::new();
-    for (name, shape) in cfg.tensor_shapes() {
-        if !qweights.contains(&name) {
-            let n: usize = shape.iter().product();
-            let t = st
-                .tensor(&name)
-                .map_err(|_| anyhow::anyhow!("{}: missing tensor `{name}`", path.display()))?;
-            if t.dtype() != Dtype::F32 || t.shape() != shape.as_slice() {
-                bail!(
-                    "{}: tensor `{name}` must be F32 {shape:?}, found {:?} {:?}",
-                    path.display(),
-                    t.dtype(),
-                    t.shape()
-                );
-            }
-            let v: Vec<f32> =
-                t.data().chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect();
-            debug_assert_eq!(v.len(), n);
-            expected_names.insert(name.clone());
-            tensors.push((name, shape, v));
-            continue;
-        }
-        let rows = shape[0];
-        let cols: usize = shape.iter().product::<usize>() / rows;
-        let qname = format!("{name}.qweight");
-        let t =
-            st.tensor(&qname).map_err(|_| anyhow::anyhow!("{}: missing tensor `{qname}`", path.display()))?;
-        let (dtype, want) = if bits.w > 4 {
-            (Dtype::I8, vec![rows, cols])
-        } else {
-            (Dtype::U8, vec![rows, cols.div_ceil(2)])
-        };
-        if t.dtype() != dtype || t.shape() != want.as_slice() {
-            bail!(
-                "{}: tensor `{qname}` must be {dtype:?} {want:?} for {}-bit weights, found {:?} {:?}",
-                path.display(),
-                bits.w,
-                t.dtype(),
-                t.shape()
-            );
-        }
-        let ints = unpack(t.data(), rows, cols, bits.w);
-        let (lo, hi) = (-(1i32 << (bits.w - 1)), (1i32 << (bits.w - 1)) - 1);
-        if let Some(bad) = ints.iter().find(|&&v| (v as i32) < lo || (v as i32) > hi) {
-            bail!("{}: `{qname}` holds {bad}, outside the {}-bit range [{lo}, {hi}]", path.display(), bits.w);
-        }
-        let scales = scalar_f32(&st, path, &format!("{name}.scale"), rows)?;
-        if scales.iter().any(|s| !(s.is_finite() && *s > 0.0)) {
-            bail!("{}: `{name}.scale` must be positive and finite", path.display());
-        }
-        let w: Vec<f32> = (0..rows * cols).map(|i| ints[i] as f32 / scales[i / cols]).collect();
-        expected_names.insert(qname);
-        expected_names.insert(format!("{name}.scale"));
-        tensors.push((name, shape, w));
+    Ok((bits, cfg))
+}
+
+/// A full-precision tensor, F32 of exactly `shape`.
+fn read_f32(st: &SafeTensors, path: &Path, name: &str, shape: &[usize]) -> Result<Vec<f32>> {
+    let t = st.tensor(name).map_err(|_| anyhow::anyhow!("{}: missing tensor `{name}`", path.display()))?;
+    if t.dtype() != Dtype::F32 || t.shape() != shape {
+        bail!(
+            "{}: tensor `{name}` must be F32 {shape:?}, found {:?} {:?}",
+            path.display(),
+            t.dtype(),
+            t.shape()
+        );
     }
-    let mut vit = Model::new(gpu, cfg, &Weights { tensors });
-    vit.quantize(gpu, bits);
-    let quant = vit.quant.as_mut().unwrap();
-    quant.frozen_weights = true;
-    let mut sites = Vec::new();
-    for name in &quant.sites {
-        let alpha = scalar_f32(&st, path, &format!("{name}.alpha"), 1)?[0];
-        let z = scalar_f32(&st, path, &format!("{name}.zero_point"), 1)?[0];
-        let g = scalar_f32(&st, path, &format!("{name}.grad_scale"), 1)?[0];
-        let rname = format!("{name}.qrange");
-        let r =
-            st.tensor(&rname).map_err(|_| anyhow::anyhow!("{}: missing tensor `{rname}`", path.display()))?;
-        if r.dtype() != Dtype::I32 || r.shape() != [2] {
-            bail!("{}: tensor `{rname}` must be I32 [2]", path.display());
-        }
-        let qn = i32::from_le_bytes(r.data()[0..4].try_into().unwrap());
-        let qp = i32::from_le_bytes(r.data()[4..8].try_into().unwrap());
-        let signed = qn < 0;
-        if (qn, qp) != (-(1 << (bits.a - 1)), (1 << (bits.a - 1)) - 1) && (qn, qp) != (0, (1 << bits.a) - 1) {
-            bail!("{}: `{rname}` = [{qn}, {qp}] is not a {}-bit range", path.display(), bits.a);
-        }
-        if !(alpha.is_finite() && alpha > 0.0 && z.is_finite() && g.is_finite()) {
-            bail!("{}: activation quantizer `{name}` has an invalid step or zero point", path.display());
-        }
-        for suffix in ["alpha", "zero_point", "grad_scale", "qrange"] {
-            expected_names.insert(format!("{name}.{suffix}"));
-        }
-        sites.push(SiteState {
-            name: name.clone(),
-            alpha,
-            zero_point: z,
-            qn: qn as f32,
-            qp: qp as f32,
-            g,
-            signed,
-        });
+    Ok(t.data().chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect())
+}
+
+/// A quantized weight: its integer codes (checked for the bit range) over its per-row scales.
+fn read_quantized_weight(
+    st: &SafeTensors,
+    path: &Path,
+    name: &str,
+    shape: &[usize],
+    bits: Bits,
+) -> Result<Vec<f32>> {
+    let rows = shape[0];
+    let cols: usize = shape.iter().product::<usize>() / rows;
+    let qname = format!("{name}.qweight");
+    let t = st.tensor(&qname).map_err(|_| anyhow::anyhow!("{}: missing tensor `{qname}`", path.display()))?;
+    let (dtype, want) =
+        if bits.w > 4 { (Dtype::I8, vec![rows, cols]) } else { (Dtype::U8, vec![rows, cols.div_ceil(2)]) };
+    if t.dtype() != dtype || t.shape() != want.as_slice() {
+        bail!(
+            "{}: tensor `{qname}` must be {dtype:?} {want:?} for {}-bit weights, found {:?} {:?}",
+            path.display(),
+            bits.w,
+            t.dtype(),
+            t.shape()
+        );
     }
-    for n in st.names() {
-        if !expected_names.contains(n) {
-            bail!("{}: unexpected tensor `{n}`", path.display());
-        }
+    let ints = unpack(t.data(), rows, cols, bits.w);
+    let (lo, hi) = (-(1i32 << (bits.w - 1)), (1i32 << (bits.w - 1)) - 1);
+    if let Some(bad) = ints.iter().find(|&&v| (v as i32) < lo || (v as i32) > hi) {
+        bail!("{}: `{qname}` holds {bad}, outside the {}-bit range [{lo}, {hi}]", path.display(), bits.w);
     }
-    quant.write(gpu, &sites)?;
-    Ok(vit)
+    let scales = scalar_f32(st, path, &format!("{name}.scale"), rows)?;
+    if scales.iter().any(|s| !(s.is_finite() && *s > 0.0)) {
+        bail!("{}: `{name}.scale` must be positive and finite", path.display());
+    }
+    Ok((0..rows * cols).map(|i| ints[i] as f32 / scales[i / cols]).collect())
+}
+
+/// One activation quantizer: step, zero point, LSQ gradient scale and its integer range.
+fn read_site(st: &SafeTensors, path: &Path, name: &str, bits: Bits) -> Result<SiteState> {
+    let alpha = scalar_f32(st, path, &format!("{name}.alpha"), 1)?[0];
+    let z = scalar_f32(st, path, &format!("{name}.zero_point"), 1)?[0];
+    let g = scalar_f32(st, path, &format!("{name}.grad_scale"), 1)?[0];
+    let rname = format!("{name}.qrange");
+    let r = st.tensor(&rname).map_err(|_| anyhow::anyhow!("{}: missing tensor `{rname}`", path.display()))?;
+    if r.dtype() != Dtype::I32 || r.shape() != [2] {
+        bail!("{}: tensor `{rname}` must be I32 [2]", path.display());
+    }
+    let qn = i32::from_le_bytes(r.data()[0..4].try_into().unwrap());
+    let qp = i32::from_le_bytes(r.data()[4..8].try_into().unwrap());
+    if (qn, qp) != (-(1 << (bits.a - 1)), (1 << (bits.a - 1)) - 1) && (qn, qp) != (0, (1 << bits.a) - 1) {
+        bail!("{}: `{rname}` = [{qn}, {qp}] is not a {}-bit range", path.display(), bits.a);
+    }
+    if !(alpha.is_finite() && alpha > 0.0 && z.is_finite() && g.is_finite()) {
+        bail!("{}: activation quantizer `{name}` has an invalid step or zero point", path.display());
+    }
+    Ok(SiteState {
+        name: name.to_string(),
+        alpha,
+        zero_point: z,
+        qn: qn as f32,
+        qp: qp as f32,
+        g,
+        signed: qn < 0,
+    })
 }
