@@ -125,25 +125,7 @@ pub fn train(gpu: &Gpu, args: &TrainArgs) -> Result<Vec<EpochLog>> {
         SumRows { n: 1, rows: b, s_off: 0, rs: 1, o_off: 0, alpha: 1.0, beta: 1.0 }
             .dispatch(gpu, &losses, &loss_sum),
     ];
-    let mut moments = Vec::new();
-    let mut opt = Vec::new();
-    for p in &vit.params {
-        let (m, v) = (Tensor::zeros(gpu, &p.shape), Tensor::zeros(gpu, &p.shape));
-        let wd = if decays(&p.name, &p.shape) { args.weight_decay } else { 0.0 };
-        opt.push(adamw(
-            gpu,
-            Slice::all(p.value.numel()),
-            (0.9, 0.999),
-            1e-8,
-            wd,
-            &p.value,
-            &p.grad,
-            &m,
-            &v,
-            &hyper,
-        ));
-        moments.push((m, v));
-    }
+    let (opt, moments) = adamw_steps(gpu, &vit, args.weight_decay, &hyper);
 
     let steps_per_epoch = n / b;
     let total = steps_per_epoch * args.epochs;
@@ -171,19 +153,8 @@ pub fn train(gpu: &Gpu, args: &TrainArgs) -> Result<Vec<EpochLog>> {
                 }
                 bail!("during epoch {}; {} holds the model of epoch {epoch}", epoch + 1, args.out.display());
             }
-            for (k, &i) in order[s * b..(s + 1) * b].iter().enumerate() {
-                let sample = data
-                    .load(i, &cfg.preprocess)
-                    .with_context(|| format!("training sample {}", data.name(i)))?;
-                images[k * per..(k + 1) * per].copy_from_slice(&sample.input);
-                labels[k] = sample.label as f32;
-                let j = args.shift as i64;
-                let shift =
-                    |r: &mut Rng| if j > 0 { r.below(2 * j as usize + 1) as f32 - j as f32 } else { 0.0 };
-                draw[3 * k] = shift(&mut rng);
-                draw[3 * k + 1] = shift(&mut rng);
-                draw[3 * k + 2] = if args.flip && rng.below(2) == 1 { 1.0 } else { 0.0 };
-            }
+            let batch = Batch { images: &mut images, labels: &mut labels, draws: &mut draw };
+            load_batch(data.as_ref(), &order[s * b..(s + 1) * b], &cfg.preprocess, args, &mut rng, batch)?;
             raw.write(gpu, &images);
             targets.write(gpu, &labels);
             draws.write(gpu, &draw);
@@ -203,13 +174,14 @@ pub fn train(gpu: &Gpu, args: &TrainArgs) -> Result<Vec<EpochLog>> {
             bail!("training diverged at epoch {} (loss {train_loss}); try a smaller --lr", epoch + 1);
         }
         save_model(gpu, &vit, &args.out)?;
-        let (mut eval_top1, mut eval_top5) = (None, None);
-        if let Some(ed) = &eval_data {
-            let mut runner = ModelRunner::new(gpu, &vit, 64.min(ed.len().max(1)));
-            let report = evaluate(ed.as_ref(), &cfg.preprocess, &mut runner, None, &Progress::hidden())?;
-            eval_top1 = Some(report.top1);
-            eval_top5 = Some(report.top5);
-        }
+        let (eval_top1, eval_top5) = match &eval_data {
+            Some(ed) => {
+                let mut runner = ModelRunner::new(gpu, &vit, 64.min(ed.len().max(1)));
+                let report = evaluate(ed.as_ref(), &cfg.preprocess, &mut runner, None, &Progress::hidden())?;
+                (Some(report.top1), Some(report.top5))
+            }
+            None => (None, None),
+        };
         let log = EpochLog {
             epoch: epoch + 1,
             train_loss,
@@ -238,4 +210,65 @@ pub fn train(gpu: &Gpu, args: &TrainArgs) -> Result<Vec<EpochLog>> {
     pb.finish();
     drop(moments); // the AdamW moments live until training ends
     Ok(logs)
+}
+
+/// One AdamW dispatch per parameter (weight decay only where `decays` says), and the moments
+/// they update, which must live as long as the dispatches are run.
+fn adamw_steps(
+    gpu: &Gpu,
+    vit: &Model,
+    weight_decay: f32,
+    hyper: &Tensor,
+) -> (Vec<Dispatch>, Vec<(Tensor, Tensor)>) {
+    let mut moments = Vec::new();
+    let mut opt = Vec::new();
+    for p in &vit.params {
+        let (m, v) = (Tensor::zeros(gpu, &p.shape), Tensor::zeros(gpu, &p.shape));
+        let wd = if decays(&p.name, &p.shape) { weight_decay } else { 0.0 };
+        opt.push(adamw(
+            gpu,
+            Slice::all(p.value.numel()),
+            (0.9, 0.999),
+            1e-8,
+            wd,
+            &p.value,
+            &p.grad,
+            &m,
+            &v,
+            hyper,
+        ));
+        moments.push((m, v));
+    }
+    (opt, moments)
+}
+
+/// The host side of one training batch.
+struct Batch<'a> {
+    images: &'a mut [f32],
+    labels: &'a mut [f32],
+    /// Per image: the shift in y and x and the flip (1) of the augmentation kernel.
+    draws: &'a mut [f32],
+}
+
+/// Loads the samples `idx` and draws each one's random shift and flip.
+fn load_batch(
+    data: &dyn dataset::Dataset,
+    idx: &[usize],
+    pp: &crate::model::config::Preprocess,
+    args: &TrainArgs,
+    rng: &mut Rng,
+    batch: Batch,
+) -> Result<()> {
+    let per = batch.images.len() / idx.len();
+    let j = args.shift as i64;
+    let shift = |r: &mut Rng| if j > 0 { r.below(2 * j as usize + 1) as f32 - j as f32 } else { 0.0 };
+    for (k, &i) in idx.iter().enumerate() {
+        let sample = data.load(i, pp).with_context(|| format!("training sample {}", data.name(i)))?;
+        batch.images[k * per..(k + 1) * per].copy_from_slice(&sample.input);
+        batch.labels[k] = sample.label as f32;
+        batch.draws[3 * k] = shift(rng);
+        batch.draws[3 * k + 1] = shift(rng);
+        batch.draws[3 * k + 2] = if args.flip && rng.below(2) == 1 { 1.0 } else { 0.0 };
+    }
+    Ok(())
 }
