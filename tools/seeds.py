@@ -29,6 +29,14 @@ slice, final numbers on the full Fashion-MNIST test set):
       --eval-data assets/fashion-mnist-test-slice/t10k-images-idx3-ubyte.gz \\
       --test-data /usr/share/datasets/fashion-mnist/t10k-images-idx3-ubyte.gz \\
       --real-data /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz
+
+The Swin table (docs/results.md §10; the flags after -- are the demo preset's Swin settings,
+spelled out so the commands are the same before and after the preset learned them):
+  python3 tools/seeds.py --out runs/swin --jobs 2 --models assets/fashion_swin --bits W4A4 W3A3 W4A8 \\
+      --methods mimiq maskaq-as-coded psaq maskaq-last-stage --seeds 0 \\
+      --eval-data assets/fashion-mnist-test-slice/t10k-images-idx3-ubyte.gz \\
+      --test-data /usr/share/datasets/fashion-mnist/t10k-images-idx3-ubyte.gz \\
+      -- --synth-color-jitter 0 --synth-noise 0 --eval-limit 500
 """
 
 import argparse
