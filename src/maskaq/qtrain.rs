@@ -142,68 +142,7 @@ impl<'a> QTrainer<'a> {
         let t = |s: &[usize]| Tensor::zeros(gpu, s);
         let hyper = t(&[4]);
         let sums = t(&[2]);
-        // The head distillation per block, on its attention groups (ViT: images; Swin: windows,
-        // with the authors' per-window top-k weights): a mean per block, then over blocks.
-        let dims: Vec<HeadDims> = gq.taps.iter().map(|tap| head_dims(&tap.geometry)).collect();
-        let l = dims.len();
-        let hd_len: usize = dims.iter().map(|d| d.b * d.h * d.d).sum();
-        let kd_partial = t(&[b]);
-        let hd_partial = t(&[hd_len]);
-        let weights = t(&[dims.iter().map(|d| d.b * d.np()).max().unwrap_or(1)]);
-        let mut fl: Vec<Dispatch> = vec![copy::fill(gpu, &gq.d_logits, 0.0)];
-        fl.push(distill::kd(
-            gpu,
-            b,
-            c.num_classes,
-            cfg.kd_temperature,
-            1.0 / b as f32,
-            &gp.logits,
-            &gq.logits,
-            &gq.d_logits,
-            &kd_partial,
-            0,
-        ));
-        let mut off = 0;
-        for (li, d) in dims.iter().enumerate() {
-            let k = if cfg.mask_weight == 1.0 { 0 } else { d.top_k(cfg.mask_proportion) };
-            let count = (l * d.b * d.h * d.d) as f32;
-            let d_o = gq.taps[li].d_attn_out.as_ref().unwrap();
-            fl.push(copy::fill(gpu, d_o, 0.0));
-            if cfg.hd_coef > 0.0 {
-                let ds = distill::head_distill(
-                    gpu,
-                    d,
-                    k,
-                    cfg.hd_coef / count,
-                    &gp.taps[li].attn_out,
-                    &gq.taps[li].attn_out,
-                    d_o,
-                    &weights,
-                    &hd_partial,
-                    off,
-                );
-                fl.extend(ds);
-            }
-            off += d.b * d.h * d.d;
-        }
-        let sum = |n: usize, o_off: usize, alpha: f32| SumRows {
-            n: 1,
-            rows: n,
-            s_off: 0,
-            rs: 1,
-            o_off,
-            alpha,
-            beta: 1.0,
-        };
-        fl.extend(sum(b, 0, 1.0).dispatches(gpu, &kd_partial, &sums));
-        fl.extend(
-            sum(hd_partial.numel(), 1, if cfg.hd_coef > 0.0 { 1.0 / cfg.hd_coef } else { 0.0 }).dispatches(
-                gpu,
-                &hd_partial,
-                &sums,
-            ),
-        );
-        let mut keep = vec![kd_partial, hd_partial, weights];
+        let (fl, mut keep) = distill_losses(gpu, &cfg, c.num_classes, &gp, &gq, &sums);
         let shape = [b, c.in_chans, c.img_size, c.img_size];
         let aug_draws = t(&[DRAWS]);
         let (raw, mut pre) = if cfg.augment {
@@ -218,24 +157,7 @@ impl<'a> QTrainer<'a> {
             pre.push(copy::Copy4::flat(gp.images.numel()).dispatch(gpu, &gp.images, &gq.images));
         }
         let aug_rng = Rng::new(cfg.seed ^ 0x0061_7567);
-        // One Nesterov step per trained tensor. Every momentum buffer exists whatever is
-        // trained, so checkpoints have one layout.
-        let (value_grad, trained): (Vec<(&Tensor, &Tensor)>, Vec<bool>) = q
-            .params
-            .iter()
-            .map(|p| ((&p.value, &p.grad), cfg.train_params.weights()))
-            .chain([((&quant.state.qparams, &quant.state.qgrad), cfg.train_params.quantizers())])
-            .unzip();
-        let mut update = Vec::new();
-        let mut momentum = Vec::new();
-        for ((value, grad), train) in value_grad.into_iter().zip(trained) {
-            let buf = t(&value.shape);
-            if train {
-                let all = Slice::all(value.numel());
-                update.push(sgd(gpu, all, cfg.momentum, cfg.weight_decay, value, grad, &buf, &hyper));
-            }
-            momentum.push(buf);
-        }
+        let (update, momentum) = sgd_updates(gpu, q, &cfg, &hyper);
         Ok(QTrainer {
             gpu,
             cfg,
@@ -360,4 +282,93 @@ pub fn epoch_lr(lr: f32, epoch: usize, epochs: usize) -> f32 {
     let eta_min = 0.01 * lr as f64;
     let t = (epoch + 1) as f64 / epochs.max(1) as f64;
     (eta_min + (lr as f64 - eta_min) * 0.5 * (1.0 + (std::f64::consts::PI * t).cos())) as f32
+}
+
+/// KD on the logits and the mask-weighted head distillation per block, on each block's attention
+/// groups (ViT: images; Swin: windows, with the authors' per-window top-k weights): a mean per
+/// block, then over blocks. Their gradients go into Q's `d_logits` and `d_attn_out`; the two
+/// unweighted losses are summed into `sums`. Returns the launches and the buffers they use.
+fn distill_losses(
+    gpu: &Gpu,
+    cfg: &QTrainConfig,
+    num_classes: usize,
+    gp: &Graph,
+    gq: &Graph,
+    sums: &Tensor,
+) -> (Vec<Dispatch>, Vec<Tensor>) {
+    let t = |s: &[usize]| Tensor::zeros(gpu, s);
+    let b = cfg.batch;
+    let dims: Vec<HeadDims> = gq.taps.iter().map(|tap| head_dims(&tap.geometry)).collect();
+    let l = dims.len();
+    let hd_len: usize = dims.iter().map(|d| d.b * d.h * d.d).sum();
+    let kd_partial = t(&[b]);
+    let hd_partial = t(&[hd_len]);
+    let weights = t(&[dims.iter().map(|d| d.b * d.np()).max().unwrap_or(1)]);
+    let mut fl: Vec<Dispatch> = vec![copy::fill(gpu, &gq.d_logits, 0.0)];
+    fl.push(distill::kd(
+        gpu,
+        b,
+        num_classes,
+        cfg.kd_temperature,
+        1.0 / b as f32,
+        &gp.logits,
+        &gq.logits,
+        &gq.d_logits,
+        &kd_partial,
+        0,
+    ));
+    let mut off = 0;
+    for (li, d) in dims.iter().enumerate() {
+        let k = if cfg.mask_weight == 1.0 { 0 } else { d.top_k(cfg.mask_proportion) };
+        let count = (l * d.b * d.h * d.d) as f32;
+        let d_o = gq.taps[li].d_attn_out.as_ref().unwrap();
+        fl.push(copy::fill(gpu, d_o, 0.0));
+        if cfg.hd_coef > 0.0 {
+            let (p_o, q_o) = (&gp.taps[li].attn_out, &gq.taps[li].attn_out);
+            fl.extend(distill::head_distill(
+                gpu,
+                d,
+                k,
+                cfg.hd_coef / count,
+                p_o,
+                q_o,
+                d_o,
+                &weights,
+                &hd_partial,
+                off,
+            ));
+        }
+        off += d.b * d.h * d.d;
+    }
+    let sum = |n: usize, o_off: usize, alpha: f32| SumRows {
+        n: 1,
+        rows: n,
+        s_off: 0,
+        rs: 1,
+        o_off,
+        alpha,
+        beta: 1.0,
+    };
+    fl.extend(sum(b, 0, 1.0).dispatches(gpu, &kd_partial, sums));
+    let hd_scale = if cfg.hd_coef > 0.0 { 1.0 / cfg.hd_coef } else { 0.0 };
+    fl.extend(sum(hd_partial.numel(), 1, hd_scale).dispatches(gpu, &hd_partial, sums));
+    (fl, vec![kd_partial, hd_partial, weights])
+}
+
+/// One Nesterov step per trained tensor (Q's parameters, then the quantizers' (alpha, z)), and
+/// every momentum buffer whatever is trained, so checkpoints have one layout.
+fn sgd_updates(gpu: &Gpu, q: &Model, cfg: &QTrainConfig, hyper: &Tensor) -> (Vec<Dispatch>, Vec<Tensor>) {
+    let quant = q.quant.as_ref().expect("Q is quantized");
+    let tensors = q.params.iter().map(|p| (&p.value, &p.grad, cfg.train_params.weights()));
+    let tensors = tensors.chain([(&quant.state.qparams, &quant.state.qgrad, cfg.train_params.quantizers())]);
+    let (mut update, mut momentum) = (Vec::new(), Vec::new());
+    for (value, grad, train) in tensors {
+        let buf = Tensor::zeros(gpu, &value.shape);
+        if train {
+            let all = Slice::all(value.numel());
+            update.push(sgd(gpu, all, cfg.momentum, cfg.weight_decay, value, grad, &buf, hyper));
+        }
+        momentum.push(buf);
+    }
+    (update, momentum)
 }
