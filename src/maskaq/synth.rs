@@ -162,15 +162,7 @@ impl<'a> Synthesizer<'a> {
         let ce_loss = t(&[b]);
         let tv_loss = t(&[1]);
         let tvs = TvScratch::new(gpu, n_img);
-        let bounds: Vec<f32> = (0..c.in_chans)
-            .flat_map(|ch| {
-                [
-                    -c.preprocess.mean[ch] / c.preprocess.std[ch],
-                    (1.0 - c.preprocess.mean[ch]) / c.preprocess.std[ch],
-                ]
-            })
-            .collect();
-        let bounds = Tensor::from_slice(gpu, &bounds, &[2 * c.in_chans]);
+        let bounds = clamp_bounds(gpu, c);
 
         let mut ds: Vec<Dispatch> = Vec::new();
         let mut loss_sums: Vec<Dispatch> = Vec::new();
@@ -196,21 +188,7 @@ impl<'a> Synthesizer<'a> {
             &ce_loss,
             &gp.d_logits,
         ));
-        let sum = |n, off, alpha| SumRows { n: 1, rows: n, s_off: off, rs: 1, o_off: 0, alpha, beta: 0.0 };
-        let inv = |x: f32| if x > 0.0 { 1.0 / x } else { 0.0 };
-        // Logged terms are unweighted batch means.
-        let [ssim, ent, align, kde] = objs.segments;
-        for (k, (off, n), weight) in
-            [(SSIM, ssim, w.ssim), (ENTROPY, ent, w.entropy), (ALIGN, align, w.alignment), (KDE, kde, w.kde)]
-        {
-            if n > 0 {
-                loss_sums.extend(
-                    SumRows { o_off: k, ..sum(n, off, inv(weight)) }.dispatches(gpu, &partial, &terms),
-                );
-            }
-        }
-        loss_sums
-            .extend(SumRows { o_off: CE, ..sum(b, 0, 1.0 / b as f32) }.dispatches(gpu, &ce_loss, &terms));
+        loss_sums.extend(term_sums(gpu, &objs, &w, b, &partial, &ce_loss, &terms));
         // Backward: P, then Q, into the augmented images; sum; back through the augmentation.
         let bw_p: Vec<Dispatch> = gp.backward_dispatches().to_vec();
         let mut tail: Vec<Dispatch> = Vec::new();
@@ -220,7 +198,8 @@ impl<'a> Synthesizer<'a> {
         }
         tail.push(sy::jitter_backward(gpu, shape, &gp.d_images, &d_img, &draws));
         tail.extend(sy::tv(gpu, shape, w.tv.max(0.0), &img, &d_img, &tv_loss, &tvs));
-        tail.extend(SumRows { o_off: TV, ..sum(1, 0, inv(w.tv)) }.dispatches(gpu, &tv_loss, &terms));
+        let tv_sum = SumRows { n: 1, rows: 1, s_off: 0, rs: 1, o_off: TV, alpha: inv(w.tv), beta: 0.0 };
+        tail.extend(tv_sum.dispatches(gpu, &tv_loss, &terms));
         tail.extend(loss_sums);
         tail.push(adamw(
             gpu,
@@ -236,18 +215,9 @@ impl<'a> Synthesizer<'a> {
         ));
         tail.push(sy::clamp_channels(gpu, shape, &img, &bounds));
 
-        let mut step = ds.clone();
-        step.extend(fw_p.iter().cloned());
-        step.extend(fw_q.iter().cloned());
-        step.extend(objectives.iter().cloned());
-        step.extend(bw_p.iter().cloned());
-        step.extend(tail.iter().cloned());
-        let mut q_init_step = ds;
-        q_init_step.extend(fw_p);
-        q_init_step.extend(fw_q_init);
-        q_init_step.extend(objectives);
-        q_init_step.extend(bw_p);
-        q_init_step.extend(tail);
+        // One iteration; the first one with Q's initialising forward instead of its forward.
+        let step = [&ds[..], &fw_p, &fw_q, &objectives, &bw_p, &tail].concat();
+        let q_init_step = [&ds[..], &fw_p, &fw_q_init, &objectives, &bw_p, &tail].concat();
         let mut keep = vec![partial, ce_loss, tv_loss, bounds];
         keep.extend(objs.keep.iter().cloned());
         Ok(Synthesizer {
@@ -524,4 +494,44 @@ impl<'a> Synthesizer<'a> {
     pub fn graphs(&self) -> (&Graph, Option<&Graph>) {
         (&self.gp, self.gq.as_ref())
     }
+}
+
+/// 1 / x, or 0 for a switched-off term (its logged value is then 0, not infinite).
+fn inv(x: f32) -> f32 {
+    if x > 0.0 { 1.0 / x } else { 0.0 }
+}
+
+/// Per channel, the normalised values of pixel 0 and 1: the clamp after every step.
+fn clamp_bounds(gpu: &Gpu, c: &crate::model::ModelConfig) -> Tensor {
+    let bounds: Vec<f32> = (0..c.in_chans)
+        .flat_map(|ch| {
+            let (m, s) = (c.preprocess.mean[ch], c.preprocess.std[ch]);
+            [-m / s, (1.0 - m) / s]
+        })
+        .collect();
+    Tensor::from_slice(gpu, &bounds, &[2 * c.in_chans])
+}
+
+/// The logged terms: each objective's partial sums and the CE as unweighted batch means.
+fn term_sums(
+    gpu: &Gpu,
+    objs: &synth_objectives::Objectives,
+    w: &Weights,
+    b: usize,
+    partial: &Tensor,
+    ce_loss: &Tensor,
+    terms: &Tensor,
+) -> Vec<Dispatch> {
+    let sum = |n, off, alpha, o_off| SumRows { n: 1, rows: n, s_off: off, rs: 1, o_off, alpha, beta: 0.0 };
+    let mut out = Vec::new();
+    let [ssim, ent, align, kde] = objs.segments;
+    for (k, (off, n), weight) in
+        [(SSIM, ssim, w.ssim), (ENTROPY, ent, w.entropy), (ALIGN, align, w.alignment), (KDE, kde, w.kde)]
+    {
+        if n > 0 {
+            out.extend(sum(n, off, inv(weight), k).dispatches(gpu, partial, terms));
+        }
+    }
+    out.extend(sum(b, 0, 1.0 / b as f32, CE).dispatches(gpu, ce_loss, terms));
+    out
 }
