@@ -305,6 +305,8 @@ fn run_epochs(
     let ckpt_path = opts.out.join(CHECKPOINT);
     let resumed =
         if opts.resume { Some(read_checkpoint(&ckpt_path, &config_json, &model_fp)?) } else { None };
+    // Before the graphs below exist, so the baseline's model is not held beside them.
+    let measured = if resumed.is_none() { Some(baselines(&run, weights, &mut log)?) } else { None };
     let mut synth = Synthesizer::new(
         gpu,
         p,
@@ -324,7 +326,7 @@ fn run_epochs(
             state
         }
         None => {
-            let (fp_top1, ptq_top1) = baselines(&run, weights, &mut log)?;
+            let (fp_top1, ptq_top1) = measured.unwrap_or_default();
             match cfg.init.as_str() {
                 "lsq" => {}
                 // The batch of Q training, so LSQ's gradient scale g is the one a lazy init would set.
