@@ -5,10 +5,11 @@
 // (A transposed) all use this one kernel. The batch index z splits into z1 = z / batch2 and
 // z2 = z % batch2 (e.g. image and head).
 //
-// Two variants with the same semantics:
-// - matmul_regs: no workgroup memory and no barriers; each invocation computes a 4x4 block of C
-//   in registers. For CPU adapters (lavapipe), where barriers are emulated and very slow.
-// - matmul_tiled: 64x64 C tile per 256-invocation workgroup, 4x4 per invocation, K-tiles of 16
+// Every entry point has the same semantics; they differ in how they block and load (the table
+// of variants, the layouts each reads and the grid each needs is src/ops/matmul_variants.rs):
+// - matmul_regs and the vec4 variants: no workgroup memory and no barriers, a block of C in
+//   registers per invocation. For CPU adapters (lavapipe), where barriers are emulated and slow.
+// - matmul_tiled*: 64x64 C tile per 256-invocation workgroup, 4x4 per invocation, K-tiles of 16
 //   staged in workgroup memory. For real GPUs.
 
 struct Params {
@@ -41,9 +42,9 @@ fn store(cb: u32, row: u32, col: u32, acc: f32) {
 }
 
 // ---- CPU adapters: registers only -------------------------------------------------------
-// Workgroup of 64 = 8 x 8 invocations covers a 32 x 32 block of C.
-@compute @workgroup_size(64)
-fn matmul_regs(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
+// Workgroup of 64 = 8 x 8 invocations covers a 32 x 32 block of C. `repeats` > 1 only for the
+// test-only slowed variant, which computes the same block that many times over.
+fn regs_block(wid: vec3<u32>, lid: u32, repeats: u32) {
     let z = wid.z;
     let col0 = (wid.x * 8u + (lid % 8u)) * 4u;
     let row0 = (wid.y * 8u + (lid / 8u)) * 4u;
@@ -59,6 +60,7 @@ fn matmul_regs(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_
         bc[i] = bb + min(col0 + i, p.n - 1u) * p.b_cs;
     }
     var acc: array<f32, 16>;
+    for (var r = 0u; r < repeats; r++) {
     for (var i = 0u; i < 16u; i++) { acc[i] = 0.0; }
     for (var kk = 0u; kk < p.k; kk++) {
         let ak = kk * p.a_cs;
@@ -70,6 +72,7 @@ fn matmul_regs(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_
         acc[8] = fma(a2, b0, acc[8]); acc[9] = fma(a2, b1, acc[9]); acc[10] = fma(a2, b2, acc[10]); acc[11] = fma(a2, b3, acc[11]);
         acc[12] = fma(a3, b0, acc[12]); acc[13] = fma(a3, b1, acc[13]); acc[14] = fma(a3, b2, acc[14]); acc[15] = fma(a3, b3, acc[15]);
     }
+    }
     let cb = base_c(z);
     for (var i = 0u; i < 4u; i++) {
         for (var j = 0u; j < 4u; j++) {
@@ -77,6 +80,23 @@ fn matmul_regs(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_
         }
     }
 }
+
+@compute @workgroup_size(64)
+fn matmul_regs(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
+    regs_block(wid, lid, 1u);
+}
+
+// Tests only (`Variant::test_only`): matmul_regs slowed eightfold, to show the tuner never
+// picks a slower variant.
+@compute @workgroup_size(64)
+fn matmul_slow_test(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
+    regs_block(wid, lid, 8u);
+}
+
+// The vec4 kernels below lay a workgroup's 64 invocations out as TX along n by 64 / TX along m
+// (an override constant: 8 gives 32 x 32 tiles; 2 or 4 fit products with few columns, such as
+// attention's head dimension, without idle lanes).
+override TX: u32 = 8u;
 
 // CPU adapters, both operands contiguous along k (A row-major, B = a transposed row-major
 // matrix, as in x Wᵀ and q kᵀ) with offsets and strides multiples of 4: vec4 loads along k,
@@ -87,8 +107,8 @@ fn matmul_regs(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_
 @compute @workgroup_size(64)
 fn matmul_nt4(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
     let z = wid.z;
-    let col0 = (wid.x * 8u + (lid % 8u)) * 4u;
-    let row0 = (wid.y * 8u + (lid / 8u)) * 4u;
+    let col0 = (wid.x * TX + (lid % TX)) * 4u;
+    let row0 = (wid.y * (64u / TX) + (lid / TX)) * 4u;
     if (row0 >= p.m || col0 >= p.n) { return; }
     let ab = base_a(z);
     let bb = base_b(z);
@@ -121,8 +141,8 @@ fn matmul_nt4(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_i
 @compute @workgroup_size(64)
 fn matmul_nn4(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
     let z = wid.z;
-    let col0 = (wid.x * 8u + (lid % 8u)) * 4u;
-    let row0 = (wid.y * 8u + (lid / 8u)) * 4u;
+    let col0 = (wid.x * TX + (lid % TX)) * 4u;
+    let row0 = (wid.y * (64u / TX) + (lid / TX)) * 4u;
     if (row0 >= p.m || col0 >= p.n) { return; }
     let ab = base_a(z);
     let b0 = (base_b(z) + col0) / 4u;
@@ -152,8 +172,8 @@ fn matmul_nn4(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_i
 @compute @workgroup_size(64)
 fn matmul_tn4(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
     let z = wid.z;
-    let col0 = (wid.x * 8u + (lid % 8u)) * 4u;
-    let row0 = (wid.y * 8u + (lid / 8u)) * 4u;
+    let col0 = (wid.x * TX + (lid % TX)) * 4u;
+    let row0 = (wid.y * (64u / TX) + (lid / TX)) * 4u;
     if (row0 >= p.m || col0 >= p.n) { return; }
     let a0 = (base_a(z) + row0) / 4u;
     let b0 = (base_b(z) + col0) / 4u;
@@ -283,4 +303,64 @@ fn matmul_tiled_nt4(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invoca
         workgroupBarrier();
     }
     store_block(base_c(z), tm + ty * 4u, tn + tx * 4u, acc);
+}
+
+// ---- CPU adapters: an 8 x 8 block, unrolled by hand --------------------------------------
+// Each invocation owns an 8 x 8 block of C: 16 vec4 loads per 4 steps of k for 256
+// multiply-adds, twice matmul_nt4's ratio (lavapipe loads storage buffers one lane at a time,
+// so loads, not arithmetic, bound its kernels). Unrolled by hand so that no accumulator index
+// depends on a loop variable. The accumulation order per element is matmul_nt4's, so results
+// are bit-identical to it. Workgroups of 8 x 8 invocations: 64 x 64 tiles. (8 x 8 versions
+// of nn4 and tn4 measured 1.4-1.6x slower than those on lavapipe and were dropped.)
+
+fn dot4(a: vec4<f32>, b0: vec4<f32>, b1: vec4<f32>, b2: vec4<f32>, b3: vec4<f32>) -> vec4<f32> {
+    return vec4<f32>(dot(a, b0), dot(a, b1), dot(a, b2), dot(a, b3));
+}
+
+fn store_row8(cb: u32, row: u32, col0: u32, lo: vec4<f32>, hi: vec4<f32>) {
+    store(cb, row, col0, lo.x); store(cb, row, col0 + 1u, lo.y);
+    store(cb, row, col0 + 2u, lo.z); store(cb, row, col0 + 3u, lo.w);
+    store(cb, row, col0 + 4u, hi.x); store(cb, row, col0 + 5u, hi.y);
+    store(cb, row, col0 + 6u, hi.z); store(cb, row, col0 + 7u, hi.w);
+}
+
+// Both operands contiguous along k (x Wᵀ, q kᵀ), as matmul_nt4.
+@compute @workgroup_size(64)
+fn matmul_nt8(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
+    let z = wid.z;
+    let col0 = (wid.x * 8u + (lid % 8u)) * 8u;
+    let row0 = (wid.y * 8u + (lid / 8u)) * 8u;
+    if (row0 >= p.m || col0 >= p.n) { return; }
+    let ab = base_a(z);
+    let bb = base_b(z);
+    var ar: array<u32, 8>;
+    var bc: array<u32, 8>;
+    for (var i = 0u; i < 8u; i++) {
+        ar[i] = (ab + min(row0 + i, p.m - 1u) * p.a_rs) / 4u;
+        bc[i] = (bb + min(col0 + i, p.n - 1u) * p.b_cs) / 4u;
+    }
+    var acc: array<vec4<f32>, 16>;
+    for (var i = 0u; i < 16u; i++) { acc[i] = vec4<f32>(0.0); }
+    for (var k4 = 0u; k4 < p.k / 4u; k4++) {
+        let b0 = b4[bc[0] + k4]; let b1 = b4[bc[1] + k4]; let b2 = b4[bc[2] + k4]; let b3 = b4[bc[3] + k4];
+        let b5 = b4[bc[5] + k4]; let b6 = b4[bc[6] + k4]; let b7 = b4[bc[7] + k4]; let b4v = b4[bc[4] + k4];
+        var a = a4[ar[0] + k4];
+        acc[0] += dot4(a, b0, b1, b2, b3); acc[1] += dot4(a, b4v, b5, b6, b7);
+        a = a4[ar[1] + k4];
+        acc[2] += dot4(a, b0, b1, b2, b3); acc[3] += dot4(a, b4v, b5, b6, b7);
+        a = a4[ar[2] + k4];
+        acc[4] += dot4(a, b0, b1, b2, b3); acc[5] += dot4(a, b4v, b5, b6, b7);
+        a = a4[ar[3] + k4];
+        acc[6] += dot4(a, b0, b1, b2, b3); acc[7] += dot4(a, b4v, b5, b6, b7);
+        a = a4[ar[4] + k4];
+        acc[8] += dot4(a, b0, b1, b2, b3); acc[9] += dot4(a, b4v, b5, b6, b7);
+        a = a4[ar[5] + k4];
+        acc[10] += dot4(a, b0, b1, b2, b3); acc[11] += dot4(a, b4v, b5, b6, b7);
+        a = a4[ar[6] + k4];
+        acc[12] += dot4(a, b0, b1, b2, b3); acc[13] += dot4(a, b4v, b5, b6, b7);
+        a = a4[ar[7] + k4];
+        acc[14] += dot4(a, b0, b1, b2, b3); acc[15] += dot4(a, b4v, b5, b6, b7);
+    }
+    let cb = base_c(z);
+    for (var i = 0u; i < 8u; i++) { store_row8(cb, row0 + i, col0, acc[2u * i], acc[2u * i + 1u]); }
 }

@@ -7,6 +7,7 @@ use std::path::PathBuf;
 use clap::{Args, Parser, Subcommand};
 
 use crate::commands;
+use crate::gpu::tune::TuneMode;
 use crate::gpu::{Backend, GpuOptions};
 
 /// Exit codes, also listed in `--help` and the README.
@@ -35,11 +36,23 @@ pub struct GpuArgs {
     /// Use the adapter whose name contains this text (see `maskaq devices`; WGPU_ADAPTER_NAME also works).
     #[arg(long, global = true, value_name = "NAME")]
     pub adapter: Option<String>,
+    /// Kernel variants: `cache` uses the picks `maskaq tune` stored for this adapter, `build`
+    /// also measures picks for shapes the cache lacks, `off` uses the built-in defaults.
+    #[arg(long, global = true, value_enum, default_value_t = TuneMode::Cache)]
+    pub tune: TuneMode,
+    /// The tuning cache file (default: one per adapter and driver in the user's cache directory).
+    #[arg(long, global = true, value_name = "FILE")]
+    pub tune_cache: Option<PathBuf>,
 }
 
 impl GpuArgs {
     pub fn options(&self) -> GpuOptions {
-        GpuOptions { backend: self.backend, adapter: self.adapter.clone() }
+        GpuOptions {
+            backend: self.backend,
+            adapter: self.adapter.clone(),
+            tune: self.tune,
+            tune_cache: self.tune_cache.clone(),
+        }
     }
 }
 
@@ -76,6 +89,9 @@ pub enum Command {
     Quantize(Box<commands::quantize::QuantizeArgs>),
     /// Measure forward, forward+backward, synthesis-iteration and Q-training-step times.
     Bench(commands::bench::BenchArgs),
+    /// Time every kernel variant at the shapes a model launches and store the fastest that
+    /// passes its check in this adapter's tuning cache (used by later runs; see --tune).
+    Tune(commands::tune::TuneArgs),
 }
 
 /// Runs one parsed command line.
@@ -90,6 +106,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Synth(a) => commands::synth::run(&gpu, &a),
         Command::Quantize(a) => commands::quantize::run(&gpu, &a),
         Command::Bench(a) => commands::bench::run(&gpu, &a),
+        Command::Tune(a) => commands::tune::run(&gpu, &a),
     }
 }
 

@@ -18,3 +18,4 @@ pub mod progress;
 pub mod quant;
 pub mod rng;
 pub mod train;
+pub mod tune;

@@ -1,12 +1,14 @@
-//! The vec4 matmul variants CPU adapters use (chosen by operand layout) against the CPU
-//! reference on ragged M and N, with batching, offsets, bias and beta. Each test forces the
-//! kernel family it checks (`Gpu::cpu_like`), so all of them run on any adapter: lavapipe, GL,
-//! or a real GPU.
+//! The matmul variants against the CPU reference on ragged M and N, with batching, offsets,
+//! bias and beta: the default choice by operand layout (`Gpu::cpu_like` flipped to check each
+//! adapter class's defaults), and every variant of the table forced in turn
+//! (`Gpu::forced_variant`) on every layout it applies to. All of them run on any adapter:
+//! lavapipe, GL, or a real GPU.
 
 mod common;
 
 use common::{Rng, assert_close, gpu, read, upload1};
 use maskaq::ops::matmul::{Matmul, View};
+use maskaq::ops::matmul_variants::{VARIANTS, default_variant};
 
 fn check(
     name: &str,
@@ -20,7 +22,7 @@ fn check(
     // The CPU adapters' kernels (no workgroup barriers) are plain WGSL that any GPU runs too.
     let mut gpu = gpu();
     gpu.cpu_like = true;
-    assert_eq!(mm.kernel(true).id, expected_kernel, "{name}: kernel choice");
+    assert_eq!(default_variant(&mm, true).kernel.id, expected_kernel, "{name}: kernel choice");
     let mut rng = Rng::new(9);
     let (a, b, c0) = (rng.vec(a_len, 1.0), rng.vec(b_len, 1.0), rng.vec(c_len, 1.0));
     let bias_v = rng.vec(mm.n + 3, 1.0);
@@ -93,7 +95,7 @@ fn tiled_nt4_for_gpus() {
         let (lda, ldb) = (k + 4, k);
         let mm =
             Matmul::new(m, n, k, View::rows(lda).at(4), View::rows(ldb).t(), View::rows(n)).scale(0.5, 0.25);
-        assert_eq!(mm.kernel(false).id, "matmul_tiled_nt4");
+        assert_eq!(default_variant(&mm, false).kernel.id, "matmul_tiled_nt4");
         let (a, b, c0) = (rng.vec(4 + m * lda, 1.0), rng.vec(n * ldb, 1.0), rng.vec(m * n, 1.0));
         let bias = rng.vec(n + 3, 1.0);
         let (at, bt, ct, biast) =
@@ -110,5 +112,68 @@ fn tiled_nt4_for_gpus() {
             1e-6 * (k as f64 + 4.0),
             1e-5,
         );
+    }
+}
+
+/// Products of every layout the graphs launch, with ragged sizes, offsets, bias and beta.
+fn layouts() -> Vec<(&'static str, Matmul, [usize; 3])> {
+    let mut out = Vec::new();
+    for (m, n, k) in [(1usize, 1usize, 4usize), (17, 13, 12), (65, 70, 36), (33, 9, 132)] {
+        // x Wᵀ: both operands along k.
+        let (lda, ldb) = (k + 4, k + 8);
+        let nt =
+            Matmul::new(m, n, k, View::rows(lda).at(4), View::rows(ldb).t(), View::rows(n)).scale(0.7, 0.3);
+        out.push(("x Wᵀ", nt.bias(1), [4 + m * lda, n * ldb, m * n]));
+        // dy W: B along n.
+        let ldb = n.div_ceil(4) * 4 + 4;
+        let nn = Matmul::new(m, n, k, View::rows(k + 1), View::rows(ldb), View::rows(n)).scale(1.0, 1.0);
+        out.push(("dy W", nn, [m * (k + 1), k * ldb, m * n]));
+        // dyᵀ x: A along m, B along n.
+        let (lda, ldb) = (m.div_ceil(4) * 4, n.div_ceil(4) * 4 + 4);
+        let tn = Matmul::new(m, n, k, View::rows(lda).t(), View::rows(ldb), View::rows(n));
+        out.push(("dyᵀ x", tn, [k * lda, k * ldb, m * n]));
+    }
+    // Attention: heads inside a fused qkv matrix, batched over images and heads.
+    let (b, h, n, hd) = (2, 3, 9, 8);
+    let d3 = 3 * h * hd;
+    let q = View { off: 0, rs: d3, cs: 1, b1: n * d3, b2: hd };
+    let kv = View { off: h * hd, ..q };
+    let c = View { off: 0, rs: n, cs: 1, b1: h * n * n, b2: n * n };
+    out.push((
+        "q kᵀ",
+        Matmul::new(n, n, hd, q, kv.t(), c).batched(b, h),
+        [b * n * d3, b * n * d3, b * h * n * n],
+    ));
+    out
+}
+
+#[test]
+fn every_variant_forced_in_turn() {
+    let mut gpu = gpu();
+    gpu.test_variants = true;
+    let mut rng = Rng::new(11);
+    let mut runs = vec![0usize; VARIANTS.len()];
+    for (name, mm, [a_len, b_len, c_len]) in layouts() {
+        let (a, b, c0) = (rng.vec(a_len, 1.0), rng.vec(b_len, 1.0), rng.vec(c_len, 1.0));
+        let bias_v = rng.vec(mm.n + 3, 1.0);
+        let mut want = c0.clone();
+        mm.cpu(&a, &b, mm.bias_off.map(|_| &bias_v[..]), &mut want);
+        let (at, bt, biast) = (upload1(&gpu, &a), upload1(&gpu, &b), upload1(&gpu, &bias_v));
+        for (i, v) in VARIANTS.iter().enumerate() {
+            if !v.applies(&mm) {
+                continue;
+            }
+            gpu.forced_variant = Some(v.kernel.id.to_string());
+            let ct = upload1(&gpu, &c0);
+            let d = mm.dispatch(&gpu, &at, &bt, mm.bias_off.map(|_| &biast), &ct);
+            assert_eq!(d.kernel, v.kernel.id, "{name}: the forced variant was not used");
+            gpu.run(&[&d]);
+            let label = format!("{} {name} {}x{}x{}", v.kernel.id, mm.m, mm.n, mm.k);
+            assert_close(&label, &read(&gpu, &ct), &want, 1e-5, 1e-6 * (mm.k as f64 + 4.0), 1e-5);
+            runs[i] += 1;
+        }
+    }
+    for (v, n) in VARIANTS.iter().zip(runs) {
+        assert!(n > 0, "{} was never checked: no layout of this test applies to it", v.kernel.id);
     }
 }

@@ -313,6 +313,36 @@ fn deit_tiny_full_gpu_kernel_variants() {
     assert_case(&gpu, "deit_tiny_full (GPU kernels)", &case);
 }
 
+/// Every matmul variant of the table forced in turn (wherever it applies; other products keep
+/// their default), on a ViT and a Swin.
+#[test]
+fn every_matmul_variant_forced_matches_pytorch() {
+    let mut gpu = common::gpu();
+    for v in maskaq::ops::matmul_variants::VARIANTS.iter().filter(|v| !v.test_only) {
+        gpu.forced_variant = Some(v.kernel.id.to_string());
+        for name in ["tiny_vit", "tiny_swin"] {
+            assert_case(&gpu, &format!("{name} ({} forced)", v.kernel.id), &stored_case(&gpu, name));
+        }
+    }
+}
+
+/// Full-size DeiT-Tiny through the tuned choice: `--tune build` measures every shape's
+/// variants while the graphs are built (into a throw-away cache) and the parity holds with
+/// whatever was picked.
+#[test]
+fn deit_tiny_full_tuned_matches_pytorch() {
+    let dir = tempfile::tempdir().unwrap();
+    let opts = maskaq::gpu::GpuOptions {
+        tune: maskaq::gpu::tune::TuneMode::Build,
+        tune_cache: Some(dir.path().join("kernels.json")),
+        ..Default::default()
+    };
+    let gpu = maskaq::gpu::Gpu::new(&opts).unwrap();
+    let case = hashed_case(&gpu, "deit_tiny_full");
+    assert_case(&gpu, "deit_tiny_full (tuned)", &case);
+    assert!(!gpu.tuning.is_empty(), "the graphs' matmuls were tuned");
+}
+
 /// The same parity with the kernels real GPUs use (tiled matmuls with workgroup memory), run
 /// on whatever adapter is present.
 #[test]

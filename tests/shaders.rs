@@ -6,12 +6,13 @@ use std::collections::HashSet;
 
 use maskaq::gpu::Kernel;
 use maskaq::ops::{
-    self, augment, copy, distill, embed, gelu, layernorm, loss, matmul, objectives, optim, psaq, quant,
-    reduce, softmax, synth, window,
+    self, augment, copy, distill, embed, gelu, layernorm, loss, matmul_variants, objectives, optim, psaq,
+    quant, reduce, softmax, synth, window,
 };
 use naga::valid::{Capabilities, ModuleInfo, ValidationFlags, Validator};
 
-/// Every kernel the ops modules define (keep in sync with `src/ops/*.rs`).
+/// Every kernel the ops modules define (keep in sync with `src/ops/*.rs`); the matmul variants
+/// come from their table ([`all_kernels`]).
 const KERNELS: &[&Kernel] = &[
     &augment::SHIFT_FLIP,
     &augment::RRC_FLIP,
@@ -33,12 +34,6 @@ const KERNELS: &[&Kernel] = &[
     &layernorm::BACKWARD_INPUT,
     &layernorm::BACKWARD_PARAMS,
     &loss::CROSS_ENTROPY,
-    &matmul::REGS,
-    &matmul::TILED,
-    &matmul::NT4,
-    &matmul::NN4,
-    &matmul::TN4,
-    &matmul::TILED_NT4,
     &objectives::SSIM_HEADS,
     &objectives::SSIM_HEADS_WG,
     &objectives::ENTROPY_ROWS,
@@ -122,10 +117,14 @@ fn every_shader_parses_and_validates() {
     }
 }
 
+fn all_kernels() -> Vec<&'static Kernel> {
+    KERNELS.iter().copied().chain(matmul_variants::VARIANTS.iter().map(|v| &v.kernel)).collect()
+}
+
 #[test]
 fn every_kernel_matches_its_source() {
     let mut ids = HashSet::new();
-    for k in KERNELS {
+    for k in all_kernels() {
         assert!(ids.insert(k.id), "kernel id {} used twice", k.id);
         let file = ops::SHADERS
             .iter()
@@ -138,6 +137,13 @@ fn every_kernel_matches_its_source() {
             panic!("kernel {}: entry point `{}` not in {file} (has {names:?})", k.id, k.entry)
         });
         let ep = &module.entry_points[idx];
+        for (name, _) in k.constants {
+            assert!(
+                module.overrides.iter().any(|(_, o)| o.name.as_deref() == Some(*name)),
+                "kernel {}: constant {name} is not an `override` in {file}",
+                k.id
+            );
+        }
         assert_eq!(ep.stage, naga::ShaderStage::Compute, "kernel {}: not a compute entry point", k.id);
         assert_eq!(
             ep.workgroup_size,
@@ -194,7 +200,7 @@ fn every_kernel_matches_its_source() {
         let module = naga::front::wgsl::parse_str(source).unwrap();
         for ep in &module.entry_points {
             assert!(
-                KERNELS.iter().any(|k| k.source == source && k.entry == ep.name),
+                all_kernels().iter().any(|k| k.source == source && k.entry == ep.name),
                 "{file}: entry point `{}` has no Kernel in the KERNELS list",
                 ep.name
             );

@@ -33,6 +33,12 @@ pub struct BenchReport {
     /// Wall milliseconds per Q-training step (augmentation, P and Q forward, KD + head
     /// distillation, Q backward, SGD), Q at W4A4.
     pub qtrain_step_ms: f64,
+    /// Kernel launches per forward+backward, per synthesis iteration and per Q-training step.
+    pub dispatches_forward_backward: usize,
+    pub dispatches_synth_iteration: usize,
+    pub dispatches_qtrain_step: usize,
+    /// Where kernel variants come from: the tuning mode, and how many picks the cache holds.
+    pub tuning: String,
     /// With `--profile`: GPU time per kernel over one forward+backward, largest first.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub profile: Vec<KernelTime>,
@@ -92,6 +98,11 @@ pub struct BenchArgs {
     /// Also time every kernel launch of one forward+backward and sum by kernel.
     #[arg(long)]
     pub profile: bool,
+    /// Instead: time every kernel variant at every (op, shape) a synthesis iteration and a
+    /// Q-training step launch, each checked against the reference variant (`maskaq tune`
+    /// stores the fastest).
+    #[arg(long)]
+    pub kernels: bool,
     /// Print the report as JSON on stdout.
     #[arg(long)]
     pub json: bool,
@@ -108,6 +119,9 @@ pub fn run(gpu_opts: &crate::gpu::GpuOptions, args: &BenchArgs) -> Result<()> {
     let gpu = Gpu::new(gpu_opts)?;
     crate::commands::check_fits(&gpu, &cfg, args.batch, "--batch")?;
     let vit = crate::commands::load_or_random(&gpu, args.model.as_deref(), args.arch.as_deref())?;
+    if args.kernels {
+        return bench_kernels(&gpu, &vit, args);
+    }
     let report = measure(&gpu, &vit, args.batch, args.repeats, args.profile, !args.json)?;
     print(&report, args.json)
 }
@@ -153,8 +167,8 @@ pub fn measure(
     let (gemm_s, s3) = time(gpu, &[&mm; REPS], iters)?;
     let gemm_s = gemm_s / REPS as f64;
     let train_profile = if profile { profile_kernels(gpu, &train_list)? } else { Vec::new() };
-    let (synth_s, synth_profile) = synth_iteration(gpu, vit, batch, profile)?;
-    let qtrain_s = qtrain_step(gpu, vit, batch)?;
+    let (synth_s, synth_profile, synth_n) = synth_iteration(gpu, vit, batch, profile)?;
+    let (qtrain_s, qtrain_n) = qtrain_step(gpu, vit, batch)?;
     let macs = cfg.macs_per_image() * batch as f64;
     Ok(BenchReport {
         adapter: gpu.describe(),
@@ -172,7 +186,8 @@ pub fn measure(
             n,
             k,
             kernel: Matmul::new(m, n, k, View::rows(k), View::rows(k).t(), View::rows(n))
-                .kernel(gpu.cpu_like)
+                .variant(gpu)
+                .kernel
                 .id
                 .into(),
             ms: gemm_s * 1e3,
@@ -181,6 +196,10 @@ pub fn measure(
         synth_iteration_ms: synth_s * 1e3,
         synth_image_iterations_per_s: batch as f64 / synth_s,
         qtrain_step_ms: qtrain_s * 1e3,
+        dispatches_forward_backward: train_list.len(),
+        dispatches_synth_iteration: synth_n,
+        dispatches_qtrain_step: qtrain_n,
+        tuning: tuning_line(gpu),
         profile: train_profile,
         synth_profile,
     })
@@ -188,7 +207,12 @@ pub fn measure(
 
 /// Wall seconds per synthesis iteration (MaskAQ objectives, Q = P at W4A4), after warm-up,
 /// and with `profile` the GPU time of one iteration by kernel.
-fn synth_iteration(gpu: &Gpu, p: &Model, batch: usize, profile: bool) -> Result<(f64, Vec<KernelTime>)> {
+fn synth_iteration(
+    gpu: &Gpu,
+    p: &Model,
+    batch: usize,
+    profile: bool,
+) -> Result<(f64, Vec<KernelTime>, usize)> {
     use crate::maskaq::synth::{Method, SynthConfig, Synthesizer};
     let weights = crate::model::checkpoint::Weights { tensors: p.read_params(gpu)? };
     let mut q = Model::new(gpu, p.cfg.clone(), &weights);
@@ -209,11 +233,12 @@ fn synth_iteration(gpu: &Gpu, p: &Model, batch: usize, profile: bool) -> Result<
     } else {
         Vec::new()
     };
-    Ok((per_iter, by_kernel))
+    Ok((per_iter, by_kernel, s.step_dispatches().len()))
 }
 
-/// Wall seconds per Q-training step (Q = P at W4A4, random images), after warm-up.
-fn qtrain_step(gpu: &Gpu, p: &Model, batch: usize) -> Result<f64> {
+/// Wall seconds per Q-training step (Q = P at W4A4, random images), after warm-up, and its
+/// number of launches.
+fn qtrain_step(gpu: &Gpu, p: &Model, batch: usize) -> Result<(f64, usize)> {
     use crate::maskaq::qtrain::{QTrainConfig, QTrainer};
     let weights = crate::model::checkpoint::Weights { tensors: p.read_params(gpu)? };
     let mut q = Model::new(gpu, p.cfg.clone(), &weights);
@@ -230,7 +255,58 @@ fn qtrain_step(gpu: &Gpu, p: &Model, batch: usize) -> Result<f64> {
         t.step(&images, 1e-3, true);
     }
     t.read_losses()?;
-    Ok(start.elapsed().as_secs_f64() / STEPS as f64)
+    Ok((start.elapsed().as_secs_f64() / STEPS as f64, t.step_dispatches().len()))
+}
+
+/// The tuning mode and cache, for reports.
+fn tuning_line(gpu: &Gpu) -> String {
+    let t = &gpu.tuning;
+    let file = t.path.as_ref().map_or("no cache file".to_string(), |p| p.display().to_string());
+    format!("--tune {}: {} picks ({file})", t.mode.name(), t.len())
+}
+
+/// `bench --kernels`: every variant at every (op, shape) of the hot loops, with each shape's
+/// share of one synthesis iteration plus one Q-training step.
+fn bench_kernels(gpu: &Gpu, p: &Model, args: &BenchArgs) -> Result<()> {
+    let (launches, step_s) = crate::tune::model_launches(gpu, p, args.batch)?;
+    if !args.json {
+        eprintln!(
+            "bench: {} kernel shapes of {} batch {} on {}",
+            launches.len(),
+            p.cfg.describe(),
+            args.batch,
+            gpu.describe()
+        );
+    }
+    let reports = crate::tune::tune_launches(gpu, &launches, args.repeats, false, |_, _| {})?;
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&reports)?);
+        return Ok(());
+    }
+    println!("adapter      {}", gpu.describe());
+    println!("tuning       {}", tuning_line(gpu));
+    println!(
+        "step         {:.2} ms: one synthesis iteration + one Q-training step, one pass each (GPU time)",
+        step_s * 1e3
+    );
+    let mut order: Vec<&crate::tune::ShapeReport> = reports.iter().collect();
+    order.sort_by(|a, b| {
+        (b.current_ms() * b.launches as f64).total_cmp(&(a.current_ms() * a.launches as f64))
+    });
+    for r in order {
+        let share = 100.0 * r.current_ms() * 1e-3 * r.launches as f64 / step_s;
+        println!("{} {}  x{}  now {} ({share:.1}% of the step)", r.op, r.key, r.launches, r.current);
+        for v in &r.variants {
+            let mark = if Some(&v.variant) == r.pick.as_ref() { "*" } else { " " };
+            let check = if v.passed { "ok".to_string() } else { format!("FAILED (error {:.1e})", v.error) };
+            println!(
+                "  {mark} {:<26} {:9.3} ms {:8.2} GFLOP/s {:8.2} GB/s  {check}",
+                v.variant, v.ms, v.gflops, v.gbps
+            );
+        }
+    }
+    println!("(* the fastest variant that passed; `maskaq tune` stores these picks)");
+    Ok(())
 }
 
 /// Times every launch on its own (one pass each) and sums by kernel.
@@ -273,6 +349,11 @@ pub fn print(r: &BenchReport, json: bool) -> Result<()> {
     );
     println!("Q training   {:9.2} ms per step (KD + head distillation, W4A4, SGD)", r.qtrain_step_ms);
     println!("timing       {} (median; synthesis and Q training: wall clock)", r.timing);
+    println!(
+        "dispatches   {} per forward+backward, {} per synthesis iteration, {} per Q-training step",
+        r.dispatches_forward_backward, r.dispatches_synth_iteration, r.dispatches_qtrain_step
+    );
+    println!("kernels      {}", r.tuning);
     for (what, prof) in [("one forward+backward", &r.profile), ("one synthesis iteration", &r.synth_profile)]
     {
         if prof.is_empty() {

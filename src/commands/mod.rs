@@ -8,6 +8,7 @@ pub mod ptq;
 pub mod quantize;
 pub mod synth;
 pub mod train;
+pub mod tune;
 
 use std::path::Path;
 

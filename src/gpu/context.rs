@@ -4,7 +4,8 @@ use std::sync::{Arc, Mutex};
 use anyhow::{Context, Result, anyhow, bail};
 use serde::Serialize;
 
-use super::kernel::{Dispatch, Kernel, Pipeline};
+use super::kernel::{Dispatch, Kernel, Pipeline, PipelineKey};
+use super::tune::{TuneMode, Tuning};
 
 /// A graphics API, as `--backend` names it.
 #[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
@@ -36,6 +37,10 @@ pub struct GpuOptions {
     pub backend: Option<Backend>,
     /// A case-insensitive substring of the adapter name.
     pub adapter: Option<String>,
+    /// How kernel variants are picked (`--tune`).
+    pub tune: TuneMode,
+    /// The tuning cache file (`--tune-cache`; default: one per adapter in the cache directory).
+    pub tune_cache: Option<std::path::PathBuf>,
 }
 
 /// The device maskaq computes on.
@@ -58,7 +63,13 @@ pub struct Gpu {
     /// many ULP, as an adapter with inexact division would (Vulkan allows 2.5). Set it before
     /// the first launch: pipelines are built once per kernel.
     pub div_error_ulp: i32,
-    pipelines: Mutex<HashMap<&'static str, Arc<Pipeline>>>,
+    /// The per-adapter tuning cache: which variant each (op, shape) uses.
+    pub tuning: Tuning,
+    /// Tests only: a kernel variant id every launch of its op uses wherever it applies.
+    pub forced_variant: Option<String>,
+    /// Tests only: offer test-only variants (a deliberately slow one) to the tuner.
+    pub test_variants: bool,
+    pipelines: Mutex<HashMap<PipelineKey, Arc<Pipeline>>>,
     /// Storage buffers by byte size; one whose only owner is the pool is free for reuse.
     pub(crate) pool: Mutex<HashMap<u64, Vec<Arc<wgpu::Buffer>>>>,
     /// Readback (MAP_READ) buffers by byte size, reused across reads.
@@ -281,10 +292,10 @@ impl Gpu {
             }
             None => adapters.swap_remove(0),
         };
-        Self::from_adapter(adapter)
+        Self::from_adapter(adapter, opts)
     }
 
-    fn from_adapter(adapter: wgpu::Adapter) -> Result<Gpu> {
+    fn from_adapter(adapter: wgpu::Adapter, opts: &GpuOptions) -> Result<Gpu> {
         let info = adapter.get_info();
         let wanted = wgpu::Features::TIMESTAMP_QUERY | wgpu::Features::SHADER_F16;
         let features = adapter.features() & wanted;
@@ -324,6 +335,7 @@ impl Gpu {
             || std::env::var("MASKAQ_CPU_KERNELS").is_ok_and(|v| v == "1");
         let llvmpipe = [&info.name, &info.driver, &info.driver_info].iter().any(|s| s.contains("llvmpipe"));
         let loop_limit = llvmpipe.then_some(65_535);
+        let tuning = Tuning::open(&info, opts.tune, opts.tune_cache.clone());
         Ok(Gpu {
             device,
             queue,
@@ -333,6 +345,9 @@ impl Gpu {
             cpu_like,
             loop_limit,
             div_error_ulp: 0,
+            tuning,
+            forced_variant: None,
+            test_variants: false,
             pipelines: Mutex::new(HashMap::new()),
             pool: Mutex::new(HashMap::new()),
             staging: Mutex::new(HashMap::new()),
@@ -376,7 +391,7 @@ impl Gpu {
     /// The compiled pipeline for `kernel`, built on first use.
     pub(crate) fn pipeline(&self, kernel: &Kernel) -> Arc<Pipeline> {
         let mut map = self.pipelines.lock().expect("pipeline cache poisoned");
-        map.entry(kernel.id)
+        map.entry(kernel.pipeline_key())
             .or_insert_with(|| Arc::new(Pipeline::build(&self.device, kernel, self.div_error_ulp)))
             .clone()
     }

@@ -18,6 +18,45 @@ pub struct Kernel {
     pub storage: &'static [(u32, bool)],
     /// Threads per workgroup along x (must match the shader's `@workgroup_size`).
     pub workgroup: u32,
+    /// Values of the shader's `override` constants (tile sizes, say): one entry point built
+    /// with different constants is a different variant and a different pipeline.
+    pub constants: &'static [(&'static str, f64)],
+}
+
+/// What the pipeline cache tells kernels apart by: the source, the entry point and the values
+/// of its `override` constants (not the id, which is only a name).
+#[derive(Clone, PartialEq, Eq, Hash)]
+pub(crate) struct PipelineKey {
+    source: usize,
+    entry: &'static str,
+    constants: Vec<(&'static str, u64)>,
+}
+
+impl Kernel {
+    pub(crate) fn pipeline_key(&self) -> PipelineKey {
+        PipelineKey {
+            source: self.source.as_ptr() as usize,
+            entry: self.entry,
+            constants: self.constants.iter().map(|&(n, v)| (n, v.to_bits())).collect(),
+        }
+    }
+}
+
+/// A launch the tuner can rebuild with another variant: `maskaq bench --kernels` and `maskaq
+/// tune` collect these from a model's graphs (docs/ARCHITECTURE.md, "Kernel variants").
+pub trait Tunable: Send + Sync {
+    /// The op, e.g. "matmul".
+    fn op(&self) -> &'static str;
+    /// The shape key the tuning cache stores a pick under.
+    fn key(&self) -> String;
+    /// Floating-point operations and bytes moved by one launch (for GFLOP/s and GB/s).
+    fn flops(&self) -> f64;
+    fn bytes(&self) -> f64;
+    /// The variants that compute this launch on `gpu`, the reference first.
+    fn variants(&self, gpu: &Gpu) -> Vec<&'static Kernel>;
+    /// The same launch with `kernel` on fresh inputs drawn from `seed` (equal across variants),
+    /// and the tensor it writes.
+    fn standalone(&self, gpu: &Gpu, kernel: &'static Kernel, seed: u64) -> (Vec<Dispatch>, Tensor);
 }
 
 pub(crate) struct Pipeline {
@@ -62,18 +101,17 @@ impl Pipeline {
             label: Some(k.id),
             source: wgpu::ShaderSource::Wgsl(k.source.into()),
         });
-        let constants = [("div_error_ulp", div_error_ulp as f64)];
+        let mut constants: Vec<(&str, f64)> = k.constants.to_vec();
+        if div_error_ulp != 0 && k.source.contains("override div_error_ulp") {
+            constants.push(("div_error_ulp", div_error_ulp as f64));
+        }
         let pipeline = device.create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
             label: Some(k.id),
             layout: Some(&pl),
             module: &module,
             entry_point: Some(k.entry),
             compilation_options: wgpu::PipelineCompilationOptions {
-                constants: if div_error_ulp != 0 && k.source.contains("override div_error_ulp") {
-                    &constants
-                } else {
-                    &[]
-                },
+                constants: &constants,
                 zero_initialize_workgroup_memory: false,
             },
             cache: None,
@@ -87,6 +125,8 @@ impl Pipeline {
 pub struct Dispatch {
     /// The kernel's id (for profiles).
     pub kernel: &'static str,
+    /// For launches the tuner may retarget (matmuls): what the launch computes.
+    pub tunable: Option<Arc<dyn Tunable>>,
     pipeline: Arc<Pipeline>,
     bind_group: wgpu::BindGroup,
     grid: [u32; 3],
@@ -124,8 +164,15 @@ pub fn grid_for(k: &Kernel, threads: usize) -> [u32; 3] {
 }
 
 impl Gpu {
-    /// Binds `params` (uniform, binding 0) and `buffers` (bindings 1..) to `kernel`.
-    pub fn dispatch(&self, kernel: &Kernel, params: &[u32], buffers: &[&Tensor], grid: [u32; 3]) -> Dispatch {
+    /// Binds `params` (uniform, binding 0: the kernel's `#[repr(C)]` parameter struct, laid out
+    /// as the shader's `Params`) and `buffers` (bindings 1..) to `kernel`.
+    pub fn dispatch<P: bytemuck::Pod>(
+        &self,
+        kernel: &Kernel,
+        params: &P,
+        buffers: &[&Tensor],
+        grid: [u32; 3],
+    ) -> Dispatch {
         assert_eq!(
             buffers.len(),
             kernel.storage.len(),
@@ -134,13 +181,14 @@ impl Gpu {
             kernel.storage.len()
         );
         let pipeline = self.pipeline(kernel);
-        let mut words = params.to_vec();
-        while words.is_empty() || !words.len().is_multiple_of(4) {
-            words.push(0);
+        // Uniform blocks are sized in 16-byte steps; the padding is never read.
+        let mut bytes = bytemuck::bytes_of(params).to_vec();
+        while bytes.is_empty() || !bytes.len().is_multiple_of(16) {
+            bytes.push(0);
         }
         let pbuf = self.device.create_buffer_init(&wgpu::util::BufferInitDescriptor {
             label: Some(kernel.id),
-            contents: bytemuck::cast_slice(&words),
+            contents: &bytes,
             usage: wgpu::BufferUsages::UNIFORM,
         });
         let mut entries = vec![wgpu::BindGroupEntry { binding: 0, resource: pbuf.as_entire_binding() }];
@@ -154,6 +202,7 @@ impl Gpu {
         });
         Dispatch {
             kernel: kernel.id,
+            tunable: None,
             pipeline,
             bind_group,
             grid,

@@ -11,7 +11,8 @@
 mod context;
 mod kernel;
 mod tensor;
+pub mod tune;
 
 pub use context::{AdapterReport, Backend, Gpu, GpuOptions, list_adapters};
-pub use kernel::{Dispatch, Kernel, grid_for, grid1d};
+pub use kernel::{Dispatch, Kernel, Tunable, grid_for, grid1d};
 pub use tensor::Tensor;

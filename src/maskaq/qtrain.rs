@@ -181,6 +181,19 @@ impl<'a> QTrainer<'a> {
 
     /// One step on `images` ([B, C, H, W], normalised). With `update` false the losses and
     /// gradients are computed but Q is not changed (the spec's first two epochs).
+    /// Every launch of one step with an update, in order (for profiles and the kernel tuner).
+    pub fn step_dispatches(&self) -> Vec<&Dispatch> {
+        let lists: [&[Dispatch]; 6] = [
+            &self.pre,
+            self.gp.forward_dispatches(),
+            self.gq.forward_dispatches(),
+            &self.forward_losses,
+            self.gq.backward_dispatches(),
+            &self.update,
+        ];
+        lists.into_iter().flatten().collect()
+    }
+
     pub fn step(&mut self, images: &[f32], lr: f32, update: bool) {
         let c = &self.q.cfg;
         let aug = self.raw.is_some().then(|| AugParams::draw(&mut self.aug_rng, c.img_size, c.img_size));

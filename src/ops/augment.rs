@@ -10,6 +10,7 @@ pub const SHIFT_FLIP: Kernel = Kernel {
     entry: "shift_flip",
     storage: &[(1, false), (2, true), (3, false)],
     workgroup: 256,
+    constants: &[],
 };
 
 /// Random translation with fill and horizontal flip of `src` [B, C, H, W] into `dst`;
@@ -62,6 +63,7 @@ pub const RRC_FLIP: Kernel = Kernel {
     entry: "rrc_flip",
     storage: &[(1, false), (2, true), (3, false)],
     workgroup: 256,
+    constants: &[],
 };
 pub const GRAY_MEAN: Kernel = Kernel {
     id: "gray_mean",
@@ -69,6 +71,7 @@ pub const GRAY_MEAN: Kernel = Kernel {
     entry: "gray_mean",
     storage: &[(2, true), (3, false), (4, true)],
     workgroup: 64,
+    constants: &[],
 };
 pub const COLOR_STEP: Kernel = Kernel {
     id: "color_step",
@@ -76,6 +79,7 @@ pub const COLOR_STEP: Kernel = Kernel {
     entry: "color_step",
     storage: &[(2, true), (3, false), (5, false)],
     workgroup: 256,
+    constants: &[],
 };
 pub const BLUR_PASS: Kernel = Kernel {
     id: "blur_pass",
@@ -83,6 +87,7 @@ pub const BLUR_PASS: Kernel = Kernel {
     entry: "blur_pass",
     storage: &[(1, false), (2, true), (3, false)],
     workgroup: 256,
+    constants: &[],
 };
 
 /// Floats in the per-batch draw of [`batch_augment`].

@@ -10,6 +10,7 @@ pub const COPY: Kernel = Kernel {
     entry: "copy4d",
     storage: &[(1, false), (2, true)],
     workgroup: 256,
+    constants: &[],
 };
 /// [`COPY`] with i0, i1 from the workgroup grid (boxes whose d0, d1 and d2 d3 / 256 fit it).
 pub const COPY_GRID: Kernel = Kernel {
@@ -18,9 +19,16 @@ pub const COPY_GRID: Kernel = Kernel {
     entry: "copy_grid",
     storage: &[(1, false), (2, true)],
     workgroup: 256,
+    constants: &[],
 };
-pub const FILL: Kernel =
-    Kernel { id: "fill", source: SOURCE, entry: "fill", storage: &[(2, true)], workgroup: 256 };
+pub const FILL: Kernel = Kernel {
+    id: "fill",
+    source: SOURCE,
+    entry: "fill",
+    storage: &[(2, true)],
+    workgroup: 256,
+    constants: &[],
+};
 
 /// `dst[t_off + i.t] = alpha * src[s_off + i.s] + beta * dst[..]` over the index box `dims`.
 #[derive(Clone, Copy, Debug)]

@@ -11,6 +11,7 @@ pub const KD: Kernel = Kernel {
     entry: "kd",
     storage: &[(1, false), (2, false), (3, true), (4, true)],
     workgroup: 64,
+    constants: &[],
 };
 pub const HD_WEIGHTS: Kernel = Kernel {
     id: "hd_weights",
@@ -18,6 +19,7 @@ pub const HD_WEIGHTS: Kernel = Kernel {
     entry: "hd_weights",
     storage: &[(1, false), (5, true)],
     workgroup: 64,
+    constants: &[],
 };
 pub const HD_SSIM: Kernel = Kernel {
     id: "hd_ssim",
@@ -25,6 +27,7 @@ pub const HD_SSIM: Kernel = Kernel {
     entry: "hd_ssim",
     storage: &[(1, false), (2, false), (3, true), (4, true), (6, false)],
     workgroup: 64,
+    constants: &[],
 };
 
 pub const C2: f32 = 0.03 * 0.03;

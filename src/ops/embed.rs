@@ -10,6 +10,7 @@ pub const PATCHIFY: Kernel = Kernel {
     entry: "patchify",
     storage: &[(1, false), (2, true)],
     workgroup: 256,
+    constants: &[],
 };
 pub const UNPATCHIFY: Kernel = Kernel {
     id: "unpatchify",
@@ -17,6 +18,7 @@ pub const UNPATCHIFY: Kernel = Kernel {
     entry: "unpatchify",
     storage: &[(3, false), (4, true)],
     workgroup: 256,
+    constants: &[],
 };
 pub const TOKENS: Kernel = Kernel {
     id: "tokens_forward",
@@ -24,6 +26,7 @@ pub const TOKENS: Kernel = Kernel {
     entry: "tokens_forward",
     storage: &[(5, false), (6, false), (7, false), (8, false), (9, true)],
     workgroup: 256,
+    constants: &[],
 };
 
 /// Image and token geometry of a patch-embedding ViT.

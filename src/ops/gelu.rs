@@ -10,6 +10,7 @@ pub const FORWARD: Kernel = Kernel {
     entry: "gelu_forward",
     storage: &[(1, false), (2, true)],
     workgroup: 256,
+    constants: &[],
 };
 pub const BACKWARD: Kernel = Kernel {
     id: "gelu_backward",
@@ -17,6 +18,7 @@ pub const BACKWARD: Kernel = Kernel {
     entry: "gelu_backward",
     storage: &[(1, false), (3, false), (4, true)],
     workgroup: 256,
+    constants: &[],
 };
 
 pub fn forward(gpu: &Gpu, x: &Tensor, y: &Tensor) -> Dispatch {

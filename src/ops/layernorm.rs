@@ -11,6 +11,7 @@ pub const FORWARD: Kernel = Kernel {
     entry: "layernorm_forward",
     storage: &[(1, false), (2, false), (3, false), (4, true), (5, true)],
     workgroup: 64,
+    constants: &[],
 };
 pub const BACKWARD_INPUT: Kernel = Kernel {
     id: "layernorm_backward_input",
@@ -18,6 +19,7 @@ pub const BACKWARD_INPUT: Kernel = Kernel {
     entry: "layernorm_backward_input",
     storage: &[(1, false), (2, false), (6, false), (7, false), (8, false), (9, true)],
     workgroup: 64,
+    constants: &[],
 };
 pub const BACKWARD_PARAMS: Kernel = Kernel {
     id: "layernorm_backward_params",
@@ -25,6 +27,7 @@ pub const BACKWARD_PARAMS: Kernel = Kernel {
     entry: "layernorm_backward_params",
     storage: &[(1, false), (6, false), (7, false), (10, true), (11, true)],
     workgroup: 64,
+    constants: &[],
 };
 
 /// `y = LN(x) * gamma + beta` on `rows` rows of `d`; `stats` gets (mean, rstd) per row.

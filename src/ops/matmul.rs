@@ -1,8 +1,9 @@
 //! Batched strided matmul (shaders/matmul.wgsl).
 
+use super::matmul_variants::Variant;
 use super::reduce::SumRows;
-use super::{f, u};
-use crate::gpu::{Dispatch, Gpu, Kernel, Tensor};
+use super::u;
+use crate::gpu::{Dispatch, Gpu, Tensor};
 
 /// Split-K on GPUs: a product with fewer 64x64 output tiles than this cannot fill a GPU, so its
 /// k range is cut into slices computed by separate workgroups and summed afterwards.
@@ -13,43 +14,27 @@ const SPLIT_MIN_K: usize = 128;
 const SPLIT_SCRATCH: usize = 1 << 20;
 
 pub const SOURCE: &str = include_str!("../../shaders/matmul.wgsl");
-const STORAGE: &[(u32, bool)] = &[(1, false), (2, false), (3, false), (4, true)];
-pub const REGS: Kernel =
-    Kernel { id: "matmul_regs", source: SOURCE, entry: "matmul_regs", storage: STORAGE, workgroup: 64 };
-/// vec4-along-k variant for CPU adapters; buffers in order bias, c, a, b.
-pub const NT4: Kernel = Kernel {
-    id: "matmul_nt4",
-    source: SOURCE,
-    entry: "matmul_nt4",
-    storage: &[(3, false), (4, true), (5, false), (6, false)],
-    workgroup: 64,
-};
-/// vec4-along-n variant for CPU adapters; buffers in order a, bias, c, b.
-pub const NN4: Kernel = Kernel {
-    id: "matmul_nn4",
-    source: SOURCE,
-    entry: "matmul_nn4",
-    storage: &[(1, false), (3, false), (4, true), (6, false)],
-    workgroup: 64,
-};
-/// vec4 outer-product variant for CPU adapters; buffers in order bias, c, a, b.
-pub const TN4: Kernel = Kernel {
-    id: "matmul_tn4",
-    source: SOURCE,
-    entry: "matmul_tn4",
-    storage: &[(3, false), (4, true), (5, false), (6, false)],
-    workgroup: 64,
-};
-/// The tiled kernel with vec4 loads, both operands contiguous along k; buffers bias, c, a, b.
-pub const TILED_NT4: Kernel = Kernel {
-    id: "matmul_tiled_nt4",
-    source: SOURCE,
-    entry: "matmul_tiled_nt4",
-    storage: &[(3, false), (4, true), (5, false), (6, false)],
-    workgroup: 256,
-};
-pub const TILED: Kernel =
-    Kernel { id: "matmul_tiled", source: SOURCE, entry: "matmul_tiled", storage: STORAGE, workgroup: 256 };
+
+/// The shader's `Params` block (matmul.wgsl), field for field.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, bytemuck::Pod, bytemuck::Zeroable)]
+pub(crate) struct Params {
+    m: u32,
+    n: u32,
+    k: u32,
+    batch2: u32,
+    a: [u32; 5],
+    b: [u32; 5],
+    c_off: u32,
+    c_rs: u32,
+    c_b1: u32,
+    c_b2: u32,
+    bias_off: u32,
+    has_bias: u32,
+    alpha: f32,
+    beta: f32,
+    pad: [u32; 2],
+}
 
 /// How an operand is laid out: element (z1, z2, r, c) is at `off + z1*b1 + z2*b2 + r*rs + c*cs`.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -129,26 +114,9 @@ impl Matmul {
         }
     }
 
-    /// The kernel this product uses: on CPU adapters the vec4 variant its layout allows
-    /// (`MASKAQ_MATMUL=regs` forces the scalar one), on GPUs the tiled kernel.
-    pub fn kernel(&self, cpu_like: bool) -> &'static Kernel {
-        if !cpu_like {
-            return if self.nt4_ok() { &TILED_NT4 } else { &TILED };
-        }
-        if std::env::var("MASKAQ_MATMUL").is_ok_and(|v| v == "regs") {
-            return &REGS;
-        }
-        let b_n4 = self.b.cs == 1 && [self.b.off, self.b.rs, self.b.b1, self.b.b2].iter().all(|v| v % 4 == 0);
-        let a_m4 = self.a.rs == 1 && [self.a.off, self.a.cs, self.a.b1, self.a.b2].iter().all(|v| v % 4 == 0);
-        if self.nt4_ok() {
-            &NT4
-        } else if b_n4 && a_m4 {
-            &TN4
-        } else if b_n4 {
-            &NN4
-        } else {
-            &REGS
-        }
+    /// The variant this product uses on `gpu` (forced, tuned or default: matmul_variants.rs).
+    pub fn variant(&self, gpu: &Gpu) -> &'static Variant {
+        super::matmul_variants::choose(self, gpu)
     }
 
     /// Whether the vec4-along-k kernel applies: both operands contiguous along k, and every
@@ -263,46 +231,27 @@ impl Matmul {
     pub fn dispatch(&self, gpu: &Gpu, a: &Tensor, b: &Tensor, bias: Option<&Tensor>, c: &Tensor) -> Dispatch {
         assert_eq!(bias.is_some(), self.bias_off.is_some(), "matmul: bias tensor and offset disagree");
         self.check(a.numel(), b.numel(), c.numel(), bias.map(|t| t.numel()));
-        let kernel = self.kernel(gpu.cpu_like);
-        let tile = if gpu.cpu_like { 32 } else { 64 };
-        let params = [
-            u(self.m),
-            u(self.n),
-            u(self.k),
-            u(self.batch2),
-            u(self.a.off),
-            u(self.a.rs),
-            u(self.a.cs),
-            u(self.a.b1),
-            u(self.a.b2),
-            u(self.b.off),
-            u(self.b.rs),
-            u(self.b.cs),
-            u(self.b.b1),
-            u(self.b.b2),
-            u(self.c.off),
-            u(self.c.rs),
-            u(self.c.b1),
-            u(self.c.b2),
-            u(self.bias_off.unwrap_or(0)),
-            self.bias_off.is_some() as u32,
-            f(self.alpha),
-            f(self.beta),
-            0,
-            0,
-        ];
-        let grid = [
-            self.n.div_ceil(tile).max(1) as u32,
-            self.m.div_ceil(tile).max(1) as u32,
-            u(self.batch1 * self.batch2),
-        ];
-        let bias = bias.unwrap_or(a);
-        match kernel.id {
-            "matmul_nt4" | "matmul_tn4" | "matmul_tiled_nt4" => {
-                gpu.dispatch(kernel, &params, &[bias, c, a, b], grid)
-            }
-            "matmul_nn4" => gpu.dispatch(kernel, &params, &[a, bias, c, b], grid),
-            _ => gpu.dispatch(kernel, &params, &[a, b, bias, c], grid),
+        self.dispatch_variant(gpu, self.variant(gpu), a, b, bias, c)
+    }
+
+    pub(crate) fn params(&self) -> Params {
+        let view = |v: &View| [u(v.off), u(v.rs), u(v.cs), u(v.b1), u(v.b2)];
+        Params {
+            m: u(self.m),
+            n: u(self.n),
+            k: u(self.k),
+            batch2: u(self.batch2),
+            a: view(&self.a),
+            b: view(&self.b),
+            c_off: u(self.c.off),
+            c_rs: u(self.c.rs),
+            c_b1: u(self.c.b1),
+            c_b2: u(self.c.b2),
+            bias_off: u(self.bias_off.unwrap_or(0)),
+            has_bias: self.bias_off.is_some() as u32,
+            alpha: self.alpha,
+            beta: self.beta,
+            pad: [0; 2],
         }
     }
 

@@ -9,6 +9,7 @@ pub mod gelu;
 pub mod layernorm;
 pub mod loss;
 pub mod matmul;
+pub mod matmul_variants;
 pub mod objectives;
 pub mod optim;
 pub mod psaq;

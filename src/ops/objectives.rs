@@ -10,7 +10,7 @@ use crate::gpu::{Dispatch, Gpu, Kernel, Tensor, grid1d};
 pub const SOURCE: &str = include_str!("../../shaders/objectives.wgsl");
 
 const fn k(id: &'static str, storage: &'static [(u32, bool)]) -> Kernel {
-    Kernel { id, source: SOURCE, entry: id, storage, workgroup: 64 }
+    Kernel { id, source: SOURCE, entry: id, storage, workgroup: 64, constants: &[] }
 }
 
 pub const SSIM_HEADS: Kernel = k("ssim_heads", &[(1, false), (3, true), (5, true)]);
@@ -21,6 +21,7 @@ pub const SSIM_HEADS_WG: Kernel = Kernel {
     entry: "ssim_heads_wg",
     storage: &[(1, false), (3, true), (5, true)],
     workgroup: 256,
+    constants: &[],
 };
 pub const ENTROPY_ROWS: Kernel = k("entropy_rows", &[(1, false), (6, true), (8, true), (10, false)]);
 pub const ENTROPY_GRAM: Kernel = k("entropy_gram", &[(7, false), (11, true)]);
@@ -32,6 +33,7 @@ pub const ENTROPY_VAR_WG: Kernel = Kernel {
     entry: "entropy_var_wg",
     storage: &[(12, false), (8, true), (5, true)],
     workgroup: 256,
+    constants: &[],
 };
 pub const ENTROPY_BACKWARD: Kernel =
     k("entropy_backward", &[(3, true), (7, false), (9, false), (10, false), (12, false)]);
@@ -42,6 +44,7 @@ pub const ENTROPY_BACKWARD_WG: Kernel = Kernel {
     entry: "entropy_backward_wg",
     storage: &[(3, true), (7, false), (9, false), (10, false), (12, false)],
     workgroup: 256,
+    constants: &[],
 };
 pub const CLS_MEAN: Kernel = k("cls_mean", &[(1, false), (6, true)]);
 pub const MASK_TOPK: Kernel = k("mask_topk", &[(7, false), (11, true), (14, false)]);
@@ -52,6 +55,7 @@ pub const MASK_COUNT: Kernel = Kernel {
     entry: "mask_count",
     storage: &[(12, false), (15, true)],
     workgroup: 1,
+    constants: &[],
 };
 pub const MASKED_ALIGNMENT: Kernel = k(
     "masked_alignment",

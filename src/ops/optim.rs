@@ -10,6 +10,7 @@ pub const ADAMW: Kernel = Kernel {
     entry: "adamw",
     storage: &[(1, true), (2, false), (3, true), (4, true), (5, false)],
     workgroup: 256,
+    constants: &[],
 };
 pub const SGD: Kernel = Kernel {
     id: "sgd",
@@ -17,6 +18,7 @@ pub const SGD: Kernel = Kernel {
     entry: "sgd",
     storage: &[(1, true), (2, false), (3, true), (5, false)],
     workgroup: 256,
+    constants: &[],
 };
 
 /// Which elements of a parameter buffer a launch updates: `n` of them, from `off`, every `stride`.

@@ -8,7 +8,7 @@ use crate::ops::distill::HeadDims;
 pub const SOURCE: &str = include_str!("../../shaders/psaq.wgsl");
 
 const fn k(id: &'static str, storage: &'static [(u32, bool)], workgroup: u32) -> Kernel {
-    Kernel { id, source: SOURCE, entry: id, storage, workgroup }
+    Kernel { id, source: SOURCE, entry: id, storage, workgroup, constants: &[] }
 }
 
 pub const ROWS: Kernel = k("psaq_rows", &[(1, false), (4, true), (8, true)], 64);

@@ -15,6 +15,7 @@ pub const DIV_CHECK: Kernel = Kernel {
     entry: "div_check",
     storage: &[(1, false), (2, false), (3, true)],
     workgroup: 64,
+    constants: &[],
 };
 pub const WEIGHT: Kernel = Kernel {
     id: "weight_quant",
@@ -22,6 +23,7 @@ pub const WEIGHT: Kernel = Kernel {
     entry: "weight_quant",
     storage: &[(1, false), (2, true), (13, true)],
     workgroup: 64,
+    constants: &[],
 };
 pub const FORWARD: Kernel = Kernel {
     id: "act_quant_forward",
@@ -29,6 +31,7 @@ pub const FORWARD: Kernel = Kernel {
     entry: "act_quant_forward",
     storage: &[(1, false), (2, true), (3, false), (4, false)],
     workgroup: 64,
+    constants: &[],
 };
 pub const STATS: Kernel = Kernel {
     id: "act_quant_stats",
@@ -36,6 +39,7 @@ pub const STATS: Kernel = Kernel {
     entry: "act_quant_stats",
     storage: &[(1, false), (7, true)],
     workgroup: 64,
+    constants: &[],
 };
 pub const INIT: Kernel = Kernel {
     id: "act_quant_init",
@@ -43,6 +47,7 @@ pub const INIT: Kernel = Kernel {
     entry: "act_quant_init",
     storage: &[(5, true), (6, true), (8, false)],
     workgroup: 1,
+    constants: &[],
 };
 pub const BACKWARD: Kernel = Kernel {
     id: "act_quant_backward",
@@ -50,6 +55,7 @@ pub const BACKWARD: Kernel = Kernel {
     entry: "act_quant_backward",
     storage: &[(1, false), (3, false), (4, false), (7, true), (9, false), (10, true)],
     workgroup: 64,
+    constants: &[],
 };
 pub const GRAD: Kernel = Kernel {
     id: "act_quant_grad",
@@ -57,6 +63,7 @@ pub const GRAD: Kernel = Kernel {
     entry: "act_quant_grad",
     storage: &[(4, false), (8, false), (11, true)],
     workgroup: 1,
+    constants: &[],
 };
 /// [`GRAD`] for GPUs: a 256-invocation tree reduction in workgroup memory.
 pub const GRAD_WG: Kernel = Kernel {
@@ -65,6 +72,7 @@ pub const GRAD_WG: Kernel = Kernel {
     entry: "act_quant_grad_wg",
     storage: &[(4, false), (8, false), (11, true)],
     workgroup: 256,
+    constants: &[],
 };
 
 pub const MINMAX_PARTIAL: Kernel = Kernel {
@@ -73,6 +81,7 @@ pub const MINMAX_PARTIAL: Kernel = Kernel {
     entry: "act_minmax_partial",
     storage: &[(1, false), (7, true)],
     workgroup: 64,
+    constants: &[],
 };
 pub const MINMAX_MERGE: Kernel = Kernel {
     id: "act_minmax_merge",
@@ -80,6 +89,7 @@ pub const MINMAX_MERGE: Kernel = Kernel {
     entry: "act_minmax_merge",
     storage: &[(8, false), (12, true)],
     workgroup: 1,
+    constants: &[],
 };
 
 /// Floats per quantizer in the `qparams` (alpha, z) and `qmeta` (QN, QP, g, signed) buffers.

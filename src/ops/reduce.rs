@@ -10,6 +10,7 @@ pub const SUM_ROWS: Kernel = Kernel {
     entry: "sum_rows",
     storage: &[(1, false), (2, true)],
     workgroup: 64,
+    constants: &[],
 };
 
 /// Rows one GPU invocation sums before a chunked sum splits the work.

@@ -10,6 +10,7 @@ pub const FORWARD: Kernel = Kernel {
     entry: "softmax_forward",
     storage: &[(1, false), (2, true)],
     workgroup: 64,
+    constants: &[],
 };
 pub const BACKWARD: Kernel = Kernel {
     id: "softmax_backward",
@@ -17,6 +18,7 @@ pub const BACKWARD: Kernel = Kernel {
     entry: "softmax_backward",
     storage: &[(3, false), (4, false), (5, false), (6, true)],
     workgroup: 64,
+    constants: &[],
 };
 
 /// `prob = softmax(scale * a)` over rows of length `n`.

@@ -12,6 +12,7 @@ pub const TOKEN_MAP: Kernel = Kernel {
     entry: "token_map",
     storage: &[(1, false), (2, true)],
     workgroup: 64,
+    constants: &[],
 };
 pub const REL_BIAS: Kernel = Kernel {
     id: "rel_bias",
@@ -19,6 +20,7 @@ pub const REL_BIAS: Kernel = Kernel {
     entry: "rel_bias",
     storage: &[(3, false), (4, false), (5, true)],
     workgroup: 64,
+    constants: &[],
 };
 pub const REL_BIAS_TABLE_GRAD: Kernel = Kernel {
     id: "rel_bias_table_grad",
@@ -26,6 +28,7 @@ pub const REL_BIAS_TABLE_GRAD: Kernel = Kernel {
     entry: "rel_bias_table_grad",
     storage: &[(6, false), (7, true)],
     workgroup: 64,
+    constants: &[],
 };
 pub const MEAN_TOKENS: Kernel = Kernel {
     id: "mean_tokens",
@@ -33,6 +36,7 @@ pub const MEAN_TOKENS: Kernel = Kernel {
     entry: "mean_tokens",
     storage: &[(1, false), (2, true)],
     workgroup: 64,
+    constants: &[],
 };
 
 /// Windows one invocation of the table gradient walks (each up to (2w - 1)² offsets x w² pairs
