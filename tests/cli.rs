@@ -237,6 +237,45 @@ fn bench_runs_and_reports() {
     assert!(v["gemm"]["gflops"].as_f64().unwrap() > 0.0);
 }
 
+/// `tune` stores picks in the cache it is given; `bench` reports them and the launch counts;
+/// `bench --kernels` lists every variant; a corrupt cache is a warning, not an error.
+#[test]
+fn tune_and_bench_kernels() {
+    let folder = fixtures().join("tiny_vit");
+    let m = folder.to_str().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let cache = dir.path().join("kernels.json");
+    let c = cache.to_str().unwrap();
+    let out = maskaq(&["--tune-cache", c, "tune", "--model", m, "--batch", "2", "--rounds", "1", "--json"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let shapes: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let shapes = shapes.as_array().unwrap();
+    assert!(!shapes.is_empty());
+    assert!(shapes.iter().all(|s| s["pick"].is_string() && s["variants"].as_array().unwrap().len() > 1));
+    let stored: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&cache).unwrap()).unwrap();
+    assert_eq!(stored["picks"].as_object().unwrap().len(), shapes.len());
+
+    let out = maskaq(&["--tune-cache", c, "bench", "--model", m, "--batch", "2", "--iters", "1", "--json"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(v["tuning"].as_str().unwrap().contains(&format!("{} picks", shapes.len())), "{}", v["tuning"]);
+    for key in ["dispatches_forward_backward", "dispatches_synth_iteration", "dispatches_qtrain_step"] {
+        assert!(v[key].as_u64().unwrap() > 10, "{key}");
+    }
+
+    let out = maskaq(&["--tune", "off", "bench", "--model", m, "--batch", "2", "--kernels", "--iters", "1"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("matmul_regs") && text.contains("% of the step"), "{text}");
+
+    std::fs::write(&cache, "not json").unwrap();
+    let out = maskaq(&["--tune-cache", c, "bench", "--model", m, "--batch", "2", "--iters", "1", "--json"]);
+    assert!(out.status.success(), "a corrupt cache must not fail a run");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("maskaq: warning: ignoring the tuning cache"));
+    expect_error(&["tune", "--model", m, "--batch", "0"], &["--batch"]);
+    expect_error(&["--tune", "fastest", "tune", "--model", m], &["--tune"]);
+}
+
 #[test]
 fn ptq_bad_input() {
     let folder = fixtures().join("tiny_gray_f16");

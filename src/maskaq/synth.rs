@@ -105,6 +105,8 @@ pub struct Synthesizer<'a> {
     v_adam: Tensor,
     step: Vec<Dispatch>,
     q_init_step: Vec<Dispatch>,
+    /// Q's weight quantizers, run before a batch's first iteration.
+    weights: Vec<Dispatch>,
     noise_calls: usize,
     _keep: Vec<Tensor>,
 }
@@ -172,9 +174,12 @@ impl<'a> Synthesizer<'a> {
             ds.push(Copy4::flat(n_img).dispatch(gpu, &gp.images, &gq.images));
         }
         let fw_p: Vec<Dispatch> = gp.forward_dispatches().to_vec();
-        let fw_q: Vec<Dispatch> = gq.as_ref().map(|g| g.forward_dispatches().to_vec()).unwrap_or_default();
+        // Q's weights do not change while images are synthesised: their quantizers run once per
+        // batch (`weights`), not every iteration.
+        let fw_q: Vec<Dispatch> = gq.as_ref().map(|g| g.forward_fixed_weights().to_vec()).unwrap_or_default();
         let fw_q_init: Vec<Dispatch> =
-            gq.as_ref().map(|g| g.forward_init_dispatches().to_vec()).unwrap_or_default();
+            gq.as_ref().map(|g| g.forward_init_fixed_weights().to_vec()).unwrap_or_default();
+        let weights: Vec<Dispatch> = gq.as_ref().map(|g| g.weight_dispatches().to_vec()).unwrap_or_default();
         let mut objectives = objs.launches.clone();
         let partial = objs.partial.clone();
         // Cross-entropy on P's logits against the targets (zero gradient when switched off).
@@ -239,6 +244,7 @@ impl<'a> Synthesizer<'a> {
             v_adam,
             step,
             q_init_step,
+            weights,
             noise_calls: 0,
             _keep: keep,
         })
@@ -383,7 +389,7 @@ impl<'a> Synthesizer<'a> {
         self.img.write(self.gpu, images);
         self.targets.write(self.gpu, &labels.iter().map(|&l| l as f32).collect::<Vec<_>>());
         self.upload_draws(d);
-        self.gpu.run_all(&[&self.step]);
+        self.gpu.run_all(&[&self.weights, &self.step]);
         Ok(Iteration {
             terms: self.read_terms(d.adam_step as usize - 1)?,
             grad: self.d_img.read(self.gpu)?,
@@ -437,6 +443,7 @@ impl<'a> Synthesizer<'a> {
         // A fresh image optimiser per batch.
         self.m_adam.write(self.gpu, &vec![0.0; n_img]);
         self.v_adam.write(self.gpu, &vec![0.0; n_img]);
+        self.gpu.run_all(&[&self.weights]);
         for i in 0..self.cfg.iters {
             crate::interrupt::check()?;
             self.draw(rng, i);
@@ -473,7 +480,7 @@ impl<'a> Synthesizer<'a> {
         self.img.write(self.gpu, images);
         self.targets.write(self.gpu, &labels.iter().map(|&l| l as f32).collect::<Vec<_>>());
         self.draw(rng, iter);
-        self.gpu.run_all(&[&self.step]);
+        self.gpu.run_all(&[&self.weights, &self.step]);
         let total = self.read_terms(iter)?.total;
         let grad = self.d_img.read(self.gpu)?;
         Ok((total, grad))
@@ -482,7 +489,7 @@ impl<'a> Synthesizer<'a> {
     /// Re-runs the objective with the draws already written (for finite differences).
     pub fn objective_again(&mut self, images: &[f32]) -> Result<f32> {
         self.img.write(self.gpu, images);
-        self.gpu.run_all(&[&self.step]);
+        self.gpu.run_all(&[&self.weights, &self.step]);
         Ok(self.read_terms(0)?.total)
     }
 

@@ -38,6 +38,9 @@ pub(crate) struct Builder<'a> {
     /// Scratch gradients of quantized inputs, by shape (each is consumed right after it is made).
     scratch: HashMap<Vec<usize>, Tensor>,
     pub fw: Vec<Dispatch>,
+    /// Q's weight quantizers: the head of the forward, which a caller whose weights stay fixed
+    /// (synthesis) runs once instead of every pass (`Graph::forward_fixed_weights`).
+    wq: Vec<Dispatch>,
     /// Whether the backward computes parameter gradients (see `GraphOptions::image_grads_only`).
     pub param_grads: bool,
     /// Quantizer initialisations and the forward position they go before.
@@ -70,6 +73,7 @@ impl<'a> Builder<'a> {
             partials: None,
             scratch: HashMap::new(),
             fw: Vec::new(),
+            wq: Vec::new(),
             param_grads: !opts.image_grads_only,
             init: Vec::new(),
             bw: Vec::new(),
@@ -125,7 +129,7 @@ impl<'a> Builder<'a> {
         let cols = w.value.numel() / rows;
         let w_hat = self.t(&w.shape);
         let scales = self.t(&[rows]);
-        self.fw.push(quant::weight_quant(self.gpu, rows, cols, q.bits.w, &w.value, &w_hat, &scales));
+        self.wq.push(quant::weight_quant(self.gpu, rows, cols, q.bits.w, &w.value, &w_hat, &scales));
         w_hat
     }
 
@@ -290,7 +294,7 @@ impl<'a> Builder<'a> {
                 "the graph quantized fewer weights than registered"
             );
         }
-        let mut forward_init = Vec::new();
+        let mut forward_init = self.wq.clone();
         if self.quantizing() {
             let mut inits = self.init.drain(..).peekable();
             for (i, d) in self.fw.iter().enumerate() {
@@ -307,7 +311,8 @@ impl<'a> Builder<'a> {
             logits: out.logits,
             d_logits: out.d_logits,
             taps: out.taps,
-            forward: self.fw,
+            weight_launches: self.wq.len(),
+            forward: [self.wq, self.fw].concat(),
             forward_init,
             backward: self.bw,
             _buffers: self.buffers.take(),

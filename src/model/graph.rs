@@ -88,8 +88,10 @@ pub struct Graph {
     /// Gradient on the logits, set by a loss before `backward`.
     pub d_logits: Tensor,
     pub taps: Vec<Taps>,
+    /// Launches of the forward; the first `weight_launches` are Q's weight quantizers.
     pub(crate) forward: Vec<Dispatch>,
     pub(crate) forward_init: Vec<Dispatch>,
+    pub(crate) weight_launches: usize,
     pub(crate) backward: Vec<Dispatch>,
     /// Every buffer the launches use: held so the buffer pool does not hand them out again.
     pub(crate) _buffers: Vec<Tensor>,
@@ -136,6 +138,19 @@ impl Graph {
     /// The initialising forward of Q (see [`Graph::forward_init`]); empty for an FP model.
     pub fn forward_init_dispatches(&self) -> &[Dispatch] {
         &self.forward_init
+    }
+    /// Q's weight quantizers, the head of both forwards (empty for an FP model).
+    pub fn weight_dispatches(&self) -> &[Dispatch] {
+        &self.forward[..self.weight_launches]
+    }
+    /// The forward without its weight quantizers, for callers that run those once while the
+    /// weights stay fixed (synthesis: Q's weights do not change within a batch).
+    pub fn forward_fixed_weights(&self) -> &[Dispatch] {
+        &self.forward[self.weight_launches..]
+    }
+    /// The initialising forward without its weight quantizers (see above).
+    pub fn forward_init_fixed_weights(&self) -> &[Dispatch] {
+        self.forward_init.get(self.weight_launches..).unwrap_or(&[])
     }
     pub fn backward_dispatches(&self) -> &[Dispatch] {
         &self.backward

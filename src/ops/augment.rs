@@ -1,9 +1,26 @@
 //! Batch augmentations (shaders/augment.wgsl).
 
-use super::{f, u};
+use super::u;
 use crate::gpu::{Dispatch, Gpu, Kernel, Tensor, grid_for};
 
 pub const SOURCE: &str = include_str!("../../shaders/augment.wgsl");
+
+/// Mirrors the shader's `Params` block (augment.wgsl): `fill` is fill0..fill2.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, bytemuck::Pod, bytemuck::Zeroable)]
+struct Params {
+    batch: u32,
+    chans: u32,
+    h: u32,
+    w: u32,
+    fill: [f32; 3],
+    step: u32,
+}
+
+fn params([b, c, h, w]: [usize; 4], fill: [f32; 3], step: u32) -> Params {
+    Params { batch: u(b), chans: u(c), h: u(h), w: u(w), fill, step }
+}
+
 pub const SHIFT_FLIP: Kernel = Kernel {
     id: "shift_flip",
     source: SOURCE,
@@ -26,9 +43,8 @@ pub fn shift_flip(
     let [b, c, h, w] = shape;
     assert!(c <= 3 && fill.len() == c, "shift_flip: 1 to 3 channels with one fill value each");
     assert!(src.numel() == b * c * h * w && dst.numel() == src.numel() && draws.numel() >= 3 * b);
-    let fl = |i: usize| f(fill.get(i).copied().unwrap_or(0.0));
-    let params = [u(b), u(c), u(h), u(w), fl(0), fl(1), fl(2), 0];
-    gpu.dispatch(&SHIFT_FLIP, &params, &[src, dst, draws], grid_for(&SHIFT_FLIP, dst.numel()))
+    let fill = std::array::from_fn(|i| fill.get(i).copied().unwrap_or(0.0));
+    gpu.dispatch(&SHIFT_FLIP, &params(shape, fill, 0), &[src, dst, draws], grid_for(&SHIFT_FLIP, dst.numel()))
 }
 
 /// CPU reference of [`shift_flip`].
@@ -117,7 +133,7 @@ pub fn batch_augment(
             && stats.numel() >= b
             && draws.numel() >= DRAWS
     );
-    let params = |step: u32| [u(b), u(c), u(h), u(w), 0, 0, 0, step];
+    let params = |step: u32| params(shape, [0.0; 3], step);
     let mut ds = vec![gpu.dispatch(&RRC_FLIP, &params(0), &[src, tmp, draws], grid_for(&RRC_FLIP, n))];
     for step in 0..5 {
         ds.push(gpu.dispatch(&GRAY_MEAN, &params(step), &[tmp, draws, stats], grid_for(&GRAY_MEAN, b)));

@@ -1,9 +1,24 @@
 //! Strided 4-d copy and fill (shaders/copy.wgsl).
 
-use super::{f, u};
+use super::u;
 use crate::gpu::{Dispatch, Gpu, Kernel, Tensor, grid_for};
+use bytemuck::Zeroable;
 
 pub const SOURCE: &str = include_str!("../../shaders/copy.wgsl");
+
+/// Mirrors the shader's `Params` block (copy.wgsl): `d`, `s`, `t` are d0..d3, s0..s3, t0..t3.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, bytemuck::Pod, bytemuck::Zeroable)]
+pub(crate) struct Params {
+    d: [u32; 4],
+    s_off: u32,
+    s: [u32; 4],
+    t_off: u32,
+    t: [u32; 4],
+    alpha: f32,
+    beta: f32,
+}
+
 pub const COPY: Kernel = Kernel {
     id: "copy4d",
     source: SOURCE,
@@ -75,26 +90,16 @@ impl Copy4 {
     }
 
     /// The uniform parameters of this copy.
-    pub fn params(&self) -> [u32; 16] {
-        let d = &self.dims;
-        [
-            u(d[0]),
-            u(d[1]),
-            u(d[2]),
-            u(d[3]),
-            u(self.s_off),
-            u(self.s[0]),
-            u(self.s[1]),
-            u(self.s[2]),
-            u(self.s[3]),
-            u(self.t_off),
-            u(self.t[0]),
-            u(self.t[1]),
-            u(self.t[2]),
-            u(self.t[3]),
-            f(self.alpha),
-            f(self.beta),
-        ]
+    pub(crate) fn params(&self) -> Params {
+        Params {
+            d: self.dims.map(u),
+            s_off: u(self.s_off),
+            s: self.s.map(u),
+            t_off: u(self.t_off),
+            t: self.t.map(u),
+            alpha: self.alpha,
+            beta: self.beta,
+        }
     }
 
     pub fn dispatch(&self, gpu: &Gpu, src: &Tensor, dst: &Tensor) -> Dispatch {
@@ -134,8 +139,6 @@ impl Copy4 {
 /// Sets every element of `dst` to `value`.
 pub fn fill(gpu: &Gpu, dst: &Tensor, value: f32) -> Dispatch {
     let n = dst.numel();
-    let mut params = [0u32; 16];
-    params[..4].copy_from_slice(&[1, 1, 1, u(n)]);
-    params[14] = f(value);
+    let params = Params { d: [1, 1, 1, u(n)], alpha: value, ..Params::zeroed() };
     gpu.dispatch(&FILL, &params, &[dst], grid_for(&FILL, n))
 }

@@ -1,10 +1,30 @@
 //! Q-training losses (shaders/distill.wgsl, spec 1.3 and 2.5): knowledge distillation at
 //! temperature T and the mask-weighted SSIM distillation of the attention outputs.
 
-use super::{f, u};
+use super::u;
 use crate::gpu::{Dispatch, Gpu, Kernel, Tensor, grid1d};
+use bytemuck::Zeroable;
 
 pub const SOURCE: &str = include_str!("../../shaders/distill.wgsl");
+
+/// Mirrors the shader's `Params` block (distill.wgsl).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, bytemuck::Pod, bytemuck::Zeroable)]
+struct Params {
+    b: u32,
+    h: u32,
+    n: u32,
+    prefix: u32,
+    np: u32,
+    d: u32,
+    k: u32,
+    off: u32,
+    coef: f32,
+    temp: f32,
+    c2: f32,
+    pad: u32,
+}
+
 pub const KD: Kernel = Kernel {
     id: "kd",
     source: SOURCE,
@@ -48,7 +68,8 @@ pub fn kd(
 ) -> Dispatch {
     assert!(zp.numel() == rows * classes && zq.numel() == rows * classes && dzq.numel() == rows * classes);
     assert!(partial.numel() >= off + rows);
-    let params = [u(rows), 0, u(classes), 0, 0, 0, 0, u(off), f(coef), f(temp), 0, 0];
+    // kd reads its rows as `b` and its classes as `n`.
+    let params = Params { b: u(rows), n: u(classes), off: u(off), coef, temp, ..Params::zeroed() };
     gpu.dispatch(&KD, &params, &[zp, zq, dzq, partial], grid1d(rows, 64))
 }
 
@@ -70,21 +91,21 @@ impl HeadDims {
     pub fn top_k(&self, proportion: f64) -> usize {
         ((self.np() as f64 * proportion).round_ties_even() as usize).max(1)
     }
-    fn params(&self, k: usize, off: usize, coef: f32) -> [u32; 12] {
-        [
-            u(self.b),
-            u(self.h),
-            u(self.n),
-            u(self.prefix),
-            u(self.np()),
-            u(self.d),
-            u(k),
-            u(off),
-            f(coef),
-            0,
-            f(C2),
-            0,
-        ]
+    fn params(&self, k: usize, off: usize, coef: f32) -> Params {
+        Params {
+            b: u(self.b),
+            h: u(self.h),
+            n: u(self.n),
+            prefix: u(self.prefix),
+            np: u(self.np()),
+            d: u(self.d),
+            k: u(k),
+            off: u(off),
+            coef,
+            temp: 0.0,
+            c2: C2,
+            pad: 0,
+        }
     }
 }
 

@@ -1,9 +1,28 @@
 //! Patch embedding im2col and token assembly (shaders/embed.wgsl).
 
-use super::{f, u};
+use super::u;
 use crate::gpu::{Dispatch, Gpu, Kernel, Tensor, grid_for};
 
 pub const SOURCE: &str = include_str!("../../shaders/embed.wgsl");
+
+/// Mirrors the shader's `Params` block (embed.wgsl).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, bytemuck::Pod, bytemuck::Zeroable)]
+struct Params {
+    batch: u32,
+    chans: u32,
+    h: u32,
+    w: u32,
+    psize: u32,
+    gh: u32,
+    gw: u32,
+    tokens: u32,
+    d: u32,
+    prefix: u32,
+    beta: f32,
+    pad: u32,
+}
+
 pub const PATCHIFY: Kernel = Kernel {
     id: "patchify",
     source: SOURCE,
@@ -59,21 +78,21 @@ impl Geometry {
     pub fn kk(&self) -> usize {
         self.chans * self.patch * self.patch
     }
-    fn params(&self, beta: f32) -> [u32; 12] {
-        [
-            u(self.batch),
-            u(self.chans),
-            u(self.h),
-            u(self.w),
-            u(self.patch),
-            u(self.gh()),
-            u(self.gw()),
-            u(self.tokens()),
-            u(self.d),
-            u(self.prefix),
-            f(beta),
-            0,
-        ]
+    fn params(&self, beta: f32) -> Params {
+        Params {
+            batch: u(self.batch),
+            chans: u(self.chans),
+            h: u(self.h),
+            w: u(self.w),
+            psize: u(self.patch),
+            gh: u(self.gh()),
+            gw: u(self.gw()),
+            tokens: u(self.tokens()),
+            d: u(self.d),
+            prefix: u(self.prefix),
+            beta,
+            pad: 0,
+        }
     }
 
     /// `cols[B*np, C*P*P]` from `img[B, C, H, W]`.

@@ -4,6 +4,19 @@ use super::u;
 use crate::gpu::{Dispatch, Gpu, Kernel, Tensor, grid_for};
 
 pub const SOURCE: &str = include_str!("../../shaders/gelu.wgsl");
+
+/// Mirrors the shader's `Params` block (gelu.wgsl).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, bytemuck::Pod, bytemuck::Zeroable)]
+struct Params {
+    n: u32,
+    pad: [u32; 3],
+}
+
+fn params(x: &Tensor) -> Params {
+    Params { n: u(x.numel()), pad: [0; 3] }
+}
+
 pub const FORWARD: Kernel = Kernel {
     id: "gelu_forward",
     source: SOURCE,
@@ -23,12 +36,12 @@ pub const BACKWARD: Kernel = Kernel {
 
 pub fn forward(gpu: &Gpu, x: &Tensor, y: &Tensor) -> Dispatch {
     assert_eq!(x.numel(), y.numel());
-    gpu.dispatch(&FORWARD, &[u(x.numel())], &[x, y], grid_for(&FORWARD, x.numel()))
+    gpu.dispatch(&FORWARD, &params(x), &[x, y], grid_for(&FORWARD, x.numel()))
 }
 
 pub fn backward(gpu: &Gpu, x: &Tensor, dy: &Tensor, dx: &Tensor) -> Dispatch {
     assert!(x.numel() == dy.numel() && x.numel() == dx.numel());
-    gpu.dispatch(&BACKWARD, &[u(x.numel())], &[x, dy, dx], grid_for(&BACKWARD, x.numel()))
+    gpu.dispatch(&BACKWARD, &params(x), &[x, dy, dx], grid_for(&BACKWARD, x.numel()))
 }
 
 fn erf(x: f64) -> f64 {

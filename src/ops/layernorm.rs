@@ -1,10 +1,25 @@
 //! LayerNorm over the last axis (shaders/layernorm.wgsl).
 
 use super::reduce::{SumRows, row_chunks};
-use super::{f, u};
+use super::u;
 use crate::gpu::{Dispatch, Gpu, Kernel, Tensor, grid_for};
 
 pub const SOURCE: &str = include_str!("../../shaders/layernorm.wgsl");
+
+/// Mirrors the shader's `Params` block (layernorm.wgsl).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, bytemuck::Pod, bytemuck::Zeroable)]
+struct Params {
+    rows: u32,
+    d: u32,
+    eps: f32,
+    extra: u32,
+}
+
+fn params(rows: usize, d: usize, eps: f32, extra: u32) -> Params {
+    Params { rows: u(rows), d: u(d), eps, extra }
+}
+
 pub const FORWARD: Kernel = Kernel {
     id: "layernorm_forward",
     source: SOURCE,
@@ -45,7 +60,7 @@ pub fn forward(
 ) -> Dispatch {
     assert!(x.numel() >= rows * d && y.numel() >= rows * d && stats.numel() >= 2 * rows);
     assert!(gamma.numel() == d && beta.numel() == d);
-    gpu.dispatch(&FORWARD, &[u(rows), u(d), f(eps), 0], &[x, gamma, beta, y, stats], grid_for(&FORWARD, rows))
+    gpu.dispatch(&FORWARD, &params(rows, d, eps, 0), &[x, gamma, beta, y, stats], grid_for(&FORWARD, rows))
 }
 
 /// `dx = dres + dLN/dx^T dy` (`dres` optional: the residual branch's gradient).
@@ -61,9 +76,9 @@ pub fn backward_input(
     dres: Option<&Tensor>,
     dx: &Tensor,
 ) -> Dispatch {
-    let params = [u(rows), u(d), 0, dres.is_some() as u32];
+    let p = params(rows, d, 0.0, dres.is_some() as u32);
     let dres = dres.unwrap_or(dy);
-    gpu.dispatch(&BACKWARD_INPUT, &params, &[x, gamma, stats, dy, dres, dx], grid_for(&BACKWARD_INPUT, rows))
+    gpu.dispatch(&BACKWARD_INPUT, &p, &[x, gamma, stats, dy, dres, dx], grid_for(&BACKWARD_INPUT, rows))
 }
 
 /// `dgamma = sum_r dy * xhat`, `dbeta = sum_r dy` (overwrites). On GPUs a long sum over rows
@@ -83,15 +98,15 @@ pub fn backward_params(
     let Some((chunk, chunks)) = row_chunks(gpu, rows).filter(|_| d > 0) else {
         return vec![gpu.dispatch(
             &BACKWARD_PARAMS,
-            &[u(rows), u(d), 0, 0],
+            &params(rows, d, 0.0, 0),
             &[x, stats, dy, dgamma, dbeta],
             grid,
         )];
     };
     let (pg, pb) = (Tensor::zeros(gpu, &[chunks * d]), Tensor::zeros(gpu, &[chunks * d]));
-    let params = [u(rows), u(d), 0, u(chunk)];
+    let p = params(rows, d, 0.0, u(chunk));
     let partial =
-        gpu.dispatch(&BACKWARD_PARAMS, &params, &[x, stats, dy, &pg, &pb], [grid[0], grid[1], u(chunks)]);
+        gpu.dispatch(&BACKWARD_PARAMS, &p, &[x, stats, dy, &pg, &pb], [grid[0], grid[1], u(chunks)]);
     let mut out = vec![partial];
     out.extend(SumRows::matrix(chunks, d).dispatches(gpu, &pg, dgamma));
     out.extend(SumRows::matrix(chunks, d).dispatches(gpu, &pb, dbeta));

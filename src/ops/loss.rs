@@ -1,9 +1,20 @@
 //! Softmax cross-entropy (shaders/loss.wgsl).
 
-use super::{f, u};
+use super::u;
 use crate::gpu::{Dispatch, Gpu, Kernel, Tensor, grid_for};
 
 pub const SOURCE: &str = include_str!("../../shaders/loss.wgsl");
+
+/// Mirrors the shader's `Params` block (loss.wgsl).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, bytemuck::Pod, bytemuck::Zeroable)]
+struct Params {
+    rows: u32,
+    classes: u32,
+    scale: f32,
+    pad: u32,
+}
+
 pub const CROSS_ENTROPY: Kernel = Kernel {
     id: "cross_entropy",
     source: SOURCE,
@@ -29,7 +40,7 @@ pub fn cross_entropy(
     assert!(targets.numel() == rows && loss.numel() == rows);
     gpu.dispatch(
         &CROSS_ENTROPY,
-        &[u(rows), u(classes), f(scale), 0],
+        &Params { rows: u(rows), classes: u(classes), scale, pad: 0 },
         &[logits, targets, loss, dlogits],
         grid_for(&CROSS_ENTROPY, rows),
     )

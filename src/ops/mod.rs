@@ -44,11 +44,6 @@ pub const SHADERS: &[(&str, &str)] = &[
 pub const SHADER_HELPERS: &[(&str, &str)] =
     &[("exact_div.wgsl", include_str!("../../shaders/exact_div.wgsl"))];
 
-/// `f32` as the raw bits a uniform block field of type f32 expects.
-pub(crate) fn f(v: f32) -> u32 {
-    v.to_bits()
-}
-
 /// A `usize` that must fit a shader's u32 index.
 pub(crate) fn u(v: usize) -> u32 {
     u32::try_from(v).expect("tensor index exceeds u32: tensor too large for one binding")

@@ -4,10 +4,28 @@
 //! into the tap's gradient buffer. The CPU references compute the values in f64; the tests
 //! check the GPU gradients against finite differences of them and against PyTorch autograd.
 
-use super::{f, u};
+use super::u;
 use crate::gpu::{Dispatch, Gpu, Kernel, Tensor, grid1d};
 
 pub const SOURCE: &str = include_str!("../../shaders/objectives.wgsl");
+
+/// Mirrors the shader's `Params` block (objectives.wgsl).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, bytemuck::Pod, bytemuck::Zeroable)]
+struct Params {
+    b: u32,
+    h: u32,
+    n: u32,
+    prefix: u32,
+    g: u32,
+    np: u32,
+    sub: u32,
+    off: u32,
+    coef: f32,
+    c1: f32,
+    c2: f32,
+    first: u32,
+}
 
 const fn k(id: &'static str, storage: &'static [(u32, bool)]) -> Kernel {
     Kernel { id, source: SOURCE, entry: id, storage, workgroup: 64, constants: &[] }
@@ -83,22 +101,22 @@ impl AttnDims {
     pub fn np(&self) -> usize {
         self.g * self.g
     }
-    fn params(&self, sub: usize, off: usize, coef: f32, first: bool) -> [u32; 12] {
+    fn params(&self, sub: usize, off: usize, coef: f32, first: bool) -> Params {
         assert_eq!(self.np() + self.prefix, self.n, "tap tokens must be prefix + G*G patches");
-        [
-            u(self.b),
-            u(self.h),
-            u(self.n),
-            u(self.prefix),
-            u(self.g),
-            u(self.np()),
-            u(sub),
-            u(off),
-            f(coef),
-            f(C1),
-            f(C2),
-            first as u32,
-        ]
+        Params {
+            b: u(self.b),
+            h: u(self.h),
+            n: u(self.n),
+            prefix: u(self.prefix),
+            g: u(self.g),
+            np: u(self.np()),
+            sub: u(sub),
+            off: u(off),
+            coef,
+            c1: C1,
+            c2: C2,
+            first: first as u32,
+        }
     }
     fn tap_len(&self) -> usize {
         self.b * self.h * self.n * self.n

@@ -1,9 +1,24 @@
 //! AdamW and SGD with Nesterov momentum (shaders/optim.wgsl).
 
-use super::{f, u};
+use super::u;
 use crate::gpu::{Dispatch, Gpu, Kernel, Tensor, grid_for};
 
 pub const SOURCE: &str = include_str!("../../shaders/optim.wgsl");
+
+/// Mirrors the shader's `Params` block (optim.wgsl).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, bytemuck::Pod, bytemuck::Zeroable)]
+struct Params {
+    n: u32,
+    off: u32,
+    stride: u32,
+    pad: u32,
+    beta1: f32,
+    beta2: f32,
+    eps: f32,
+    wd: f32,
+}
+
 pub const ADAMW: Kernel = Kernel {
     id: "adamw",
     source: SOURCE,
@@ -38,6 +53,9 @@ impl Slice {
             assert!(self.off + (self.n - 1) * self.stride < len, "optimizer slice out of range");
         }
     }
+    fn params(&self, (beta1, beta2): (f32, f32), eps: f32, wd: f32) -> Params {
+        Params { n: u(self.n), off: u(self.off), stride: u(self.stride), pad: 0, beta1, beta2, eps, wd }
+    }
 }
 
 /// One AdamW update of `param` (with moment buffers `m`, `v`); `hyper` = [lr, bc1, bc2].
@@ -55,7 +73,7 @@ pub fn adamw(
     hyper: &Tensor,
 ) -> Dispatch {
     s.check(param.numel());
-    let params = [u(s.n), u(s.off), u(s.stride), 0, f(betas.0), f(betas.1), f(eps), f(wd)];
+    let params = s.params(betas, eps, wd);
     gpu.dispatch(&ADAMW, &params, &[param, grad, m, v, hyper], grid_for(&ADAMW, s.n))
 }
 
@@ -72,7 +90,8 @@ pub fn sgd(
     hyper: &Tensor,
 ) -> Dispatch {
     s.check(param.numel());
-    let params = [u(s.n), u(s.off), u(s.stride), 0, f(mu), 0, 0, f(wd)];
+    // SGD's momentum travels as `beta1`.
+    let params = s.params((mu, 0.0), 0.0, wd);
     gpu.dispatch(&SGD, &params, &[param, grad, buf, hyper], grid_for(&SGD, s.n))
 }
 

@@ -1,11 +1,44 @@
 //! PSAQ-ViT's kernel-density patch-similarity entropy (shaders/psaq.wgsl), for the `psaq`
 //! synthesis baseline.
 
-use super::{f, u};
+use super::u;
 use crate::gpu::{Dispatch, Gpu, Kernel, Tensor, grid1d};
 use crate::ops::distill::HeadDims;
 
 pub const SOURCE: &str = include_str!("../../shaders/psaq.wgsl");
+
+/// Mirrors the shader's `Params` block (psaq.wgsl).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, bytemuck::Pod, bytemuck::Zeroable)]
+struct Params {
+    b: u32,
+    h: u32,
+    n: u32,
+    prefix: u32,
+    np: u32,
+    d: u32,
+    off: u32,
+    pad0: u32,
+    coef: f32,
+    bw: f32,
+    pad1: [u32; 2],
+}
+
+fn params(d: &HeadDims, coef: f32, off: usize) -> Params {
+    Params {
+        b: u(d.b),
+        h: u(d.h),
+        n: u(d.n),
+        prefix: u(d.prefix),
+        np: u(d.np()),
+        d: u(d.d),
+        off: u(off),
+        pad0: 0,
+        coef,
+        bw: BANDWIDTH,
+        pad1: [0; 2],
+    }
+}
 
 const fn k(id: &'static str, storage: &'static [(u32, bool)], workgroup: u32) -> Kernel {
     Kernel { id, source: SOURCE, entry: id, storage, workgroup, constants: &[] }
@@ -66,7 +99,7 @@ pub fn entropy(
 ) -> [Dispatch; 6] {
     let np = d.np();
     assert!(o.numel() == d.b * d.h * d.n * d.d && d_o.numel() == o.numel() && partial.numel() >= off + d.b);
-    let params = [u(d.b), u(d.h), u(d.n), u(d.prefix), u(np), u(d.d), u(off), 0, f(coef), f(BANDWIDTH), 0, 0];
+    let params = params(d, coef, off);
     [
         gpu.dispatch(&ROWS, &params, &[o, &s.rows, &s.stats], grid1d(d.b * np, 64)),
         gpu.dispatch(&SIMS, &params, &[&s.rows, &s.sims], grid1d(d.b * np * np, 64)),

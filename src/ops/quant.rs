@@ -1,10 +1,25 @@
 //! Weight and activation fake quantizers (shaders/quant.wgsl, docs/method.md §3).
 
-use super::{f, u};
+use super::u;
 use crate::gpu::{Dispatch, Gpu, Kernel, Tensor, grid1d};
 
 pub const SOURCE: &str =
     concat!(include_str!("../../shaders/quant.wgsl"), include_str!("../../shaders/exact_div.wgsl"));
+
+/// Mirrors the shader's `Params` block (quant.wgsl).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, bytemuck::Pod, bytemuck::Zeroable)]
+struct Params {
+    rows: u32,
+    cols: u32,
+    off: u32,
+    rs: u32,
+    site: u32,
+    bits: u32,
+    threads: u32,
+    lsq_scale: f32,
+}
+
 /// The division helpers with a test entry point (`div_check`): see `tests/quant_kernels.rs`.
 pub const DIV_CHECK_SOURCE: &str =
     concat!(include_str!("../../shaders/exact_div.wgsl"), include_str!("../../shaders/exact_div_check.wgsl"));
@@ -128,8 +143,9 @@ impl Region {
             );
         }
     }
-    fn params(&self, site: usize, bits: u32, threads: usize, lsq_scale: f32) -> [u32; 8] {
-        [u(self.rows), u(self.cols), u(self.off), u(self.rs), u(site), bits, u(threads), f(lsq_scale)]
+    fn params(&self, site: usize, bits: u32, threads: usize, lsq_scale: f32) -> Params {
+        let (rows, cols, off, rs) = (u(self.rows), u(self.cols), u(self.off), u(self.rs));
+        Params { rows, cols, off, rs, site: u(site), bits, threads: u(threads), lsq_scale }
     }
     /// Element index of the i-th region element.
     pub fn element(&self, i: usize) -> usize {

@@ -1,9 +1,24 @@
 //! Sum over rows (shaders/reduce.wgsl).
 
-use super::{f, u};
+use super::u;
 use crate::gpu::{Dispatch, Gpu, Kernel, Tensor, grid_for};
 
 pub const SOURCE: &str = include_str!("../../shaders/reduce.wgsl");
+
+/// Mirrors the shader's `Params` block (reduce.wgsl).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, bytemuck::Pod, bytemuck::Zeroable)]
+struct Params {
+    n: u32,
+    rows: u32,
+    s_off: u32,
+    rs: u32,
+    o_off: u32,
+    alpha: f32,
+    beta: f32,
+    chunk: u32,
+}
+
 pub const SUM_ROWS: Kernel = Kernel {
     id: "sum_rows",
     source: SOURCE,
@@ -64,17 +79,17 @@ impl SumRows {
         gpu.dispatch(&SUM_ROWS, &self.params(0), &[src, out], grid_for(&SUM_ROWS, self.n))
     }
 
-    fn params(&self, chunk: usize) -> [u32; 8] {
-        [
-            u(self.n),
-            u(self.rows),
-            u(self.s_off),
-            u(self.rs),
-            u(self.o_off),
-            f(self.alpha),
-            f(self.beta),
-            u(chunk),
-        ]
+    fn params(&self, chunk: usize) -> Params {
+        Params {
+            n: u(self.n),
+            rows: u(self.rows),
+            s_off: u(self.s_off),
+            rs: u(self.rs),
+            o_off: u(self.o_off),
+            alpha: self.alpha,
+            beta: self.beta,
+            chunk: u(chunk),
+        }
     }
 
     /// The launches of this sum. On GPUs a long sum (many rows) is cut into chunks of rows

@@ -1,9 +1,20 @@
 //! Attention softmax with a logit scale (shaders/softmax.wgsl).
 
-use super::{f, u};
+use super::u;
 use crate::gpu::{Dispatch, Gpu, Kernel, Tensor, grid_for};
 
 pub const SOURCE: &str = include_str!("../../shaders/softmax.wgsl");
+
+/// Mirrors the shader's `Params` block (softmax.wgsl).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, bytemuck::Pod, bytemuck::Zeroable)]
+struct Params {
+    rows: u32,
+    n: u32,
+    scale: f32,
+    has_extra: u32,
+}
+
 pub const FORWARD: Kernel = Kernel {
     id: "softmax_forward",
     source: SOURCE,
@@ -24,7 +35,8 @@ pub const BACKWARD: Kernel = Kernel {
 /// `prob = softmax(scale * a)` over rows of length `n`.
 pub fn forward(gpu: &Gpu, rows: usize, n: usize, scale: f32, a: &Tensor, prob: &Tensor) -> Dispatch {
     assert!(a.numel() >= rows * n && prob.numel() >= rows * n);
-    gpu.dispatch(&FORWARD, &[u(rows), u(n), f(scale), 0], &[a, prob], grid_for(&FORWARD, rows))
+    let params = Params { rows: u(rows), n: u(n), scale, has_extra: 0 };
+    gpu.dispatch(&FORWARD, &params, &[a, prob], grid_for(&FORWARD, rows))
 }
 
 /// `da = scale * prob * (dprob - <dprob, prob>) + extra`.
@@ -39,7 +51,7 @@ pub fn backward(
     extra: Option<&Tensor>,
     da: &Tensor,
 ) -> Dispatch {
-    let params = [u(rows), u(n), f(scale), extra.is_some() as u32];
+    let params = Params { rows: u(rows), n: u(n), scale, has_extra: extra.is_some() as u32 };
     let extra = extra.unwrap_or(dprob);
     gpu.dispatch(&BACKWARD, &params, &[prob, dprob, extra, da], grid_for(&BACKWARD, rows))
 }

@@ -1,7 +1,7 @@
 //! Image-space kernels of sample synthesis (shaders/synth.wgsl): total variation, the jitter
 //! and augmentation with its backward, and the per-channel clamp.
 
-use super::{f, u};
+use super::u;
 use crate::gpu::{Dispatch, Gpu, Kernel, Tensor, grid1d};
 
 pub const SOURCE: &str = include_str!("../../shaders/synth.wgsl");
@@ -24,8 +24,21 @@ pub const JITTER_FORWARD: Kernel = k("jitter_forward", &[(1, false), (2, true), 
 pub const JITTER_BACKWARD: Kernel = k("jitter_backward", &[(1, false), (2, true), (7, false)]);
 pub const CLAMP_CHANNELS: Kernel = k("clamp_channels", &[(9, true), (10, false)]);
 
-fn params(shape: [usize; 4], threads: usize, coef: f32) -> [u32; 8] {
-    [u(shape[0]), u(shape[1]), u(shape[2]), u(shape[3]), u(threads), f(coef), 0, 0]
+/// Mirrors the shader's `Params` block (synth.wgsl).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, bytemuck::Pod, bytemuck::Zeroable)]
+struct Params {
+    b: u32,
+    c: u32,
+    h: u32,
+    w: u32,
+    threads: u32,
+    coef: f32,
+    pad: [u32; 2],
+}
+
+fn params([b, c, h, w]: [usize; 4], threads: usize, coef: f32) -> Params {
+    Params { b: u(b), c: u(c), h: u(h), w: u(w), threads: u(threads), coef, pad: [0; 2] }
 }
 
 /// Scratch of the total-variation reduction.

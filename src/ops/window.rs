@@ -2,10 +2,26 @@
 //! (shaders/window.wgsl; docs/swin.md).
 
 use super::reduce::SumRows;
-use super::{f, u};
+use super::u;
 use crate::gpu::{Dispatch, Gpu, Kernel, Tensor, grid_for};
+use bytemuck::Zeroable;
 
 pub const SOURCE: &str = include_str!("../../shaders/window.wgsl");
+
+/// Mirrors the shader's `Params` block (window.wgsl), shared by all four kernels.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, bytemuck::Pod, bytemuck::Zeroable)]
+struct Params {
+    kind: u32,
+    total: u32,
+    grid: u32,
+    window: u32,
+    shift: u32,
+    d: u32,
+    alpha: f32,
+    beta: f32,
+}
+
 pub const TOKEN_MAP: Kernel = Kernel {
     id: "token_map",
     source: SOURCE,
@@ -97,9 +113,10 @@ impl TokenMap {
         self.images * self.grid * self.grid * self.d
     }
 
-    fn params(&self, alpha: f32, beta: f32) -> [u32; 8] {
-        let t = self;
-        [t.kind as u32, u(t.numel()), u(t.grid), u(t.window), u(t.shift), u(t.d), f(alpha), f(beta)]
+    fn params(&self, alpha: f32, beta: f32) -> Params {
+        let (total, grid, window, shift, d) =
+            (u(self.numel()), u(self.grid), u(self.window), u(self.shift), u(self.d));
+        Params { kind: self.kind as u32, total, grid, window, shift, d, alpha, beta }
     }
 
     /// `dst = alpha map(src) + beta dst`.
@@ -172,8 +189,10 @@ pub struct RelBias {
 }
 
 impl RelBias {
-    fn params(&self) -> [u32; 8] {
-        [0, u(self.groups), u(self.grid), u(self.window), u(self.shift), u(self.heads), 0, 0]
+    fn params(&self) -> Params {
+        let (total, grid, window, shift, d) =
+            (u(self.groups), u(self.grid), u(self.window), u(self.shift), u(self.heads));
+        Params { kind: 0, total, grid, window, shift, d, alpha: 0.0, beta: 0.0 }
     }
     fn numel(&self) -> usize {
         self.groups * self.heads * self.window.pow(4)
@@ -196,8 +215,8 @@ impl RelBias {
         assert_eq!(dtable.numel(), self.table_len(), "rel_bias_table_grad: table size");
         let k = &REL_BIAS_TABLE_GRAD;
         let chunks = self.groups.div_ceil(TABLE_GRAD_GROUPS).max(1);
-        let mut params = self.params();
-        params[0] = u(TABLE_GRAD_GROUPS);
+        // The table gradient reads its groups per invocation from `kind`.
+        let params = Params { kind: u(TABLE_GRAD_GROUPS), ..self.params() };
         if chunks == 1 {
             return vec![gpu.dispatch(k, &params, &[ds, dtable], grid_for(k, self.table_len()))];
         }
@@ -254,7 +273,7 @@ impl RelBias {
 /// `y[b, c] = mean_t x[b, t, c]` for x [images, tokens, d].
 pub fn mean_tokens(gpu: &Gpu, images: usize, tokens: usize, d: usize, x: &Tensor, y: &Tensor) -> Dispatch {
     assert!(x.numel() == images * tokens * d && y.numel() == images * d, "mean_tokens: sizes");
-    let params = [0, u(images), u(tokens), 0, 0, u(d), 0, 0];
+    let params = Params { total: u(images), grid: u(tokens), d: u(d), ..Params::zeroed() };
     gpu.dispatch(&MEAN_TOKENS, &params, &[x, y], grid_for(&MEAN_TOKENS, images * d))
 }
 
