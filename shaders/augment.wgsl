@@ -89,9 +89,9 @@ fn gray_mean(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg
     var s = 0.0;
     for (var k = 0u; k < hw; k++) {
         if (p.chans == 3u) {
-            s += gray(to01(dst[(b * 3u) * hw + k], 0u), to01(dst[(b * 3u + 1u) * hw + k], 1u), to01(dst[(b * 3u + 2u) * hw + k], 2u));
+            s += gray(to01(src[(b * 3u) * hw + k], 0u), to01(src[(b * 3u + 1u) * hw + k], 1u), to01(src[(b * 3u + 2u) * hw + k], 2u));
         } else {
-            s += to01(dst[b * p.chans * hw + k], 0u);
+            s += to01(src[b * p.chans * hw + k], 0u);
         }
     }
     stats[b] = s / f32(hw);

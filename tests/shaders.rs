@@ -153,7 +153,8 @@ fn every_kernel_matches_its_source() {
         );
 
         // Bindings: 0 is the uniform parameter block; `storage` must name exactly the storage
-        // buffers with the declared access, and cover every one the entry point touches.
+        // buffers with the declared access, and cover every one the entry point touches; every
+        // buffer bound read_write is written by the entry point.
         let uses = info.get_entry_point(idx);
         let mut listed = HashSet::new();
         for &(binding, rw) in k.storage {
@@ -173,6 +174,18 @@ fn every_kernel_matches_its_source() {
                     var.name
                 ),
                 other => panic!("kernel {}: binding {binding} is {other:?}, not storage", k.id),
+            }
+            // A buffer bound read_write gets a barrier before every launch that binds it (wgpu
+            // treats such a use as exclusive): inputs must be bound read-only.
+            if rw {
+                let h = module.global_variables.iter().find(|(_, v)| std::ptr::eq(*v, var)).unwrap().0;
+                assert!(
+                    uses[h].contains(naga::valid::GlobalUse::WRITE),
+                    "kernel {}: binding {binding} ({:?}) is read_write but `{}` never writes it",
+                    k.id,
+                    var.name,
+                    k.entry
+                );
             }
         }
         for (h, var) in module.global_variables.iter() {

@@ -85,7 +85,8 @@ pub const GRAY_MEAN: Kernel = Kernel {
     id: "gray_mean",
     source: SOURCE,
     entry: "gray_mean",
-    storage: &[(2, true), (3, false), (4, true)],
+    // The image is only read here: bound read-only (binding 1), so no barrier precedes it.
+    storage: &[(1, false), (3, false), (4, true)],
     workgroup: 64,
     constants: &[],
 };
