@@ -199,7 +199,11 @@ const BUILD_ROUNDS: usize = 3;
 /// measure or save is a warning (the launch then uses its default variant), never an error.
 pub fn tune_now(gpu: &Gpu, t: &dyn Tunable) -> Option<String> {
     let pick = match measure(gpu, t, BUILD_ROUNDS) {
-        Ok(times) => fastest(&times).map(|v| v.variant.clone())?,
+        Ok(times) => {
+            let best = fastest(&times)?;
+            eprintln!("maskaq: tuned {} {}: {} ({:.3} ms)", t.op(), t.key(), best.variant, best.ms);
+            best.variant.clone()
+        }
         Err(e) => {
             eprintln!("maskaq: warning: could not tune {} {}: {e:#}", t.op(), t.key());
             return None;
