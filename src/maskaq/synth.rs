@@ -120,18 +120,7 @@ impl<'a> Synthesizer<'a> {
         mut cfg: SynthConfig,
     ) -> Result<Synthesizer<'a>> {
         let c = &p.cfg;
-        if c.swin().is_some() && cfg.swin_alignment == SwinAlignment::AsCoded {
-            cfg.weights.alignment = 0.0;
-        }
-        if cfg.batch == 0 || cfg.iters == 0 {
-            bail!("synthesis needs a batch and an iteration count of at least 1");
-        }
-        if let Some(q) = q
-            && (&q.cfg.arch, q.cfg.img_size, q.cfg.patch_size, q.cfg.in_chans, q.cfg.num_classes)
-                != (&c.arch, c.img_size, c.patch_size, c.in_chans, c.num_classes)
-        {
-            bail!("the quantized model's architecture differs from the full-precision model's");
-        }
+        check_setup(p, q, &mut cfg)?;
         let w = cfg.weights;
         let use_q = w.alignment > 0.0 && q.is_some();
         let b = cfg.batch;
@@ -174,12 +163,7 @@ impl<'a> Synthesizer<'a> {
             ds.push(Copy4::flat(n_img).dispatch(gpu, &gp.images, &gq.images));
         }
         let fw_p: Vec<Dispatch> = gp.forward_dispatches().to_vec();
-        // Q's weights do not change while images are synthesised: their quantizers run once per
-        // batch (`weights`), not every iteration.
-        let fw_q: Vec<Dispatch> = gq.as_ref().map(|g| g.forward_fixed_weights().to_vec()).unwrap_or_default();
-        let fw_q_init: Vec<Dispatch> =
-            gq.as_ref().map(|g| g.forward_init_fixed_weights().to_vec()).unwrap_or_default();
-        let weights: Vec<Dispatch> = gq.as_ref().map(|g| g.weight_dispatches().to_vec()).unwrap_or_default();
+        let (weights, fw_q, fw_q_init) = q_forwards(gq.as_ref());
         let mut objectives = objs.launches.clone();
         let partial = objs.partial.clone();
         // Cross-entropy on P's logits against the targets (zero gradient when switched off).
@@ -501,6 +485,37 @@ impl<'a> Synthesizer<'a> {
     pub fn graphs(&self) -> (&Graph, Option<&Graph>) {
         (&self.gp, self.gq.as_ref())
     }
+}
+
+/// Refuses a zero batch or iteration count and a Q of another architecture; switches the
+/// alignment off where the authors' Swin code leaves it at zero (docs/swin.md).
+fn check_setup(p: &Model, q: Option<&Model>, cfg: &mut SynthConfig) -> Result<()> {
+    let c = &p.cfg;
+    if c.swin().is_some() && cfg.swin_alignment == SwinAlignment::AsCoded {
+        cfg.weights.alignment = 0.0;
+    }
+    if cfg.batch == 0 || cfg.iters == 0 {
+        bail!("synthesis needs a batch and an iteration count of at least 1");
+    }
+    if let Some(q) = q
+        && (&q.cfg.arch, q.cfg.img_size, q.cfg.patch_size, q.cfg.in_chans, q.cfg.num_classes)
+            != (&c.arch, c.img_size, c.patch_size, c.in_chans, c.num_classes)
+    {
+        bail!("the quantized model's architecture differs from the full-precision model's");
+    }
+    Ok(())
+}
+
+/// Q's weight quantizers, its forward and its initialising forward without them. Q's weights do
+/// not change while images are synthesised, so the quantizers run once per batch, not every
+/// iteration.
+fn q_forwards(gq: Option<&Graph>) -> (Vec<Dispatch>, Vec<Dispatch>, Vec<Dispatch>) {
+    let Some(g) = gq else { return Default::default() };
+    (
+        g.weight_dispatches().to_vec(),
+        g.forward_fixed_weights().to_vec(),
+        g.forward_init_fixed_weights().to_vec(),
+    )
 }
 
 /// 1 / x, or 0 for a switched-off term (its logged value is then 0, not infinite).
