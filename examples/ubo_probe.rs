@@ -1,6 +1,7 @@
 //! Probe: is a matmul whose B operand is a uniform buffer faster on this adapter than one
-//! reading B from a storage buffer? (lavapipe loads storage buffers one lane at a time; uniform
-//! buffers go through a gather.) `cargo run --release --example ubo_probe`.
+//! reading B from a storage buffer? (Mesa 22.3's lavapipe loads storage buffers one lane at a
+//! time; a uniform buffer is read with a gather, or with one load for all lanes when the address
+//! is the same for the whole workgroup.) `cargo run --release --example ubo_probe`.
 
 use maskaq::gpu::{Gpu, GpuOptions};
 use wgpu::util::DeviceExt;
@@ -41,12 +42,55 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
 }
 "#;
 
-fn run(gpu: &Gpu, uniform: bool, m: u32, n: u32, k: u32, reps: usize) -> (f64, Vec<f32>) {
+/// As SRC, but the 8 lanes of a workgroup take different rows and share its 4 columns, so every
+/// load of B has one address for the whole workgroup.
+const SRC_UNIFORM_INDEX: &str = r#"
+struct P { m: u32, n: u32, k: u32, pad: u32 }
+@group(0) @binding(0) var<uniform> p: P;
+@group(0) @binding(1) var<storage, read> a4: array<vec4<f32>>;
+@group(0) @binding(2) var<storage, read_write> c: array<f32>;
+@group(0) @binding(3) var<uniform> b4: array<vec4<f32>, 4096>;
+
+@compute @workgroup_size(8)
+fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
+    let col0 = wid.x * 4u;
+    let row0 = (wid.y * 8u + lid) * 4u;
+    var ar: array<u32, 4>;
+    var bc: array<u32, 4>;
+    for (var i = 0u; i < 4u; i++) {
+        ar[i] = (min(row0 + i, p.m - 1u) * p.k) / 4u;
+        bc[i] = (min(col0 + i, p.n - 1u) * p.k) / 4u;
+    }
+    var acc: array<f32, 16>;
+    for (var i = 0u; i < 16u; i++) { acc[i] = 0.0; }
+    for (var k4 = 0u; k4 < p.k / 4u; k4++) {
+        let b0 = b4[bc[0] + k4]; let b1 = b4[bc[1] + k4]; let b2 = b4[bc[2] + k4]; let b3 = b4[bc[3] + k4];
+        let a0 = a4[ar[0] + k4]; let a1 = a4[ar[1] + k4]; let a2 = a4[ar[2] + k4]; let a3 = a4[ar[3] + k4];
+        acc[0] += dot(a0, b0); acc[1] += dot(a0, b1); acc[2] += dot(a0, b2); acc[3] += dot(a0, b3);
+        acc[4] += dot(a1, b0); acc[5] += dot(a1, b1); acc[6] += dot(a1, b2); acc[7] += dot(a1, b3);
+        acc[8] += dot(a2, b0); acc[9] += dot(a2, b1); acc[10] += dot(a2, b2); acc[11] += dot(a2, b3);
+        acc[12] += dot(a3, b0); acc[13] += dot(a3, b1); acc[14] += dot(a3, b2); acc[15] += dot(a3, b3);
+    }
+    for (var i = 0u; i < 4u; i++) {
+        for (var j = 0u; j < 4u; j++) {
+            if (row0 + i < p.m && col0 + j < p.n) { c[(row0 + i) * p.n + col0 + j] = acc[i * 4u + j]; }
+        }
+    }
+}
+"#;
+
+/// kind 0: B in a storage buffer; 1: B in a uniform buffer; 2: the same, indexed uniformly.
+fn run(gpu: &Gpu, kind: u32, m: u32, n: u32, k: u32, reps: usize) -> (f64, Vec<f32>) {
     let d = &gpu.device;
-    let space = if uniform { "uniform" } else { "storage, read" };
+    let uniform = kind > 0;
+    let src = match kind {
+        0 => SRC.replace("BSPACE", "storage, read"),
+        1 => SRC.replace("BSPACE", "uniform"),
+        _ => SRC_UNIFORM_INDEX.to_string(),
+    };
     let module = d.create_shader_module(wgpu::ShaderModuleDescriptor {
         label: None,
-        source: wgpu::ShaderSource::Wgsl(SRC.replace("BSPACE", space).into()),
+        source: wgpu::ShaderSource::Wgsl(src.into()),
     });
     let pipe = d.create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
         label: None,
@@ -89,7 +133,11 @@ fn run(gpu: &Gpu, uniform: bool, m: u32, n: u32, k: u32, reps: usize) -> (f64, V
             let mut pass = enc.begin_compute_pass(&Default::default());
             pass.set_pipeline(&pipe);
             pass.set_bind_group(0, &bg, &[]);
-            pass.dispatch_workgroups(n.div_ceil(32), m.div_ceil(32), 1);
+            if kind == 2 {
+                pass.dispatch_workgroups(n.div_ceil(4), m.div_ceil(32), 1);
+            } else {
+                pass.dispatch_workgroups(n.div_ceil(32), m.div_ceil(32), 1);
+            }
         }
         gpu.queue.submit([enc.finish()]);
         gpu.wait().unwrap();
@@ -105,14 +153,17 @@ fn main() {
     println!("{}", gpu.describe());
     for (m, n, k) in [(800u32, 192u32, 64u32), (800, 128, 64), (800, 64, 128), (3152, 192, 64)] {
         for _ in 0..2 {
-            let (ts, cs) = run(&gpu, false, m, n, k, 9);
-            let (tu, cu) = run(&gpu, true, m, n, k, 9);
-            assert_eq!(cs, cu, "same result");
+            let (ts, cs) = run(&gpu, 0, m, n, k, 9);
+            let (tu, cu) = run(&gpu, 1, m, n, k, 9);
+            let (ti, ci) = run(&gpu, 2, m, n, k, 9);
+            assert!(cs == cu && cs == ci, "same result");
             println!(
-                "{m}x{n}x{k}: storage B {:.3} ms, uniform B {:.3} ms ({:.2}x)",
+                "{m}x{n}x{k}: storage B {:.3} ms; uniform B {:.3} ms ({:.2}x); uniform B, one address per workgroup {:.3} ms ({:.2}x)",
                 ts * 1e3,
                 tu * 1e3,
-                ts / tu
+                ts / tu,
+                ti * 1e3,
+                ts / ti
             );
         }
     }
