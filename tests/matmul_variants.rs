@@ -8,7 +8,7 @@ mod common;
 
 use common::{Rng, assert_close, gpu, read, upload1};
 use maskaq::ops::matmul::{Matmul, View};
-use maskaq::ops::matmul_variants::{VARIANTS, default_variant};
+use maskaq::ops::matmul_variants::{VARIANTS, default_variant, twin, untuned};
 
 fn check(
     name: &str,
@@ -160,7 +160,7 @@ fn every_variant_forced_in_turn() {
         mm.cpu(&a, &b, mm.bias_off.map(|_| &bias_v[..]), &mut want);
         let (at, bt, biast) = (upload1(&gpu, &a), upload1(&gpu, &b), upload1(&gpu, &bias_v));
         for (i, v) in VARIANTS.iter().enumerate() {
-            if !v.applies(&mm) {
+            if !v.applies(&mm) || !v.runs_on(&gpu) {
                 continue;
             }
             gpu.forced_variant = Some(v.kernel.id.to_string());
@@ -174,6 +174,57 @@ fn every_variant_forced_in_turn() {
         }
     }
     for (v, n) in VARIANTS.iter().zip(runs) {
-        assert!(n > 0, "{} was never checked: no layout of this test applies to it", v.kernel.id);
+        // A variant for another subgroup size cannot run here (GL has no subgroups).
+        assert!(
+            n > 0 || !v.runs_on(&gpu),
+            "{} was never checked: no layout of this test applies to it",
+            v.kernel.id
+        );
+    }
+}
+
+/// On an adapter with subgroups of 8 (lavapipe), each subgroup twin gives its base variant's
+/// results bit for bit on every layout, so the CPU default can switch to it without changing
+/// any result; the default does use it there.
+#[test]
+fn subgroup_twins_are_bit_identical_to_their_bases() {
+    let mut gpu = gpu();
+    let mut rng = Rng::new(12);
+    let mut checked = 0;
+    for (name, mm, [a_len, b_len, c_len]) in layouts() {
+        let base = default_variant(&mm, true);
+        let twins: Vec<_> = [false, true]
+            .into_iter()
+            .filter_map(|narrow| twin(base, narrow))
+            .filter(|t| t.runs_on(&gpu) && t.applies(&mm))
+            .collect();
+        for t in twins {
+            let (a, b, c0) = (rng.vec(a_len, 1.0), rng.vec(b_len, 1.0), rng.vec(c_len, 1.0));
+            let bias_v = rng.vec(mm.n + 3, 1.0);
+            let (at, bt, biast) = (upload1(&gpu, &a), upload1(&gpu, &b), upload1(&gpu, &bias_v));
+            let mut out = Vec::new();
+            for id in [base.kernel.id, t.kernel.id] {
+                gpu.forced_variant = Some(id.to_string());
+                let ct = upload1(&gpu, &c0);
+                gpu.run(&[&mm.dispatch(&gpu, &at, &bt, mm.bias_off.map(|_| &biast), &ct)]);
+                out.push(read(&gpu, &ct).iter().map(|v| v.to_bits()).collect::<Vec<_>>());
+            }
+            let (id, bid) = (t.kernel.id, base.kernel.id);
+            assert!(out[0] == out[1], "{name} {}x{}x{}: {id} differs from {bid}", mm.m, mm.n, mm.k);
+            checked += 1;
+        }
+    }
+    if gpu.fixed_subgroup_size() == Some(8) {
+        assert!(checked >= 8, "too few layouts had a subgroup twin: {checked}");
+        gpu.forced_variant = None;
+        gpu.cpu_like = true;
+        let wide = |want: &str| layouts().into_iter().find(|(n, mm, _)| *n == want && mm.n > 16).unwrap().1;
+        assert_eq!(
+            untuned(&wide("x Wᵀ"), &gpu).kernel.id,
+            "matmul_nt4_sg",
+            "the CPU default on this adapter"
+        );
+        assert_eq!(untuned(&wide("dy W"), &gpu).kernel.id, "matmul_nn4_sg");
+        assert_eq!(untuned(&layouts()[0].1, &gpu).kernel.id, "matmul_nt4_sg_c1", "16 columns or fewer");
     }
 }

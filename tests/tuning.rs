@@ -10,7 +10,7 @@ use std::path::Path;
 use maskaq::gpu::tune::TuneMode;
 use maskaq::gpu::{Gpu, GpuOptions, Tunable};
 use maskaq::ops::matmul::{Matmul, View};
-use maskaq::ops::matmul_variants::default_variant;
+use maskaq::ops::matmul_variants::{default_variant, untuned};
 use maskaq::tune::{fastest, measure};
 
 fn gpu_with(mode: TuneMode, cache: &Path) -> Gpu {
@@ -86,7 +86,8 @@ fn picks_round_trip_through_the_cache_and_are_used() {
     assert_ne!(unaligned.variant(&g2).kernel.id, "matmul_nt4");
 
     let off = gpu_with(TuneMode::Off, &path);
-    assert_eq!(mm.variant(&off).kernel.id, default, "--tune off ignores the cache");
+    assert_eq!(mm.variant(&off).kernel.id, untuned(&mm, &off).kernel.id, "--tune off ignores the cache");
+    assert_ne!(mm.variant(&off).kernel.id, "matmul_regs");
 }
 
 #[test]
@@ -106,7 +107,7 @@ fn corrupt_or_stale_caches_are_ignored() {
     std::fs::write(&path, v.to_string()).unwrap();
     let g = gpu_with(TuneMode::Cache, &path);
     assert!(g.tuning.is_empty(), "a stale cache holds no picks");
-    assert_eq!(nt_product().variant(&g).kernel.id, default_variant(&nt_product(), g.cpu_like).kernel.id);
+    assert_eq!(nt_product().variant(&g).kernel.id, untuned(&nt_product(), &g).kernel.id);
 }
 
 #[test]

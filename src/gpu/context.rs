@@ -69,6 +69,9 @@ pub struct Gpu {
     pub forced_variant: Option<String>,
     /// Tests only: offer test-only variants (a deliberately slow one) to the tuner.
     pub test_variants: bool,
+    /// Whether the matmul's subgroup variants gave the portable kernels' results bit for bit
+    /// on this device (checked on first use: `ops::matmul_variants::untuned`).
+    pub subgroup_kernels: std::sync::OnceLock<bool>,
     pipelines: Mutex<HashMap<PipelineKey, Arc<Pipeline>>>,
     /// Storage buffers by byte size; one whose only owner is the pool is free for reuse.
     pub(crate) pool: Mutex<HashMap<u64, Vec<Arc<wgpu::Buffer>>>>,
@@ -297,7 +300,8 @@ impl Gpu {
 
     fn from_adapter(adapter: wgpu::Adapter, opts: &GpuOptions) -> Result<Gpu> {
         let info = adapter.get_info();
-        let wanted = wgpu::Features::TIMESTAMP_QUERY | wgpu::Features::SHADER_F16;
+        // Subgroups only for the kernels written for them (matmul_variants: `subgroup`).
+        let wanted = wgpu::Features::TIMESTAMP_QUERY | wgpu::Features::SHADER_F16 | wgpu::Features::SUBGROUP;
         let features = adapter.features() & wanted;
         // Ask for the adapter's own buffer limits: full-size ViT attention maps exceed the
         // 128 MiB default binding size at large batches. Everything else stays at the default.
@@ -348,12 +352,19 @@ impl Gpu {
             tuning,
             forced_variant: None,
             test_variants: false,
+            subgroup_kernels: std::sync::OnceLock::new(),
             pipelines: Mutex::new(HashMap::new()),
             pool: Mutex::new(HashMap::new()),
             staging: Mutex::new(HashMap::new()),
             errors,
             in_flight: Mutex::new(None),
         })
+    }
+
+    /// The subgroup size, where the device has subgroups and they always have one size.
+    pub fn fixed_subgroup_size(&self) -> Option<u32> {
+        let (lo, hi) = (self.info.subgroup_min_size, self.info.subgroup_max_size);
+        (self.features.contains(wgpu::Features::SUBGROUP) && lo == hi && lo > 0).then_some(lo)
     }
 
     /// The first GPU error reported so far, as an `Err`.

@@ -14,6 +14,9 @@ const SPLIT_MIN_K: usize = 128;
 const SPLIT_SCRATCH: usize = 1 << 20;
 
 pub const SOURCE: &str = include_str!("../../shaders/matmul.wgsl");
+/// matmul.wgsl with the subgroup kernels appended (only adapters with subgroups compile it).
+pub const SUBGROUP_SOURCE: &str =
+    concat!(include_str!("../../shaders/matmul.wgsl"), include_str!("../../shaders/matmul_subgroup.wgsl"));
 
 /// The shader's `Params` block (matmul.wgsl), field for field.
 #[repr(C)]

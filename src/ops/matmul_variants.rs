@@ -50,6 +50,9 @@ pub struct Variant {
     /// Offered to the tuner only when `Gpu::test_variants` is set: the deliberately slowed
     /// kernel a test uses to show that picks follow measured time.
     pub test_only: bool,
+    /// The subgroup size the kernel is written for (0: it uses no subgroup operations); it
+    /// applies only on an adapter whose subgroups are always exactly this size.
+    pub subgroup: u32,
 }
 
 const PLAIN: &[(u32, bool)] = &[(1, false), (2, false), (3, false), (4, true)];
@@ -75,7 +78,33 @@ const fn v(
     binds: Binds,
 ) -> Variant {
     let kernel = Kernel { id, source: SOURCE, entry, storage: storage(binds), workgroup, constants };
-    Variant { kernel, tile, layout, binds, test_only: false }
+    Variant { kernel, tile, layout, binds, test_only: false, subgroup: 0 }
+}
+
+/// A subgroup variant (shaders/matmul_subgroup.wgsl, written for subgroups of 8): the 4 x 4
+/// kernel of its layout with the loads shared inside each subgroup, on 32 x 32 tiles.
+const fn sg(id: &'static str, layout: Layout, binds: Binds) -> Variant {
+    sg_tile(id, id, &[], (32, 32), layout, binds)
+}
+
+/// A subgroup variant of `entry` with its override constants and tile.
+const fn sg_tile(
+    id: &'static str,
+    entry: &'static str,
+    constants: &'static [(&'static str, f64)],
+    tile: (usize, usize),
+    layout: Layout,
+    binds: Binds,
+) -> Variant {
+    let kernel = Kernel {
+        id,
+        source: super::matmul::SUBGROUP_SOURCE,
+        entry,
+        storage: storage(binds),
+        workgroup: 64,
+        constants,
+    };
+    Variant { kernel, tile, layout, binds, test_only: false, subgroup: 8 }
 }
 
 /// A vec4 4 x 4 variant (`matmul_nt4`, `nn4`, `tn4`) with `tx` invocations along n.
@@ -113,7 +142,14 @@ pub static VARIANTS: &[Variant] = &[
         layout: Layout::Any,
         binds: Binds::Plain,
         test_only: true,
+        subgroup: 0,
     },
+    sg("matmul_nt4_sg", Layout::K4, Binds::Vec4Both),
+    sg("matmul_nn4_sg", Layout::N4, Binds::Vec4B),
+    sg("matmul_tn4_sg", Layout::Mn4, Binds::Vec4Both),
+    sg_tile("matmul_nt4_sg_c1", "matmul_nt4_sg", &[("SGC", 1.0)], (64, 16), Layout::K4, Binds::Vec4Both),
+    sg_tile("matmul_nn4_sg_c1", "matmul_nn4_sg", &[("SGC", 1.0)], (64, 16), Layout::N4, Binds::Vec4B),
+    sg_tile("matmul_tn4_sg_c1", "matmul_tn4_sg", &[("SGC", 1.0)], (64, 16), Layout::Mn4, Binds::Vec4Both),
 ];
 
 /// The variant with this kernel id.
@@ -142,6 +178,11 @@ impl Variant {
     pub fn applies(&self, mm: &Matmul) -> bool {
         self.layout.applies(mm)
     }
+
+    /// Whether this adapter can run the variant (its subgroup size, where it needs one).
+    pub fn runs_on(&self, gpu: &Gpu) -> bool {
+        self.subgroup == 0 || gpu.fixed_subgroup_size() == Some(self.subgroup)
+    }
 }
 
 /// The variant a product uses when nothing was forced or tuned: on CPU adapters the vec4
@@ -159,9 +200,57 @@ pub fn default_variant(mm: &Matmul, cpu_like: bool) -> &'static Variant {
         .expect("the last default applies to any layout")
 }
 
+/// What a product uses without a forced or tuned variant: [`default_variant`], or on a CPU
+/// adapter with subgroups of 8 its subgroup twin (`matmul_nt4` -> `matmul_nt4_sg`, ...), which
+/// computes the same values bit for bit with fewer loads, once the device has shown that it
+/// does ([`subgroup_twins_agree`]).
+pub fn untuned(mm: &Matmul, gpu: &Gpu) -> &'static Variant {
+    let base = default_variant(mm, gpu.cpu_like);
+    match twin(base, mm.n <= 16) {
+        Some(t) if gpu.cpu_like && t.runs_on(gpu) && subgroup_twins_agree(gpu) => t,
+        _ => base,
+    }
+}
+
+/// The subgroup version of a 4 x 4 vec4 variant, if it has one; `narrow`: the one with 64 x 16
+/// tiles (for products of at most 16 columns, where the 32 x 32 tile leaves half its lanes idle).
+pub fn twin(v: &Variant, narrow: bool) -> Option<&'static Variant> {
+    let suffix = if narrow { "_sg_c1" } else { "_sg" };
+    ["matmul_nt4", "matmul_nn4", "matmul_tn4"]
+        .contains(&v.kernel.id)
+        .then(|| variant(&format!("{}{suffix}", v.kernel.id)))
+        .flatten()
+}
+
+/// Whether each subgroup twin gives its base variant's results bit for bit on this device, on
+/// one ragged product of each layout; checked once per device. The twins assume subgroups of 8
+/// consecutive invocations, which the API does not promise, so the default relies on them only
+/// where this check has seen it hold.
+fn subgroup_twins_agree(gpu: &Gpu) -> bool {
+    *gpu.subgroup_kernels.get_or_init(|| {
+        let (m, n, k) = (37, 45, 20);
+        let products = [
+            Matmul::new(m, n, k, View::rows(k), View::rows(k).t(), View::rows(n)),
+            Matmul::new(m, n + 3, k + 1, View::rows(k + 1), View::rows(n + 3), View::rows(n + 3)),
+            Matmul::new(m + 3, n + 3, k + 1, View::rows(m + 3).t(), View::rows(n + 3), View::rows(n + 3)),
+        ];
+        products.iter().flat_map(|mm| [(mm, false), (mm, true)]).all(|(mm, narrow)| {
+            let base = default_variant(mm, true);
+            let Some(t) = twin(base, narrow) else { return false };
+            let run = |v: &'static Variant| -> Option<Vec<u32>> {
+                let (d, out) = mm.standalone(gpu, &v.kernel, 7);
+                gpu.run(&d.iter().collect::<Vec<_>>());
+                out.read(gpu).ok().map(|x| x.iter().map(|f| f.to_bits()).collect())
+            };
+            let want = run(base);
+            t.applies(mm) && want.is_some() && want == run(t)
+        })
+    })
+}
+
 /// The variant `mm` uses on `gpu` (see the module comment).
 pub fn choose(mm: &Matmul, gpu: &Gpu) -> &'static Variant {
-    let usable = |id: &str| variant(id).filter(|v| v.applies(mm));
+    let usable = |id: &str| variant(id).filter(|v| v.applies(mm) && v.runs_on(gpu));
     if let Some(v) = gpu.forced_variant.as_deref().and_then(usable) {
         return v;
     }
@@ -174,7 +263,7 @@ pub fn choose(mm: &Matmul, gpu: &Gpu) -> &'static Variant {
     {
         return v;
     }
-    default_variant(mm, gpu.cpu_like)
+    untuned(mm, gpu)
 }
 
 /// The op name in tuning caches and kernel benchmarks.
@@ -233,7 +322,7 @@ impl Tunable for Matmul {
     fn variants(&self, gpu: &Gpu) -> Vec<&'static Kernel> {
         VARIANTS
             .iter()
-            .filter(|v| v.applies(self) && (!v.test_only || gpu.test_variants))
+            .filter(|v| v.applies(self) && v.runs_on(gpu) && (!v.test_only || gpu.test_variants))
             .map(|v| &v.kernel)
             .collect()
     }

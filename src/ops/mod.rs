@@ -29,6 +29,7 @@ pub const SHADERS: &[(&str, &str)] = &[
     ("layernorm.wgsl", layernorm::SOURCE),
     ("loss.wgsl", loss::SOURCE),
     ("matmul.wgsl", matmul::SOURCE),
+    ("matmul_subgroup.wgsl", matmul::SUBGROUP_SOURCE),
     ("objectives.wgsl", objectives::SOURCE),
     ("optim.wgsl", optim::SOURCE),
     ("psaq.wgsl", psaq::SOURCE),
