@@ -76,15 +76,21 @@ fn weight_quant(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) 
 @compute @workgroup_size(64)
 fn act_quant_forward(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
                      @builtin(local_invocation_index) lid: u32) {
-    let i = index(wid, nwg, lid);
-    if (i >= p.rows * p.cols) { return; }
+    // Grid-stride over p.threads invocations, several elements each: the quantizer's four
+    // parameters are read once per invocation, not once per element (on a CPU adapter every
+    // load costs about as much as the element's own).
+    let t = index(wid, nwg, lid);
+    if (t >= p.threads) { return; }
     let alpha = qparams[2u * p.site];
     let zr = round(qparams[2u * p.site + 1u]);
     let qn = qmeta[4u * p.site];
     let qp = qmeta[4u * p.site + 1u];
-    let e = element(i);
-    let v = clamp(lsq_quotient(adapter_div(x[e], alpha), x[e], alpha, zr, qn, qp) + zr, qn, qp);
-    xq[e] = (round(v) - zr) * alpha;
+    for (var i = t; i < p.rows * p.cols; i += p.threads) {
+        let e = element(i);
+        let xe = x[e];
+        let v = clamp(lsq_quotient(adapter_div(xe, alpha), xe, alpha, zr, qn, qp) + zr, qn, qp);
+        xq[e] = (round(v) - zr) * alpha;
+    }
 }
 
 // Partial (min, sum |x|) of the region, grid-stride over `threads` invocations.

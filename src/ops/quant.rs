@@ -190,6 +190,9 @@ impl ActQuantState {
 }
 
 /// `xq = fake_quant(x)` on `region` (the same region of both buffers).
+/// Elements each invocation of the activation quantizer's forward handles.
+const FORWARD_ELEMENTS: usize = 8;
+
 pub fn act_forward(
     gpu: &Gpu,
     st: &ActQuantState,
@@ -200,11 +203,12 @@ pub fn act_forward(
 ) -> Dispatch {
     region.check(x.numel());
     region.check(xq.numel());
+    let threads = region.numel().div_ceil(FORWARD_ELEMENTS).max(1);
     gpu.dispatch(
         &FORWARD,
-        &region.params(site, 0, 0, 0.0),
+        &region.params(site, 0, threads, 0.0),
         &[x, xq, &st.qparams, &st.qmeta],
-        grid1d(region.numel(), 64),
+        grid1d(threads, 64),
     )
 }
 
