@@ -15,15 +15,27 @@
 // past the edge are clamped for the loads and skipped by store().
 override SGC: u32 = 2u;
 
-@compute @workgroup_size(64)
-fn matmul_nt4_sg(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
-    let z = wid.z;
+// Where lane s of subgroup g of a workgroup works: its subgroup's 8 x 16 block of C starts at
+// (sub_row, sub_col), its own 4 x 4 block at (row0, col0).
+struct SgBlock { s: u32, sub_row: u32, sub_col: u32, row0: u32, col0: u32 }
+
+fn sg_block(wid: vec3<u32>, lid: u32) -> SgBlock {
     let s = lid % 8u;
     let g = lid / 8u;
     let sub_row = wid.y * (64u / SGC) + (g / SGC) * 8u;
     let sub_col = wid.x * (16u * SGC) + (g % SGC) * 16u;
-    let row0 = sub_row + (s / 4u) * 4u;
-    let col0 = sub_col + (s % 4u) * 4u;
+    return SgBlock(s, sub_row, sub_col, sub_row + (s / 4u) * 4u, sub_col + (s % 4u) * 4u);
+}
+
+@compute @workgroup_size(64)
+fn matmul_nt4_sg(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
+    let z = wid.z;
+    let blk = sg_block(wid, lid);
+    let s = blk.s;
+    let sub_row = blk.sub_row;
+    let sub_col = blk.sub_col;
+    let row0 = blk.row0;
+    let col0 = blk.col0;
     let a_row = (base_a(z) + min(sub_row + s, p.m - 1u) * p.a_rs) / 4u;
     let b_lo = (base_b(z) + min(sub_col + s, p.n - 1u) * p.b_cs) / 4u;
     let b_hi = (base_b(z) + min(sub_col + 8u + s, p.n - 1u) * p.b_cs) / 4u;
@@ -72,12 +84,12 @@ fn nn_step(acc: ptr<function, array<vec4<f32>, 4>>, av: f32, ra: u32, b: vec4<f3
 @compute @workgroup_size(64)
 fn matmul_nn4_sg(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
     let z = wid.z;
-    let s = lid % 8u;
-    let g = lid / 8u;
-    let sub_row = wid.y * (64u / SGC) + (g / SGC) * 8u;
-    let sub_col = wid.x * (16u * SGC) + (g % SGC) * 16u;
-    let row0 = sub_row + (s / 4u) * 4u;
-    let col0 = sub_col + (s % 4u) * 4u;
+    let blk = sg_block(wid, lid);
+    let s = blk.s;
+    let sub_row = blk.sub_row;
+    let sub_col = blk.sub_col;
+    let row0 = blk.row0;
+    let col0 = blk.col0;
     let a_row = base_a(z) + min(sub_row + s, p.m - 1u) * p.a_rs;
     // Lane s's vec4 of B: columns sub_col + 4 (s % 4) .., row k + s / 4 (clamped to n for the load).
     let b_off = (base_b(z) + min(sub_col + (s % 4u) * 4u, (p.n - 1u) & ~3u)) / 4u;
@@ -121,12 +133,12 @@ fn tn_step(acc: ptr<function, array<vec4<f32>, 4>>, a: vec4<f32>, b: vec4<f32>) 
 @compute @workgroup_size(64)
 fn matmul_tn4_sg(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
     let z = wid.z;
-    let s = lid % 8u;
-    let g = lid / 8u;
-    let sub_row = wid.y * (64u / SGC) + (g / SGC) * 8u;
-    let sub_col = wid.x * (16u * SGC) + (g % SGC) * 16u;
-    let row0 = sub_row + (s / 4u) * 4u;
-    let col0 = sub_col + (s % 4u) * 4u;
+    let blk = sg_block(wid, lid);
+    let s = blk.s;
+    let sub_row = blk.sub_row;
+    let sub_col = blk.sub_col;
+    let row0 = blk.row0;
+    let col0 = blk.col0;
     let a_off = (base_a(z) + min(sub_row + (s % 2u) * 4u, (p.m - 1u) & ~3u)) / 4u;
     let b_off = (base_b(z) + min(sub_col + (s % 4u) * 4u, (p.n - 1u) & ~3u)) / 4u;
     let acs = p.a_cs / 4u;
