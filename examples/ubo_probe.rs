@@ -42,42 +42,16 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
 }
 "#;
 
-/// As SRC, but the 8 lanes of a workgroup take different rows and share its 4 columns, so every
-/// load of B has one address for the whole workgroup.
-const SRC_UNIFORM_INDEX: &str = r#"
-struct P { m: u32, n: u32, k: u32, pad: u32 }
-@group(0) @binding(0) var<uniform> p: P;
-@group(0) @binding(1) var<storage, read> a4: array<vec4<f32>>;
-@group(0) @binding(2) var<storage, read_write> c: array<f32>;
-@group(0) @binding(3) var<uniform> b4: array<vec4<f32>, 4096>;
-
-@compute @workgroup_size(8)
-fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
-    let col0 = wid.x * 4u;
-    let row0 = (wid.y * 8u + lid) * 4u;
-    var ar: array<u32, 4>;
-    var bc: array<u32, 4>;
-    for (var i = 0u; i < 4u; i++) {
-        ar[i] = (min(row0 + i, p.m - 1u) * p.k) / 4u;
-        bc[i] = (min(col0 + i, p.n - 1u) * p.k) / 4u;
-    }
-    var acc: array<f32, 16>;
-    for (var i = 0u; i < 16u; i++) { acc[i] = 0.0; }
-    for (var k4 = 0u; k4 < p.k / 4u; k4++) {
-        let b0 = b4[bc[0] + k4]; let b1 = b4[bc[1] + k4]; let b2 = b4[bc[2] + k4]; let b3 = b4[bc[3] + k4];
-        let a0 = a4[ar[0] + k4]; let a1 = a4[ar[1] + k4]; let a2 = a4[ar[2] + k4]; let a3 = a4[ar[3] + k4];
-        acc[0] += dot(a0, b0); acc[1] += dot(a0, b1); acc[2] += dot(a0, b2); acc[3] += dot(a0, b3);
-        acc[4] += dot(a1, b0); acc[5] += dot(a1, b1); acc[6] += dot(a1, b2); acc[7] += dot(a1, b3);
-        acc[8] += dot(a2, b0); acc[9] += dot(a2, b1); acc[10] += dot(a2, b2); acc[11] += dot(a2, b3);
-        acc[12] += dot(a3, b0); acc[13] += dot(a3, b1); acc[14] += dot(a3, b2); acc[15] += dot(a3, b3);
-    }
-    for (var i = 0u; i < 4u; i++) {
-        for (var j = 0u; j < 4u; j++) {
-            if (row0 + i < p.m && col0 + j < p.n) { c[(row0 + i) * p.n + col0 + j] = acc[i * 4u + j]; }
-        }
-    }
+/// SRC with B in a uniform buffer and the 8 lanes of a workgroup on different rows sharing its
+/// 4 columns, so every load of B has one address for the whole workgroup (no early return: it
+/// would make the address depend on the lane's activity).
+fn uniform_index_source() -> String {
+    SRC.replace("BSPACE", "uniform")
+        .replace("@workgroup_size(64)", "@workgroup_size(8)")
+        .replace("let col0 = (wid.x * 8u + (lid % 8u)) * 4u;", "let col0 = wid.x * 4u;")
+        .replace("let row0 = (wid.y * 8u + (lid / 8u)) * 4u;", "let row0 = (wid.y * 8u + lid) * 4u;")
+        .replace("if (row0 >= p.m || col0 >= p.n) { return; }", "")
 }
-"#;
 
 /// kind 0: B in a storage buffer; 1: B in a uniform buffer; 2: the same, indexed uniformly.
 fn run(gpu: &Gpu, kind: u32, m: u32, n: u32, k: u32, reps: usize) -> (f64, Vec<f32>) {
@@ -86,7 +60,7 @@ fn run(gpu: &Gpu, kind: u32, m: u32, n: u32, k: u32, reps: usize) -> (f64, Vec<f
     let src = match kind {
         0 => SRC.replace("BSPACE", "storage, read"),
         1 => SRC.replace("BSPACE", "uniform"),
-        _ => SRC_UNIFORM_INDEX.to_string(),
+        _ => uniform_index_source(),
     };
     let module = d.create_shader_module(wgpu::ShaderModuleDescriptor {
         label: None,
