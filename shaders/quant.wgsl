@@ -15,13 +15,16 @@
 // A quantizer works on a strided 2-d region of a buffer (rows x cols at off, row stride rs), so
 // q, k and v inside the fused qkv matrix each get their own quantizer. Per-quantizer state:
 // qparams[2 site] = (alpha, z) (trained), qmeta[4 site] = (QN, QP, g, signed).
-// Every rounding decision uses the IEEE quotient (div_exact, lsq_quotient: exact_div.wgsl, appended).
+// The fake-quant arithmetic itself is fake_quant.wgsl (appended, shared with the fused kernels);
+// every rounding decision uses the IEEE quotient (div_exact, lsq_quotient: exact_div.wgsl, appended).
 // Reductions are grid-stride partial sums (one per invocation) followed by a single-invocation
 // finalize: deterministic, and free of workgroup barriers.
 
 struct Params {
     rows: u32, cols: u32, off: u32, rs: u32,
     site: u32, bits: u32, threads: u32, lsq_scale: f32,
+    // act_quant_mask_qkv only: the quantizers of k and v (`site` is q's).
+    site_k: u32, site_v: u32, p0: u32, p1: u32,
 }
 
 @group(0) @binding(0) var<uniform> p: Params;
@@ -38,16 +41,6 @@ struct Params {
 @group(0) @binding(11) var<storage, read_write> qgrad: array<f32>;
 @group(0) @binding(12) var<storage, read_write> qcalib: array<f32>;
 @group(0) @binding(13) var<storage, read_write> wscale: array<f32>;
-
-// Tests only: simulates an adapter whose division is off by this many ULP (Gpu::div_error_ulp).
-override div_error_ulp: i32 = 0;
-
-// The adapter's a / b, where no rounding decision depends on it.
-fn adapter_div(a: f32, b: f32) -> f32 {
-    let q = a / b;
-    if (div_error_ulp == 0 || q == 0.0) { return q; }
-    return bitcast<f32>(bitcast<i32>(q) + div_error_ulp);
-}
 
 fn index(wid: vec3<u32>, nwg: vec3<u32>, lid: u32) -> u32 { return (wid.y * nwg.x + wid.x) * 64u + lid; }
 
@@ -81,15 +74,23 @@ fn act_quant_forward(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgro
     // load costs about as much as the element's own).
     let t = index(wid, nwg, lid);
     if (t >= p.threads) { return; }
-    let alpha = qparams[2u * p.site];
-    let zr = round(qparams[2u * p.site + 1u]);
-    let qn = qmeta[4u * p.site];
-    let qp = qmeta[4u * p.site + 1u];
+    let s = qsite(p.site);
     for (var i = t; i < p.rows * p.cols; i += p.threads) {
         let e = element(i);
-        let xe = x[e];
-        let v = clamp(lsq_quotient(adapter_div(xe, alpha), xe, alpha, zr, qn, qp) + zr, qn, qp);
-        xq[e] = (round(v) - zr) * alpha;
+        xq[e] = fake_quant(x[e], s);
+    }
+}
+
+// q, k and v through their quantizers in one launch: the whole fused qkv matrix [rows, 3 cols]
+// (column block 0, 1, 2: quantizer site, site_k, site_v).
+@compute @workgroup_size(64)
+fn act_quant_forward_qkv(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+                         @builtin(local_invocation_index) lid: u32) {
+    let t = index(wid, nwg, lid);
+    if (t >= p.threads) { return; }
+    var sites = array<QSite, 3>(qsite(p.site), qsite(p.site_k), qsite(p.site_v));
+    for (var i = t; i < 3u * p.rows * p.cols; i += p.threads) {
+        xq[i] = fake_quant(x[i], sites[(i % (3u * p.cols)) / p.cols]);
     }
 }
 
@@ -143,28 +144,53 @@ fn act_quant_backward(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgr
                       @builtin(local_invocation_index) lid: u32) {
     let t = index(wid, nwg, lid);
     if (t >= p.threads) { return; }
-    let alpha = qparams[2u * p.site];
-    let zr = round(qparams[2u * p.site + 1u]);
-    let qn = qmeta[4u * p.site];
-    let qp = qmeta[4u * p.site + 1u];
+    let s = qsite(p.site);
     var ga = 0.0;
     var gz = 0.0;
     for (var i = t; i < p.rows * p.cols; i += p.threads) {
         let e = element(i);
         let g = dxq[e];
-        let xa = lsq_quotient(adapter_div(x[e], alpha), x[e], alpha, zr, qn, qp);
-        let v = xa + zr;
-        if (v >= qn && v <= qp) {
+        let xa = q_quotient(x[e], s);
+        let v = xa + s.zr;
+        if (v >= s.qn && v <= s.qp) {
             dx[e] = g;
-            ga += g * ((round(v) - zr) - xa);
+            ga += g * ((round(v) - s.zr) - xa);
         } else {
             dx[e] = 0.0;
-            ga += g * (clamp(v, qn, qp) - zr);
-            gz -= g * alpha;
+            ga += g * (clamp(v, s.qn, s.qp) - s.zr);
+            gz -= g * s.alpha;
         }
     }
     partials[2u * t] = ga;
     partials[2u * t + 1u] = gz;
+}
+
+// Image synthesis (no quantizer-step gradients): only the straight-through mask of the
+// backward, dx = dxq [in range] on the region.
+@compute @workgroup_size(64)
+fn act_quant_mask(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+                  @builtin(local_invocation_index) lid: u32) {
+    let t = index(wid, nwg, lid);
+    if (t >= p.threads) { return; }
+    let s = qsite(p.site);
+    for (var i = t; i < p.rows * p.cols; i += p.threads) {
+        let e = element(i);
+        dx[e] = select(0.0, dxq[e], in_range(x[e], s));
+    }
+}
+
+// The same for q's, k's and v's quantizers in one launch, dx = dxq [in range], on the whole fused qkv gradient [rows, 3 cols]
+// (column block 0, 1, 2: quantizer site, site_k, site_v).
+@compute @workgroup_size(64)
+fn act_quant_mask_qkv(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+                      @builtin(local_invocation_index) lid: u32) {
+    let t = index(wid, nwg, lid);
+    if (t >= p.threads) { return; }
+    var sites = array<QSite, 3>(qsite(p.site), qsite(p.site_k), qsite(p.site_v));
+    for (var i = t; i < 3u * p.rows * p.cols; i += p.threads) {
+        let s = sites[(i % (3u * p.cols)) / p.cols];
+        dx[i] = select(0.0, dxq[i], in_range(x[i], s));
+    }
 }
 
 // The zero point's gradient factor, in the lsq_scale slot of the gradient kernels: >= 0 is a

@@ -43,6 +43,10 @@ pub struct GpuArgs {
     /// The tuning cache file (default: one per adapter and driver in the user's cache directory).
     #[arg(long, global = true, value_name = "FILE")]
     pub tune_cache: Option<PathBuf>,
+    /// Every op its own kernel launch: the fused kernels (which compute the same bits in fewer
+    /// launches) off, to measure what they gain or to rule them out.
+    #[arg(long, global = true)]
+    pub unfused: bool,
 }
 
 impl GpuArgs {
@@ -52,6 +56,7 @@ impl GpuArgs {
             adapter: self.adapter.clone(),
             tune: self.tune,
             tune_cache: self.tune_cache.clone(),
+            unfused: self.unfused,
         }
     }
 }

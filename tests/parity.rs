@@ -415,6 +415,82 @@ fn image_grads_only_keeps_the_image_gradient() {
     }
 }
 
+/// The fused kernels (a LayerNorm that also copies the residual and quantizes its output; a
+/// softmax, GELU or head merge that quantizes its output; q, k, v quantized in one launch;
+/// backward kernels that apply a quantizer's mask, split the heads and add the tap gradient)
+/// compute the bits of the launches they replace: unfused (`Gpu::unfused`) and fused graphs of
+/// an FP ViT, quantized ViTs and a quantized Swin give the same logits, taps, image gradient
+/// and, in the full backward, parameter and quantizer-step gradients, bit for bit, in fewer
+/// launches.
+#[test]
+fn fused_kernels_change_no_bit() {
+    let mut gpu = common::gpu();
+    for (name, bits) in
+        [("tiny_vit", None), ("tiny_vit", Some(4)), ("tiny_swin", Some(4)), ("tiny_vit", Some(3))]
+    {
+        let dir = fixture_dir(name);
+        let fx: Fixture = read_f32_tensors(&dir.join("fixture.safetensors")).expect("fixture");
+        let (ishape, images) = &fx["images"];
+        let batch = ishape[0];
+        let mut model = Model::load(&gpu, &dir, None).expect("load model");
+        if let Some(b) = bits {
+            model.quantize(&gpu, maskaq::quant::Bits { w: b, a: b });
+        }
+        for image_grads_only in [true, false] {
+            let run = |gpu: &Gpu| -> (Vec<Vec<f32>>, usize) {
+                let opts = GraphOptions {
+                    backward: true,
+                    attention_grads: true,
+                    image_grads_only,
+                    ..Default::default()
+                };
+                let g = Graph::build(gpu, &model, batch, opts);
+                g.images.write(gpu, images);
+                if model.quant.as_ref().is_some_and(|q| !q.initialized.get()) {
+                    g.forward_init(gpu, &model);
+                }
+                g.forward(gpu);
+                let dl: Vec<f32> = (0..g.d_logits.numel()).map(|i| ((i % 7) as f32 - 3.0) * 0.1).collect();
+                g.d_logits.write(gpu, &dl);
+                for tap in &g.taps {
+                    let da = tap.d_attn_logits.as_ref().unwrap();
+                    da.write(
+                        gpu,
+                        &(0..da.numel()).map(|i| ((i % 5) as f32 - 2.0) * 1e-3).collect::<Vec<_>>(),
+                    );
+                    let d_o = tap.d_attn_out.as_ref().unwrap();
+                    d_o.write(
+                        gpu,
+                        &(0..d_o.numel()).map(|i| ((i % 3) as f32 - 1.0) * 1e-2).collect::<Vec<_>>(),
+                    );
+                }
+                g.backward(gpu);
+                let mut out = vec![g.logits.read(gpu).unwrap(), g.d_images.read(gpu).unwrap()];
+                for tap in &g.taps {
+                    out.push(tap.attn_logits.read(gpu).unwrap());
+                    out.push(tap.attn_out.read(gpu).unwrap());
+                }
+                if !image_grads_only {
+                    out.extend(model.params.iter().map(|p| p.grad.read(gpu).unwrap()));
+                    out.extend(model.quant.as_ref().map(|q| q.state.qgrad.read(gpu).unwrap()));
+                }
+                (out, g.forward_dispatches().len() + g.backward_dispatches().len())
+            };
+            gpu.unfused = true;
+            let (unfused, n_unfused) = run(&gpu);
+            gpu.unfused = false;
+            let (fused, n_fused) = run(&gpu);
+            let tag = format!("{name} bits={bits:?} image_grads_only={image_grads_only}");
+            assert!(n_fused < n_unfused, "{tag}: {n_fused} launches fused vs {n_unfused}");
+            assert!(unfused[1].iter().any(|&v| v != 0.0), "{tag}: zero image gradient");
+            for (i, (a, b)) in unfused.iter().zip(&fused).enumerate() {
+                let same = a.len() == b.len() && a.iter().zip(b).all(|(x, y)| x.to_bits() == y.to_bits());
+                assert!(same, "{tag}: output {i} differs between the fused and unfused graphs");
+            }
+        }
+    }
+}
+
 #[test]
 fn tiny_swin_matches_pytorch() {
     let gpu = common::gpu();

@@ -6,8 +6,8 @@ use std::collections::HashSet;
 
 use maskaq::gpu::Kernel;
 use maskaq::ops::{
-    self, augment, copy, distill, embed, gelu, layernorm, loss, matmul_variants, objectives, optim, psaq,
-    quant, reduce, softmax, synth, window,
+    self, augment, copy, distill, embed, gelu, heads, layernorm, loss, matmul_variants, objectives, optim,
+    psaq, quant, reduce, softmax, synth, window,
 };
 use naga::valid::{Capabilities, ModuleInfo, ValidationFlags, Validator};
 
@@ -30,9 +30,17 @@ const KERNELS: &[&Kernel] = &[
     &embed::TOKENS,
     &gelu::FORWARD,
     &gelu::BACKWARD,
+    &gelu::FORWARD_Q,
+    &gelu::BACKWARD_MASKED,
+    &heads::MERGE_Q,
+    &heads::SPLIT_ADD,
+    &heads::SPLIT_MASKED_ADD,
     &layernorm::FORWARD,
     &layernorm::BACKWARD_INPUT,
     &layernorm::BACKWARD_PARAMS,
+    &layernorm::FORWARD_COPY,
+    &layernorm::FORWARD_COPY_Q,
+    &layernorm::BACKWARD_INPUT_MASKED,
     &loss::CROSS_ENTROPY,
     &objectives::SSIM_HEADS,
     &objectives::SSIM_HEADS_WG,
@@ -61,6 +69,9 @@ const KERNELS: &[&Kernel] = &[
     &quant::INIT,
     &quant::BACKWARD,
     &quant::GRAD,
+    &quant::MASK,
+    &quant::FORWARD_QKV,
+    &quant::MASK_QKV,
     &quant::GRAD_WG,
     &quant::MINMAX_PARTIAL,
     &quant::MINMAX_MERGE,
@@ -68,6 +79,8 @@ const KERNELS: &[&Kernel] = &[
     &reduce::SUM_ROWS,
     &softmax::FORWARD,
     &softmax::BACKWARD,
+    &softmax::FORWARD_Q,
+    &softmax::BACKWARD_MASKED,
     &synth::TV_PARTIAL,
     &synth::TV_REDUCE,
     &synth::TV_GRAD,
@@ -101,9 +114,13 @@ fn every_shader_parses_and_validates() {
         let (module, _) = parse_and_validate(name, source);
         assert!(!module.entry_points.is_empty(), "{name}: no entry points");
     }
-    // Helpers parse on their own and are appended to at least one listed shader.
+    // Helpers parse together (fake_quant.wgsl calls exact_div.wgsl and reads the quantizer
+    // state its includer declares) and are appended to at least one listed shader.
+    let state = "@group(0) @binding(0) var<storage, read> qparams: array<f32>;\n\
+                 @group(0) @binding(1) var<storage, read> qmeta: array<f32>;\n";
+    let helpers: String = ops::SHADER_HELPERS.iter().map(|&(_, s)| s).collect();
+    parse_and_validate("shader helpers", &format!("{state}{helpers}"));
     for &(name, source) in ops::SHADER_HELPERS {
-        parse_and_validate(name, source);
         assert!(ops::SHADERS.iter().any(|(_, s)| s.contains(source)), "helper {name} is used by no shader");
         names.insert(name);
     }

@@ -28,11 +28,17 @@ pub struct BenchReport {
     pub gemm: GemmReport,
     /// Sample synthesis (MaskAQ, Q at W4A4): milliseconds per iteration of P and Q forward and
     /// backward with every objective, and image-iterations per second.
+    /// Wall clock: the median over `--repeats` runs of six iterations.
     pub synth_iteration_ms: f64,
     pub synth_image_iterations_per_s: f64,
+    /// The iteration's launches alone, timed like the forward (GPU timestamps where the adapter
+    /// has them): no host work, no waiting for readbacks.
+    pub synth_iteration_gpu_ms: f64,
     /// Wall milliseconds per Q-training step (augmentation, P and Q forward, KD + head
-    /// distillation, Q backward, SGD), Q at W4A4.
+    /// distillation, Q backward, SGD), Q at W4A4: the median over `--repeats` runs of six steps.
     pub qtrain_step_ms: f64,
+    /// The step's launches alone, timed like the forward.
+    pub qtrain_step_gpu_ms: f64,
     /// Kernel launches per forward+backward, per synthesis iteration and per Q-training step.
     pub dispatches_forward_backward: usize,
     pub dispatches_synth_iteration: usize,
@@ -167,8 +173,8 @@ pub fn measure(
     let (gemm_s, s3) = time(gpu, &[&mm; REPS], iters)?;
     let gemm_s = gemm_s / REPS as f64;
     let train_profile = if profile { profile_kernels(gpu, &train_list)? } else { Vec::new() };
-    let (synth_s, synth_profile, synth_n) = synth_iteration(gpu, vit, batch, profile)?;
-    let (qtrain_s, qtrain_n) = qtrain_step(gpu, vit, batch)?;
+    let synth = synth_iteration(gpu, vit, batch, iters, profile)?;
+    let qtrain = qtrain_step(gpu, vit, batch, iters)?;
     let macs = cfg.macs_per_image() * batch as f64;
     Ok(BenchReport {
         adapter: gpu.describe(),
@@ -193,26 +199,36 @@ pub fn measure(
             ms: gemm_s * 1e3,
             gflops: 2.0 * (m * n * k) as f64 / gemm_s * 1e-9,
         },
-        synth_iteration_ms: synth_s * 1e3,
-        synth_image_iterations_per_s: batch as f64 / synth_s,
-        qtrain_step_ms: qtrain_s * 1e3,
+        synth_iteration_ms: synth.wall_s * 1e3,
+        synth_image_iterations_per_s: batch as f64 / synth.wall_s,
+        synth_iteration_gpu_ms: synth.gpu_s * 1e3,
+        qtrain_step_ms: qtrain.wall_s * 1e3,
+        qtrain_step_gpu_ms: qtrain.gpu_s * 1e3,
         dispatches_forward_backward: train_list.len(),
-        dispatches_synth_iteration: synth_n,
-        dispatches_qtrain_step: qtrain_n,
+        dispatches_synth_iteration: synth.launches,
+        dispatches_qtrain_step: qtrain.launches,
         tuning: tuning_line(gpu),
         profile: train_profile,
-        synth_profile,
+        synth_profile: synth.profile,
     })
 }
 
-/// Wall seconds per synthesis iteration (MaskAQ objectives, Q = P at W4A4), after warm-up,
-/// and with `profile` the GPU time of one iteration by kernel.
-fn synth_iteration(
-    gpu: &Gpu,
-    p: &Model,
-    batch: usize,
-    profile: bool,
-) -> Result<(f64, Vec<KernelTime>, usize)> {
+/// One synthesis iteration's or Q-training step's times and launches.
+struct StepTimes {
+    /// Wall seconds per iteration, the median over the repeats.
+    wall_s: f64,
+    /// Seconds of its launches alone (GPU timestamps where the adapter has them).
+    gpu_s: f64,
+    launches: usize,
+    profile: Vec<KernelTime>,
+}
+
+/// Iterations (steps) per timed run: the wall time of a run over them is one sample.
+const RUN: usize = 6;
+
+/// A synthesis iteration (MaskAQ objectives, Q = P at W4A4), after warm-up, and with
+/// `profile` the GPU time of one iteration by kernel.
+fn synth_iteration(gpu: &Gpu, p: &Model, batch: usize, repeats: usize, profile: bool) -> Result<StepTimes> {
     use crate::maskaq::synth::{Method, SynthConfig, Synthesizer};
     let weights = crate::model::checkpoint::Weights { tensors: p.read_params(gpu)? };
     let mut q = Model::new(gpu, p.cfg.clone(), &weights);
@@ -223,22 +239,22 @@ fn synth_iteration(
     cfg.log_every = usize::MAX;
     let mut rng = crate::rng::Rng::new(2);
     Synthesizer::new(gpu, p, Some(&q), cfg.clone())?.run_batch(&mut rng, |_| {})?;
-    cfg.iters = 6;
+    cfg.iters = RUN;
     let mut s = Synthesizer::new(gpu, p, Some(&q), cfg.clone())?;
-    let start = std::time::Instant::now();
-    s.run_batch(&mut rng, |_| {})?;
-    let per_iter = start.elapsed().as_secs_f64() / cfg.iters as f64;
-    let by_kernel = if profile {
-        profile_kernels(gpu, &s.step_dispatches().iter().collect::<Vec<_>>())?
-    } else {
-        Vec::new()
-    };
-    Ok((per_iter, by_kernel, s.step_dispatches().len()))
+    let mut samples = Vec::new();
+    for _ in 0..repeats.max(1) {
+        let start = std::time::Instant::now();
+        s.run_batch(&mut rng, |_| {})?;
+        samples.push(start.elapsed().as_secs_f64() / RUN as f64);
+    }
+    let list: Vec<&Dispatch> = s.step_dispatches().iter().collect();
+    let (gpu_s, _) = time(gpu, &list, repeats)?;
+    let profile = if profile { profile_kernels(gpu, &list)? } else { Vec::new() };
+    Ok(StepTimes { wall_s: median(samples), gpu_s, launches: list.len(), profile })
 }
 
-/// Wall seconds per Q-training step (Q = P at W4A4, random images), after warm-up, and its
-/// number of launches.
-fn qtrain_step(gpu: &Gpu, p: &Model, batch: usize) -> Result<(f64, usize)> {
+/// A Q-training step (Q = P at W4A4, random images), after warm-up.
+fn qtrain_step(gpu: &Gpu, p: &Model, batch: usize, repeats: usize) -> Result<StepTimes> {
     use crate::maskaq::qtrain::{QTrainConfig, QTrainer};
     let weights = crate::model::checkpoint::Weights { tensors: p.read_params(gpu)? };
     let mut q = Model::new(gpu, p.cfg.clone(), &weights);
@@ -249,13 +265,18 @@ fn qtrain_step(gpu: &Gpu, p: &Model, batch: usize) -> Result<(f64, usize)> {
     let images: Vec<f32> = (0..batch * per).map(|_| rng.normal() as f32).collect();
     t.step(&images, 1e-3, true);
     t.read_losses()?;
-    const STEPS: usize = 6;
-    let start = std::time::Instant::now();
-    for _ in 0..STEPS {
-        t.step(&images, 1e-3, true);
+    let mut samples = Vec::new();
+    for _ in 0..repeats.max(1) {
+        let start = std::time::Instant::now();
+        for _ in 0..RUN {
+            t.step(&images, 1e-3, true);
+        }
+        t.read_losses()?;
+        samples.push(start.elapsed().as_secs_f64() / RUN as f64);
     }
-    t.read_losses()?;
-    Ok((start.elapsed().as_secs_f64() / STEPS as f64, t.step_dispatches().len()))
+    let list = t.step_dispatches();
+    let (gpu_s, _) = time(gpu, &list, repeats)?;
+    Ok(StepTimes { wall_s: median(samples), gpu_s, launches: list.len(), profile: Vec::new() })
 }
 
 /// The tuning mode and cache, for reports.
@@ -348,6 +369,10 @@ pub fn print(r: &BenchReport, json: bool) -> Result<()> {
         r.synth_iteration_ms, r.synth_image_iterations_per_s
     );
     println!("Q training   {:9.2} ms per step (KD + head distillation, W4A4, SGD)", r.qtrain_step_ms);
+    println!(
+        "launches     {:9.2} ms per synthesis iteration, {:.2} ms per Q-training step (the launches alone)",
+        r.synth_iteration_gpu_ms, r.qtrain_step_gpu_ms
+    );
     println!("timing       {} (median; synthesis and Q training: wall clock)", r.timing);
     println!(
         "dispatches   {} per forward+backward, {} per synthesis iteration, {} per Q-training step",

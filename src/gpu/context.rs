@@ -41,6 +41,8 @@ pub struct GpuOptions {
     pub tune: TuneMode,
     /// The tuning cache file (`--tune-cache`; default: one per adapter in the cache directory).
     pub tune_cache: Option<std::path::PathBuf>,
+    /// `--unfused`: see [`Gpu::unfused`].
+    pub unfused: bool,
 }
 
 /// The device maskaq computes on.
@@ -65,6 +67,9 @@ pub struct Gpu {
     pub div_error_ulp: i32,
     /// The per-adapter tuning cache: which variant each (op, shape) uses.
     pub tuning: Tuning,
+    /// Graphs built on this device launch every op on its own, none of the fused kernels
+    /// (`--unfused`; the tests compare both ways bit for bit).
+    pub unfused: bool,
     /// Tests only: a kernel variant id every launch of its op uses wherever it applies.
     pub forced_variant: Option<String>,
     /// Tests only: offer test-only variants (a deliberately slow one) to the tuner.
@@ -350,6 +355,7 @@ impl Gpu {
             loop_limit,
             div_error_ulp: 0,
             tuning,
+            unfused: opts.unfused,
             forced_variant: None,
             test_variants: false,
             subgroup_kernels: std::sync::OnceLock::new(),

@@ -13,9 +13,10 @@ use std::collections::HashMap;
 use super::graph::{Graph, GraphOptions, Taps};
 use super::params::{Model, Param};
 use crate::gpu::{Dispatch, Gpu, Tensor};
+use crate::ops::copy::Copy4;
 use crate::ops::layernorm;
 use crate::ops::matmul::{Matmul, View};
-use crate::ops::quant::{self, MAX_PARTIALS, Region};
+use crate::ops::quant::{self, MAX_PARTIALS, Region, Site};
 use crate::ops::reduce::SumRows;
 use crate::quant::Quant;
 use crate::quant::sites::SiteList;
@@ -37,7 +38,12 @@ pub(crate) struct Builder<'a> {
     partials: Option<Tensor>,
     /// Scratch gradients of quantized inputs, by shape (each is consumed right after it is made).
     scratch: HashMap<Vec<usize>, Tensor>,
+    /// The forward, one launch per op (what `forward_init` runs, with the quantizers'
+    /// initialisations between a producer and its quantizer).
     pub fw: Vec<Dispatch>,
+    /// Fused launches that replace `fw[start..end]` in the forward after initialisation:
+    /// (start, end, launch), in order; no launch where an earlier fused one did their work.
+    fused: Vec<(usize, usize, Option<Dispatch>)>,
     /// Q's weight quantizers: the head of the forward, which a caller whose weights stay fixed
     /// (synthesis) runs once instead of every pass (`Graph::forward_fixed_weights`).
     wq: Vec<Dispatch>,
@@ -73,6 +79,7 @@ impl<'a> Builder<'a> {
             partials: None,
             scratch: HashMap::new(),
             fw: Vec::new(),
+            fused: Vec::new(),
             wq: Vec::new(),
             param_grads: !opts.image_grads_only,
             init: Vec::new(),
@@ -166,6 +173,41 @@ impl<'a> Builder<'a> {
         xq
     }
 
+    /// Quantizer `site` for a kernel that applies it inside another op, when the graph fuses
+    /// (Q, not calibrating, fusion not switched off).
+    pub fn fused_site(&self, site: &str) -> Option<Site<'a>> {
+        let q = self.quant.filter(|_| self.quantizing() && !self.gpu.unfused)?;
+        Some(Site { state: &q.state, index: q.site(site) })
+    }
+
+    /// Q's activation-quantizer state (panics on the FP model).
+    pub fn quant_state(&self) -> &'a quant::ActQuantState {
+        &self.quant.expect("activation quantizers on an FP model").state
+    }
+
+    /// [`Self::fused_site`] for a backward kernel that applies the quantizer's straight-through
+    /// mask itself: only where no quantizer-step gradients are made (image synthesis).
+    pub fn masked_grad_site(&self, site: &str) -> Option<Site<'a>> {
+        self.fused_site(site).filter(|_| !self.param_grads)
+    }
+
+    /// In the forward after initialisation, `fused` runs instead of the launches pushed since
+    /// `start` (which compute the same bits one op at a time).
+    pub fn fuse_since(&mut self, start: usize, fused: Dispatch) {
+        self.replace_since(start, Some(fused));
+    }
+
+    /// In the forward after initialisation, the launches pushed since `start` do not run: an
+    /// earlier fused launch did their work.
+    pub fn fused_earlier(&mut self, start: usize) {
+        self.replace_since(start, None);
+    }
+
+    fn replace_since(&mut self, start: usize, fused: Option<Dispatch>) {
+        assert!(self.fused.last().is_none_or(|(_, end, _)| *end <= start) && start < self.fw.len());
+        self.fused.push((start, self.fw.len(), fused));
+    }
+
     /// Where to put the gradient of a quantized input whose source gradient goes to `dx`.
     pub fn grad_target(&mut self, dx: &Tensor) -> Tensor {
         if !self.quantizing() {
@@ -182,6 +224,10 @@ impl<'a> Builder<'a> {
     /// Backward of quantizer `site` on `region`: dx = dxq [in range], and alpha/z gradients.
     pub fn act_back(&mut self, site: &str, region: Region, x: &Tensor, dxq: &Tensor, dx: &Tensor) {
         let Some(q) = self.quant else { return };
+        if let Some(s) = self.masked_grad_site(site) {
+            self.bw.push(quant::act_mask(self.gpu, s, region, x, dxq, dx));
+            return;
+        }
         let partials = self.partials.as_ref().unwrap();
         let [dx_dispatch, step_grads] = quant::act_backward(
             self.gpu,
@@ -261,6 +307,66 @@ impl<'a> Builder<'a> {
         (y, st)
     }
 
+    /// A pre-norm block's LayerNorm: `y = LN(x)`, `x` copied to `copy` (the residual stream's
+    /// next buffer) and `y` through quantizer `site` (the next Linear's input). Returns (y,
+    /// stats, y_q). One launch in the fused forward.
+    pub fn layernorm_copy_act(
+        &mut self,
+        prefix: &str,
+        x: &Tensor,
+        copy: &Tensor,
+        site: &str,
+    ) -> (Tensor, Tensor, Tensor) {
+        let start = self.fw.len();
+        let (y, st) = self.layernorm(prefix, x);
+        self.fw.push(Copy4::flat(x.numel()).dispatch(self.gpu, x, copy));
+        let copied = self.fw.len();
+        let y_q = self.act(site, &y);
+        if self.gpu.unfused {
+            return (y, st, y_q);
+        }
+        let (rows, d) = (x.shape[0], x.shape[1]);
+        let (w, b) = (self.p(&format!("{prefix}.weight")), self.p(&format!("{prefix}.bias")));
+        let eps = self.model.cfg.eps;
+        let quant = self.fused_site(site).map(|s| (s, &y_q));
+        let buffers = [x, &w.value, &b.value, &y, &st, copy];
+        let fused = layernorm::forward_copy(self.gpu, rows, d, eps, buffers, quant);
+        // Without a quantizer (the FP model, calibration) the quantizer's launches stay.
+        if quant.is_none() {
+            let rest: Vec<Dispatch> = self.fw.drain(copied..).collect();
+            self.fuse_since(start, fused);
+            self.fw.extend(rest);
+        } else {
+            self.fuse_since(start, fused);
+        }
+        (y, st, y_q)
+    }
+
+    /// Backward of [`Self::layernorm_copy_act`]'s quantizer and LayerNorm: `dy_q` is the
+    /// gradient on `y_q`; `dy` takes the gradient on `y` where the mask is not fused into the
+    /// LayerNorm's launch. `dx = dLN(dy) (+ residual)`.
+    #[allow(clippy::too_many_arguments)]
+    pub fn act_layernorm_back(
+        &mut self,
+        prefix: &str,
+        site: &str,
+        [x, st, y]: [&Tensor; 3],
+        dy_q: &Tensor,
+        dy: &Tensor,
+        residual: Option<&Tensor>,
+        dx: &Tensor,
+    ) {
+        let Some(s) = self.masked_grad_site(site) else {
+            self.act_back(site, Region::whole(y.numel()), y, dy_q, dy);
+            self.layernorm_back(prefix, x, st, dy, residual, dx);
+            return;
+        };
+        let (rows, d) = (x.shape[0], x.shape[1]);
+        let w = self.p(&format!("{prefix}.weight"));
+        let buffers = [x, &w.value, st, y, dy_q];
+        self.bw.push(layernorm::backward_input_masked(self.gpu, rows, d, buffers, s, residual, dx));
+    }
+
     /// Backward of [`Self::layernorm`]: `dx = dLN(dy) (+ residual)`, and the parameter gradients.
     pub fn layernorm_back(
         &mut self,
@@ -312,10 +418,23 @@ impl<'a> Builder<'a> {
             d_logits: out.d_logits,
             taps: out.taps,
             weight_launches: self.wq.len(),
-            forward: [self.wq, self.fw].concat(),
+            forward: [self.wq, fuse(&self.fw, &self.fused)].concat(),
             forward_init,
             backward: self.bw,
             _buffers: self.buffers.take(),
         }
     }
+}
+
+/// `fw` with each fused launch in place of the launches it replaces.
+fn fuse(fw: &[Dispatch], fused: &[(usize, usize, Option<Dispatch>)]) -> Vec<Dispatch> {
+    let mut out = Vec::with_capacity(fw.len());
+    let mut next = 0;
+    for (start, end, d) in fused {
+        out.extend_from_slice(&fw[next..*start]);
+        out.extend(d.clone());
+        next = *end;
+    }
+    out.extend_from_slice(&fw[next..]);
+    out
 }

@@ -12,8 +12,9 @@ use super::graph::{TapGeometry, Taps};
 use crate::gpu::Tensor;
 use crate::ops::copy::Copy4;
 use crate::ops::embed::Geometry;
+use crate::ops::heads::Heads;
 use crate::ops::matmul::{Matmul, View};
-use crate::ops::quant::Region;
+use crate::ops::quant::{self, Region};
 use crate::ops::reduce::SumRows;
 use crate::ops::window::{self, TokenMap};
 use crate::ops::{gelu, softmax};
@@ -82,6 +83,10 @@ impl AttnSpec {
     fn head_view(&self) -> View {
         let nh = self.n * self.hd();
         View { off: 0, rs: self.hd(), cs: 1, b1: self.heads * nh, b2: nh }
+    }
+    /// The per-head output's shape [G, H, N, hd].
+    fn heads_shape(&self) -> Heads {
+        Heads { groups: self.groups(), heads: self.heads, tokens: self.n, head_dim: self.hd() }
     }
     /// [G, H, N, hd] -> [G*N, D] (head merge), or the reverse with `split`.
     fn merge_copy(&self, split: bool) -> Copy4 {
@@ -159,21 +164,21 @@ impl BackScratch {
     }
 }
 
-/// The attention branch: `ln` (the block's normalised input, image order) through qkv, attention
-/// and proj, added to `xm` (which holds the residual). Returns the activations and the taps.
+/// The attention branch: `ln` (the block's normalised input, image order; `ln_q` after the qkv
+/// input quantizer) through qkv, attention and proj, added to `xm` (which holds the residual).
+/// Returns the activations and the taps.
 pub(crate) fn attention_forward(
     bl: &mut Builder,
     sp: &AttnSpec,
-    ln: &Tensor,
+    [ln, ln_q]: [&Tensor; 2],
     xm: &Tensor,
 ) -> (AttnActs, Taps) {
     let gpu = bl.gpu;
     let (g, n, d, rows, heads, hd) = (sp.groups(), sp.n, sp.d, sp.rows(), sp.heads, sp.hd());
-    let ln_q = bl.act(&sp.name("attn.qkv.act"), ln);
     let xw = match sp.token_map(true) {
         Some(map) => {
             let t = bl.t(&[rows, d]);
-            bl.fw.push(map.dispatch(gpu, &ln_q, &t, 1.0, 0.0));
+            bl.fw.push(map.dispatch(gpu, ln_q, &t, 1.0, 0.0));
             t
         }
         None => ln_q.clone(),
@@ -192,39 +197,66 @@ pub(crate) fn attention_forward(
         geometry: sp.geometry,
     };
     let prob = bl.t(&[g, heads, n, n]);
-    let qs = match sp.windows {
+    // ViT: q's, k's and v's quantizers in one launch where fused (before the softmax).
+    let sites = ["attn.matmul1.act_a", "attn.matmul1.act_b", "attn.matmul2.act_b"].map(|x| sp.name(x));
+    let qkv_fused = match (sp.windows, sites.each_ref().map(|x| bl.fused_site(x))) {
+        (None, [Some(q), Some(k), Some(v)]) => Some([q.index, k.index, v.index]),
+        _ => None,
+    };
+    // The softmax's input and scale.
+    let (qs, logits, scale) = match sp.windows {
         // ViT: A = q kᵀ, P = softmax(scale A).
         None => {
-            bl.act_region(&sp.name("attn.matmul1.act_a"), sp.qkv_region(0), &qkv, &qkv_q);
-            bl.act_region(&sp.name("attn.matmul1.act_b"), sp.qkv_region(1), &qkv, &qkv_q);
+            let start = bl.fw.len();
+            bl.act_region(&sites[0], sp.qkv_region(0), &qkv, &qkv_q);
+            bl.act_region(&sites[1], sp.qkv_region(1), &qkv, &qkv_q);
+            if let Some(idx) = qkv_fused {
+                bl.fuse_since(
+                    start,
+                    quant::act_forward_qkv(gpu, bl.quant_state(), idx, rows, d, &qkv, &qkv_q),
+                );
+            }
             let mm = Matmul::new(n, n, hd, sp.qkv_view(0), sp.qkv_view(1).t(), sp.attn_view());
             bl.fw.extend(mm.batched(g, heads).dispatches(gpu, &qkv_q, &qkv_q, None, &tap.attn_logits));
-            bl.fw.push(softmax::forward(gpu, g * heads * n, n, sp.scale(), &tap.attn_logits, &prob));
-            None
+            (None, tap.attn_logits.clone(), sp.scale())
         }
         // Swin: A = (scale q) kᵀ, P = softmax(A + bias (+ mask)).
         Some(w) => {
             let qs = bl.t(&[rows, d]);
             bl.fw.push(sp.q_box(sp.scale(), true).dispatch(gpu, &qkv, &qs));
-            let qs_q = bl.act(&sp.name("attn.matmul1.act_a"), &qs);
-            bl.act_region(&sp.name("attn.matmul1.act_b"), sp.qkv_region(1), &qkv, &qkv_q);
+            let qs_q = bl.act(&sites[0], &qs);
+            bl.act_region(&sites[1], sp.qkv_region(1), &qkv, &qkv_q);
             let mm = Matmul::new(n, n, hd, sp.split_view(), sp.qkv_view(1).t(), sp.attn_view());
             bl.fw.extend(mm.batched(g, heads).dispatches(gpu, &qs_q, &qkv_q, None, &tap.attn_logits));
             let biased = bl.t(&[g, heads, n, n]);
             let table = bl.p(&sp.name("attn.relative_position_bias_table"));
             let rb = window::RelBias { groups: g, heads, window: w.window, grid: w.grid, shift: w.shift };
             bl.fw.push(rb.forward(gpu, &tap.attn_logits, &table.value, &biased));
-            bl.fw.push(softmax::forward(gpu, g * heads * n, n, 1.0, &biased, &prob));
-            Some((qs, qs_q))
+            (Some((qs, qs_q)), biased, 1.0)
         }
     };
-    let prob_q = bl.act(&sp.name("attn.matmul2.act_a"), &prob);
-    bl.act_region(&sp.name("attn.matmul2.act_b"), sp.qkv_region(2), &qkv, &qkv_q);
+    let start = bl.fw.len();
+    bl.fw.push(softmax::forward(gpu, g * heads * n, n, scale, &logits, &prob));
+    let prob_site = sp.name("attn.matmul2.act_a");
+    let prob_q = bl.act(&prob_site, &prob);
+    if let Some(site) = bl.fused_site(&prob_site) {
+        bl.fuse_since(start, softmax::forward_q(gpu, g * heads * n, n, scale, &logits, &prob, site, &prob_q));
+    }
+    let start = bl.fw.len();
+    bl.act_region(&sites[2], sp.qkv_region(2), &qkv, &qkv_q);
+    if qkv_fused.is_some() {
+        bl.fused_earlier(start);
+    }
     let mm = Matmul::new(n, hd, n, sp.attn_view(), sp.qkv_view(2), sp.head_view());
     bl.fw.extend(mm.batched(g, heads).dispatches(gpu, &prob_q, &qkv_q, None, &tap.attn_out));
     let merged = bl.t(&[rows, d]);
+    let start = bl.fw.len();
     bl.fw.push(sp.merge_copy(false).dispatch(gpu, &tap.attn_out, &merged));
-    let merged_q = bl.act(&sp.name("attn.proj.act"), &merged);
+    let proj_site = sp.name("attn.proj.act");
+    let merged_q = bl.act(&proj_site, &merged);
+    if let Some(site) = bl.fused_site(&proj_site) {
+        bl.fuse_since(start, sp.heads_shape().merge_q(gpu, &tap.attn_out, &merged, site, &merged_q));
+    }
     let w_proj = bl.weight(&sp.name("attn.proj.weight"));
     let proj_bias = bl.p(&sp.name("attn.proj.bias"));
     match sp.token_map(false) {
@@ -239,8 +271,9 @@ pub(crate) fn attention_forward(
     (acts, tap)
 }
 
-/// Backward of [`attention_forward`]: `dxm` is the gradient on its output (image order); the
-/// gradient on `ln` (before the qkv quantizer) ends in `s.dln`.
+/// Backward of [`attention_forward`]: `dxm` is the gradient on its output (image order).
+/// Returns the buffer holding the gradient on `ln_q` (after the qkv input quantizer; the
+/// block's backward takes it through that quantizer and the LayerNorm).
 pub(crate) fn attention_backward(
     bl: &mut Builder,
     sp: &AttnSpec,
@@ -248,7 +281,7 @@ pub(crate) fn attention_backward(
     tap: &Taps,
     dxm: &Tensor,
     s: &BackScratch,
-) {
+) -> Tensor {
     let gpu = bl.gpu;
     let rows = sp.rows();
     let model = bl.model;
@@ -274,16 +307,26 @@ pub(crate) fn attention_backward(
         Some(&dmerged_q),
         1.0,
     );
-    bl.act_back(
-        &sp.name("attn.proj.act"),
-        Region::whole(a.merged.numel()),
-        &a.merged,
-        &dmerged_q,
-        &s.dmerged,
-    );
-    bl.bw.push(sp.merge_copy(true).dispatch(gpu, &s.dmerged, &s.d_o));
-    if let Some(extra) = &tap.d_attn_out {
-        bl.bw.push(Copy4 { beta: 1.0, ..Copy4::flat(s.d_o.numel()) }.dispatch(gpu, extra, &s.d_o));
+    // proj's input quantizer, the head split and the tap's gradient: one launch where fused.
+    let site = sp.name("attn.proj.act");
+    let whole = Region::whole(a.merged.numel());
+    match (&tap.d_attn_out, bl.gpu.unfused) {
+        (Some(extra), false) => {
+            let masked = bl.masked_grad_site(&site);
+            if masked.is_none() {
+                bl.act_back(&site, whole, &a.merged, &dmerged_q, &s.dmerged);
+            }
+            let dm = if masked.is_some() { &dmerged_q } else { &s.dmerged };
+            let masked = masked.map(|m| (m, &a.merged));
+            bl.bw.push(sp.heads_shape().split_add(gpu, dm, masked, extra, &s.d_o));
+        }
+        (extra, _) => {
+            bl.act_back(&site, whole, &a.merged, &dmerged_q, &s.dmerged);
+            bl.bw.push(sp.merge_copy(true).dispatch(gpu, &s.dmerged, &s.d_o));
+            if let Some(extra) = extra {
+                bl.bw.push(Copy4 { beta: 1.0, ..Copy4::flat(s.d_o.numel()) }.dispatch(gpu, extra, &s.d_o));
+            }
+        }
     }
 
     probs_backward(bl, sp, a, tap, s);
@@ -305,7 +348,7 @@ pub(crate) fn attention_backward(
     if let Some(map) = sp.token_map(false) {
         bl.bw.push(map.dispatch(gpu, &dxw, &dln_q, 1.0, 0.0));
     }
-    bl.act_back(&sp.name("attn.qkv.act"), Region::whole(a.ln.numel()), &a.ln, &dln_q, &s.dln);
+    dln_q
 }
 
 /// dP = dO vᵀ through P's quantizer, then the softmax (ViT: with the scale; Swin: the bias
@@ -318,21 +361,21 @@ fn probs_backward(bl: &mut Builder, sp: &AttnSpec, a: &AttnActs, tap: &Taps, s: 
     let dprob_q = bl.grad_target(&s.dprob);
     let mm = Matmul::new(n, n, hd, sp.head_view(), sp.qkv_view(2).t(), sp.attn_view());
     bl.bw.extend(mm.batched(g, heads).dispatches(gpu, &s.d_o, &a.qkv_q, None, &dprob_q));
-    bl.act_back(&sp.name("attn.matmul2.act_a"), Region::whole(a.prob.numel()), &a.prob, &dprob_q, &s.dprob);
+    // P's quantizer, on its own or inside the softmax's backward (image synthesis).
+    let site = sp.name("attn.matmul2.act_a");
+    let masked = bl.masked_grad_site(&site);
+    if masked.is_none() {
+        bl.act_back(&site, Region::whole(a.prob.numel()), &a.prob, &dprob_q, &s.dprob);
+    }
+    let softmax_back = |scale: f32, extra: Option<&Tensor>| match masked {
+        Some(q) => softmax::backward_masked(gpu, g * heads * n, n, scale, &a.prob, &dprob_q, q, extra, &s.da),
+        None => softmax::backward(gpu, g * heads * n, n, scale, &a.prob, &s.dprob, extra, &s.da),
+    };
     match sp.windows {
-        None => bl.bw.push(softmax::backward(
-            gpu,
-            g * heads * n,
-            n,
-            sp.scale(),
-            &a.prob,
-            &s.dprob,
-            tap.d_attn_logits.as_ref(),
-            &s.da,
-        )),
+        None => bl.bw.push(softmax_back(sp.scale(), tap.d_attn_logits.as_ref())),
         Some(w) => {
             // The bias table's gradient is dL/dS; a loss's gradient on A is added after it.
-            bl.bw.push(softmax::backward(gpu, g * heads * n, n, 1.0, &a.prob, &s.dprob, None, &s.da));
+            bl.bw.push(softmax_back(1.0, None));
             if bl.param_grads {
                 let table = pn("attn.relative_position_bias_table");
                 let rb = window::RelBias { groups: g, heads, window: w.window, grid: w.grid, shift: w.shift };
@@ -350,6 +393,12 @@ fn probs_backward(bl: &mut Builder, sp: &AttnSpec, a: &AttnActs, tap: &Taps, s: 
 fn qkv_grads(bl: &mut Builder, sp: &AttnSpec, a: &AttnActs, s: &BackScratch) {
     let gpu = bl.gpu;
     let (g, n, heads, hd) = (sp.groups(), sp.n, sp.heads, sp.hd());
+    let sites = ["attn.matmul1.act_a", "attn.matmul1.act_b", "attn.matmul2.act_b"].map(|x| sp.name(x));
+    // ViT in image synthesis: the three quantizers' masks in one launch.
+    let masks = match a.qs {
+        None => sites.each_ref().map(|x| bl.masked_grad_site(x)),
+        Some(_) => [None; 3],
+    };
     let dqkv_q = bl.grad_target(&s.dqkv);
     let mm = Matmul::new(n, hd, n, sp.attn_view().t(), sp.head_view(), sp.qkv_view(2));
     bl.bw.extend(mm.batched(g, heads).dispatches(gpu, &a.prob_q, &s.d_o, None, &dqkv_q));
@@ -359,21 +408,28 @@ fn qkv_grads(bl: &mut Builder, sp: &AttnSpec, a: &AttnActs, s: &BackScratch) {
             bl.bw.extend(mm.batched(g, heads).dispatches(gpu, &s.da, &a.qkv_q, None, &dqkv_q));
             let mm = Matmul::new(n, hd, n, sp.attn_view().t(), sp.qkv_view(0), sp.qkv_view(1));
             bl.bw.extend(mm.batched(g, heads).dispatches(gpu, &s.da, &a.qkv_q, None, &dqkv_q));
-            bl.act_back(&sp.name("attn.matmul1.act_a"), sp.qkv_region(0), &a.qkv, &dqkv_q, &s.dqkv);
+            if masks[0].is_none() {
+                bl.act_back(&sites[0], sp.qkv_region(0), &a.qkv, &dqkv_q, &s.dqkv);
+            }
         }
         Some((qs, qs_q)) => {
             let dqs = s.dqs.as_ref().expect("window scratch");
             let dqs_q = bl.grad_target(dqs);
             let mm = Matmul::new(n, hd, n, sp.attn_view(), sp.qkv_view(1), sp.split_view());
             bl.bw.extend(mm.batched(g, heads).dispatches(gpu, &s.da, &a.qkv_q, None, &dqs_q));
-            bl.act_back(&sp.name("attn.matmul1.act_a"), Region::whole(qs.numel()), qs, &dqs_q, dqs);
+            bl.act_back(&sites[0], Region::whole(qs.numel()), qs, &dqs_q, dqs);
             bl.bw.push(sp.q_box(sp.scale(), false).dispatch(gpu, dqs, &s.dqkv));
             let mm = Matmul::new(n, hd, n, sp.attn_view().t(), sp.split_view(), sp.qkv_view(1));
             bl.bw.extend(mm.batched(g, heads).dispatches(gpu, &s.da, qs_q, None, &dqkv_q));
         }
     }
-    bl.act_back(&sp.name("attn.matmul1.act_b"), sp.qkv_region(1), &a.qkv, &dqkv_q, &s.dqkv);
-    bl.act_back(&sp.name("attn.matmul2.act_b"), sp.qkv_region(2), &a.qkv, &dqkv_q, &s.dqkv);
+    if let [Some(q), Some(k), Some(v)] = masks {
+        let idx = [q.index, k.index, v.index];
+        bl.bw.push(quant::act_mask_qkv(gpu, q.state, idx, sp.rows(), sp.d, &a.qkv, &dqkv_q, &s.dqkv));
+    } else {
+        bl.act_back(&sites[1], sp.qkv_region(1), &a.qkv, &dqkv_q, &s.dqkv);
+        bl.act_back(&sites[2], sp.qkv_region(2), &a.qkv, &dqkv_q, &s.dqkv);
+    }
 }
 
 /// Activations of the MLP branch.
@@ -394,17 +450,21 @@ pub(crate) fn mlp_forward(bl: &mut Builder, prefix: &str, xm: &Tensor, hidden: u
     let gpu = bl.gpu;
     let (rows, d) = (xm.shape[0], xm.shape[1]);
     let name = |s: &str| format!("{prefix}.{s}");
-    let (ln2, st2) = bl.layernorm(&name("norm2"), xm);
-    let ln2_q = bl.act(&name("mlp.fc1.act"), &ln2);
+    // out = xm, to which fc2 adds its product.
+    let out = bl.t(&[rows, d]);
+    let (ln2, st2, ln2_q) = bl.layernorm_copy_act(&name("norm2"), xm, &out, &name("mlp.fc1.act"));
     let w_fc1 = bl.weight(&name("mlp.fc1.weight"));
     let h = bl.t(&[rows, hidden]);
     bl.linear(rows, &ln2_q, &w_fc1, Some(bl.p(&name("mlp.fc1.bias"))), &h, 1.0, 0.0);
     let g = bl.t(&[rows, hidden]);
+    let start = bl.fw.len();
     bl.fw.push(gelu::forward(gpu, &h, &g));
-    let g_q = bl.act(&name("mlp.fc2.act"), &g);
+    let g_site = name("mlp.fc2.act");
+    let g_q = bl.act(&g_site, &g);
+    if let Some(site) = bl.fused_site(&g_site) {
+        bl.fuse_since(start, gelu::forward_q(gpu, &h, &g, site, &g_q));
+    }
     let w_fc2 = bl.weight(&name("mlp.fc2.weight"));
-    let out = bl.t(&[rows, d]);
-    bl.fw.push(Copy4::flat(rows * d).dispatch(gpu, xm, &out));
     bl.linear(rows, &g_q, &w_fc2, Some(bl.p(&name("mlp.fc2.bias"))), &out, 1.0, 1.0);
     (MlpActs { xm: xm.clone(), ln2, st2, ln2_q, h, g, g_q, w_fc1, w_fc2 }, out)
 }
@@ -428,8 +488,13 @@ pub(crate) fn mlp_backward(bl: &mut Builder, prefix: &str, a: &MlpActs, dout: &T
         Some(&dg_q),
         1.0,
     );
-    bl.act_back(&name("mlp.fc2.act"), Region::whole(a.g.numel()), &a.g, &dg_q, &s.dg);
-    bl.bw.push(gelu::backward(gpu, &a.h, &s.dg, &s.dh));
+    let g_site = name("mlp.fc2.act");
+    if let Some(site) = bl.masked_grad_site(&g_site) {
+        bl.bw.push(gelu::backward_masked(gpu, &a.h, &a.g, &dg_q, site, &s.dh));
+    } else {
+        bl.act_back(&g_site, Region::whole(a.g.numel()), &a.g, &dg_q, &s.dg);
+        bl.bw.push(gelu::backward(gpu, &a.h, &s.dg, &s.dh));
+    }
     let dln_q = bl.grad_target(&s.dln);
     bl.linear_back(
         rows,
@@ -441,8 +506,8 @@ pub(crate) fn mlp_backward(bl: &mut Builder, prefix: &str, a: &MlpActs, dout: &T
         Some(&dln_q),
         1.0,
     );
-    bl.act_back(&name("mlp.fc1.act"), Region::whole(a.ln2.numel()), &a.ln2, &dln_q, &s.dln);
-    bl.layernorm_back(&name("norm2"), &a.xm, &a.st2, &s.dln, Some(dout), &s.dxm);
+    let acts = [&a.xm, &a.st2, &a.ln2];
+    bl.act_layernorm_back(&name("norm2"), &name("mlp.fc1.act"), acts, &dln_q, &s.dln, Some(dout), &s.dxm);
 }
 
 /// One pre-norm transformer block's activations.
@@ -460,10 +525,10 @@ pub(crate) fn block_forward(
     x: Tensor,
     hidden: usize,
 ) -> (BlockActs, Taps, Tensor) {
-    let (ln1, st1) = bl.layernorm(&sp.name("norm1"), &x);
+    // xm = x, to which the attention branch adds its output.
     let xm = bl.t(&x.shape);
-    bl.fw.push(Copy4::flat(x.numel()).dispatch(bl.gpu, &x, &xm));
-    let (attn, tap) = attention_forward(bl, sp, &ln1, &xm);
+    let (ln1, st1, ln1_q) = bl.layernorm_copy_act(&sp.name("norm1"), &x, &xm, &sp.name("attn.qkv.act"));
+    let (attn, tap) = attention_forward(bl, sp, [&ln1, &ln1_q], &xm);
     let (mlp, out) = mlp_forward(bl, &sp.prefix, &xm, hidden);
     (BlockActs { x, st1, attn, mlp }, tap, out)
 }
@@ -479,8 +544,17 @@ pub(crate) fn block_backward(
     s: &BackScratch,
 ) {
     mlp_backward(bl, &sp.prefix, &a.mlp, dxa, s);
-    attention_backward(bl, sp, &a.attn, tap, &s.dxm, s);
-    bl.layernorm_back(&sp.name("norm1"), &a.x, &a.st1, &s.dln, Some(&s.dxm), dxa);
+    let dln_q = attention_backward(bl, sp, &a.attn, tap, &s.dxm, s);
+    let acts = [&a.x, &a.st1, &a.attn.ln];
+    bl.act_layernorm_back(
+        &sp.name("norm1"),
+        &sp.name("attn.qkv.act"),
+        acts,
+        &dln_q,
+        &s.dln,
+        Some(&s.dxm),
+        dxa,
+    );
 }
 
 /// The patch grid of `cfg` for `batch` images with `prefix` tokens before the patches and `d`

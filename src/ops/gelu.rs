@@ -1,20 +1,22 @@
 //! Exact-erf GELU (shaders/gelu.wgsl).
 
+use super::quant::Site;
 use super::u;
 use crate::gpu::{Dispatch, Gpu, Kernel, Tensor, grid_for};
 
-pub const SOURCE: &str = include_str!("../../shaders/gelu.wgsl");
+pub const SOURCE: &str = with_fake_quant!("../../shaders/gelu.wgsl");
 
 /// Mirrors the shader's `Params` block (gelu.wgsl).
 #[repr(C)]
 #[derive(Clone, Copy, Debug, bytemuck::Pod, bytemuck::Zeroable)]
 struct Params {
     n: u32,
-    pad: [u32; 3],
+    site: u32,
+    pad: [u32; 2],
 }
 
 fn params(x: &Tensor) -> Params {
-    Params { n: u(x.numel()), pad: [0; 3] }
+    Params { n: u(x.numel()), site: 0, pad: [0; 2] }
 }
 
 pub const FORWARD: Kernel = Kernel {
@@ -22,6 +24,22 @@ pub const FORWARD: Kernel = Kernel {
     source: SOURCE,
     entry: "gelu_forward",
     storage: &[(1, false), (2, true)],
+    workgroup: 256,
+    constants: &[],
+};
+pub const FORWARD_Q: Kernel = Kernel {
+    id: "gelu_forward_q",
+    source: SOURCE,
+    entry: "gelu_forward_q",
+    storage: &[(1, false), (2, true), (5, true), (6, false), (7, false)],
+    workgroup: 256,
+    constants: &[],
+};
+pub const BACKWARD_MASKED: Kernel = Kernel {
+    id: "gelu_backward_masked",
+    source: SOURCE,
+    entry: "gelu_backward_masked",
+    storage: &[(1, false), (3, false), (4, true), (6, false), (7, false), (8, false)],
     workgroup: 256,
     constants: &[],
 };
@@ -37,6 +55,23 @@ pub const BACKWARD: Kernel = Kernel {
 pub fn forward(gpu: &Gpu, x: &Tensor, y: &Tensor) -> Dispatch {
     assert_eq!(x.numel(), y.numel());
     gpu.dispatch(&FORWARD, &params(x), &[x, y], grid_for(&FORWARD, x.numel()))
+}
+
+/// [`forward`] that also writes `y` through quantizer `site` to `yq` (one launch).
+pub fn forward_q(gpu: &Gpu, x: &Tensor, y: &Tensor, site: Site, yq: &Tensor) -> Dispatch {
+    assert!(x.numel() == y.numel() && x.numel() == yq.numel());
+    let p = Params { site: site.index(), ..params(x) };
+    let (qp, qm) = (&site.state.qparams, &site.state.qmeta);
+    gpu.dispatch(&FORWARD_Q, &p, &[x, y, yq, qp, qm], grid_for(&FORWARD, x.numel()))
+}
+
+/// [`backward`] of the gradient `dyq` on `y`'s quantized copy, through that quantizer's
+/// straight-through mask (from its input `y`), in one launch.
+pub fn backward_masked(gpu: &Gpu, x: &Tensor, y: &Tensor, dyq: &Tensor, site: Site, dx: &Tensor) -> Dispatch {
+    assert!(x.numel() == y.numel() && x.numel() == dyq.numel() && x.numel() == dx.numel());
+    let p = Params { site: site.index(), ..params(x) };
+    let (qp, qm) = (&site.state.qparams, &site.state.qmeta);
+    gpu.dispatch(&BACKWARD_MASKED, &p, &[x, dyq, dx, qp, qm, y], grid_for(&BACKWARD, x.numel()))
 }
 
 pub fn backward(gpu: &Gpu, x: &Tensor, dy: &Tensor, dx: &Tensor) -> Dispatch {

@@ -1,10 +1,11 @@
 //! LayerNorm over the last axis (shaders/layernorm.wgsl).
 
+use super::quant::Site;
 use super::reduce::{SumRows, row_chunks};
 use super::u;
 use crate::gpu::{Dispatch, Gpu, Kernel, Tensor, grid_for};
 
-pub const SOURCE: &str = include_str!("../../shaders/layernorm.wgsl");
+pub const SOURCE: &str = with_fake_quant!("../../shaders/layernorm.wgsl");
 
 /// Mirrors the shader's `Params` block (layernorm.wgsl).
 #[repr(C)]
@@ -14,10 +15,12 @@ struct Params {
     d: u32,
     eps: f32,
     extra: u32,
+    site: u32,
+    pad: [u32; 3],
 }
 
 fn params(rows: usize, d: usize, eps: f32, extra: u32) -> Params {
-    Params { rows: u(rows), d: u(d), eps, extra }
+    Params { rows: u(rows), d: u(d), eps, extra, site: 0, pad: [0; 3] }
 }
 
 pub const FORWARD: Kernel = Kernel {
@@ -25,6 +28,50 @@ pub const FORWARD: Kernel = Kernel {
     source: SOURCE,
     entry: "layernorm_forward",
     storage: &[(1, false), (2, false), (3, false), (4, true), (5, true)],
+    workgroup: 64,
+    constants: &[],
+};
+pub const FORWARD_COPY: Kernel = Kernel {
+    id: "layernorm_forward_copy",
+    source: SOURCE,
+    entry: "layernorm_forward_copy",
+    storage: &[(1, false), (2, false), (3, false), (4, true), (5, true), (12, true)],
+    workgroup: 64,
+    constants: &[],
+};
+pub const FORWARD_COPY_Q: Kernel = Kernel {
+    id: "layernorm_forward_copy_q",
+    source: SOURCE,
+    entry: "layernorm_forward_copy_q",
+    storage: &[
+        (1, false),
+        (2, false),
+        (3, false),
+        (4, true),
+        (5, true),
+        (12, true),
+        (13, true),
+        (14, false),
+        (15, false),
+    ],
+    workgroup: 64,
+    constants: &[],
+};
+pub const BACKWARD_INPUT_MASKED: Kernel = Kernel {
+    id: "layernorm_backward_input_masked",
+    source: SOURCE,
+    entry: "layernorm_backward_input_masked",
+    storage: &[
+        (1, false),
+        (2, false),
+        (6, false),
+        (7, false),
+        (8, false),
+        (9, true),
+        (14, false),
+        (15, false),
+        (16, false),
+    ],
     workgroup: 64,
     constants: &[],
 };
@@ -61,6 +108,55 @@ pub fn forward(
     assert!(x.numel() >= rows * d && y.numel() >= rows * d && stats.numel() >= 2 * rows);
     assert!(gamma.numel() == d && beta.numel() == d);
     gpu.dispatch(&FORWARD, &params(rows, d, eps, 0), &[x, gamma, beta, y, stats], grid_for(&FORWARD, rows))
+}
+
+/// [`forward`] that also copies `x` to `xc` and, given a quantizer, writes `y` through it to
+/// `yq`, in the same launch (the bits of the separate launches).
+#[allow(clippy::too_many_arguments)]
+pub fn forward_copy(
+    gpu: &Gpu,
+    rows: usize,
+    d: usize,
+    eps: f32,
+    [x, gamma, beta, y, stats, xc]: [&Tensor; 6],
+    quant: Option<(Site, &Tensor)>,
+) -> Dispatch {
+    assert!(x.numel() >= rows * d && y.numel() >= rows * d && stats.numel() >= 2 * rows);
+    assert!(gamma.numel() == d && beta.numel() == d && xc.numel() >= rows * d);
+    let grid = grid_for(&FORWARD, rows);
+    match quant {
+        None => gpu.dispatch(&FORWARD_COPY, &params(rows, d, eps, 0), &[x, gamma, beta, y, stats, xc], grid),
+        Some((site, yq)) => {
+            assert!(yq.numel() >= rows * d);
+            let p = Params { site: site.index(), ..params(rows, d, eps, 0) };
+            let (qp, qm) = (&site.state.qparams, &site.state.qmeta);
+            gpu.dispatch(&FORWARD_COPY_Q, &p, &[x, gamma, beta, y, stats, xc, yq, qp, qm], grid)
+        }
+    }
+}
+
+/// [`backward_input`] of the gradient `dy` on `y`'s quantized copy, through that quantizer's
+/// straight-through mask (from its input `y`) in the same launch.
+#[allow(clippy::too_many_arguments)]
+pub fn backward_input_masked(
+    gpu: &Gpu,
+    rows: usize,
+    d: usize,
+    [x, gamma, stats, y, dy]: [&Tensor; 5],
+    site: Site,
+    dres: Option<&Tensor>,
+    dx: &Tensor,
+) -> Dispatch {
+    assert!(y.numel() >= rows * d && dy.numel() >= rows * d);
+    let p = Params { site: site.index(), ..params(rows, d, 0.0, dres.is_some() as u32) };
+    let dres = dres.unwrap_or(dy);
+    let (qp, qm) = (&site.state.qparams, &site.state.qmeta);
+    gpu.dispatch(
+        &BACKWARD_INPUT_MASKED,
+        &p,
+        &[x, gamma, stats, dy, dres, dx, qp, qm, y],
+        grid_for(&BACKWARD_INPUT, rows),
+    )
 }
 
 /// `dx = dres + dLN/dx^T dy` (`dres` optional: the residual branch's gradient).

@@ -1,11 +1,24 @@
 //! One module per shader file: the kernels it holds, how they are launched, and a CPU reference
 //! that is the executable specification of each (used by the tests on ragged shapes).
 
+/// A shader source with the fake-quant helpers appended (`shaders/fake_quant.wgsl`, which needs
+/// `shaders/exact_div.wgsl`): for every kernel that applies an activation quantizer.
+macro_rules! with_fake_quant {
+    ($file:literal) => {
+        concat!(
+            include_str!($file),
+            include_str!("../../shaders/fake_quant.wgsl"),
+            include_str!("../../shaders/exact_div.wgsl")
+        )
+    };
+}
+
 pub mod augment;
 pub mod copy;
 pub mod distill;
 pub mod embed;
 pub mod gelu;
+pub mod heads;
 pub mod layernorm;
 pub mod loss;
 pub mod matmul;
@@ -26,6 +39,7 @@ pub const SHADERS: &[(&str, &str)] = &[
     ("distill.wgsl", distill::SOURCE),
     ("embed.wgsl", embed::SOURCE),
     ("gelu.wgsl", gelu::SOURCE),
+    ("heads.wgsl", heads::SOURCE),
     ("layernorm.wgsl", layernorm::SOURCE),
     ("loss.wgsl", loss::SOURCE),
     ("matmul.wgsl", matmul::SOURCE),
@@ -42,8 +56,10 @@ pub const SHADERS: &[(&str, &str)] = &[
 ];
 
 /// Function-only WGSL files appended to the shaders above (no entry points of their own).
-pub const SHADER_HELPERS: &[(&str, &str)] =
-    &[("exact_div.wgsl", include_str!("../../shaders/exact_div.wgsl"))];
+pub const SHADER_HELPERS: &[(&str, &str)] = &[
+    ("exact_div.wgsl", include_str!("../../shaders/exact_div.wgsl")),
+    ("fake_quant.wgsl", include_str!("../../shaders/fake_quant.wgsl")),
+];
 
 /// A `usize` that must fit a shader's u32 index.
 pub(crate) fn u(v: usize) -> u32 {

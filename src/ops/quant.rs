@@ -3,8 +3,7 @@
 use super::u;
 use crate::gpu::{Dispatch, Gpu, Kernel, Tensor, grid1d};
 
-pub const SOURCE: &str =
-    concat!(include_str!("../../shaders/quant.wgsl"), include_str!("../../shaders/exact_div.wgsl"));
+pub const SOURCE: &str = with_fake_quant!("../../shaders/quant.wgsl");
 
 /// Mirrors the shader's `Params` block (quant.wgsl).
 #[repr(C)]
@@ -18,6 +17,9 @@ struct Params {
     bits: u32,
     threads: u32,
     lsq_scale: f32,
+    site_k: u32,
+    site_v: u32,
+    pad: [u32; 2],
 }
 
 /// The division helpers with a test entry point (`div_check`): see `tests/quant_kernels.rs`.
@@ -48,6 +50,14 @@ pub const FORWARD: Kernel = Kernel {
     workgroup: 64,
     constants: &[],
 };
+pub const FORWARD_QKV: Kernel = Kernel {
+    id: "act_quant_forward_qkv",
+    source: SOURCE,
+    entry: "act_quant_forward_qkv",
+    storage: &[(1, false), (2, true), (3, false), (4, false)],
+    workgroup: 64,
+    constants: &[],
+};
 pub const STATS: Kernel = Kernel {
     id: "act_quant_stats",
     source: SOURCE,
@@ -69,6 +79,22 @@ pub const BACKWARD: Kernel = Kernel {
     source: SOURCE,
     entry: "act_quant_backward",
     storage: &[(1, false), (3, false), (4, false), (7, true), (9, false), (10, true)],
+    workgroup: 64,
+    constants: &[],
+};
+pub const MASK: Kernel = Kernel {
+    id: "act_quant_mask",
+    source: SOURCE,
+    entry: "act_quant_mask",
+    storage: &[(1, false), (3, false), (4, false), (9, false), (10, true)],
+    workgroup: 64,
+    constants: &[],
+};
+pub const MASK_QKV: Kernel = Kernel {
+    id: "act_quant_mask_qkv",
+    source: SOURCE,
+    entry: "act_quant_mask_qkv",
+    storage: &[(1, false), (3, false), (4, false), (9, false), (10, true)],
     workgroup: 64,
     constants: &[],
 };
@@ -145,7 +171,20 @@ impl Region {
     }
     fn params(&self, site: usize, bits: u32, threads: usize, lsq_scale: f32) -> Params {
         let (rows, cols, off, rs) = (u(self.rows), u(self.cols), u(self.off), u(self.rs));
-        Params { rows, cols, off, rs, site: u(site), bits, threads: u(threads), lsq_scale }
+        let (site_k, site_v, pad) = (0, 0, [0; 2]);
+        Params {
+            rows,
+            cols,
+            off,
+            rs,
+            site: u(site),
+            bits,
+            threads: u(threads),
+            lsq_scale,
+            site_k,
+            site_v,
+            pad,
+        }
     }
     /// Element index of the i-th region element.
     pub fn element(&self, i: usize) -> usize {
@@ -189,10 +228,24 @@ impl ActQuantState {
     }
 }
 
-/// `xq = fake_quant(x)` on `region` (the same region of both buffers).
+/// One activation quantizer, as the kernels that apply it inside another op (fused LayerNorm,
+/// softmax and GELU launches) bind it: `state.qparams`, `state.qmeta` and the site index.
+#[derive(Clone, Copy)]
+pub struct Site<'a> {
+    pub state: &'a ActQuantState,
+    pub index: usize,
+}
+
+impl Site<'_> {
+    pub fn index(&self) -> u32 {
+        u(self.index)
+    }
+}
+
 /// Elements each invocation of the activation quantizer's forward handles.
 const FORWARD_ELEMENTS: usize = 8;
 
+/// `xq = fake_quant(x)` on `region` (the same region of both buffers).
 pub fn act_forward(
     gpu: &Gpu,
     st: &ActQuantState,
@@ -268,6 +321,60 @@ pub fn act_backward(
             [1, 1, 1],
         ),
     ]
+}
+
+/// Image synthesis: `dx = dxq [in range]` on `region`, the input gradient of [`act_backward`]
+/// without the step gradients (which image synthesis does not use).
+pub fn act_mask(gpu: &Gpu, site: Site, region: Region, x: &Tensor, dxq: &Tensor, dx: &Tensor) -> Dispatch {
+    region.check(x.numel());
+    region.check(dx.numel());
+    region.check(dxq.numel());
+    let threads = region.numel().div_ceil(FORWARD_ELEMENTS).max(1);
+    let (qp, qm) = (&site.state.qparams, &site.state.qmeta);
+    let params = region.params(site.index, 0, threads, 0.0);
+    gpu.dispatch(&MASK, &params, &[x, qp, qm, dxq, dx], grid1d(threads, 64))
+}
+
+/// q's, k's and v's quantizers (`sites`) on the fused qkv matrix [rows, 3 cols] in one launch.
+pub fn act_forward_qkv(
+    gpu: &Gpu,
+    st: &ActQuantState,
+    sites: [usize; 3],
+    rows: usize,
+    cols: usize,
+    x: &Tensor,
+    xq: &Tensor,
+) -> Dispatch {
+    let (params, grid) = qkv_params(sites, rows, cols, &[x, xq]);
+    gpu.dispatch(&FORWARD_QKV, &params, &[x, xq, &st.qparams, &st.qmeta], grid)
+}
+
+/// The parameters and grid of the launches over a whole fused qkv matrix.
+fn qkv_params([q, k, v]: [usize; 3], rows: usize, cols: usize, ts: &[&Tensor]) -> (Params, [u32; 3]) {
+    let n = 3 * rows * cols;
+    assert!(ts.iter().all(|t| t.numel() == n), "qkv quantizers: buffers are not [rows, 3 cols]");
+    let threads = n.div_ceil(FORWARD_ELEMENTS).max(1);
+    let region = Region { rows, cols, off: 0, rs: 3 * cols };
+    let params = Params { site_k: u(k), site_v: u(v), ..region.params(q, 0, threads, 0.0) };
+    (params, grid1d(threads, 64))
+}
+
+/// Image synthesis: `dx = dxq [in range]` on the fused qkv gradient [rows, 3 cols], q's columns
+/// through quantizer `q`, k's through `k`, v's through `v` (the masks of three `act_backward`s
+/// in one launch, without their step gradients); `x` is qkv.
+#[allow(clippy::too_many_arguments)]
+pub fn act_mask_qkv(
+    gpu: &Gpu,
+    st: &ActQuantState,
+    sites: [usize; 3],
+    rows: usize,
+    cols: usize,
+    x: &Tensor,
+    dxq: &Tensor,
+    dx: &Tensor,
+) -> Dispatch {
+    let (params, grid) = qkv_params(sites, rows, cols, &[x, dxq, dx]);
+    gpu.dispatch(&MASK_QKV, &params, &[x, &st.qparams, &st.qmeta, dxq, dx], grid)
 }
 
 /// Folds the (min, max) of `region` of `x` into the running `qcalib[site]` (calibration).

@@ -1,9 +1,10 @@
 //! Attention softmax with a logit scale (shaders/softmax.wgsl).
 
+use super::quant::Site;
 use super::u;
 use crate::gpu::{Dispatch, Gpu, Kernel, Tensor, grid_for};
 
-pub const SOURCE: &str = include_str!("../../shaders/softmax.wgsl");
+pub const SOURCE: &str = with_fake_quant!("../../shaders/softmax.wgsl");
 
 /// Mirrors the shader's `Params` block (softmax.wgsl).
 #[repr(C)]
@@ -13,6 +14,12 @@ struct Params {
     n: u32,
     scale: f32,
     has_extra: u32,
+    site: u32,
+    pad: [u32; 3],
+}
+
+fn params(rows: usize, n: usize, scale: f32, has_extra: bool, site: u32) -> Params {
+    Params { rows: u(rows), n: u(n), scale, has_extra: has_extra as u32, site, pad: [0; 3] }
 }
 
 pub const FORWARD: Kernel = Kernel {
@@ -20,6 +27,22 @@ pub const FORWARD: Kernel = Kernel {
     source: SOURCE,
     entry: "softmax_forward",
     storage: &[(1, false), (2, true)],
+    workgroup: 64,
+    constants: &[],
+};
+pub const FORWARD_Q: Kernel = Kernel {
+    id: "softmax_forward_q",
+    source: SOURCE,
+    entry: "softmax_forward_q",
+    storage: &[(1, false), (2, true), (7, true), (8, false), (9, false)],
+    workgroup: 64,
+    constants: &[],
+};
+pub const BACKWARD_MASKED: Kernel = Kernel {
+    id: "softmax_backward_masked",
+    source: SOURCE,
+    entry: "softmax_backward_masked",
+    storage: &[(3, false), (4, false), (5, false), (6, true), (8, false), (9, false)],
     workgroup: 64,
     constants: &[],
 };
@@ -35,8 +58,45 @@ pub const BACKWARD: Kernel = Kernel {
 /// `prob = softmax(scale * a)` over rows of length `n`.
 pub fn forward(gpu: &Gpu, rows: usize, n: usize, scale: f32, a: &Tensor, prob: &Tensor) -> Dispatch {
     assert!(a.numel() >= rows * n && prob.numel() >= rows * n);
-    let params = Params { rows: u(rows), n: u(n), scale, has_extra: 0 };
-    gpu.dispatch(&FORWARD, &params, &[a, prob], grid_for(&FORWARD, rows))
+    gpu.dispatch(&FORWARD, &params(rows, n, scale, false, 0), &[a, prob], grid_for(&FORWARD, rows))
+}
+
+/// [`forward`] that also writes `prob` through quantizer `site` to `prob_q` (one launch).
+#[allow(clippy::too_many_arguments)]
+pub fn forward_q(
+    gpu: &Gpu,
+    rows: usize,
+    n: usize,
+    scale: f32,
+    a: &Tensor,
+    prob: &Tensor,
+    site: Site,
+    prob_q: &Tensor,
+) -> Dispatch {
+    assert!(a.numel() >= rows * n && prob.numel() >= rows * n && prob_q.numel() >= rows * n);
+    let (qp, qm) = (&site.state.qparams, &site.state.qmeta);
+    let p = params(rows, n, scale, false, site.index());
+    gpu.dispatch(&FORWARD_Q, &p, &[a, prob, prob_q, qp, qm], grid_for(&FORWARD, rows))
+}
+
+/// [`backward`] of the gradient `dprob_q` on `prob`'s quantized copy, through that quantizer's
+/// straight-through mask (one launch).
+#[allow(clippy::too_many_arguments)]
+pub fn backward_masked(
+    gpu: &Gpu,
+    rows: usize,
+    n: usize,
+    scale: f32,
+    prob: &Tensor,
+    dprob_q: &Tensor,
+    site: Site,
+    extra: Option<&Tensor>,
+    da: &Tensor,
+) -> Dispatch {
+    let p = params(rows, n, scale, extra.is_some(), site.index());
+    let extra = extra.unwrap_or(dprob_q);
+    let (qp, qm) = (&site.state.qparams, &site.state.qmeta);
+    gpu.dispatch(&BACKWARD_MASKED, &p, &[prob, dprob_q, extra, da, qp, qm], grid_for(&BACKWARD, rows))
 }
 
 /// `da = scale * prob * (dprob - <dprob, prob>) + extra`.
@@ -51,7 +111,7 @@ pub fn backward(
     extra: Option<&Tensor>,
     da: &Tensor,
 ) -> Dispatch {
-    let params = Params { rows: u(rows), n: u(n), scale, has_extra: extra.is_some() as u32 };
+    let params = params(rows, n, scale, extra.is_some(), 0);
     let extra = extra.unwrap_or(dprob);
     gpu.dispatch(&BACKWARD, &params, &[prob, dprob, extra, da], grid_for(&BACKWARD, rows))
 }
