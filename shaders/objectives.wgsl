@@ -30,6 +30,9 @@ struct Params {
 @group(0) @binding(16) var<storage, read> count_in: array<f32>;
 
 const MAXH: u32 = 32u;
+// Unordered head pairs (x < y) of up to MAXH heads, and the index of one.
+const MAXPAIRS: u32 = MAXH * (MAXH - 1u) / 2u;
+fn pair_index(x: u32, y: u32) -> u32 { return x * (2u * p.h - x - 1u) / 2u + (y - x - 1u); }
 
 fn index(wid: vec3<u32>, nwg: vec3<u32>, lid: u32) -> u32 { return (wid.y * nwg.x + wid.x) * 64u + lid; }
 
@@ -117,45 +120,42 @@ fn ssim_heads(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nw
         mu[h] = s / n;
         s2[h] = sq / n - mu[h] * mu[h];
     }
-    // SSIM of each unordered pair; ordered pairs (x, y) and (y, x) are equal terms.
+    // SSIM of each unordered pair (x < y, in pair_index order), kept for the gradient; ordered
+    // pairs (x, y) and (y, x) are equal terms.
+    var cvp: array<f32, MAXPAIRS>;
+    var ssp: array<f32, MAXPAIRS>;
     var loss = 0.0;
     for (var x = 0u; x < p.h; x++) {
         for (var y = x + 1u; y < p.h; y++) {
-            let cov = ssim_cov(bi, row, x, y, mn[x], rg[x], mn[y], rg[y], mu[x], mu[y], n);
-            let s = ssim_value(mu[x], mu[y], s2[x], s2[y], cov);
-            loss += 2.0 * (1.0 - s * s);
+            let k = pair_index(x, y);
+            cvp[k] = ssim_cov(bi, row, x, y, mn[x], rg[x], mn[y], rg[y], mu[x], mu[y], n);
+            ssp[k] = ssim_value(mu[x], mu[y], s2[x], s2[y], cvp[k]);
+            loss += 2.0 * (1.0 - ssp[k] * ssp[k]);
         }
     }
     partial[p.off + t] = p.coef * loss;
-    // d loss / d S_x(j) = sum over y != x of ssim_pair_grad. Head x's pairs are recomputed here
-    // (bit for bit the forward's values) instead of kept in an H x H array per invocation.
-    var ss: array<f32, MAXH>;
-    var cv: array<f32, MAXH>;
-    for (var x = 0u; x < p.h; x++) {
-        for (var y = 0u; y < p.h; y++) {
-            if (y == x) { continue; }
-            // In the forward's argument order (lower head first): the driver may fuse multiply-adds,
-            // so only the same expression is sure to give the same bits.
-            let lo = min(x, y); let hi = max(x, y);
-            cv[y] = ssim_cov(bi, row, lo, hi, mn[lo], rg[lo], mn[hi], rg[hi], mu[lo], mu[hi], n);
-            ss[y] = ssim_value(mu[lo], mu[hi], s2[lo], s2[hi], cv[y]);
-        }
-        var sum_g = 0.0;
-        var sum_gs = 0.0;
-        for (var sweep = 0u; sweep < 2u; sweep++) {
-            for (var j = 0u; j < p.np; j++) {
-                let sx = (a[at(bi, x, row, p.prefix + j)] - mn[x]) / rg[x];
+    // d loss / d S_x(j) = sum over y != x of ssim_pair_grad, for every head x at each key j: the
+    // key's normalised values are loaded once per key for all heads (on a CPU adapter the loads
+    // bound this kernel). Two sweeps: the sums of g and g S_x, then the scatter.
+    var sum_g: array<f32, MAXH>;
+    var sum_gs: array<f32, MAXH>;
+    var sv: array<f32, MAXH>;
+    for (var h = 0u; h < p.h; h++) { sum_g[h] = 0.0; sum_gs[h] = 0.0; }
+    for (var sweep = 0u; sweep < 2u; sweep++) {
+        for (var j = 0u; j < p.np; j++) {
+            for (var h = 0u; h < p.h; h++) { sv[h] = (a[at(bi, h, row, p.prefix + j)] - mn[h]) / rg[h]; }
+            for (var x = 0u; x < p.h; x++) {
                 var g = 0.0;
                 for (var y = 0u; y < p.h; y++) {
                     if (y == x) { continue; }
-                    let sy = (a[at(bi, y, row, p.prefix + j)] - mn[y]) / rg[y];
-                    g += ssim_pair_grad(sx, sy, mu[x], mu[y], s2[x], s2[y], cv[y], ss[y], n);
+                    let k = pair_index(min(x, y), max(x, y));
+                    g += ssim_pair_grad(sv[x], sv[y], mu[x], mu[y], s2[x], s2[y], cvp[k], ssp[k], n);
                 }
                 if (sweep == 0u) {
-                    sum_g += g;
-                    sum_gs += g * sx;
+                    sum_g[x] += g;
+                    sum_gs[x] += g * sv[x];
                 } else {
-                    ssim_scatter(bi, x, row, j, g, rg[x], imin[x], imax[x], sum_g, sum_gs);
+                    ssim_scatter(bi, x, row, j, g, rg[x], imin[x], imax[x], sum_g[x], sum_gs[x]);
                 }
             }
         }
@@ -436,6 +436,9 @@ fn entropy_scatter(t: u32, k: u32, dv: f32, dot: f32) {
     }
 }
 
+// Sampled rows whose dG row entropy_backward keeps in a private array (more: recomputed per k).
+const MAXSUB: u32 = 256u;
+
 @compute @workgroup_size(64)
 fn entropy_backward(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
                     @builtin(local_invocation_index) lid: u32) {
@@ -443,7 +446,23 @@ fn entropy_backward(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgrou
     if (t >= p.b * p.sub) { return; }
     var dot = 0.0;
     for (var i = 0u; i < p.sub; i++) { dot += entropy_dot_term(t, i); }
-    for (var k = 0u; k < p.np; k++) { entropy_scatter(t, k, entropy_dv(t, k), dot); }
+    if (p.sub > MAXSUB) {
+        for (var k = 0u; k < p.np; k++) { entropy_scatter(t, k, entropy_dv(t, k), dot); }
+        return;
+    }
+    // entropy_dv with the row's dG computed once instead of once per column (the same bits).
+    let bi = t / p.sub;
+    let r = t % p.sub;
+    let m = p.sub * p.sub;
+    let mean = scratch2_in[p.b * p.sub + 2u * bi];
+    let scale = -p.coef / (scratch2_in[p.b * p.sub + 2u * bi + 1u] * f32(m));
+    var dg: array<f32, MAXSUB>;
+    for (var i = 0u; i < p.sub; i++) { dg[i] = scale * (mask_in[bi * m + r * p.sub + i] - mean); }
+    for (var k = 0u; k < p.np; k++) {
+        var dv = 0.0;
+        for (var i = 0u; i < p.sub; i++) { dv += 2.0 * dg[i] * scratch_in[(bi * p.sub + i) * p.np + k]; }
+        entropy_scatter(t, k, dv, dot);
+    }
 }
 
 // The same for GPUs: one 256-wide workgroup per sampled row, one invocation per column k (dv_k is

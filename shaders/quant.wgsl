@@ -44,7 +44,12 @@ struct Params {
 
 fn index(wid: vec3<u32>, nwg: vec3<u32>, lid: u32) -> u32 { return (wid.y * nwg.x + wid.x) * 64u + lid; }
 
-fn element(i: u32) -> u32 { return p.off + (i / p.cols) * p.rs + i % p.cols; }
+// Buffer index of the region's i-th element. A contiguous region (the whole tensor, most sites)
+// takes no integer division, which CPU adapters run one lane at a time.
+fn element(i: u32) -> u32 {
+    if (p.rs == p.cols) { return p.off + i; }
+    return p.off + (i / p.cols) * p.rs + i % p.cols;
+}
 
 // ---- weights: one invocation per output channel (row of W) ----------------------------------
 @compute @workgroup_size(64)
@@ -152,14 +157,12 @@ fn act_quant_backward(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgr
         let g = dxq[e];
         let xa = q_quotient(x[e], s);
         let v = xa + s.zr;
-        if (v >= s.qn && v <= s.qp) {
-            dx[e] = g;
-            ga += g * ((round(v) - s.zr) - xa);
-        } else {
-            dx[e] = 0.0;
-            ga += g * (clamp(v, s.qn, s.qp) - s.zr);
-            gz -= g * s.alpha;
-        }
+        // Selects, not branches: one store per element whichever side each lane takes (a CPU
+        // adapter runs stores under a divergent branch one lane at a time). gz - 0 is gz.
+        let inside = v >= s.qn && v <= s.qp;
+        dx[e] = select(0.0, g, inside);
+        ga += g * select(clamp(v, s.qn, s.qp) - s.zr, (round(v) - s.zr) - xa, inside);
+        gz -= select(g * s.alpha, 0.0, inside);
     }
     partials[2u * t] = ga;
     partials[2u * t + 1u] = gz;

@@ -50,6 +50,8 @@ pub struct BenchReport {
     pub profile: Vec<KernelTime>,
     /// With `--profile`: the same for one synthesis iteration (P and Q, all MaskAQ terms).
     pub synth_profile: Vec<KernelTime>,
+    /// With `--profile`: the same for one Q-training step.
+    pub qtrain_profile: Vec<KernelTime>,
 }
 
 #[derive(Serialize, Debug)]
@@ -174,7 +176,7 @@ pub fn measure(
     let gemm_s = gemm_s / REPS as f64;
     let train_profile = if profile { profile_kernels(gpu, &train_list)? } else { Vec::new() };
     let synth = synth_iteration(gpu, vit, batch, iters, profile)?;
-    let qtrain = qtrain_step(gpu, vit, batch, iters)?;
+    let qtrain = qtrain_step(gpu, vit, batch, iters, profile)?;
     let macs = cfg.macs_per_image() * batch as f64;
     Ok(BenchReport {
         adapter: gpu.describe(),
@@ -210,6 +212,7 @@ pub fn measure(
         tuning: tuning_line(gpu),
         profile: train_profile,
         synth_profile: synth.profile,
+        qtrain_profile: qtrain.profile,
     })
 }
 
@@ -254,7 +257,7 @@ fn synth_iteration(gpu: &Gpu, p: &Model, batch: usize, repeats: usize, profile: 
 }
 
 /// A Q-training step (Q = P at W4A4, random images), after warm-up.
-fn qtrain_step(gpu: &Gpu, p: &Model, batch: usize, repeats: usize) -> Result<StepTimes> {
+fn qtrain_step(gpu: &Gpu, p: &Model, batch: usize, repeats: usize, profile: bool) -> Result<StepTimes> {
     use crate::maskaq::qtrain::{QTrainConfig, QTrainer};
     let weights = crate::model::checkpoint::Weights { tensors: p.read_params(gpu)? };
     let mut q = Model::new(gpu, p.cfg.clone(), &weights);
@@ -276,7 +279,8 @@ fn qtrain_step(gpu: &Gpu, p: &Model, batch: usize, repeats: usize) -> Result<Ste
     }
     let list = t.step_dispatches();
     let (gpu_s, _) = time(gpu, &list, repeats)?;
-    Ok(StepTimes { wall_s: median(samples), gpu_s, launches: list.len(), profile: Vec::new() })
+    let profile = if profile { profile_kernels(gpu, &list)? } else { Vec::new() };
+    Ok(StepTimes { wall_s: median(samples), gpu_s, launches: list.len(), profile })
 }
 
 /// The tuning mode and cache, for reports.
@@ -379,8 +383,12 @@ pub fn print(r: &BenchReport, json: bool) -> Result<()> {
         r.dispatches_forward_backward, r.dispatches_synth_iteration, r.dispatches_qtrain_step
     );
     println!("kernels      {}", r.tuning);
-    for (what, prof) in [("one forward+backward", &r.profile), ("one synthesis iteration", &r.synth_profile)]
-    {
+    let profiles = [
+        ("one forward+backward", &r.profile),
+        ("one synthesis iteration", &r.synth_profile),
+        ("one Q-training step", &r.qtrain_profile),
+    ];
+    for (what, prof) in profiles {
         if prof.is_empty() {
             continue;
         }
