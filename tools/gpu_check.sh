@@ -14,7 +14,8 @@
 #      tuner tests, the kernel tests and the whole-model parity (DeiT-T, Swin-T);
 #   2. `maskaq tune` and `maskaq bench` (with `--tune off` and with the tuned cache) for DeiT-T and
 #      DeiT-S at batch 16, and `bench --kernels` for DeiT-T;
-#   3. tools/bench_torch.py and tools/bench_torch_maskaq.py for the same models and batch.
+#   3. tools/bench_torch.py and tools/bench_torch_maskaq.py for the same models and batch;
+#   4. `bench --unfused` for DeiT-T (what the fused kernels gain).
 # Everything it prints is also in OUT (one log per step).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -77,6 +78,8 @@ run() {
         step "torch_maskaq_$arch" python3 tools/bench_torch_maskaq.py --arch "$arch" --batch 16
     done
     step kernels_deit_tiny "$bin" --tune-cache "$cache" bench --arch deit_tiny_patch16_224 --batch 16 --kernels
+    # What the fused launches gain on a GPU (the same bits in fewer launches).
+    step bench_unfused_deit_tiny "$bin" --unfused --tune-cache "$cache" bench --arch deit_tiny_patch16_224 --batch 16 --json
 }
 
 case "${1:-}" in
