@@ -180,11 +180,6 @@ impl<'a> Builder<'a> {
         Some(Site { state: &q.state, index: q.site(site) })
     }
 
-    /// Q's activation-quantizer state (panics on the FP model).
-    pub fn quant_state(&self) -> &'a quant::ActQuantState {
-        &self.quant.expect("activation quantizers on an FP model").state
-    }
-
     /// [`Self::fused_site`] for a backward kernel that applies the quantizer's straight-through
     /// mask itself: only where no quantizer-step gradients are made (image synthesis).
     pub fn masked_grad_site(&self, site: &str) -> Option<Site<'a>> {
@@ -320,24 +315,17 @@ impl<'a> Builder<'a> {
         let start = self.fw.len();
         let (y, st) = self.layernorm(prefix, x);
         self.fw.push(Copy4::flat(x.numel()).dispatch(self.gpu, x, copy));
-        let copied = self.fw.len();
-        let y_q = self.act(site, &y);
-        if self.gpu.unfused {
-            return (y, st, y_q);
-        }
         let (rows, d) = (x.shape[0], x.shape[1]);
         let (w, b) = (self.p(&format!("{prefix}.weight")), self.p(&format!("{prefix}.bias")));
-        let eps = self.model.cfg.eps;
-        let quant = self.fused_site(site).map(|s| (s, &y_q));
-        let buffers = [x, &w.value, &b.value, &y, &st, copy];
-        let fused = layernorm::forward_copy(self.gpu, rows, d, eps, buffers, quant);
-        // Without a quantizer (the FP model, calibration) the quantizer's launches stay.
-        if quant.is_none() {
-            let rest: Vec<Dispatch> = self.fw.drain(copied..).collect();
-            self.fuse_since(start, fused);
-            self.fw.extend(rest);
-        } else {
-            self.fuse_since(start, fused);
+        let (gpu, eps, buffers) = (self.gpu, self.model.cfg.eps, [x, &w.value, &b.value, &y, &st, copy]);
+        // Without a quantizer to fuse (the FP model, calibration) the LayerNorm and the copy are
+        // one launch, and the quantizer's launches (calibration's min-max) follow it.
+        if !gpu.unfused && !self.quantizing() {
+            self.fuse_since(start, layernorm::forward_copy(gpu, rows, d, eps, buffers, None));
+        }
+        let y_q = self.act(site, &y);
+        if let Some(s) = self.fused_site(site) {
+            self.fuse_since(start, layernorm::forward_copy(gpu, rows, d, eps, buffers, Some((s, &y_q))));
         }
         (y, st, y_q)
     }

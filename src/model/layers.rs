@@ -200,7 +200,7 @@ pub(crate) fn attention_forward(
     // ViT: q's, k's and v's quantizers in one launch where fused (before the softmax).
     let sites = ["attn.matmul1.act_a", "attn.matmul1.act_b", "attn.matmul2.act_b"].map(|x| sp.name(x));
     let qkv_fused = match (sp.windows, sites.each_ref().map(|x| bl.fused_site(x))) {
-        (None, [Some(q), Some(k), Some(v)]) => Some([q.index, k.index, v.index]),
+        (None, [Some(q), Some(k), Some(v)]) => Some((q.state, [q.index, k.index, v.index])),
         _ => None,
     };
     // The softmax's input and scale.
@@ -210,11 +210,8 @@ pub(crate) fn attention_forward(
             let start = bl.fw.len();
             bl.act_region(&sites[0], sp.qkv_region(0), &qkv, &qkv_q);
             bl.act_region(&sites[1], sp.qkv_region(1), &qkv, &qkv_q);
-            if let Some(idx) = qkv_fused {
-                bl.fuse_since(
-                    start,
-                    quant::act_forward_qkv(gpu, bl.quant_state(), idx, rows, d, &qkv, &qkv_q),
-                );
+            if let Some((state, idx)) = qkv_fused {
+                bl.fuse_since(start, quant::act_forward_qkv(gpu, state, idx, rows, d, &qkv, &qkv_q));
             }
             let mm = Matmul::new(n, n, hd, sp.qkv_view(0), sp.qkv_view(1).t(), sp.attn_view());
             bl.fw.extend(mm.batched(g, heads).dispatches(gpu, &qkv_q, &qkv_q, None, &tap.attn_logits));
