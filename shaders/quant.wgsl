@@ -182,8 +182,8 @@ fn act_quant_mask(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups
     }
 }
 
-// The same for q's, k's and v's quantizers in one launch, dx = dxq [in range], on the whole fused qkv gradient [rows, 3 cols]
-// (column block 0, 1, 2: quantizer site, site_k, site_v).
+// The same for q's, k's and v's quantizers in one launch, on the whole fused qkv gradient
+// [rows, 3 cols] (column block 0, 1, 2: quantizer site, site_k, site_v).
 @compute @workgroup_size(64)
 fn act_quant_mask_qkv(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
                       @builtin(local_invocation_index) lid: u32) {
