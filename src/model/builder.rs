@@ -203,6 +203,23 @@ impl<'a> Builder<'a> {
         self.fused.push((start, self.fw.len(), fused));
     }
 
+    /// `y` (made by the launches pushed since `start`) through quantizer `site`, as [`Self::act`];
+    /// where the graph fuses, `fused(site, y_q)` (a launch that makes `y` and `y_q` together)
+    /// replaces those launches and the quantizer's in the forward after initialisation.
+    pub fn act_fused(
+        &mut self,
+        start: usize,
+        site: &str,
+        y: &Tensor,
+        fused: impl FnOnce(Site<'a>, &Tensor) -> Dispatch,
+    ) -> Tensor {
+        let y_q = self.act(site, y);
+        if let Some(s) = self.fused_site(site) {
+            self.fuse_since(start, fused(s, &y_q));
+        }
+        y_q
+    }
+
     /// Where to put the gradient of a quantized input whose source gradient goes to `dx`.
     pub fn grad_target(&mut self, dx: &Tensor) -> Tensor {
         if !self.quantizing() {
@@ -323,10 +340,9 @@ impl<'a> Builder<'a> {
         if !gpu.unfused && !self.quantizing() {
             self.fuse_since(start, layernorm::forward_copy(gpu, rows, d, eps, buffers, None));
         }
-        let y_q = self.act(site, &y);
-        if let Some(s) = self.fused_site(site) {
-            self.fuse_since(start, layernorm::forward_copy(gpu, rows, d, eps, buffers, Some((s, &y_q))));
-        }
+        let y_q = self.act_fused(start, site, &y, |s, y_q| {
+            layernorm::forward_copy(gpu, rows, d, eps, buffers, Some((s, y_q)))
+        });
         (y, st, y_q)
     }
 

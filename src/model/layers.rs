@@ -234,11 +234,9 @@ pub(crate) fn attention_forward(
     };
     let start = bl.fw.len();
     bl.fw.push(softmax::forward(gpu, g * heads * n, n, scale, &logits, &prob));
-    let prob_site = sp.name("attn.matmul2.act_a");
-    let prob_q = bl.act(&prob_site, &prob);
-    if let Some(site) = bl.fused_site(&prob_site) {
-        bl.fuse_since(start, softmax::forward_q(gpu, g * heads * n, n, scale, &logits, &prob, site, &prob_q));
-    }
+    let prob_q = bl.act_fused(start, &sp.name("attn.matmul2.act_a"), &prob, |site, prob_q| {
+        softmax::forward_q(gpu, g * heads * n, n, scale, &logits, &prob, site, prob_q)
+    });
     let start = bl.fw.len();
     bl.act_region(&sites[2], sp.qkv_region(2), &qkv, &qkv_q);
     if qkv_fused.is_some() {
@@ -249,11 +247,9 @@ pub(crate) fn attention_forward(
     let merged = bl.t(&[rows, d]);
     let start = bl.fw.len();
     bl.fw.push(sp.merge_copy(false).dispatch(gpu, &tap.attn_out, &merged));
-    let proj_site = sp.name("attn.proj.act");
-    let merged_q = bl.act(&proj_site, &merged);
-    if let Some(site) = bl.fused_site(&proj_site) {
-        bl.fuse_since(start, sp.heads_shape().merge_q(gpu, &tap.attn_out, &merged, site, &merged_q));
-    }
+    let merged_q = bl.act_fused(start, &sp.name("attn.proj.act"), &merged, |site, merged_q| {
+        sp.heads_shape().merge_q(gpu, &tap.attn_out, &merged, site, merged_q)
+    });
     let w_proj = bl.weight(&sp.name("attn.proj.weight"));
     let proj_bias = bl.p(&sp.name("attn.proj.bias"));
     match sp.token_map(false) {
@@ -456,11 +452,8 @@ pub(crate) fn mlp_forward(bl: &mut Builder, prefix: &str, xm: &Tensor, hidden: u
     let g = bl.t(&[rows, hidden]);
     let start = bl.fw.len();
     bl.fw.push(gelu::forward(gpu, &h, &g));
-    let g_site = name("mlp.fc2.act");
-    let g_q = bl.act(&g_site, &g);
-    if let Some(site) = bl.fused_site(&g_site) {
-        bl.fuse_since(start, gelu::forward_q(gpu, &h, &g, site, &g_q));
-    }
+    let g_q =
+        bl.act_fused(start, &name("mlp.fc2.act"), &g, |site, g_q| gelu::forward_q(gpu, &h, &g, site, g_q));
     let w_fc2 = bl.weight(&name("mlp.fc2.weight"));
     bl.linear(rows, &g_q, &w_fc2, Some(bl.p(&name("mlp.fc2.bias"))), &out, 1.0, 1.0);
     (MlpActs { xm: xm.clone(), ln2, st2, ln2_q, h, g, g_q, w_fc1, w_fc2 }, out)
