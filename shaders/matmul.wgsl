@@ -18,7 +18,7 @@ struct Params {
     a_b2: u32, b_off: u32, b_rs: u32, b_cs: u32,
     b_b1: u32, b_b2: u32, c_off: u32, c_rs: u32,
     c_b1: u32, c_b2: u32, bias_off: u32, has_bias: u32,
-    alpha: f32, beta: f32, pad0: u32, pad1: u32,
+    alpha: f32, beta: f32, a_tw: u32, b_tw: u32,
 }
 
 @group(0) @binding(0) var<uniform> p: Params;

@@ -128,6 +128,10 @@ fn layouts() -> Vec<(&'static str, Matmul, [usize; 3])> {
         let ldb = n.div_ceil(4) * 4 + 4;
         let nn = Matmul::new(m, n, k, View::rows(k + 1), View::rows(ldb), View::rows(n)).scale(1.0, 1.0);
         out.push(("dy W", nn, [m * (k + 1), k * ldb, m * n]));
+        // The same with A's rows 16-byte aligned (the texture twin reads four k at a time).
+        let lda = k.next_multiple_of(4) + 4;
+        let nn = Matmul::new(m, n, k, View::rows(lda).at(8), View::rows(ldb), View::rows(n));
+        out.push(("dy W aligned", nn, [8 + m * lda, k * ldb, m * n]));
         // dyᵀ x: A along m, B along n.
         let (lda, ldb) = (m.div_ceil(4) * 4, n.div_ceil(4) * 4 + 4);
         let tn = Matmul::new(m, n, k, View::rows(lda).t(), View::rows(ldb), View::rows(n));
@@ -183,48 +187,47 @@ fn every_variant_forced_in_turn() {
     }
 }
 
-/// On an adapter with subgroups of 8 (lavapipe), each subgroup twin gives its base variant's
-/// results bit for bit on every layout, so the CPU default can switch to it without changing
-/// any result; the default does use it there.
+/// Each twin (subgroup: on an adapter with subgroups of 8, lavapipe; texture operands: on any
+/// adapter) gives its base variant's results bit for bit on every layout, so the CPU default
+/// can switch to it without changing any result; the CPU default is the texture twin.
 #[test]
-fn subgroup_twins_are_bit_identical_to_their_bases() {
+fn twins_are_bit_identical_to_their_bases() {
     let mut gpu = gpu();
     let mut rng = Rng::new(12);
-    let mut checked = 0;
+    let mut checked = [0, 0];
     for (name, mm, [a_len, b_len, c_len]) in layouts() {
         let base = default_variant(&mm, true);
-        let twins: Vec<_> = [false, true]
-            .into_iter()
-            .filter_map(|narrow| twin(base, narrow))
-            .filter(|t| t.runs_on(&gpu) && t.applies(&mm))
-            .collect();
-        for t in twins {
-            let (a, b, c0) = (rng.vec(a_len, 1.0), rng.vec(b_len, 1.0), rng.vec(c_len, 1.0));
-            let bias_v = rng.vec(mm.n + 3, 1.0);
-            let (at, bt, biast) = (upload1(&gpu, &a), upload1(&gpu, &b), upload1(&gpu, &bias_v));
-            let mut out = Vec::new();
-            for id in [base.kernel.id, t.kernel.id] {
-                gpu.forced_variant = Some(id.to_string());
-                let ct = upload1(&gpu, &c0);
-                gpu.run(&[&mm.dispatch(&gpu, &at, &bt, mm.bias_off.map(|_| &biast), &ct)]);
-                out.push(read(&gpu, &ct).iter().map(|v| v.to_bits()).collect::<Vec<_>>());
+        for (kind, count) in ["_sg", "_tex"].into_iter().zip(checked.iter_mut()) {
+            let twins: Vec<_> = [false, true]
+                .into_iter()
+                .filter_map(|narrow| twin(base, kind, narrow))
+                .filter(|t| t.fits(&mm, &gpu))
+                .collect();
+            for t in twins {
+                let (a, b, c0) = (rng.vec(a_len, 1.0), rng.vec(b_len, 1.0), rng.vec(c_len, 1.0));
+                let bias_v = rng.vec(mm.n + 3, 1.0);
+                let (at, bt, biast) = (upload1(&gpu, &a), upload1(&gpu, &b), upload1(&gpu, &bias_v));
+                let mut out = Vec::new();
+                for id in [base.kernel.id, t.kernel.id] {
+                    gpu.forced_variant = Some(id.to_string());
+                    let ct = upload1(&gpu, &c0);
+                    gpu.run(&[&mm.dispatch(&gpu, &at, &bt, mm.bias_off.map(|_| &biast), &ct)]);
+                    out.push(read(&gpu, &ct).iter().map(|v| v.to_bits()).collect::<Vec<_>>());
+                }
+                let (id, bid) = (t.kernel.id, base.kernel.id);
+                assert!(out[0] == out[1], "{name} {}x{}x{}: {id} differs from {bid}", mm.m, mm.n, mm.k);
+                *count += 1;
             }
-            let (id, bid) = (t.kernel.id, base.kernel.id);
-            assert!(out[0] == out[1], "{name} {}x{}x{}: {id} differs from {bid}", mm.m, mm.n, mm.k);
-            checked += 1;
         }
     }
+    assert!(checked[1] >= 8, "too few layouts had a texture twin: {}", checked[1]);
     if gpu.fixed_subgroup_size() == Some(8) {
-        assert!(checked >= 8, "too few layouts had a subgroup twin: {checked}");
-        gpu.forced_variant = None;
-        gpu.cpu_like = true;
-        let wide = |want: &str| layouts().into_iter().find(|(n, mm, _)| *n == want && mm.n > 16).unwrap().1;
-        assert_eq!(
-            untuned(&wide("x Wᵀ"), &gpu).kernel.id,
-            "matmul_nt4_sg",
-            "the CPU default on this adapter"
-        );
-        assert_eq!(untuned(&wide("dy W"), &gpu).kernel.id, "matmul_nn4_sg");
-        assert_eq!(untuned(&layouts()[0].1, &gpu).kernel.id, "matmul_nt4_sg_c1", "16 columns or fewer");
+        assert!(checked[0] >= 8, "too few layouts had a subgroup twin: {}", checked[0]);
     }
+    gpu.forced_variant = None;
+    gpu.cpu_like = true;
+    let wide = |want: &str| layouts().into_iter().find(|(n, mm, _)| *n == want && mm.n > 16).unwrap().1;
+    assert_eq!(untuned(&wide("x Wᵀ"), &gpu).kernel.id, "matmul_nt4_tex", "the CPU default");
+    assert_eq!(untuned(&wide("dy W"), &gpu).kernel.id, "matmul_nn4_tex");
+    assert_eq!(untuned(&layouts()[0].1, &gpu).kernel.id, "matmul_nt4_tex_c1", "16 columns or fewer");
 }

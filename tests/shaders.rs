@@ -205,6 +205,28 @@ fn every_kernel_matches_its_source() {
                 );
             }
         }
+        // Texture operands: each listed binding is a sampled 2-D float texture.
+        for &binding in k.textures {
+            assert!(listed.insert(binding), "kernel {}: binding {binding} listed twice", k.id);
+            let (_, var) = module
+                .global_variables
+                .iter()
+                .find(|(_, v)| v.binding.as_ref().is_some_and(|b| b.group == 0 && b.binding == binding))
+                .unwrap_or_else(|| panic!("kernel {}: no @binding({binding}) in {file}", k.id));
+            let is_texture = matches!(
+                module.types[var.ty].inner,
+                naga::TypeInner::Image {
+                    dim: naga::ImageDimension::D2,
+                    arrayed: false,
+                    class: naga::ImageClass::Sampled { kind: naga::ScalarKind::Float, multi: false }
+                }
+            );
+            assert!(
+                is_texture,
+                "kernel {}: binding {binding} ({:?}) is not a texture_2d<f32>",
+                k.id, var.name
+            );
+        }
         for (h, var) in module.global_variables.iter() {
             let Some(rb) = &var.binding else { continue };
             if uses[h].is_empty() {
@@ -216,7 +238,7 @@ fn every_kernel_matches_its_source() {
             } else {
                 assert!(
                     listed.contains(&rb.binding),
-                    "kernel {}: entry `{}` uses @binding({}) ({:?}) which Kernel::storage omits",
+                    "kernel {}: entry `{}` uses @binding({}) ({:?}) which Kernel::storage and ::textures omit",
                     k.id,
                     k.entry,
                     rb.binding,

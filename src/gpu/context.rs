@@ -422,30 +422,17 @@ impl Gpu {
         Ok(())
     }
 
-    /// Records `dispatches` into one compute pass and submits them (see [`Gpu::submit`]).
+    /// Records `dispatches` in order and submits them (see [`Gpu::submit`]).
     pub fn run(&self, dispatches: &[&Dispatch]) {
         let mut enc = self.device.create_command_encoder(&Default::default());
-        {
-            let mut pass = enc.begin_compute_pass(&Default::default());
-            for d in dispatches {
-                d.record(&mut pass);
-            }
-        }
+        encode(&mut enc, dispatches, None);
         self.submit(enc);
     }
 
-    /// Records several dispatch lists into one pass, in order, and submits it.
+    /// Records several dispatch lists, in order, and submits them.
     pub fn run_all(&self, lists: &[&[Dispatch]]) {
-        let mut enc = self.device.create_command_encoder(&Default::default());
-        {
-            let mut pass = enc.begin_compute_pass(&Default::default());
-            for list in lists {
-                for d in list.iter() {
-                    d.record(&mut pass);
-                }
-            }
-        }
-        self.submit(enc);
+        let all: Vec<&Dispatch> = lists.iter().flat_map(|l| l.iter()).collect();
+        self.run(&all);
     }
 
     /// Submits `enc` and waits for the previous submission (not this one): at most two are in
@@ -489,20 +476,7 @@ impl Gpu {
         });
         let start = std::time::Instant::now();
         let mut enc = self.device.create_command_encoder(&Default::default());
-        {
-            let writes = qs.as_ref().map(|q| wgpu::ComputePassTimestampWrites {
-                query_set: q,
-                beginning_of_pass_write_index: Some(0),
-                end_of_pass_write_index: Some(1),
-            });
-            let mut pass = enc.begin_compute_pass(&wgpu::ComputePassDescriptor {
-                label: Some("timed"),
-                timestamp_writes: writes,
-            });
-            for d in dispatches {
-                d.record(&mut pass);
-            }
-        }
+        encode(&mut enc, dispatches, qs.as_ref());
         if let (Some(q), Some(r), Some(rb)) = (&qs, &resolve, &readback) {
             enc.resolve_query_set(q, 0..2, r, 0);
             enc.copy_buffer_to_buffer(r, 0, rb, 0, 16);
@@ -553,5 +527,35 @@ impl Gpu {
             }
         }
         (used, free)
+    }
+}
+
+/// Records `dispatches` in order: one compute pass, split where a launch reads texture mirrors
+/// (their buffer-to-texture copies must be recorded outside a pass, right before it). With
+/// `stamps`, the first pass writes timestamp 0 at its start and the last timestamp 1 at its end.
+fn encode(enc: &mut wgpu::CommandEncoder, dispatches: &[&Dispatch], stamps: Option<&wgpu::QuerySet>) {
+    let mut starts: Vec<usize> =
+        (0..dispatches.len()).filter(|&i| i == 0 || !dispatches[i].mirrors.is_empty()).collect();
+    if starts.is_empty() {
+        starts.push(0);
+    }
+    for (s, &start) in starts.iter().enumerate() {
+        let end = starts.get(s + 1).copied().unwrap_or(dispatches.len());
+        if let Some(d) = dispatches.get(start) {
+            for m in &d.mirrors {
+                m.encode_copy(enc);
+            }
+        }
+        let (first, last) = (s == 0, s + 1 == starts.len());
+        let writes = stamps.filter(|_| first || last).map(|q| wgpu::ComputePassTimestampWrites {
+            query_set: q,
+            beginning_of_pass_write_index: first.then_some(0),
+            end_of_pass_write_index: last.then_some(1),
+        });
+        let mut pass =
+            enc.begin_compute_pass(&wgpu::ComputePassDescriptor { label: None, timestamp_writes: writes });
+        for d in &dispatches[start..end] {
+            d.record(&mut pass);
+        }
     }
 }

@@ -2,7 +2,7 @@ use std::sync::Arc;
 
 use wgpu::util::DeviceExt;
 
-use super::{Gpu, Tensor};
+use super::{Gpu, Tensor, TexMirror};
 
 /// A WGSL entry point and the shape of its bindings.
 ///
@@ -21,6 +21,9 @@ pub struct Kernel {
     /// Values of the shader's `override` constants (tile sizes, say): one entry point built
     /// with different constants is a different variant and a different pipeline.
     pub constants: &'static [(&'static str, f64)],
+    /// Bindings of the `texture_2d<f32>` operands (read through [`TexMirror`]s), in the order
+    /// the launch passes its mirrors.
+    pub textures: &'static [u32],
 }
 
 /// What the pipeline cache tells kernels apart by: the source, the entry point and the values
@@ -88,6 +91,18 @@ impl Pipeline {
                 count: None,
             });
         }
+        for &binding in k.textures {
+            entries.push(wgpu::BindGroupLayoutEntry {
+                binding,
+                visibility: wgpu::ShaderStages::COMPUTE,
+                ty: wgpu::BindingType::Texture {
+                    sample_type: wgpu::TextureSampleType::Float { filterable: false },
+                    view_dimension: wgpu::TextureViewDimension::D2,
+                    multisampled: false,
+                },
+                count: None,
+            });
+        }
         let layout = device.create_bind_group_layout(&wgpu::BindGroupLayoutDescriptor {
             label: Some(k.id),
             entries: &entries,
@@ -135,6 +150,9 @@ pub struct Dispatch {
     /// The bound storage buffers: holding them tells the buffer pool they are still in use, so
     /// a buffer is never handed out again while a launch that binds it exists.
     _buffers: Vec<Arc<wgpu::Buffer>>,
+    /// Texture mirrors the launch reads: their copies are recorded right before it, outside
+    /// the compute pass (`Gpu::encode` splits passes there).
+    pub(crate) mirrors: Vec<Arc<TexMirror>>,
 }
 
 impl Dispatch {
@@ -173,6 +191,26 @@ impl Gpu {
         buffers: &[&Tensor],
         grid: [u32; 3],
     ) -> Dispatch {
+        self.dispatch_mirrored(kernel, params, buffers, Vec::new(), grid)
+    }
+
+    /// [`Gpu::dispatch`] for a kernel that also reads texture operands: `mirrors` bind to
+    /// `kernel.textures`, in order, and are filled from their buffers before each launch.
+    pub fn dispatch_mirrored<P: bytemuck::Pod>(
+        &self,
+        kernel: &Kernel,
+        params: &P,
+        buffers: &[&Tensor],
+        mirrors: Vec<Arc<TexMirror>>,
+        grid: [u32; 3],
+    ) -> Dispatch {
+        assert_eq!(
+            mirrors.len(),
+            kernel.textures.len(),
+            "kernel {} takes {} textures",
+            kernel.id,
+            kernel.textures.len()
+        );
         assert_eq!(
             buffers.len(),
             kernel.storage.len(),
@@ -195,6 +233,12 @@ impl Gpu {
         for (&(binding, _), t) in kernel.storage.iter().zip(buffers) {
             entries.push(wgpu::BindGroupEntry { binding, resource: t.buf.as_entire_binding() });
         }
+        for (&binding, m) in kernel.textures.iter().zip(&mirrors) {
+            entries.push(wgpu::BindGroupEntry {
+                binding,
+                resource: wgpu::BindingResource::TextureView(&m.view),
+            });
+        }
         let bind_group = self.device.create_bind_group(&wgpu::BindGroupDescriptor {
             label: Some(kernel.id),
             layout: &pipeline.layout,
@@ -208,6 +252,7 @@ impl Gpu {
             grid,
             _params: pbuf,
             _buffers: buffers.iter().map(|t| t.buf.clone()).collect(),
+            mirrors,
         }
     }
 }

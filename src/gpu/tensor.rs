@@ -15,6 +15,12 @@ pub struct Tensor {
 const USAGE: wgpu::BufferUsages =
     wgpu::BufferUsages::STORAGE.union(wgpu::BufferUsages::COPY_SRC).union(wgpu::BufferUsages::COPY_DST);
 
+/// Bytes of the buffer behind an `n`-float tensor: rounded up to whole 16-byte groups, so a
+/// texture mirror (`TexMirror`) can copy its last partial texel from it.
+fn buffer_size(n: usize) -> u64 {
+    (n.max(1).next_multiple_of(4) * 4) as u64
+}
+
 impl Tensor {
     pub fn numel(&self) -> usize {
         self.shape.iter().product()
@@ -22,10 +28,10 @@ impl Tensor {
 
     /// A zero-filled tensor from the device's buffer pool: a buffer of the same size that no
     /// tensor holds any more is cleared and reused, otherwise a new one is created. Zero-element
-    /// tensors still get a 4-byte buffer so they can be bound.
+    /// tensors still get a buffer so they can be bound.
     pub fn zeros(gpu: &Gpu, shape: &[usize]) -> Tensor {
         let n: usize = shape.iter().product();
-        let size = (n.max(1) * 4) as u64;
+        let size = buffer_size(n);
         let mut pool = gpu.pool.lock().expect("buffer pool poisoned");
         let list = pool.entry(size).or_default();
         let buf = match list.iter().find(|b| Arc::strong_count(b) == 1) {
@@ -53,10 +59,11 @@ impl Tensor {
     pub fn from_slice(gpu: &Gpu, data: &[f32], shape: &[usize]) -> Tensor {
         let n: usize = shape.iter().product();
         assert_eq!(n, data.len(), "tensor data length does not match shape {shape:?}");
-        let contents: &[u8] = if data.is_empty() { &[0u8; 4] } else { bytemuck::cast_slice(data) };
+        let mut contents = bytemuck::cast_slice::<f32, u8>(data).to_vec();
+        contents.resize(buffer_size(n) as usize, 0);
         let buf = gpu.device.create_buffer_init(&wgpu::util::BufferInitDescriptor {
             label: None,
-            contents,
+            contents: &contents,
             usage: USAGE,
         });
         Tensor { buf: Arc::new(buf), shape: shape.to_vec() }

@@ -28,6 +28,7 @@ pub const SHIFT_FLIP: Kernel = Kernel {
     storage: &[(1, false), (2, true), (3, false)],
     workgroup: 256,
     constants: &[],
+    textures: &[],
 };
 
 /// Random translation with fill and horizontal flip of `src` [B, C, H, W] into `dst`;
@@ -80,6 +81,7 @@ pub const RRC_FLIP: Kernel = Kernel {
     storage: &[(1, false), (2, true), (3, false)],
     workgroup: 256,
     constants: &[],
+    textures: &[],
 };
 pub const GRAY_MEAN: Kernel = Kernel {
     id: "gray_mean",
@@ -89,6 +91,7 @@ pub const GRAY_MEAN: Kernel = Kernel {
     storage: &[(1, false), (3, false), (4, true)],
     workgroup: 64,
     constants: &[],
+    textures: &[],
 };
 pub const COLOR_STEP: Kernel = Kernel {
     id: "color_step",
@@ -97,6 +100,7 @@ pub const COLOR_STEP: Kernel = Kernel {
     storage: &[(2, true), (3, false), (5, false)],
     workgroup: 256,
     constants: &[],
+    textures: &[],
 };
 pub const BLUR_PASS: Kernel = Kernel {
     id: "blur_pass",
@@ -105,6 +109,7 @@ pub const BLUR_PASS: Kernel = Kernel {
     storage: &[(1, false), (2, true), (3, false)],
     workgroup: 256,
     constants: &[],
+    textures: &[],
 };
 
 /// Floats in the per-batch draw of [`batch_augment`].

@@ -26,6 +26,7 @@ pub const COPY: Kernel = Kernel {
     storage: &[(1, false), (2, true)],
     workgroup: 256,
     constants: &[],
+    textures: &[],
 };
 /// [`COPY`] with i0, i1 from the workgroup grid (boxes whose d0, d1 and d2 d3 / 256 fit it).
 pub const COPY_GRID: Kernel = Kernel {
@@ -35,6 +36,7 @@ pub const COPY_GRID: Kernel = Kernel {
     storage: &[(1, false), (2, true)],
     workgroup: 256,
     constants: &[],
+    textures: &[],
 };
 pub const FILL: Kernel = Kernel {
     id: "fill",
@@ -43,6 +45,7 @@ pub const FILL: Kernel = Kernel {
     storage: &[(2, true)],
     workgroup: 256,
     constants: &[],
+    textures: &[],
 };
 
 /// `dst[t_off + i.t] = alpha * src[s_off + i.s] + beta * dst[..]` over the index box `dims`.

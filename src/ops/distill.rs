@@ -32,6 +32,7 @@ pub const KD: Kernel = Kernel {
     storage: &[(1, false), (2, false), (3, true), (4, true)],
     workgroup: 64,
     constants: &[],
+    textures: &[],
 };
 pub const HD_WEIGHTS: Kernel = Kernel {
     id: "hd_weights",
@@ -40,6 +41,7 @@ pub const HD_WEIGHTS: Kernel = Kernel {
     storage: &[(1, false), (5, true)],
     workgroup: 64,
     constants: &[],
+    textures: &[],
 };
 pub const HD_SSIM: Kernel = Kernel {
     id: "hd_ssim",
@@ -48,6 +50,7 @@ pub const HD_SSIM: Kernel = Kernel {
     storage: &[(1, false), (2, false), (3, true), (4, true), (6, false)],
     workgroup: 64,
     constants: &[],
+    textures: &[],
 };
 
 pub const C2: f32 = 0.03 * 0.03;

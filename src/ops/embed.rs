@@ -30,6 +30,7 @@ pub const PATCHIFY: Kernel = Kernel {
     storage: &[(1, false), (2, true)],
     workgroup: 256,
     constants: &[],
+    textures: &[],
 };
 pub const UNPATCHIFY: Kernel = Kernel {
     id: "unpatchify",
@@ -38,6 +39,7 @@ pub const UNPATCHIFY: Kernel = Kernel {
     storage: &[(3, false), (4, true)],
     workgroup: 256,
     constants: &[],
+    textures: &[],
 };
 pub const TOKENS: Kernel = Kernel {
     id: "tokens_forward",
@@ -46,6 +48,7 @@ pub const TOKENS: Kernel = Kernel {
     storage: &[(5, false), (6, false), (7, false), (8, false), (9, true)],
     workgroup: 256,
     constants: &[],
+    textures: &[],
 };
 
 /// Image and token geometry of a patch-embedding ViT.

@@ -26,6 +26,7 @@ pub const FORWARD: Kernel = Kernel {
     storage: &[(1, false), (2, true)],
     workgroup: 256,
     constants: &[],
+    textures: &[],
 };
 pub const FORWARD_Q: Kernel = Kernel {
     id: "gelu_forward_q",
@@ -34,6 +35,7 @@ pub const FORWARD_Q: Kernel = Kernel {
     storage: &[(1, false), (2, true), (5, true), (6, false), (7, false)],
     workgroup: 256,
     constants: &[],
+    textures: &[],
 };
 pub const BACKWARD_MASKED: Kernel = Kernel {
     id: "gelu_backward_masked",
@@ -42,6 +44,7 @@ pub const BACKWARD_MASKED: Kernel = Kernel {
     storage: &[(1, false), (3, false), (4, true), (6, false), (7, false), (8, false)],
     workgroup: 256,
     constants: &[],
+    textures: &[],
 };
 pub const BACKWARD: Kernel = Kernel {
     id: "gelu_backward",
@@ -50,6 +53,7 @@ pub const BACKWARD: Kernel = Kernel {
     storage: &[(1, false), (3, false), (4, true)],
     workgroup: 256,
     constants: &[],
+    textures: &[],
 };
 
 pub fn forward(gpu: &Gpu, x: &Tensor, y: &Tensor) -> Dispatch {

@@ -26,6 +26,7 @@ pub const MERGE_Q: Kernel = Kernel {
     storage: &[(1, false), (2, true), (3, true), (4, false), (5, false)],
     workgroup: 256,
     constants: &[],
+    textures: &[],
 };
 pub const SPLIT_ADD: Kernel = Kernel {
     id: "heads_split_add",
@@ -34,6 +35,7 @@ pub const SPLIT_ADD: Kernel = Kernel {
     storage: &[(6, false), (7, false), (8, true)],
     workgroup: 256,
     constants: &[],
+    textures: &[],
 };
 pub const SPLIT_MASKED_ADD: Kernel = Kernel {
     id: "heads_split_masked_add",
@@ -42,6 +44,7 @@ pub const SPLIT_MASKED_ADD: Kernel = Kernel {
     storage: &[(4, false), (5, false), (6, false), (7, false), (8, true), (9, false)],
     workgroup: 256,
     constants: &[],
+    textures: &[],
 };
 
 /// The shape of a heads-major tensor [G, H, N, hd].

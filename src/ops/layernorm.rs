@@ -30,6 +30,7 @@ pub const FORWARD: Kernel = Kernel {
     storage: &[(1, false), (2, false), (3, false), (4, true), (5, true)],
     workgroup: 64,
     constants: &[],
+    textures: &[],
 };
 pub const FORWARD_COPY: Kernel = Kernel {
     id: "layernorm_forward_copy",
@@ -38,6 +39,7 @@ pub const FORWARD_COPY: Kernel = Kernel {
     storage: &[(1, false), (2, false), (3, false), (4, true), (5, true), (12, true)],
     workgroup: 64,
     constants: &[],
+    textures: &[],
 };
 pub const FORWARD_COPY_Q: Kernel = Kernel {
     id: "layernorm_forward_copy_q",
@@ -56,6 +58,7 @@ pub const FORWARD_COPY_Q: Kernel = Kernel {
     ],
     workgroup: 64,
     constants: &[],
+    textures: &[],
 };
 pub const BACKWARD_INPUT_MASKED: Kernel = Kernel {
     id: "layernorm_backward_input_masked",
@@ -74,6 +77,7 @@ pub const BACKWARD_INPUT_MASKED: Kernel = Kernel {
     ],
     workgroup: 64,
     constants: &[],
+    textures: &[],
 };
 pub const BACKWARD_INPUT: Kernel = Kernel {
     id: "layernorm_backward_input",
@@ -82,6 +86,7 @@ pub const BACKWARD_INPUT: Kernel = Kernel {
     storage: &[(1, false), (2, false), (6, false), (7, false), (8, false), (9, true)],
     workgroup: 64,
     constants: &[],
+    textures: &[],
 };
 pub const BACKWARD_PARAMS: Kernel = Kernel {
     id: "layernorm_backward_params",
@@ -90,6 +95,7 @@ pub const BACKWARD_PARAMS: Kernel = Kernel {
     storage: &[(1, false), (6, false), (7, false), (10, true), (11, true)],
     workgroup: 64,
     constants: &[],
+    textures: &[],
 };
 
 /// `y = LN(x) * gamma + beta` on `rows` rows of `d`; `stats` gets (mean, rstd) per row.

@@ -22,6 +22,7 @@ pub const CROSS_ENTROPY: Kernel = Kernel {
     storage: &[(1, false), (2, false), (3, true), (4, true)],
     workgroup: 64,
     constants: &[],
+    textures: &[],
 };
 
 /// Per-row loss into `loss` and `scale * dloss/dlogits` into `dlogits` (targets as f32 indices).

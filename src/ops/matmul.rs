@@ -18,6 +18,10 @@ pub const SOURCE: &str = include_str!("../../shaders/matmul.wgsl");
 pub const SUBGROUP_SOURCE: &str =
     concat!(include_str!("../../shaders/matmul.wgsl"), include_str!("../../shaders/matmul_subgroup.wgsl"));
 
+/// matmul.wgsl with the texture-operand kernels appended (src/gpu/mirror.rs).
+pub const TEX_SOURCE: &str =
+    concat!(include_str!("../../shaders/matmul.wgsl"), include_str!("../../shaders/matmul_tex.wgsl"));
+
 /// The shader's `Params` block (matmul.wgsl), field for field.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, bytemuck::Pod, bytemuck::Zeroable)]
@@ -36,7 +40,9 @@ pub(crate) struct Params {
     has_bias: u32,
     alpha: f32,
     beta: f32,
-    pad: [u32; 2],
+    /// The texture variants: log2 of the texels per row of A's and B's mirrors.
+    pub(crate) a_tw: u32,
+    pub(crate) b_tw: u32,
 }
 
 /// How an operand is laid out: element (z1, z2, r, c) is at `off + z1*b1 + z2*b2 + r*rs + c*cs`.
@@ -254,7 +260,8 @@ impl Matmul {
             has_bias: self.bias_off.is_some() as u32,
             alpha: self.alpha,
             beta: self.beta,
-            pad: [0; 2],
+            a_tw: 0,
+            b_tw: 0,
         }
     }
 

@@ -10,7 +10,7 @@ use std::sync::Arc;
 
 use super::matmul::{Matmul, View};
 use crate::gpu::tune::TuneMode;
-use crate::gpu::{Dispatch, Gpu, Kernel, Tensor, Tunable};
+use crate::gpu::{Dispatch, Gpu, Kernel, Tensor, TexMirror, Tunable};
 use crate::rng::Rng;
 
 use super::matmul::SOURCE;
@@ -38,6 +38,8 @@ pub enum Binds {
     Vec4Both,
     /// a, bias, c, b as vec4 (bindings 1, 3, 4, 6).
     Vec4B,
+    /// bias, c (bindings 3, 4), with A and B through texture mirrors (bindings 7, 8).
+    Tex,
 }
 
 /// One matmul kernel variant.
@@ -58,12 +60,14 @@ pub struct Variant {
 const PLAIN: &[(u32, bool)] = &[(1, false), (2, false), (3, false), (4, true)];
 const VEC4_BOTH: &[(u32, bool)] = &[(3, false), (4, true), (5, false), (6, false)];
 const VEC4_B: &[(u32, bool)] = &[(1, false), (3, false), (4, true), (6, false)];
+const TEX: &[(u32, bool)] = &[(3, false), (4, true)];
 
 const fn storage(binds: Binds) -> &'static [(u32, bool)] {
     match binds {
         Binds::Plain => PLAIN,
         Binds::Vec4Both => VEC4_BOTH,
         Binds::Vec4B => VEC4_B,
+        Binds::Tex => TEX,
     }
 }
 
@@ -77,7 +81,8 @@ const fn v(
     layout: Layout,
     binds: Binds,
 ) -> Variant {
-    let kernel = Kernel { id, source: SOURCE, entry, storage: storage(binds), workgroup, constants };
+    let kernel =
+        Kernel { id, source: SOURCE, entry, storage: storage(binds), workgroup, constants, textures: &[] };
     Variant { kernel, tile, layout, binds, test_only: false, subgroup: 0 }
 }
 
@@ -103,8 +108,28 @@ const fn sg_tile(
         storage: storage(binds),
         workgroup: 64,
         constants,
+        textures: &[],
     };
     Variant { kernel, tile, layout, binds, test_only: false, subgroup: 8 }
+}
+
+/// A texture variant (shaders/matmul_tex.wgsl): `entry`'s vec4 base kernel with A and B read
+/// through texture mirrors, `tx` invocations along n.
+const fn tex(id: &'static str, entry: &'static str, tx: usize, layout: Layout) -> Variant {
+    let constants: &'static [(&'static str, f64)] = match tx {
+        4 => &[("TX", 4.0)],
+        _ => &[("TX", 8.0)],
+    };
+    let kernel = Kernel {
+        id,
+        source: super::matmul::TEX_SOURCE,
+        entry,
+        storage: TEX,
+        workgroup: 64,
+        constants,
+        textures: &[7, 8],
+    };
+    Variant { kernel, tile: (4 * 64 / tx, 4 * tx), layout, binds: Binds::Tex, test_only: false, subgroup: 0 }
 }
 
 /// A vec4 4 x 4 variant (`matmul_nt4`, `nn4`, `tn4`) with `tx` invocations along n.
@@ -137,6 +162,7 @@ pub static VARIANTS: &[Variant] = &[
             storage: PLAIN,
             workgroup: 64,
             constants: &[],
+            textures: &[],
         },
         tile: (32, 32),
         layout: Layout::Any,
@@ -150,6 +176,12 @@ pub static VARIANTS: &[Variant] = &[
     sg_tile("matmul_nt4_sg_c1", "matmul_nt4_sg", &[("SGC", 1.0)], (64, 16), Layout::K4, Binds::Vec4Both),
     sg_tile("matmul_nn4_sg_c1", "matmul_nn4_sg", &[("SGC", 1.0)], (64, 16), Layout::N4, Binds::Vec4B),
     sg_tile("matmul_tn4_sg_c1", "matmul_tn4_sg", &[("SGC", 1.0)], (64, 16), Layout::Mn4, Binds::Vec4Both),
+    tex("matmul_nt4_tex", "matmul_nt4_tex", 8, Layout::K4),
+    tex("matmul_nn4_tex", "matmul_nn4_tex", 8, Layout::N4),
+    tex("matmul_tn4_tex", "matmul_tn4_tex", 8, Layout::Mn4),
+    tex("matmul_nt4_tex_c1", "matmul_nt4_tex", 4, Layout::K4),
+    tex("matmul_nn4_tex_c1", "matmul_nn4_tex", 4, Layout::N4),
+    tex("matmul_tn4_tex_c1", "matmul_tn4_tex", 4, Layout::Mn4),
 ];
 
 /// The variant with this kernel id.
@@ -179,6 +211,19 @@ impl Variant {
         self.layout.applies(mm)
     }
 
+    /// Whether the variant reads its operands through texture mirrors.
+    pub fn textured(&self) -> bool {
+        !self.kernel.textures.is_empty()
+    }
+
+    /// Whether the variant can compute `mm` on `gpu`: its layout, and for a texture variant
+    /// operands that fit one texture each.
+    pub fn fits(&self, mm: &Matmul, gpu: &Gpu) -> bool {
+        self.applies(mm)
+            && self.runs_on(gpu)
+            && (!self.textured() || mirror_ranges(mm).iter().all(|&(_, len)| len <= TexMirror::max_len(gpu)))
+    }
+
     /// Whether this adapter can run the variant (its subgroup size, where it needs one).
     pub fn runs_on(&self, gpu: &Gpu) -> bool {
         self.subgroup == 0 || gpu.fixed_subgroup_size() == Some(self.subgroup)
@@ -206,19 +251,27 @@ pub fn default_variant(mm: &Matmul, cpu_like: bool) -> &'static Variant {
 /// does ([`subgroup_twins_agree`]).
 pub fn untuned(mm: &Matmul, gpu: &Gpu) -> &'static Variant {
     let base = default_variant(mm, gpu.cpu_like);
-    match twin(base, mm.n <= 16) {
-        Some(t) if gpu.cpu_like && t.runs_on(gpu) && subgroup_twins_agree(gpu) => t,
+    if !gpu.cpu_like {
+        return base;
+    }
+    let narrow = mm.n <= 16;
+    if let Some(t) = twin(base, "_tex", narrow).filter(|t| t.fits(mm, gpu)) {
+        return t;
+    }
+    match twin(base, "_sg", narrow) {
+        Some(t) if t.runs_on(gpu) && subgroup_twins_agree(gpu) => t,
         _ => base,
     }
 }
 
-/// The subgroup version of a 4 x 4 vec4 variant, if it has one; `narrow`: the one with 64 x 16
-/// tiles (for products of at most 16 columns, where the 32 x 32 tile leaves half its lanes idle).
-pub fn twin(v: &Variant, narrow: bool) -> Option<&'static Variant> {
-    let suffix = if narrow { "_sg_c1" } else { "_sg" };
+/// The `kind` twin (`_sg`: subgroup, `_tex`: texture operands) of a 4 x 4 vec4 variant, if it
+/// has one; `narrow`: the one with 64 x 16 tiles (for products of at most 16 columns, where
+/// the 32 x 32 tile leaves half its lanes idle). Twins compute their base's values bit for bit.
+pub fn twin(v: &Variant, kind: &str, narrow: bool) -> Option<&'static Variant> {
+    let suffix = if narrow { "_c1" } else { "" };
     ["matmul_nt4", "matmul_nn4", "matmul_tn4"]
         .contains(&v.kernel.id)
-        .then(|| variant(&format!("{}{suffix}", v.kernel.id)))
+        .then(|| variant(&format!("{}{kind}{suffix}", v.kernel.id)))
         .flatten()
 }
 
@@ -236,7 +289,7 @@ fn subgroup_twins_agree(gpu: &Gpu) -> bool {
         ];
         products.iter().flat_map(|mm| [(mm, false), (mm, true)]).all(|(mm, narrow)| {
             let base = default_variant(mm, true);
-            let Some(t) = twin(base, narrow) else { return false };
+            let Some(t) = twin(base, "_sg", narrow) else { return false };
             let run = |v: &'static Variant| -> Option<Vec<u32>> {
                 let (d, out) = mm.standalone(gpu, &v.kernel, 7);
                 gpu.run(&d.iter().collect::<Vec<_>>());
@@ -250,7 +303,7 @@ fn subgroup_twins_agree(gpu: &Gpu) -> bool {
 
 /// The variant `mm` uses on `gpu` (see the module comment).
 pub fn choose(mm: &Matmul, gpu: &Gpu) -> &'static Variant {
-    let usable = |id: &str| variant(id).filter(|v| v.applies(mm) && v.runs_on(gpu));
+    let usable = |id: &str| variant(id).filter(|v| v.fits(mm, gpu));
     if let Some(v) = gpu.forced_variant.as_deref().and_then(usable) {
         return v;
     }
@@ -293,6 +346,16 @@ pub fn key(mm: &Matmul) -> String {
     )
 }
 
+/// The buffer ranges (first float, length) of A and B that a texture variant mirrors: from the
+/// view's offset rounded down to a multiple of 4 to its last element.
+fn mirror_ranges(mm: &Matmul) -> [(usize, usize); 2] {
+    let (b1, b2) = (mm.batch1, mm.batch2);
+    [(&mm.a, mm.m, mm.k), (&mm.b, mm.k, mm.n)].map(|(v, rows, cols)| {
+        let lo = v.off / 4 * 4;
+        (lo, span(v, rows, cols, b1, b2) - lo)
+    })
+}
+
 /// Elements a view spans (its largest index + 1).
 fn span(v: &View, rows: usize, cols: usize, b1: usize, b2: usize) -> usize {
     if rows == 0 || cols == 0 {
@@ -322,7 +385,7 @@ impl Tunable for Matmul {
     fn variants(&self, gpu: &Gpu) -> Vec<&'static Kernel> {
         VARIANTS
             .iter()
-            .filter(|v| v.applies(self) && v.runs_on(gpu) && (!v.test_only || gpu.test_variants))
+            .filter(|v| v.fits(self, gpu) && (!v.test_only || gpu.test_variants))
             .map(|v| &v.kernel)
             .collect()
     }
@@ -344,6 +407,32 @@ impl Tunable for Matmul {
 }
 
 impl Matmul {
+    /// A texture variant's launch: A and B mirrored (offsets passed relative to the mirrors).
+    #[allow(clippy::too_many_arguments)]
+    fn dispatch_mirrored(
+        &self,
+        gpu: &Gpu,
+        var: &'static Variant,
+        a: &Tensor,
+        b: &Tensor,
+        bias: &Tensor,
+        c: &Tensor,
+        grid: [u32; 3],
+    ) -> Dispatch {
+        let [(a_lo, a_len), (b_lo, b_len)] = mirror_ranges(self);
+        let ma = Arc::new(TexMirror::new(gpu, a, a_lo, a_len));
+        let mb = Arc::new(TexMirror::new(gpu, b, b_lo, b_len));
+        let rel = Matmul {
+            a: View { off: self.a.off - a_lo, ..self.a },
+            b: View { off: self.b.off - b_lo, ..self.b },
+            ..*self
+        };
+        let mut params = rel.params();
+        params.a_tw = ma.width_log2;
+        params.b_tw = mb.width_log2;
+        gpu.dispatch_mirrored(&var.kernel, &params, &[bias, c], vec![ma, mb], grid)
+    }
+
     /// One launch of `var` (no split-K), tagged so the tuner can find it in a graph.
     pub(crate) fn dispatch_variant(
         &self,
@@ -354,19 +443,23 @@ impl Matmul {
         bias: Option<&Tensor>,
         c: &Tensor,
     ) -> Dispatch {
-        let params = self.params();
         let grid = [
             self.n.div_ceil(var.tile.1).max(1) as u32,
             self.m.div_ceil(var.tile.0).max(1) as u32,
             super::u(self.batch1 * self.batch2),
         ];
         let bias = bias.unwrap_or(a);
-        let buffers: [&Tensor; 4] = match var.binds {
-            Binds::Plain => [a, b, bias, c],
-            Binds::Vec4Both => [bias, c, a, b],
-            Binds::Vec4B => [a, bias, c, b],
+        let mut d = match var.binds {
+            Binds::Tex => self.dispatch_mirrored(gpu, var, a, b, bias, c, grid),
+            binds => {
+                let buffers: [&Tensor; 4] = match binds {
+                    Binds::Plain => [a, b, bias, c],
+                    Binds::Vec4Both => [bias, c, a, b],
+                    _ => [a, bias, c, b],
+                };
+                gpu.dispatch(&var.kernel, &self.params(), &buffers, grid)
+            }
         };
-        let mut d = gpu.dispatch(&var.kernel, &params, &buffers, grid);
         d.tunable = Some(Arc::new(*self));
         d
     }

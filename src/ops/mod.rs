@@ -44,6 +44,7 @@ pub const SHADERS: &[(&str, &str)] = &[
     ("loss.wgsl", loss::SOURCE),
     ("matmul.wgsl", matmul::SOURCE),
     ("matmul_subgroup.wgsl", matmul::SUBGROUP_SOURCE),
+    ("matmul_tex.wgsl", matmul::TEX_SOURCE),
     ("objectives.wgsl", objectives::SOURCE),
     ("optim.wgsl", optim::SOURCE),
     ("psaq.wgsl", psaq::SOURCE),

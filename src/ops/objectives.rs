@@ -28,7 +28,7 @@ struct Params {
 }
 
 const fn k(id: &'static str, storage: &'static [(u32, bool)]) -> Kernel {
-    Kernel { id, source: SOURCE, entry: id, storage, workgroup: 64, constants: &[] }
+    Kernel { id, source: SOURCE, entry: id, storage, workgroup: 64, constants: &[], textures: &[] }
 }
 
 pub const SSIM_HEADS: Kernel = k("ssim_heads", &[(1, false), (3, true), (5, true)]);
@@ -40,6 +40,7 @@ pub const SSIM_HEADS_WG: Kernel = Kernel {
     storage: &[(1, false), (3, true), (5, true)],
     workgroup: 256,
     constants: &[],
+    textures: &[],
 };
 pub const ENTROPY_ROWS: Kernel = k("entropy_rows", &[(1, false), (6, true), (8, true), (10, false)]);
 pub const ENTROPY_GRAM: Kernel = k("entropy_gram", &[(7, false), (11, true)]);
@@ -52,6 +53,7 @@ pub const ENTROPY_VAR_WG: Kernel = Kernel {
     storage: &[(12, false), (8, true), (5, true)],
     workgroup: 256,
     constants: &[],
+    textures: &[],
 };
 pub const ENTROPY_BACKWARD: Kernel =
     k("entropy_backward", &[(3, true), (7, false), (9, false), (10, false), (12, false)]);
@@ -63,6 +65,7 @@ pub const ENTROPY_BACKWARD_WG: Kernel = Kernel {
     storage: &[(3, true), (7, false), (9, false), (10, false), (12, false)],
     workgroup: 256,
     constants: &[],
+    textures: &[],
 };
 pub const CLS_MEAN: Kernel = k("cls_mean", &[(1, false), (6, true)]);
 pub const MASK_TOPK: Kernel = k("mask_topk", &[(7, false), (11, true), (14, false)]);
@@ -74,6 +77,7 @@ pub const MASK_COUNT: Kernel = Kernel {
     storage: &[(12, false), (15, true)],
     workgroup: 1,
     constants: &[],
+    textures: &[],
 };
 pub const MASKED_ALIGNMENT: Kernel = k(
     "masked_alignment",

@@ -26,6 +26,7 @@ pub const ADAMW: Kernel = Kernel {
     storage: &[(1, true), (2, false), (3, true), (4, true), (5, false)],
     workgroup: 256,
     constants: &[],
+    textures: &[],
 };
 pub const SGD: Kernel = Kernel {
     id: "sgd",
@@ -34,6 +35,7 @@ pub const SGD: Kernel = Kernel {
     storage: &[(1, true), (2, false), (3, true), (5, false)],
     workgroup: 256,
     constants: &[],
+    textures: &[],
 };
 
 /// Which elements of a parameter buffer a launch updates: `n` of them, from `off`, every `stride`.

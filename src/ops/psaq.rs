@@ -41,7 +41,7 @@ fn params(d: &HeadDims, coef: f32, off: usize) -> Params {
 }
 
 const fn k(id: &'static str, storage: &'static [(u32, bool)], workgroup: u32) -> Kernel {
-    Kernel { id, source: SOURCE, entry: id, storage, workgroup, constants: &[] }
+    Kernel { id, source: SOURCE, entry: id, storage, workgroup, constants: &[], textures: &[] }
 }
 
 pub const ROWS: Kernel = k("psaq_rows", &[(1, false), (4, true), (8, true)], 64);

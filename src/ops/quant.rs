@@ -33,6 +33,7 @@ pub const DIV_CHECK: Kernel = Kernel {
     storage: &[(1, false), (2, false), (3, true)],
     workgroup: 64,
     constants: &[],
+    textures: &[],
 };
 pub const WEIGHT: Kernel = Kernel {
     id: "weight_quant",
@@ -41,6 +42,7 @@ pub const WEIGHT: Kernel = Kernel {
     storage: &[(1, false), (2, true), (13, true)],
     workgroup: 64,
     constants: &[],
+    textures: &[],
 };
 pub const FORWARD: Kernel = Kernel {
     id: "act_quant_forward",
@@ -49,6 +51,7 @@ pub const FORWARD: Kernel = Kernel {
     storage: &[(1, false), (2, true), (3, false), (4, false)],
     workgroup: 64,
     constants: &[],
+    textures: &[],
 };
 pub const FORWARD_QKV: Kernel = Kernel {
     id: "act_quant_forward_qkv",
@@ -57,6 +60,7 @@ pub const FORWARD_QKV: Kernel = Kernel {
     storage: &[(1, false), (2, true), (3, false), (4, false)],
     workgroup: 64,
     constants: &[],
+    textures: &[],
 };
 pub const STATS: Kernel = Kernel {
     id: "act_quant_stats",
@@ -65,6 +69,7 @@ pub const STATS: Kernel = Kernel {
     storage: &[(1, false), (7, true)],
     workgroup: 64,
     constants: &[],
+    textures: &[],
 };
 pub const INIT: Kernel = Kernel {
     id: "act_quant_init",
@@ -73,6 +78,7 @@ pub const INIT: Kernel = Kernel {
     storage: &[(5, true), (6, true), (8, false)],
     workgroup: 1,
     constants: &[],
+    textures: &[],
 };
 pub const BACKWARD: Kernel = Kernel {
     id: "act_quant_backward",
@@ -81,6 +87,7 @@ pub const BACKWARD: Kernel = Kernel {
     storage: &[(1, false), (3, false), (4, false), (7, true), (9, false), (10, true)],
     workgroup: 64,
     constants: &[],
+    textures: &[],
 };
 pub const MASK: Kernel = Kernel {
     id: "act_quant_mask",
@@ -89,6 +96,7 @@ pub const MASK: Kernel = Kernel {
     storage: &[(1, false), (3, false), (4, false), (9, false), (10, true)],
     workgroup: 64,
     constants: &[],
+    textures: &[],
 };
 pub const MASK_QKV: Kernel = Kernel {
     id: "act_quant_mask_qkv",
@@ -97,6 +105,7 @@ pub const MASK_QKV: Kernel = Kernel {
     storage: &[(1, false), (3, false), (4, false), (9, false), (10, true)],
     workgroup: 64,
     constants: &[],
+    textures: &[],
 };
 pub const GRAD: Kernel = Kernel {
     id: "act_quant_grad",
@@ -105,6 +114,7 @@ pub const GRAD: Kernel = Kernel {
     storage: &[(4, false), (8, false), (11, true)],
     workgroup: 1,
     constants: &[],
+    textures: &[],
 };
 /// [`GRAD`] for GPUs: a 256-invocation tree reduction in workgroup memory.
 pub const GRAD_WG: Kernel = Kernel {
@@ -114,6 +124,7 @@ pub const GRAD_WG: Kernel = Kernel {
     storage: &[(4, false), (8, false), (11, true)],
     workgroup: 256,
     constants: &[],
+    textures: &[],
 };
 
 pub const MINMAX_PARTIAL: Kernel = Kernel {
@@ -123,6 +134,7 @@ pub const MINMAX_PARTIAL: Kernel = Kernel {
     storage: &[(1, false), (7, true)],
     workgroup: 64,
     constants: &[],
+    textures: &[],
 };
 pub const MINMAX_MERGE: Kernel = Kernel {
     id: "act_minmax_merge",
@@ -131,6 +143,7 @@ pub const MINMAX_MERGE: Kernel = Kernel {
     storage: &[(8, false), (12, true)],
     workgroup: 1,
     constants: &[],
+    textures: &[],
 };
 
 /// Floats per quantizer in the `qparams` (alpha, z) and `qmeta` (QN, QP, g, signed) buffers.

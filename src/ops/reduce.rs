@@ -26,6 +26,7 @@ pub const SUM_ROWS: Kernel = Kernel {
     storage: &[(1, false), (2, true)],
     workgroup: 64,
     constants: &[],
+    textures: &[],
 };
 
 /// Rows one GPU invocation sums before a chunked sum splits the work.

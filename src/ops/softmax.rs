@@ -29,6 +29,7 @@ pub const FORWARD: Kernel = Kernel {
     storage: &[(1, false), (2, true)],
     workgroup: 64,
     constants: &[],
+    textures: &[],
 };
 pub const FORWARD_Q: Kernel = Kernel {
     id: "softmax_forward_q",
@@ -37,6 +38,7 @@ pub const FORWARD_Q: Kernel = Kernel {
     storage: &[(1, false), (2, true), (7, true), (8, false), (9, false)],
     workgroup: 64,
     constants: &[],
+    textures: &[],
 };
 pub const BACKWARD_MASKED: Kernel = Kernel {
     id: "softmax_backward_masked",
@@ -45,6 +47,7 @@ pub const BACKWARD_MASKED: Kernel = Kernel {
     storage: &[(3, false), (4, false), (5, false), (6, true), (8, false), (9, false)],
     workgroup: 64,
     constants: &[],
+    textures: &[],
 };
 pub const BACKWARD: Kernel = Kernel {
     id: "softmax_backward",
@@ -53,6 +56,7 @@ pub const BACKWARD: Kernel = Kernel {
     storage: &[(3, false), (4, false), (5, false), (6, true)],
     workgroup: 64,
     constants: &[],
+    textures: &[],
 };
 
 /// `prob = softmax(scale * a)` over rows of length `n`.

@@ -7,7 +7,7 @@ use crate::gpu::{Dispatch, Gpu, Kernel, Tensor, grid1d};
 pub const SOURCE: &str = include_str!("../../shaders/synth.wgsl");
 
 const fn k(id: &'static str, storage: &'static [(u32, bool)]) -> Kernel {
-    Kernel { id, source: SOURCE, entry: id, storage, workgroup: 64, constants: &[] }
+    Kernel { id, source: SOURCE, entry: id, storage, workgroup: 64, constants: &[], textures: &[] }
 }
 
 pub const TV_PARTIAL: Kernel = k("tv_partial", &[(1, false), (3, true)]);
@@ -18,6 +18,7 @@ pub const TV_REDUCE: Kernel = Kernel {
     storage: &[(4, false), (5, true), (8, true)],
     workgroup: 1,
     constants: &[],
+    textures: &[],
 };
 pub const TV_GRAD: Kernel = k("tv_grad", &[(1, false), (2, true), (6, false)]);
 pub const JITTER_FORWARD: Kernel = k("jitter_forward", &[(1, false), (2, true), (7, false)]);

@@ -29,6 +29,7 @@ pub const TOKEN_MAP: Kernel = Kernel {
     storage: &[(1, false), (2, true)],
     workgroup: 64,
     constants: &[],
+    textures: &[],
 };
 pub const REL_BIAS: Kernel = Kernel {
     id: "rel_bias",
@@ -37,6 +38,7 @@ pub const REL_BIAS: Kernel = Kernel {
     storage: &[(3, false), (4, false), (5, true)],
     workgroup: 64,
     constants: &[],
+    textures: &[],
 };
 pub const REL_BIAS_TABLE_GRAD: Kernel = Kernel {
     id: "rel_bias_table_grad",
@@ -45,6 +47,7 @@ pub const REL_BIAS_TABLE_GRAD: Kernel = Kernel {
     storage: &[(6, false), (7, true)],
     workgroup: 64,
     constants: &[],
+    textures: &[],
 };
 pub const MEAN_TOKENS: Kernel = Kernel {
     id: "mean_tokens",
@@ -53,6 +56,7 @@ pub const MEAN_TOKENS: Kernel = Kernel {
     storage: &[(1, false), (2, true)],
     workgroup: 64,
     constants: &[],
+    textures: &[],
 };
 
 /// Windows one invocation of the table gradient walks (each up to (2w - 1)² offsets x w² pairs
