@@ -149,3 +149,44 @@ fn matmul_tn4_tex(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocati
         }
     }
 }
+
+// matmul_nt4_tex with 4 x 8 outputs per invocation (TX invocations along n: 32 x 64 tiles):
+// twelve texels per 4 steps of k for 128 multiply-adds where the 4 x 4 block reads eight for
+// 64. Same accumulation order per element as matmul_nt4 (bit-identical).
+fn dot8(a: vec4<f32>, b: array<vec4<f32>, 8>, lo: ptr<function, vec4<f32>>, hi: ptr<function, vec4<f32>>) {
+    *lo += vec4<f32>(dot(a, b[0]), dot(a, b[1]), dot(a, b[2]), dot(a, b[3]));
+    *hi += vec4<f32>(dot(a, b[4]), dot(a, b[5]), dot(a, b[6]), dot(a, b[7]));
+}
+
+@compute @workgroup_size(64)
+fn matmul_nt4x8_tex(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
+    let z = wid.z;
+    let col0 = (wid.x * TX + (lid % TX)) * 8u;
+    let row0 = (wid.y * (64u / TX) + (lid / TX)) * 4u;
+    if (row0 >= p.m || col0 >= p.n) { return; }
+    let ab = base_a(z);
+    let bb = base_b(z);
+    var ar: array<u32, 4>;
+    var bc: array<u32, 8>;
+    for (var i = 0u; i < 4u; i++) { ar[i] = (ab + min(row0 + i, p.m - 1u) * p.a_rs) / 4u; }
+    for (var j = 0u; j < 8u; j++) { bc[j] = (bb + min(col0 + j, p.n - 1u) * p.b_cs) / 4u; }
+    var lo0 = vec4<f32>(0.0); var lo1 = vec4<f32>(0.0); var lo2 = vec4<f32>(0.0); var lo3 = vec4<f32>(0.0);
+    var hi0 = vec4<f32>(0.0); var hi1 = vec4<f32>(0.0); var hi2 = vec4<f32>(0.0); var hi3 = vec4<f32>(0.0);
+    for (var k4 = 0u; k4 < p.k / 4u; k4++) {
+        let b = array<vec4<f32>, 8>(tb4(bc[0] + k4), tb4(bc[1] + k4), tb4(bc[2] + k4), tb4(bc[3] + k4),
+                                    tb4(bc[4] + k4), tb4(bc[5] + k4), tb4(bc[6] + k4), tb4(bc[7] + k4));
+        dot8(ta4(ar[0] + k4), b, &lo0, &hi0);
+        dot8(ta4(ar[1] + k4), b, &lo1, &hi1);
+        dot8(ta4(ar[2] + k4), b, &lo2, &hi2);
+        dot8(ta4(ar[3] + k4), b, &lo3, &hi3);
+    }
+    let cb = base_c(z);
+    let lo = array<vec4<f32>, 4>(lo0, lo1, lo2, lo3);
+    let hi = array<vec4<f32>, 4>(hi0, hi1, hi2, hi3);
+    for (var i = 0u; i < 4u; i++) {
+        for (var j = 0u; j < 4u; j++) {
+            store(cb, row0 + i, col0 + j, lo[i][j]);
+            store(cb, row0 + i, col0 + 4u + j, hi[i][j]);
+        }
+    }
+}

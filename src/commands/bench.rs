@@ -394,7 +394,7 @@ pub fn print(r: &BenchReport, json: bool) -> Result<()> {
         }
         let total: f64 = prof.iter().map(|k| k.ms).sum();
         println!("profile      {what}, each launch timed alone ({total:.2} ms in all):");
-        for k in prof.iter().take(25) {
+        for k in prof.iter().take(60) {
             println!(
                 "  {:<28} {:5} launches {:10.3} ms {:5.1}%",
                 k.kernel,

@@ -82,6 +82,9 @@ pub struct Gpu {
     pub(crate) pool: Mutex<HashMap<u64, Vec<Arc<wgpu::Buffer>>>>,
     /// Readback (MAP_READ) buffers by byte size, reused across reads.
     pub(crate) staging: Mutex<HashMap<u64, Vec<wgpu::Buffer>>>,
+    /// Texture mirrors by (buffer, first float, floats): launches reading the same range share
+    /// one texture (each refills it right before it reads).
+    pub(crate) mirrors: Mutex<HashMap<(usize, usize, usize), std::sync::Weak<super::TexMirror>>>,
     /// The first GPU error (validation, out of memory, lost device) the driver reported, as one
     /// line. wgpu reports them through callbacks; [`Gpu::wait`] (every readback) turns it into an
     /// `Err`, so a failing run ends with one `maskaq: error:` line instead of a process exit
@@ -362,6 +365,7 @@ impl Gpu {
             pipelines: Mutex::new(HashMap::new()),
             pool: Mutex::new(HashMap::new()),
             staging: Mutex::new(HashMap::new()),
+            mirrors: Mutex::new(HashMap::new()),
             errors,
             in_flight: Mutex::new(None),
         })

@@ -37,6 +37,21 @@ impl TexMirror {
         (4usize << MAX_WIDTH_LOG2) * gpu.device.limits().max_texture_dimension_2d as usize
     }
 
+    /// The mirror of floats `lo..lo + len` of `t`, shared with every other live launch that
+    /// mirrors the same range (sharing is safe: each launch records the copy right before it
+    /// reads, so the texture holds the buffer's contents of that moment).
+    pub fn shared(gpu: &Gpu, t: &Tensor, lo: usize, len: usize) -> Arc<TexMirror> {
+        let key = (Arc::as_ptr(&t.buf) as usize, lo, len);
+        let mut map = gpu.mirrors.lock().expect("mirror cache poisoned");
+        if let Some(m) = map.get(&key).and_then(|w| w.upgrade()) {
+            return m;
+        }
+        map.retain(|_, w| w.strong_count() > 0);
+        let m = Arc::new(TexMirror::new(gpu, t, lo, len));
+        map.insert(key, Arc::downgrade(&m));
+        m
+    }
+
     /// A mirror of floats `lo..lo + len` of `t` (`lo` a multiple of 4); its contents are
     /// written by [`TexMirror::encode_copy`], which the launch using it records first.
     pub fn new(gpu: &Gpu, t: &Tensor, lo: usize, len: usize) -> TexMirror {

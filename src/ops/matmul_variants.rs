@@ -180,6 +180,7 @@ pub static VARIANTS: &[Variant] = &[
     tex("matmul_nn4_tex", "matmul_nn4_tex", 8, Layout::N4),
     tex("matmul_tn4_tex", "matmul_tn4_tex", 8, Layout::Mn4),
     tex("matmul_nt4_tex_c1", "matmul_nt4_tex", 4, Layout::K4),
+    Variant { tile: (32, 64), ..tex("matmul_nt4x8_tex", "matmul_nt4x8_tex", 8, Layout::K4) },
     tex("matmul_nn4_tex_c1", "matmul_nn4_tex", 4, Layout::N4),
     tex("matmul_tn4_tex_c1", "matmul_tn4_tex", 4, Layout::Mn4),
 ];
@@ -420,8 +421,8 @@ impl Matmul {
         grid: [u32; 3],
     ) -> Dispatch {
         let [(a_lo, a_len), (b_lo, b_len)] = mirror_ranges(self);
-        let ma = Arc::new(TexMirror::new(gpu, a, a_lo, a_len));
-        let mb = Arc::new(TexMirror::new(gpu, b, b_lo, b_len));
+        let ma = TexMirror::shared(gpu, a, a_lo, a_len);
+        let mb = TexMirror::shared(gpu, b, b_lo, b_len);
         let rel = Matmul {
             a: View { off: self.a.off - a_lo, ..self.a },
             b: View { off: self.b.off - b_lo, ..self.b },
