@@ -6,13 +6,13 @@ use std::collections::HashSet;
 
 use maskaq::gpu::Kernel;
 use maskaq::ops::{
-    self, augment, copy, distill, embed, gelu, heads, layernorm, loss, matmul_variants, objectives, optim,
-    psaq, quant, reduce, softmax, synth, window,
+    self, attention, augment, copy, distill, embed, gelu, heads, layernorm, loss, matmul_variants,
+    objectives, optim, psaq, quant, reduce, softmax, synth, window,
 };
 use naga::valid::{Capabilities, ModuleInfo, ValidationFlags, Validator};
 
 /// Every kernel the ops modules define (keep in sync with `src/ops/*.rs`); the matmul variants
-/// come from their table ([`all_kernels`]).
+/// and the fused attention's per-head-size families come from their tables ([`all_kernels`]).
 const KERNELS: &[&Kernel] = &[
     &augment::SHIFT_FLIP,
     &augment::RRC_FLIP,
@@ -124,25 +124,38 @@ fn every_shader_parses_and_validates() {
         assert!(ops::SHADERS.iter().any(|(_, s)| s.contains(source)), "helper {name} is used by no shader");
         names.insert(name);
     }
-    // Every shader file on disk is listed.
+    // Every shader file on disk is listed, or is part of a listed source (attention.wgsl and
+    // its loaders).
     let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/shaders");
     for entry in std::fs::read_dir(dir).expect("read shaders/") {
-        let file = entry.unwrap().file_name().into_string().unwrap();
+        let entry = entry.unwrap();
+        let file = entry.file_name().into_string().unwrap();
         if file.ends_with(".wgsl") {
-            assert!(names.contains(file.as_str()), "shaders/{file} is not in ops::SHADERS");
+            let text = std::fs::read_to_string(entry.path()).unwrap();
+            let part = ops::SHADERS.iter().any(|(_, s)| s.contains(text.as_str()));
+            assert!(names.contains(file.as_str()) || part, "shaders/{file} is not in ops::SHADERS");
         }
     }
 }
 
 fn all_kernels() -> Vec<&'static Kernel> {
-    KERNELS.iter().copied().chain(matmul_variants::VARIANTS.iter().map(|v| &v.kernel)).collect()
+    let attention =
+        [&attention::FORWARD, &attention::FORWARD_TEX, &attention::BACKWARD, &attention::BACKWARD_TEX];
+    KERNELS
+        .iter()
+        .copied()
+        .chain(matmul_variants::VARIANTS.iter().map(|v| &v.kernel))
+        .chain(attention.into_iter().flatten())
+        .collect()
 }
 
 #[test]
 fn every_kernel_matches_its_source() {
+    // An id names one kernel, or one family that differs only in its constants.
     let mut ids = HashSet::new();
     for k in all_kernels() {
-        assert!(ids.insert(k.id), "kernel id {} used twice", k.id);
+        let constants: Vec<(&str, u64)> = k.constants.iter().map(|&(n, v)| (n, v.to_bits())).collect();
+        assert!(ids.insert((k.id, constants)), "kernel id {} used twice", k.id);
         let file = ops::SHADERS
             .iter()
             .find(|(_, s)| *s == k.source)

@@ -33,11 +33,12 @@ pub fn run(opts: &GpuOptions, args: &DevicesArgs) -> Result<()> {
             a.f16, a.subgroups, a.subgroup_size[0], a.subgroup_size[1], a.timestamp_queries
         );
         println!(
-            "    max storage binding {} MiB, max buffer {} MiB, workgroup storage {} KiB, {} invocations/workgroup",
+            "    max storage binding {} MiB, max buffer {} MiB, workgroup storage {} KiB, {} invocations/workgroup, {} storage buffers/stage",
             a.max_storage_buffer_binding_size >> 20,
             a.max_buffer_size >> 20,
             a.max_compute_workgroup_storage_size >> 10,
-            a.max_compute_invocations_per_workgroup
+            a.max_compute_invocations_per_workgroup,
+            a.max_storage_buffers_per_shader_stage
         );
     }
     println!("(* = chosen by default; pick another with --adapter NAME or --backend vulkan|metal|dx12|gl)");

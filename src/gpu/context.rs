@@ -70,6 +70,15 @@ pub struct Gpu {
     /// Graphs built on this device launch every op on its own, none of the fused kernels
     /// (`--unfused`; the tests compare both ways bit for bit).
     pub unfused: bool,
+    /// Tests only: graphs run the attention op by op even where they would fuse it (the fused
+    /// attention agrees with it to rounding, the other fusions bit for bit).
+    pub unfused_attention: bool,
+    /// Tests only: graphs without parameter gradients also run the attention's backward as
+    /// one launch (`attention_backward`). Off by default: on lavapipe it measured slower than
+    /// the op-by-op backward (one workgroup per image and head, a thread per row: too little
+    /// parallelism and too many per-lane loads; docs/results.md §14); a tiled version is
+    /// future work.
+    pub fused_attention_backward: bool,
     /// Tests only: a kernel variant id every launch of its op uses wherever it applies.
     pub forced_variant: Option<String>,
     /// Tests only: offer test-only variants (a deliberately slow one) to the tuner.
@@ -231,6 +240,7 @@ pub struct AdapterReport {
     pub max_compute_workgroup_storage_size: u32,
     pub max_compute_invocations_per_workgroup: u32,
     pub max_compute_workgroups_per_dimension: u32,
+    pub max_storage_buffers_per_shader_stage: u32,
     pub default_choice: bool,
 }
 
@@ -264,6 +274,7 @@ pub fn list_adapters(opts: &GpuOptions) -> Result<Vec<AdapterReport>> {
                 max_compute_workgroup_storage_size: l.max_compute_workgroup_storage_size,
                 max_compute_invocations_per_workgroup: l.max_compute_invocations_per_workgroup,
                 max_compute_workgroups_per_dimension: l.max_compute_workgroups_per_dimension,
+                max_storage_buffers_per_shader_stage: l.max_storage_buffers_per_shader_stage,
                 default_choice: i == 0,
             }
         })
@@ -312,12 +323,14 @@ impl Gpu {
         let wanted = wgpu::Features::TIMESTAMP_QUERY | wgpu::Features::SHADER_F16 | wgpu::Features::SUBGROUP;
         let features = adapter.features() & wanted;
         // Ask for the adapter's own buffer limits: full-size ViT attention maps exceed the
-        // 128 MiB default binding size at large batches. Everything else stays at the default.
+        // 128 MiB default binding size at large batches; and up to 16 storage buffers per stage
+        // (the fused attention backward binds 13: ops::attention). Everything else stays at
+        // the default.
         let al = adapter.limits();
         let limits = wgpu::Limits {
             max_storage_buffer_binding_size: al.max_storage_buffer_binding_size,
             max_buffer_size: al.max_buffer_size,
-            max_storage_buffers_per_shader_stage: al.max_storage_buffers_per_shader_stage.min(10),
+            max_storage_buffers_per_shader_stage: al.max_storage_buffers_per_shader_stage.min(16),
             ..wgpu::Limits::default()
         };
         let (device, queue) = pollster::block_on(adapter.request_device(&wgpu::DeviceDescriptor {
@@ -359,6 +372,8 @@ impl Gpu {
             div_error_ulp: 0,
             tuning,
             unfused: opts.unfused,
+            unfused_attention: false,
+            fused_attention_backward: false,
             forced_variant: None,
             test_variants: false,
             subgroup_kernels: std::sync::OnceLock::new(),

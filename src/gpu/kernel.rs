@@ -9,6 +9,7 @@ use super::{Gpu, Tensor, TexMirror};
 /// Binding 0 is always the kernel's uniform parameter block (a struct of u32/f32 scalars);
 /// `storage` lists the storage buffers the entry point uses as (binding, read_write). Entry
 /// points of one shader file share the file's declarations, each using a subset of them.
+#[derive(Clone, Copy)]
 pub struct Kernel {
     /// Unique name; also the pipeline-cache key.
     pub id: &'static str,

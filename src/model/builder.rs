@@ -198,6 +198,16 @@ impl<'a> Builder<'a> {
         self.replace_since(start, None);
     }
 
+    /// In the forward after initialisation, `fused` runs instead of everything pushed since
+    /// `start`, fused launches recorded inside that range included (an outer fusion, such as
+    /// the fused attention over its softmax's and head merge's fused quantizers).
+    pub fn fuse_all_since(&mut self, start: usize, fused: Dispatch) {
+        while self.fused.last().is_some_and(|(s, _, _)| *s >= start) {
+            self.fused.pop();
+        }
+        self.replace_since(start, Some(fused));
+    }
+
     fn replace_since(&mut self, start: usize, fused: Option<Dispatch>) {
         assert!(self.fused.last().is_none_or(|(_, end, _)| *end <= start) && start < self.fw.len());
         self.fused.push((start, self.fw.len(), fused));

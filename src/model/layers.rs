@@ -10,6 +10,7 @@
 use super::builder::Builder;
 use super::graph::{TapGeometry, Taps};
 use crate::gpu::Tensor;
+use crate::ops::attention::{Attention, BackwardIo, ForwardOut, QuantSites};
 use crate::ops::copy::Copy4;
 use crate::ops::embed::Geometry;
 use crate::ops::heads::Heads;
@@ -101,6 +102,19 @@ impl AttnSpec {
         let w = self.windows?;
         let map = TokenMap::windows(self.images, w.grid, w.window, w.shift, self.d);
         Some(if to_windows { map } else { map.inverse() })
+    }
+    /// The fused attention of this layer, where the graph fuses it: ViT (global attention),
+    /// fusion on, and a shape the kernels take (`Attention::fits`).
+    fn fused(&self, bl: &Builder) -> Option<Attention> {
+        let att = Attention {
+            groups: self.groups(),
+            heads: self.heads,
+            n: self.n,
+            hd: self.hd(),
+            scale: self.scale(),
+        };
+        let on = !bl.gpu.unfused && !bl.gpu.unfused_attention;
+        (self.windows.is_none() && on && att.fits(bl.gpu)).then_some(att)
     }
     /// The 1-D view of q (`which` = 0) of all tokens, as a Copy4 box over [rows, d].
     fn q_box(&self, alpha: f32, from_qkv: bool) -> Copy4 {
@@ -204,6 +218,8 @@ pub(crate) fn attention_forward(
         _ => None,
     };
     // The softmax's input and scale.
+    // Where the attention is fused, its launch replaces those from A = q kᵀ to proj's input.
+    let mut attn_start = bl.fw.len();
     let (qs, logits, scale) = match sp.windows {
         // ViT: A = q kᵀ, P = softmax(scale A).
         None => {
@@ -213,6 +229,7 @@ pub(crate) fn attention_forward(
             if let Some((state, idx)) = qkv_fused {
                 bl.fuse_since(start, quant::act_forward_qkv(gpu, state, idx, rows, d, &qkv, &qkv_q));
             }
+            attn_start = bl.fw.len();
             let mm = Matmul::new(n, n, hd, sp.qkv_view(0), sp.qkv_view(1).t(), sp.attn_view());
             bl.fw.extend(mm.batched(g, heads).dispatches(gpu, &qkv_q, &qkv_q, None, &tap.attn_logits));
             (None, tap.attn_logits.clone(), sp.scale())
@@ -250,6 +267,20 @@ pub(crate) fn attention_forward(
     let merged_q = bl.act_fused(start, &sp.name("attn.proj.act"), &merged, |site, merged_q| {
         sp.heads_shape().merge_q(gpu, &tap.attn_out, &merged, site, merged_q)
     });
+    // The FP model, or Q after its quantizers' initialisation (not calibration, which observes
+    // every quantizer's input on its own).
+    if let Some(att) = sp.fused(bl).filter(|_| bl.quant.is_none() || bl.quantizing()) {
+        let quantized = quant_sites(bl, sp).map(|s| (s, [&prob_q, &merged_q]));
+        let out = ForwardOut {
+            logits: &tap.attn_logits,
+            prob: &prob,
+            attn_out: &tap.attn_out,
+            merged: &merged,
+            quantized,
+        };
+        let fused = att.forward(gpu, Attention::loader(gpu, qkv_q.numel()), &qkv_q, out);
+        bl.fuse_all_since(attn_start, fused);
+    }
     let w_proj = bl.weight(&sp.name("attn.proj.weight"));
     let proj_bias = bl.p(&sp.name("attn.proj.bias"));
     match sp.token_map(false) {
@@ -300,30 +331,27 @@ pub(crate) fn attention_backward(
         Some(&dmerged_q),
         1.0,
     );
-    // proj's input quantizer, the head split and the tap's gradient: one launch where fused.
-    let site = sp.name("attn.proj.act");
-    let whole = Region::whole(a.merged.numel());
-    match (&tap.d_attn_out, bl.gpu.unfused) {
-        (Some(extra), false) => {
-            let masked = bl.masked_grad_site(&site);
-            if masked.is_none() {
-                bl.act_back(&site, whole, &a.merged, &dmerged_q, &s.dmerged);
-            }
-            let dm = if masked.is_some() { &dmerged_q } else { &s.dmerged };
-            let masked = masked.map(|m| (m, &a.merged));
-            bl.bw.push(sp.heads_shape().split_add(gpu, dm, masked, extra, &s.d_o));
-        }
-        (extra, _) => {
-            bl.act_back(&site, whole, &a.merged, &dmerged_q, &s.dmerged);
-            bl.bw.push(sp.merge_copy(true).dispatch(gpu, &s.dmerged, &s.d_o));
-            if let Some(extra) = extra {
-                bl.bw.push(Copy4 { beta: 1.0, ..Copy4::flat(s.d_o.numel()) }.dispatch(gpu, extra, &s.d_o));
-            }
-        }
+    // The FP model, or Q in image synthesis (masks only): everything down to dqkv in one launch,
+    // where asked for (`Gpu::fused_attention_backward`).
+    let masks_only = bl.quant.is_none() || !bl.param_grads;
+    if let Some(att) = sp.fused(bl).filter(|_| masks_only && bl.gpu.fused_attention_backward) {
+        let io = BackwardIo {
+            qkv_raw: &a.qkv,
+            prob: &a.prob,
+            prob_q: &a.prob_q,
+            merged: &a.merged,
+            dmerged: &dmerged_q,
+            extra_o: tap.d_attn_out.as_ref(),
+            extra_a: tap.d_attn_logits.as_ref(),
+            d_o: &s.d_o,
+            da: &s.da,
+            dqkv: &s.dqkv,
+            sites: quant_sites(bl, sp),
+        };
+        bl.bw.push(att.backward(gpu, Attention::loader(gpu, a.qkv_q.numel()), &a.qkv_q, io));
+    } else {
+        attention_backward_ops(bl, sp, a, tap, &dmerged_q, s);
     }
-
-    probs_backward(bl, sp, a, tap, s);
-    qkv_grads(bl, sp, a, s);
 
     // qkv, back to image order, through the input quantizer.
     let dln_q = bl.grad_target(&s.dln);
@@ -342,6 +370,59 @@ pub(crate) fn attention_backward(
         bl.bw.push(map.dispatch(gpu, &dxw, &dln_q, 1.0, 0.0));
     }
     dln_q
+}
+
+/// The attention's backward op by op, from the gradient `dmerged_q` on proj's input to the
+/// gradient on qkv in `s.dqkv`.
+fn attention_backward_ops(
+    bl: &mut Builder,
+    sp: &AttnSpec,
+    a: &AttnActs,
+    tap: &Taps,
+    dmerged_q: &Tensor,
+    s: &BackScratch,
+) {
+    let gpu = bl.gpu;
+    // proj's input quantizer, the head split and the tap's gradient: one launch where fused.
+    let site = sp.name("attn.proj.act");
+    let whole = Region::whole(a.merged.numel());
+    match (&tap.d_attn_out, bl.gpu.unfused) {
+        (Some(extra), false) => {
+            let masked = bl.masked_grad_site(&site);
+            if masked.is_none() {
+                bl.act_back(&site, whole, &a.merged, dmerged_q, &s.dmerged);
+            }
+            let dm = if masked.is_some() { dmerged_q } else { &s.dmerged };
+            let masked = masked.map(|m| (m, &a.merged));
+            bl.bw.push(sp.heads_shape().split_add(gpu, dm, masked, extra, &s.d_o));
+        }
+        (extra, _) => {
+            bl.act_back(&site, whole, &a.merged, dmerged_q, &s.dmerged);
+            bl.bw.push(sp.merge_copy(true).dispatch(gpu, &s.dmerged, &s.d_o));
+            if let Some(extra) = extra {
+                bl.bw.push(Copy4 { beta: 1.0, ..Copy4::flat(s.d_o.numel()) }.dispatch(gpu, extra, &s.d_o));
+            }
+        }
+    }
+
+    probs_backward(bl, sp, a, tap, s);
+    qkv_grads(bl, sp, a, s);
+}
+
+/// Q's quantizers of the fused attention (P, proj's input, q, k, v), where the graph fuses them.
+fn quant_sites<'a>(bl: &Builder<'a>, sp: &AttnSpec) -> Option<QuantSites<'a>> {
+    let names = [
+        "attn.matmul2.act_a",
+        "attn.proj.act",
+        "attn.matmul1.act_a",
+        "attn.matmul1.act_b",
+        "attn.matmul2.act_b",
+    ];
+    let sites = names.map(|x| bl.fused_site(&sp.name(x)));
+    if sites.iter().any(Option::is_none) {
+        return None;
+    }
+    Some(QuantSites::new(sites.map(Option::unwrap)))
 }
 
 /// dP = dO vᵀ through P's quantizer, then the softmax (ViT: with the scale; Swin: the bias

@@ -13,6 +13,7 @@ macro_rules! with_fake_quant {
     };
 }
 
+pub mod attention;
 pub mod augment;
 pub mod copy;
 pub mod distill;
@@ -34,6 +35,8 @@ pub mod window;
 
 /// Every WGSL source in the crate, by file name (validated with naga in the tests).
 pub const SHADERS: &[(&str, &str)] = &[
+    (attention::SOURCES[0].0, attention::SOURCES[0].1),
+    (attention::SOURCES[1].0, attention::SOURCES[1].1),
     ("augment.wgsl", augment::SOURCE),
     ("copy.wgsl", copy::SOURCE),
     ("distill.wgsl", distill::SOURCE),

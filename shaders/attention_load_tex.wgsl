@@ -1,0 +1,8 @@
+
+// ---- attention.wgsl's loader of q, k and v: a texture mirror (src/gpu/mirror.rs) -----------
+// Texel t holds floats 4t..4t+3 of qkv, at (t mod 2^tw, t / 2^tw).
+@group(0) @binding(9) var qkv_tex: texture_2d<f32>;
+
+fn qkv4(t: u32) -> vec4<f32> {
+    return textureLoad(qkv_tex, vec2<i32>(i32(t & ((1u << p.tw) - 1u)), i32(t >> p.tw)), 0);
+}
