@@ -46,9 +46,11 @@ struct Params {
     pad: [u32; 2],
 }
 
-const FORWARD_STORAGE: &[(u32, bool)] =
-    &[(1, true), (2, true), (3, true), (4, true), (5, true), (6, true), (7, false), (8, false)];
-const BACKWARD_STORAGE: &[(u32, bool)] = &[
+/// The storage bindings (binding, read_write) in the order the launches pass buffers, for the
+/// texture loader; the buffer loader also binds qkv (binding 9), passed last.
+const FORWARD_STORAGE: [(u32, bool); 8] =
+    [(1, true), (2, true), (3, true), (4, true), (5, true), (6, true), (7, false), (8, false)];
+const BACKWARD_STORAGE: [(u32, bool); 12] = [
     (7, false),
     (8, false),
     (10, false),
@@ -62,6 +64,20 @@ const BACKWARD_STORAGE: &[(u32, bool)] = &[
     (18, true),
     (19, true),
 ];
+const FORWARD_STORAGE_BUF: [(u32, bool); 9] = with_qkv(&FORWARD_STORAGE);
+const BACKWARD_STORAGE_BUF: [(u32, bool); 13] = with_qkv(&BACKWARD_STORAGE);
+
+/// `base` with the buffer loader's qkv binding appended (`M` = its length + 1).
+const fn with_qkv<const M: usize>(base: &[(u32, bool)]) -> [(u32, bool); M] {
+    assert!(base.len() + 1 == M);
+    let mut all = [(9, false); M];
+    let mut i = 0;
+    while i < base.len() {
+        all[i] = base[i];
+        i += 1;
+    }
+    all
+}
 
 /// The `HD4` pipeline constant (hd / 4) of each variant: one pipeline per head size.
 const HD4: [&[(&str, f64)]; 16] = [
@@ -83,25 +99,6 @@ const HD4: [&[(&str, f64)]; 16] = [
     &[("HD4", 16.0)],
 ];
 
-/// The storage lists with the buffer loader's binding 9 last (qkv is passed last).
-const FORWARD_STORAGE_BUF: &[(u32, bool)] =
-    &[(1, true), (2, true), (3, true), (4, true), (5, true), (6, true), (7, false), (8, false), (9, false)];
-const BACKWARD_STORAGE_BUF: &[(u32, bool)] = &[
-    (7, false),
-    (8, false),
-    (10, false),
-    (11, false),
-    (12, false),
-    (13, false),
-    (14, false),
-    (15, false),
-    (16, false),
-    (17, true),
-    (18, true),
-    (19, true),
-    (9, false),
-];
-
 /// One kernel for each head size hd = 4 (i + 1), i < 16; `tex`: q, k and v through a texture.
 const fn kernels(
     id: &'static str,
@@ -120,13 +117,13 @@ const fn kernels(
 }
 
 pub const FORWARD: [Kernel; 16] =
-    kernels("attention_forward", "attention_forward", FORWARD_STORAGE_BUF, false);
+    kernels("attention_forward", "attention_forward", &FORWARD_STORAGE_BUF, false);
 pub const FORWARD_TEX: [Kernel; 16] =
-    kernels("attention_forward_tex", "attention_forward", FORWARD_STORAGE, true);
+    kernels("attention_forward_tex", "attention_forward", &FORWARD_STORAGE, true);
 pub const BACKWARD: [Kernel; 16] =
-    kernels("attention_backward", "attention_backward", BACKWARD_STORAGE_BUF, false);
+    kernels("attention_backward", "attention_backward", &BACKWARD_STORAGE_BUF, false);
 pub const BACKWARD_TEX: [Kernel; 16] =
-    kernels("attention_backward_tex", "attention_backward", BACKWARD_STORAGE, true);
+    kernels("attention_backward_tex", "attention_backward", &BACKWARD_STORAGE, true);
 
 /// One ViT attention layer's shape: `groups` images of `n` tokens, `heads` heads of `hd`.
 #[derive(Clone, Copy, Debug)]
