@@ -334,7 +334,9 @@ pub(crate) fn attention_backward(
     // The FP model, or Q in image synthesis (masks only): everything down to dqkv in one launch,
     // where asked for (`Gpu::fused_attention_backward`).
     let masks_only = bl.quant.is_none() || !bl.param_grads;
-    if let Some(att) = sp.fused(bl).filter(|_| masks_only && bl.gpu.fused_attention_backward) {
+    if let Some(att) =
+        sp.fused(bl).filter(|att| masks_only && bl.gpu.fused_attention_backward && att.backward_fits(gpu))
+    {
         let io = BackwardIo {
             qkv_raw: &a.qkv,
             prob: &a.prob,

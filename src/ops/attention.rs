@@ -204,16 +204,21 @@ impl Attention {
         rows * (row + self.n * (hd4 + 1) + 2 * hd4)
     }
 
-    /// Whether the fused kernels can run this layer on `gpu`: hd a multiple of 4 up to 64 (the
-    /// kernels' vec4 rows), the backward's 13 storage bindings, and the loops within the
-    /// driver's cap.
+    /// Whether the fused forward can run this layer on `gpu`: hd a multiple of 4 up to 64 (the
+    /// kernels' vec4 rows), its 9 storage bindings, and the loops within the driver's cap.
     pub fn fits(&self, gpu: &Gpu) -> bool {
         (4..=64).contains(&self.hd)
             && self.hd.is_multiple_of(4)
             && self.heads <= 65535
             && self.groups <= 65535
-            && gpu.limits.max_storage_buffers_per_shader_stage as usize >= BACKWARD_STORAGE_BUF.len()
+            && gpu.limits.max_storage_buffers_per_shader_stage as usize >= FORWARD_STORAGE_BUF.len()
             && gpu.fits_one_invocation(self.iterations())
+    }
+
+    /// Whether the fused backward can run it too: also its 13 storage bindings.
+    pub fn backward_fits(&self, gpu: &Gpu) -> bool {
+        self.fits(gpu)
+            && gpu.limits.max_storage_buffers_per_shader_stage as usize >= BACKWARD_STORAGE_BUF.len()
     }
 
     /// The loader `gpu` takes for a qkv buffer of `len` floats: a texture on CPU adapters where
