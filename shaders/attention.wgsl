@@ -1,6 +1,6 @@
 // Fused ViT self-attention (global attention over an image's tokens, docs/ARCHITECTURE.md
 // "Fused attention"): what the unfused graph does in four launches forward and seven backward,
-// in one each. Prepended to one of two loaders of q, k and v (attention_load_buf.wgsl: a
+// in one forward and two backward. Prepended to one of two loaders of q, k and v (attention_load_buf.wgsl: a
 // storage buffer; attention_load_tex.wgsl: a texture mirror, for CPU adapters where a texel
 // fetch is much cheaper than a storage load), and followed by fake_quant.wgsl.
 //
@@ -18,8 +18,7 @@
 // the matmuls' blockings differ: results agree with the unfused graph to rounding, not bit for
 // bit (tests/parity.rs checks both ways).
 //
-// Limits the host checks (src/ops/attention.rs): hd a multiple of 4 and at most 64; the whole
-// (image, head) in one workgroup for the backward (a barrier between its row and column phases).
+// Limits the host checks (src/ops/attention.rs): hd a multiple of 4 and at most 64.
 
 // hd / 4, a pipeline constant so that the vec4 loops over a head's columns unroll and their
 // accumulators stay in registers (llvmpipe keeps dynamically indexed arrays in memory: this
@@ -53,6 +52,9 @@ struct Params {
 @group(0) @binding(17) var<storage, read_write> d_o: array<vec4<f32>>;
 @group(0) @binding(18) var<storage, read_write> da: array<f32>;
 @group(0) @binding(19) var<storage, read_write> dqkv: array<f32>;
+// The keys' phase reads the rows' dO and dA through read-only bindings (no needless barriers).
+@group(0) @binding(20) var<storage, read> d_o_in: array<vec4<f32>>;
+@group(0) @binding(21) var<storage, read> da_in: array<f32>;
 
 // The first float of q (which = 0), k (1) or v (2) of token i of image g, head h, in qkv.
 fn qkv_at(g: u32, i: u32, h: u32, which: u32) -> u32 {
@@ -171,13 +173,13 @@ fn backward_key(g: u32, h: u32, j: u32) {
     var dv: array<vec4<f32>, 16>;
     for (var c = 0u; c < hd4; c++) { dk[c] = vec4<f32>(0.0); dv[c] = vec4<f32>(0.0); }
     for (var i = 0u; i < p.n; i++) {
-        let a = da[(gh * p.n + i) * p.n + j];
+        let a = da_in[(gh * p.n + i) * p.n + j];
         let pq = probq_in[(gh * p.n + i) * p.n + j];
         let qt = qkv_at(g, i, h, 0u) / 4u;
         let ob = (gh * p.n + i) * p.hd;
         for (var c = 0u; c < hd4; c++) {
             dk[c] = fma(vec4<f32>(a), qkv4(qt + c), dk[c]);
-            dv[c] = fma(vec4<f32>(pq), d_o[ob / 4u + c], dv[c]);
+            dv[c] = fma(vec4<f32>(pq), d_o_in[ob / 4u + c], dv[c]);
         }
     }
     let kb = qkv_at(g, j, h, 1u);
@@ -191,12 +193,18 @@ fn backward_key(g: u32, h: u32, j: u32) {
     }
 }
 
-// One workgroup per (head wid.x, image wid.y): rows, a barrier, then keys.
+// The backward in two launches, the rows' and then the keys' (the launch boundary is the
+// barrier between them): one thread per query row (key) of (image wid.z, head wid.y), in
+// tiles of 64 along x, as the forward. One launch per image and head with a workgroup barrier
+// between the phases measured slower on lavapipe than the op-by-op backward.
 @compute @workgroup_size(64)
-fn attention_backward(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
-    let h = wid.x;
-    let g = wid.y;
-    for (var i = lid; i < p.n; i += 64u) { backward_row(g, h, i); }
-    storageBarrier();
-    for (var j = lid; j < p.n; j += 64u) { backward_key(g, h, j); }
+fn attention_backward_rows(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
+    let i = wid.x * 64u + lid;
+    if (i < p.n) { backward_row(wid.z, wid.y, i); }
+}
+
+@compute @workgroup_size(64)
+fn attention_backward_keys(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
+    let j = wid.x * 64u + lid;
+    if (j < p.n) { backward_key(wid.z, wid.y, j); }
 }

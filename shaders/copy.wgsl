@@ -13,6 +13,10 @@ struct Params {
 @group(0) @binding(0) var<uniform> p: Params;
 @group(0) @binding(1) var<storage, read> src: array<f32>;
 @group(0) @binding(2) var<storage, read_write> dst: array<f32>;
+// fill4's other three buffers.
+@group(0) @binding(3) var<storage, read_write> dst1: array<f32>;
+@group(0) @binding(4) var<storage, read_write> dst2: array<f32>;
+@group(0) @binding(5) var<storage, read_write> dst3: array<f32>;
 
 fn index(wid: vec3<u32>, nwg: vec3<u32>, lid: u32) -> u32 { return (wid.y * nwg.x + wid.x) * 256u + lid; }
 
@@ -58,4 +62,15 @@ fn fill(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
     let i = index(wid, nwg, lid);
     if (i >= p.d0 * p.d1 * p.d2 * p.d3) { return; }
     dst[p.t_off + i] = p.alpha;
+}
+
+// Four fills in one launch: dst, dst1, dst2 and dst3 (lengths d0..d3) set to alpha.
+@compute @workgroup_size(256)
+fn fill4(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+         @builtin(local_invocation_index) lid: u32) {
+    let i = index(wid, nwg, lid);
+    if (i < p.d0) { dst[i] = p.alpha; }
+    if (i < p.d1) { dst1[i] = p.alpha; }
+    if (i < p.d2) { dst2[i] = p.alpha; }
+    if (i < p.d3) { dst3[i] = p.alpha; }
 }

@@ -16,7 +16,7 @@ use maskaq::gpu::{Gpu, Tensor};
 use maskaq::ops::copy::{self, Copy4};
 use maskaq::ops::embed::Geometry;
 use maskaq::ops::matmul::{Matmul, View};
-use maskaq::ops::reduce::SumRows;
+use maskaq::ops::reduce::{Segment, SumRows, sum_segments};
 use maskaq::ops::{gelu, layernorm, loss, softmax};
 
 /// Relative error bound for kernel vs CPU reference (max abs error / max |reference|). Every
@@ -496,6 +496,49 @@ fn fill_ragged() {
         run1(&g, &copy::fill(&g, &t, -3.25));
         assert_exact(&format!("fill n={n}"), &read(&g, &t), &vec![-3.25; n]);
     }
+}
+
+/// `sum_segments`: ragged segments (empty, one value, a partial workgroup, several strides) of
+/// three sources against a CPU sum in f64.
+#[test]
+fn sum_segments_ragged() {
+    let g = gpu();
+    let mut rng = Rng::new(33);
+    let data: Vec<Vec<f32>> = [1000, 7, 300].iter().map(|&n| rng.vec(n, 1.0)).collect();
+    let srcs: Vec<_> = data.iter().map(|d| upload1(&g, d)).collect();
+    let out = upload1(&g, &[9.0; 8]);
+    let segs = [(0, 3, 997), (1, 0, 7), (2, 5, 1), (0, 0, 0), (2, 0, 300), (0, 100, 65), (1, 2, 3)];
+    let segs: Vec<Segment> = segs
+        .iter()
+        .enumerate()
+        .map(|(k, &(src, off, len))| Segment { src, off, len, o: 7 - k, alpha: 0.5 + k as f32 })
+        .collect();
+    run1(&g, &sum_segments(&g, &srcs.iter().collect::<Vec<_>>(), &segs, &out));
+    let mut want = vec![9.0f32; 8];
+    for s in &segs {
+        let sum: f64 = data[s.src][s.off..s.off + s.len].iter().map(|&v| v as f64).sum();
+        want[s.o] = (s.alpha as f64 * sum) as f32;
+    }
+    assert_close("sum_segments", &read(&g, &out), &want, 1e-5, 1e-5, 1e-5);
+}
+
+/// `fill_all`: ragged buffers, four per launch (six here: a full launch and a partial one); a
+/// buffer not in the list keeps its values.
+#[test]
+fn fill_all_ragged() {
+    let g = gpu();
+    let mut rng = Rng::new(32);
+    let sizes = [5, 300, 1, 64, 257, 3];
+    let ts: Vec<_> = sizes.iter().map(|&n| upload1(&g, &rng.vec(n, 1.0))).collect();
+    let other = rng.vec(40, 1.0);
+    let t_other = upload1(&g, &other);
+    let ds = copy::fill_all(&g, &ts.iter().collect::<Vec<_>>(), 0.75);
+    assert_eq!(ds.len(), 2);
+    run_all(&g, &ds);
+    for (t, &n) in ts.iter().zip(&sizes) {
+        assert_exact(&format!("fill_all n={n}"), &read(&g, t), &vec![0.75; n]);
+    }
+    assert_exact("fill_all: other buffer", &read(&g, &t_other), &other);
 }
 
 /// More than 65535 workgroups: the 1-d grid folds into y, and the shaders must recover the

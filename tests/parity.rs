@@ -356,12 +356,13 @@ fn gpu_kernel_variants_match_pytorch() {
 
 /// The synthesis graphs skip every parameter gradient (`image_grads_only`): the image gradient
 /// must be bit for bit the one of the full backward, for P and for a quantized Q, on both kernel
-/// families. (The opt-in fused attention backward serves only graphs without parameter
-/// gradients, so it stays off here: with it, the two runs would compare two summation orders,
-/// which `fused_attention_matches_the_op_by_op_attention` checks with a tolerance instead.)
+/// families. (The fused attention backward serves only graphs without parameter gradients, so
+/// it is off here: with it, the two runs would compare two summation orders, which
+/// `fused_attention_matches_the_op_by_op_attention` checks with a tolerance instead.)
 #[test]
 fn image_grads_only_keeps_the_image_gradient() {
     let mut gpu = common::gpu();
+    gpu.fused_attention_backward = false;
     let dir = fixture_dir("tiny_vit");
     let fx: Fixture = read_f32_tensors(&dir.join("fixture.safetensors")).expect("fixture");
     let (ishape, images) = &fx["images"];
@@ -414,6 +415,76 @@ fn image_grads_only_keeps_the_image_gradient() {
                 full.iter().zip(&only).all(|(a, b)| a.to_bits() == b.to_bits()),
                 "{tag}: image gradients differ"
             );
+        }
+    }
+}
+
+/// Synthesis builds Q taps-only (`GraphOptions::taps_only`: no logits, the backward from the
+/// taps): its taps and image gradient equal those of the whole image-gradient graph with a zero
+/// logit gradient (as synthesis leaves Q's), in fewer launches, for FP and quantized ViTs with
+/// the fused attention backward on and off. Equal as numbers: a zero may differ in sign.
+#[test]
+fn taps_only_graph_keeps_the_taps_and_the_image_gradient() {
+    let mut gpu = common::gpu();
+    let dir = fixture_dir("tiny_vit");
+    let fx: Fixture = read_f32_tensors(&dir.join("fixture.safetensors")).expect("fixture");
+    let (ishape, images) = &fx["images"];
+    let batch = ishape[0];
+    for fused_backward in [true, false] {
+        gpu.fused_attention_backward = fused_backward;
+        for quantized in [false, true] {
+            let mut vit = Model::load(&gpu, &dir, None).expect("load model");
+            if quantized {
+                vit.quantize(&gpu, maskaq::quant::Bits { w: 4, a: 4 });
+            }
+            let run = |taps_only: bool| -> (Vec<Vec<f32>>, usize, usize) {
+                let opts = GraphOptions {
+                    backward: true,
+                    attention_grads: true,
+                    image_grads_only: true,
+                    taps_only,
+                    ..Default::default()
+                };
+                let g = Graph::build(&gpu, &vit, batch, opts);
+                g.images.write(&gpu, images);
+                // The first run initialises Q's quantizers (the whole initialising forward in
+                // both graphs); both then run their forward after initialisation.
+                if quantized && !taps_only {
+                    g.forward_init(&gpu, &vit);
+                }
+                g.forward(&gpu);
+                for tap in &g.taps {
+                    let da = tap.d_attn_logits.as_ref().unwrap();
+                    da.write(
+                        &gpu,
+                        &(0..da.numel()).map(|i| ((i % 5) as f32 - 2.0) * 1e-3).collect::<Vec<_>>(),
+                    );
+                    let d_o = tap.d_attn_out.as_ref().unwrap();
+                    d_o.write(
+                        &gpu,
+                        &(0..d_o.numel()).map(|i| ((i % 3) as f32 - 1.0) * 1e-2).collect::<Vec<_>>(),
+                    );
+                }
+                g.backward(&gpu);
+                let mut out = vec![g.d_images.read(&gpu).unwrap()];
+                out.extend(g.taps.iter().map(|t| t.attn_logits.read(&gpu).unwrap()));
+                (out, g.forward_dispatches().len(), g.backward_dispatches().len())
+            };
+            let (whole, fw_whole, bw_whole) = run(false);
+            let (only, fw_only, bw_only) = run(true);
+            let tag = format!("fused_backward={fused_backward} quantized={quantized}");
+            assert!(
+                fw_only < fw_whole && bw_only < bw_whole,
+                "{tag}: launches {fw_only}+{bw_only} vs {fw_whole}+{bw_whole}"
+            );
+            assert!(whole[0].iter().any(|&v| v != 0.0), "{tag}: zero image gradient");
+            for (i, (a, b)) in whole.iter().zip(&only).enumerate() {
+                let off = a.iter().zip(b).filter(|(x, y)| x != y).count();
+                assert_eq!(
+                    off, 0,
+                    "{tag}: output {i} (0: image gradient, then the taps A): {off} values differ"
+                );
+            }
         }
     }
 }
@@ -501,9 +572,9 @@ fn fused_kernels_change_no_bit() {
     }
 }
 
-/// The fused ViT attention (ops::attention: one launch forward, and where asked for one
-/// backward) gives what the op-by-op attention gives to rounding, in fewer launches, with the
-/// fused backward off (the default) and on: the same cases as above, each
+/// The fused ViT attention (ops::attention: one launch forward, two backward where the graph
+/// has no parameter gradients) gives what the op-by-op attention gives to rounding, in fewer
+/// launches, with the fused backward on (the default) and off: the same cases as above, each
 /// output within 1e-4 of its largest magnitude (the matmuls inside sum in other orders; in Q a
 /// value that lands on a quantizer's rounding tie may move by one step, which the bound
 /// allows only where it is rare). The Swin case, whose windows are not fused, stays bit-exact.
@@ -517,7 +588,7 @@ fn fused_attention_matches_the_op_by_op_attention() {
             gpu.unfused_attention = false;
             gpu.fused_attention_backward = fused_backward;
             let (fused, n_fused) = run_graph(&gpu, &model, &images, batch, image_grads_only);
-            gpu.fused_attention_backward = false;
+            gpu.fused_attention_backward = true;
             let tag = format!("{name} image_grads_only={image_grads_only} fused_backward={fused_backward}");
             if name.starts_with("tiny_swin") {
                 assert_eq!(n_fused, n_ops, "{tag}: Swin's window attention is not fused");

@@ -22,6 +22,8 @@ const KERNELS: &[&Kernel] = &[
     &copy::COPY,
     &copy::COPY_GRID,
     &copy::FILL,
+    &copy::FILL4,
+    &reduce::SUM_SEGMENTS,
     &distill::KD,
     &distill::HD_WEIGHTS,
     &distill::HD_SSIM,
@@ -139,8 +141,14 @@ fn every_shader_parses_and_validates() {
 }
 
 fn all_kernels() -> Vec<&'static Kernel> {
-    let attention =
-        [&attention::FORWARD, &attention::FORWARD_TEX, &attention::BACKWARD, &attention::BACKWARD_TEX];
+    let attention = [
+        &attention::FORWARD,
+        &attention::FORWARD_TEX,
+        &attention::BACKWARD_ROWS,
+        &attention::BACKWARD_ROWS_TEX,
+        &attention::BACKWARD_KEYS,
+        &attention::BACKWARD_KEYS_TEX,
+    ];
     KERNELS
         .iter()
         .copied()

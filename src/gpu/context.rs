@@ -73,11 +73,9 @@ pub struct Gpu {
     /// Tests only: graphs run the attention op by op even where they would fuse it (the fused
     /// attention agrees with it to rounding, the other fusions bit for bit).
     pub unfused_attention: bool,
-    /// Tests only: graphs without parameter gradients also run the attention's backward as
-    /// one launch (`attention_backward`). Off by default: on lavapipe it measured slower than
-    /// the op-by-op backward (one workgroup per image and head, a thread per row: too little
-    /// parallelism and too many per-lane loads; docs/results.md §14); a tiled version is
-    /// future work.
+    /// Graphs without parameter gradients (image synthesis, the FP model) run the attention's
+    /// backward as two fused launches where it fits (`attention_backward_rows` / `_keys`); on
+    /// by default, tests turn it off to compare with the op-by-op backward.
     pub fused_attention_backward: bool,
     /// Tests only: a kernel variant id every launch of its op uses wherever it applies.
     pub forced_variant: Option<String>,
@@ -373,7 +371,7 @@ impl Gpu {
             tuning,
             unfused: opts.unfused,
             unfused_attention: false,
-            fused_attention_backward: false,
+            fused_attention_backward: true,
             forced_variant: None,
             test_variants: false,
             subgroup_kernels: std::sync::OnceLock::new(),

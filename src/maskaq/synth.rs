@@ -15,10 +15,9 @@ pub use super::synth_config::{Method, SwinAlignment, SynthConfig, SynthInit, Wei
 use super::synth_objectives;
 use crate::gpu::{Dispatch, Gpu, Tensor};
 use crate::model::{Graph, GraphOptions, Model};
-use crate::ops::copy::Copy4;
 use crate::ops::loss::cross_entropy;
 use crate::ops::optim::{Slice, adamw};
-use crate::ops::reduce::SumRows;
+use crate::ops::reduce::{Segment, sum_segments};
 use crate::ops::synth::{self as sy, TvScratch};
 use crate::rng::Rng;
 
@@ -134,7 +133,11 @@ impl<'a> Synthesizer<'a> {
             ..Default::default()
         };
         let gp = Graph::build(gpu, p, b, opts);
-        let gq = if use_q { Some(Graph::build(gpu, q.unwrap(), b, opts)) } else { None };
+        // Q serves only the alignment's taps (its logits are never read); it reads P's images and
+        // adds its image gradient to P's (its backward runs after P's).
+        let q_opts = GraphOptions { taps_only: true, accumulate_image_grad: true, ..opts };
+        let inputs = Some((&gp.images, &gp.d_images));
+        let gq = use_q.then(|| Graph::build_on(gpu, q.unwrap(), b, q_opts, inputs));
         let objs = synth_objectives::build(
             gpu,
             &w,
@@ -155,13 +158,8 @@ impl<'a> Synthesizer<'a> {
         let tvs = TvScratch::new(gpu, n_img);
         let bounds = clamp_bounds(gpu, c);
 
-        let mut ds: Vec<Dispatch> = Vec::new();
-        let mut loss_sums: Vec<Dispatch> = Vec::new();
-        // The forward passes see the jittered, augmented images.
-        ds.push(sy::jitter_forward(gpu, shape, &img, &gp.images, &draws));
-        if let Some(gq) = &gq {
-            ds.push(Copy4::flat(n_img).dispatch(gpu, &gp.images, &gq.images));
-        }
+        // The forward passes see the jittered, augmented images (one buffer for P and Q).
+        let ds = [sy::jitter_forward(gpu, shape, &img, &gp.images, &draws)];
         let fw_p: Vec<Dispatch> = gp.forward_dispatches().to_vec();
         let (weights, fw_q, fw_q_init) = q_forwards(gq.as_ref());
         let mut objectives = objs.launches.clone();
@@ -177,19 +175,16 @@ impl<'a> Synthesizer<'a> {
             &ce_loss,
             &gp.d_logits,
         ));
-        loss_sums.extend(term_sums(gpu, &objs, &w, b, &partial, &ce_loss, &terms));
-        // Backward: P, then Q, into the augmented images; sum; back through the augmentation.
+        // Backward: P, then Q (adding to P's image gradient), into the augmented images; back
+        // through the augmentation.
         let bw_p: Vec<Dispatch> = gp.backward_dispatches().to_vec();
         let mut tail: Vec<Dispatch> = Vec::new();
         if let Some(gq) = &gq {
             tail.extend(gq.backward_dispatches().iter().cloned());
-            tail.push(Copy4 { beta: 1.0, ..Copy4::flat(n_img) }.dispatch(gpu, &gq.d_images, &gp.d_images));
         }
         tail.push(sy::jitter_backward(gpu, shape, &gp.d_images, &d_img, &draws));
         tail.extend(sy::tv(gpu, shape, w.tv.max(0.0), &img, &d_img, &tv_loss, &tvs));
-        let tv_sum = SumRows { n: 1, rows: 1, s_off: 0, rs: 1, o_off: TV, alpha: inv(w.tv), beta: 0.0 };
-        tail.extend(tv_sum.dispatches(gpu, &tv_loss, &terms));
-        tail.extend(loss_sums);
+        tail.push(term_sums(gpu, &objs, &w, b, [&partial, &ce_loss, &tv_loss], &terms));
         tail.push(adamw(
             gpu,
             Slice::all(n_img),
@@ -534,26 +529,27 @@ fn clamp_bounds(gpu: &Gpu, c: &crate::model::ModelConfig) -> Tensor {
     Tensor::from_slice(gpu, &bounds, &[2 * c.in_chans])
 }
 
-/// The logged terms: each objective's partial sums and the CE as unweighted batch means.
+/// The logged terms in one launch: each objective's partial sums, the CE and the TV, as
+/// unweighted batch means (`sources`: the partial sums, the CE per image, the TV).
 fn term_sums(
     gpu: &Gpu,
     objs: &synth_objectives::Objectives,
     w: &Weights,
     b: usize,
-    partial: &Tensor,
-    ce_loss: &Tensor,
+    sources: [&Tensor; 3],
     terms: &Tensor,
-) -> Vec<Dispatch> {
-    let sum = |n, off, alpha, o_off| SumRows { n: 1, rows: n, s_off: off, rs: 1, o_off, alpha, beta: 0.0 };
-    let mut out = Vec::new();
+) -> Dispatch {
     let [ssim, ent, align, kde] = objs.segments;
-    for (k, (off, n), weight) in
+    let mut segs = vec![
+        Segment { src: 1, off: 0, len: b, o: CE, alpha: 1.0 / b as f32 },
+        Segment { src: 2, off: 0, len: 1, o: TV, alpha: inv(w.tv) },
+    ];
+    for (o, (off, len), weight) in
         [(SSIM, ssim, w.ssim), (ENTROPY, ent, w.entropy), (ALIGN, align, w.alignment), (KDE, kde, w.kde)]
     {
-        if n > 0 {
-            out.extend(sum(n, off, inv(weight), k).dispatches(gpu, partial, terms));
+        if len > 0 {
+            segs.push(Segment { src: 0, off, len, o, alpha: inv(weight) });
         }
     }
-    out.extend(sum(b, 0, 1.0 / b as f32, CE).dispatches(gpu, ce_loss, terms));
-    out
+    sum_segments(gpu, &sources, &segs, terms)
 }

@@ -119,15 +119,18 @@ pub fn build(
         launches: Vec::new(),
         keep: (0..3).map(|_| t(&[np_mask.max(1)])).chain([t(&[1])]).collect(),
     };
-    o.launches.push(copy::fill(gpu, &o.partial, 0.0));
-    for tap in taps_p.iter().chain(taps_q.into_iter().flatten()) {
-        o.launches.push(copy::fill(gpu, tap.d_attn_logits.as_ref().unwrap(), 0.0));
-    }
+    // The terms add into the taps' gradients, which start every iteration at zero. The partial
+    // sums need no fill: each term that is on overwrites its whole segment every iteration, and
+    // an off term's segment keeps the zeros the buffer is made with.
+    let mut grads: Vec<&Tensor> = taps_p
+        .iter()
+        .chain(taps_q.into_iter().flatten())
+        .map(|t| t.d_attn_logits.as_ref().unwrap())
+        .collect();
     if w.kde > 0.0 {
-        for tap in taps_p {
-            o.launches.push(copy::fill(gpu, tap.d_attn_out.as_ref().unwrap(), 0.0));
-        }
+        grads.extend(taps_p.iter().map(|t| t.d_attn_out.as_ref().unwrap()));
     }
+    o.launches.extend(copy::fill_all(gpu, &grads, 0.0));
     o.block_launches(gpu, w, taps_p, &mask_blocks);
     if let Some(taps_q) = taps_q {
         o.alignment_launches(gpu, w, taps_p, taps_q, &mask_blocks);

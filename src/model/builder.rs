@@ -52,6 +52,10 @@ pub(crate) struct Builder<'a> {
     /// Quantizer initialisations and the forward position they go before.
     init: Vec<(usize, Dispatch)>,
     pub bw: Vec<Dispatch>,
+    /// Another graph's images and image gradient, where this one shares them (`Graph::build_on`).
+    inputs: Option<(Tensor, Tensor)>,
+    /// Where the forward after initialisation ends (`GraphOptions::taps_only`), if before the end.
+    forward_end: Option<usize>,
 }
 
 /// What a topology hands back for [`Builder::finish`].
@@ -84,6 +88,8 @@ impl<'a> Builder<'a> {
             param_grads: !opts.image_grads_only,
             init: Vec::new(),
             bw: Vec::new(),
+            forward_end: None,
+            inputs: None,
         };
         if b.quant.is_some() {
             b.partials = Some(b.t(&[2 * MAX_PARTIALS]));
@@ -115,6 +121,32 @@ impl<'a> Builder<'a> {
         );
         self.next_act.set(i + 1);
         i
+    }
+
+    /// Reads its images from, and adds its image gradient to, another graph's buffers.
+    pub fn share_inputs(&mut self, images: &Tensor, d_images: &Tensor) {
+        assert!(
+            self.opts.accumulate_image_grad || !self.opts.backward,
+            "a shared image gradient accumulates"
+        );
+        self.inputs = Some((images.clone(), d_images.clone()));
+    }
+
+    /// The input images: the shared ones, or a new buffer.
+    pub fn image_buffer(&self, shape: &[usize]) -> Tensor {
+        self.shared_input(0, shape).unwrap_or_else(|| self.t(shape))
+    }
+
+    /// The image gradient: the shared one, or a new buffer.
+    pub fn image_grad_buffer(&self, shape: &[usize]) -> Tensor {
+        self.shared_input(1, shape).unwrap_or_else(|| self.t(shape))
+    }
+
+    fn shared_input(&self, which: usize, shape: &[usize]) -> Option<Tensor> {
+        let (images, d_images) = self.inputs.as_ref()?;
+        let t = if which == 0 { images } else { d_images };
+        assert_eq!(t.shape, shape, "shared image buffers of another shape");
+        Some(t.clone())
     }
 
     /// The weight the forward multiplies by: its fake-quantized copy in Q, itself otherwise.
@@ -206,6 +238,13 @@ impl<'a> Builder<'a> {
             self.fused.pop();
         }
         self.replace_since(start, Some(fused));
+    }
+
+    /// The forward after initialisation ends with the first `end` launches of the forward (the
+    /// initialising forward still runs every one): `GraphOptions::taps_only`.
+    pub fn end_forward_at(&mut self, end: usize) {
+        assert!(end <= self.fw.len());
+        self.forward_end = Some(end);
     }
 
     fn replace_since(&mut self, start: usize, fused: Option<Dispatch>) {
@@ -424,6 +463,12 @@ impl<'a> Builder<'a> {
                 forward_init.push(d.clone());
             }
         }
+        let end = self.forward_end.unwrap_or(self.fw.len());
+        assert!(
+            self.fused.iter().all(|(s, e, _)| *e <= end || *s >= end),
+            "a fusion spans the forward's end"
+        );
+        let fused: Vec<_> = self.fused.iter().filter(|(_, e, _)| *e <= end).cloned().collect();
         Graph {
             batch: self.b,
             images: out.images,
@@ -432,7 +477,7 @@ impl<'a> Builder<'a> {
             d_logits: out.d_logits,
             taps: out.taps,
             weight_launches: self.wq.len(),
-            forward: [self.wq, fuse(&self.fw, &self.fused)].concat(),
+            forward: [self.wq, fuse(&self.fw[..end], &fused)].concat(),
             forward_init,
             backward: self.bw,
             _buffers: self.buffers.take(),

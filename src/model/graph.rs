@@ -31,6 +31,12 @@ pub struct GraphOptions {
     /// The backward computes only what flows to the images (and the attention taps): no
     /// parameter, LayerNorm or quantizer-step gradients (image synthesis needs none of them).
     pub image_grads_only: bool,
+    /// Q in image synthesis, where nothing reads the logits: only the attention taps'
+    /// gradients flow back. The forward after initialisation stops after the last block's
+    /// attention (`logits` is then not computed) and the backward starts there; the
+    /// initialising forward stays whole, so every quantizer is still initialised. ViT only
+    /// (Swin builds the whole graph). With `backward`, `attention_grads` and `image_grads_only`.
+    pub taps_only: bool,
 }
 
 /// Where a block's attention tensors come from.
@@ -100,11 +106,28 @@ pub struct Graph {
 impl Graph {
     /// Builds the graph for `batch` images.
     pub fn build(gpu: &Gpu, model: &Model, batch: usize, opts: GraphOptions) -> Graph {
+        Self::build_on(gpu, model, batch, opts, None)
+    }
+
+    /// As [`Graph::build`], with `inputs` = (images, d_images) of another graph of the same
+    /// image shape: this graph reads those images and adds its image gradient to that one's
+    /// (with `accumulate_image_grad`; its backward must run after the other's). Synthesis runs
+    /// P and Q on one image buffer so.
+    pub fn build_on(
+        gpu: &Gpu,
+        model: &Model,
+        batch: usize,
+        opts: GraphOptions,
+        inputs: Option<(&Tensor, &Tensor)>,
+    ) -> Graph {
         assert!(
             !opts.calibrate || (model.quant.is_some() && !opts.backward),
             "calibration is a forward pass of Q"
         );
-        let bl = super::builder::Builder::new(gpu, model, batch, opts);
+        let mut bl = super::builder::Builder::new(gpu, model, batch, opts);
+        if let Some((images, d_images)) = inputs {
+            bl.share_inputs(images, d_images);
+        }
         match &model.cfg.arch {
             Arch::Vit(_) => super::vit::build(bl),
             Arch::Swin(_) => super::swin::build(bl),

@@ -141,6 +141,8 @@ pub(crate) struct AttnActs {
     merged_q: Tensor,
     w_qkv: Tensor,
     w_proj: Tensor,
+    /// The forward's length once the taps are made (before proj): where a taps-only forward ends.
+    taps_end: usize,
 }
 
 /// Gradient buffers shared by every block of one width.
@@ -281,6 +283,7 @@ pub(crate) fn attention_forward(
         let fused = att.forward(gpu, Attention::loader(gpu, qkv_q.numel()), &qkv_q, out);
         bl.fuse_all_since(attn_start, fused);
     }
+    let taps_end = bl.fw.len();
     let w_proj = bl.weight(&sp.name("attn.proj.weight"));
     let proj_bias = bl.p(&sp.name("attn.proj.bias"));
     match sp.token_map(false) {
@@ -291,7 +294,20 @@ pub(crate) fn attention_forward(
             bl.fw.push(map.dispatch(gpu, &po, xm, 1.0, 1.0));
         }
     }
-    let acts = AttnActs { ln: ln.clone(), xw, qkv, qkv_q, qs, prob, prob_q, merged, merged_q, w_qkv, w_proj };
+    let acts = AttnActs {
+        ln: ln.clone(),
+        xw,
+        qkv,
+        qkv_q,
+        qs,
+        prob,
+        prob_q,
+        merged,
+        merged_q,
+        w_qkv,
+        w_proj,
+        taps_end,
+    };
     (acts, tap)
 }
 
@@ -331,8 +347,8 @@ pub(crate) fn attention_backward(
         Some(&dmerged_q),
         1.0,
     );
-    // The FP model, or Q in image synthesis (masks only): everything down to dqkv in one launch,
-    // where asked for (`Gpu::fused_attention_backward`).
+    // The FP model, or Q in image synthesis (masks only): everything down to dqkv in two launches
+    // (`Gpu::fused_attention_backward`, on by default).
     let masks_only = bl.quant.is_none() || !bl.param_grads;
     if let Some(att) =
         sp.fused(bl).filter(|att| masks_only && bl.gpu.fused_attention_backward && att.backward_fits(gpu))
@@ -350,7 +366,7 @@ pub(crate) fn attention_backward(
             dqkv: &s.dqkv,
             sites: quant_sites(bl, sp),
         };
-        bl.bw.push(att.backward(gpu, Attention::loader(gpu, a.qkv_q.numel()), &a.qkv_q, io));
+        bl.bw.extend(att.backward(gpu, Attention::loader(gpu, a.qkv_q.numel()), &a.qkv_q, io));
     } else {
         attention_backward_ops(bl, sp, a, tap, &dmerged_q, s);
     }
@@ -591,6 +607,13 @@ pub(crate) struct BlockActs {
     mlp: MlpActs,
 }
 
+impl BlockActs {
+    /// The forward's length once this block's taps are made.
+    pub fn taps_end(&self) -> usize {
+        self.attn.taps_end
+    }
+}
+
 /// `xm = x + attn(LN1(x))`, `out = xm + mlp(LN2(xm))`.
 pub(crate) fn block_forward(
     bl: &mut Builder,
@@ -630,6 +653,23 @@ pub(crate) fn block_backward(
     );
 }
 
+/// Backward of [`block_forward`] from its taps' gradients alone (`GraphOptions::taps_only`):
+/// nothing flows into its output, so its MLP is skipped and its attention starts from a zero
+/// gradient (`zero`, [rows, d], never written). `dxa` holds the gradient of its input on exit.
+pub(crate) fn block_backward_taps_only(
+    bl: &mut Builder,
+    sp: &AttnSpec,
+    a: &BlockActs,
+    tap: &Taps,
+    dxa: &Tensor,
+    zero: &Tensor,
+    s: &BackScratch,
+) {
+    let dln_q = attention_backward(bl, sp, &a.attn, tap, zero, s);
+    let acts = [&a.x, &a.st1, &a.attn.ln];
+    bl.act_layernorm_back(&sp.name("norm1"), &sp.name("attn.qkv.act"), acts, &dln_q, &s.dln, None, dxa);
+}
+
 /// The patch grid of `cfg` for `batch` images with `prefix` tokens before the patches and `d`
 /// channels.
 pub(crate) fn patch_geometry(
@@ -655,7 +695,7 @@ pub(crate) fn patch_geometry(
 pub(crate) fn patch_embed_forward(bl: &mut Builder, geo: &Geometry) -> (Tensor, Tensor, Tensor, Tensor) {
     let gpu = bl.gpu;
     let (rows, kk, d) = (geo.batch * geo.patches(), geo.kk(), geo.d);
-    let images = bl.t(&[geo.batch, geo.chans, geo.h, geo.w]);
+    let images = bl.image_buffer(&[geo.batch, geo.chans, geo.h, geo.w]);
     let cols = bl.t(&[rows, kk]);
     let pe = bl.t(&[rows, d]);
     bl.fw.push(geo.patchify(gpu, &images, &cols));

@@ -167,7 +167,7 @@ pub(crate) fn build(mut bl: Builder) -> Graph {
     bl.linear(b, &pooled_q, &w_head, Some(bl.p("head.fc.bias")), &logits, 1.0, 0.0);
 
     let d_logits = bl.t(&[b, classes]);
-    let d_images = bl.t(&[b, cfg.in_chans, cfg.img_size, cfg.img_size]);
+    let d_images = bl.image_grad_buffer(&[b, cfg.in_chans, cfg.img_size, cfg.img_size]);
     if bl.opts.backward {
         let d_pooled = bl.t(&[b, f]);
         let target = bl.grad_target(&d_pooled);

@@ -6,7 +6,7 @@ use super::config::{ModelConfig, VitDims};
 use super::graph::{Graph, TapGeometry};
 use super::layers::{self, AttnSpec, BackScratch};
 use crate::gpu::Tensor;
-use crate::ops::copy::{self, Copy4};
+use crate::ops::copy::Copy4;
 use crate::ops::quant::Region;
 use crate::ops::reduce::SumRows;
 use crate::quant::sites::{ActSite, SiteList};
@@ -99,6 +99,12 @@ pub(crate) fn build(mut bl: Builder) -> Graph {
         x = out;
     }
 
+    let taps_only = bl.opts.taps_only;
+    if taps_only {
+        assert!(bl.opts.backward && bl.opts.attention_grads && bl.opts.image_grads_only, "taps_only options");
+        bl.end_forward_at(acts.last().expect("a block").taps_end());
+    }
+
     // Final norm, class-token pooling, head(s).
     let (xf, stf) = bl.layernorm("norm", &x);
     let head_alpha = if v.distilled { 0.5 } else { 1.0 };
@@ -115,24 +121,32 @@ pub(crate) fn build(mut bl: Builder) -> Graph {
     }
 
     let d_logits = bl.t(&[b, classes]);
-    let d_images = bl.t(&[b, cfg.in_chans, cfg.img_size, cfg.img_size]);
+    let d_images = bl.image_grad_buffer(&[b, cfg.in_chans, cfg.img_size, cfg.img_size]);
     if bl.opts.backward {
-        // Heads and pooling.
-        let dxf = bl.t(&[rows, d]);
-        bl.bw.push(copy::fill(gpu, &dxf, 0.0));
-        let d_pooled = bl.t(&[b, d]);
-        for (tok, head, pooled, pooled_q, w) in &head_acts {
-            let target = bl.grad_target(&d_pooled);
-            let (hw, hb) = (bl.p(&format!("{head}.weight")), bl.p(&format!("{head}.bias")));
-            bl.linear_back(b, pooled_q, w, hw, Some(hb), &d_logits, Some(&target), head_alpha);
-            bl.act_back(&format!("{head}.act"), Region::whole(b * d), pooled, &target, &d_pooled);
-            bl.bw.push(token_rows(b, n, d, *tok, false).dispatch(gpu, &d_pooled, &dxf));
-        }
-        let dxa = bl.t(&[rows, d]);
-        bl.layernorm_back("norm", &x, &stf, &dxf, None, &dxa);
-
         let scratch = BackScratch::new(&bl, &specs[0], v.mlp_hidden);
-        for l in (0..v.depth).rev() {
+        let dxa = bl.t(&[rows, d]);
+        let mut below = v.depth;
+        if taps_only {
+            // Only the taps' gradients flow: the last block starts from its attention.
+            below -= 1;
+            let zero = bl.t(&[rows, d]);
+            let (sp, a, tap) = (&specs[below], &acts[below], &taps[below]);
+            layers::block_backward_taps_only(&mut bl, sp, a, tap, &dxa, &zero, &scratch);
+        } else {
+            // Heads and pooling. Only the class (and distillation) token rows of dxf are ever
+            // written: the others stay the zeros the buffer is made with (no fill needed).
+            let dxf = bl.t(&[rows, d]);
+            let d_pooled = bl.t(&[b, d]);
+            for (tok, head, pooled, pooled_q, w) in &head_acts {
+                let target = bl.grad_target(&d_pooled);
+                let (hw, hb) = (bl.p(&format!("{head}.weight")), bl.p(&format!("{head}.bias")));
+                bl.linear_back(b, pooled_q, w, hw, Some(hb), &d_logits, Some(&target), head_alpha);
+                bl.act_back(&format!("{head}.act"), Region::whole(b * d), pooled, &target, &d_pooled);
+                bl.bw.push(token_rows(b, n, d, *tok, false).dispatch(gpu, &d_pooled, &dxf));
+            }
+            bl.layernorm_back("norm", &x, &stf, &dxf, None, &dxa);
+        }
+        for l in (0..below).rev() {
             layers::block_backward(&mut bl, &specs[l], &acts[l], &taps[l], &dxa, &scratch);
         }
 

@@ -1,4 +1,4 @@
-//! Fused ViT self-attention, forward and backward in one launch each (shaders/attention.wgsl;
+//! Fused ViT self-attention: the forward in one launch, the backward in two (shaders/attention.wgsl;
 //! docs/ARCHITECTURE.md "Fused attention"). The graph uses it where [`Attention::fits`] holds and
 //! fusion is on; elsewhere (Swin's windows, Q training's quantizer-step gradients, `--unfused`)
 //! the attention runs op by op (src/model/layers.rs).
@@ -50,12 +50,11 @@ struct Params {
 /// texture loader; the buffer loader also binds qkv (binding 9), passed last.
 const FORWARD_STORAGE: [(u32, bool); 8] =
     [(1, true), (2, true), (3, true), (4, true), (5, true), (6, true), (7, false), (8, false)];
-const BACKWARD_STORAGE: [(u32, bool); 12] = [
+const BACKWARD_STORAGE: [(u32, bool); 11] = [
     (7, false),
     (8, false),
     (10, false),
     (11, false),
-    (12, false),
     (13, false),
     (14, false),
     (15, false),
@@ -64,8 +63,11 @@ const BACKWARD_STORAGE: [(u32, bool); 12] = [
     (18, true),
     (19, true),
 ];
+const KEYS_STORAGE: [(u32, bool); 7] =
+    [(7, false), (8, false), (10, false), (12, false), (20, false), (21, false), (19, true)];
 const FORWARD_STORAGE_BUF: [(u32, bool); 9] = with_qkv(&FORWARD_STORAGE);
-const BACKWARD_STORAGE_BUF: [(u32, bool); 13] = with_qkv(&BACKWARD_STORAGE);
+const BACKWARD_STORAGE_BUF: [(u32, bool); 12] = with_qkv(&BACKWARD_STORAGE);
+const KEYS_STORAGE_BUF: [(u32, bool); 8] = with_qkv(&KEYS_STORAGE);
 
 /// `base` with the buffer loader's qkv binding appended (`M` = its length + 1).
 const fn with_qkv<const M: usize>(base: &[(u32, bool)]) -> [(u32, bool); M] {
@@ -120,10 +122,15 @@ pub const FORWARD: [Kernel; 16] =
     kernels("attention_forward", "attention_forward", &FORWARD_STORAGE_BUF, false);
 pub const FORWARD_TEX: [Kernel; 16] =
     kernels("attention_forward_tex", "attention_forward", &FORWARD_STORAGE, true);
-pub const BACKWARD: [Kernel; 16] =
-    kernels("attention_backward", "attention_backward", &BACKWARD_STORAGE_BUF, false);
-pub const BACKWARD_TEX: [Kernel; 16] =
-    kernels("attention_backward_tex", "attention_backward", &BACKWARD_STORAGE, true);
+/// The backward's two launches: the query rows' phase (dO, dA, dq), then the keys' (dk, dv).
+pub const BACKWARD_ROWS: [Kernel; 16] =
+    kernels("attention_backward_rows", "attention_backward_rows", &BACKWARD_STORAGE_BUF, false);
+pub const BACKWARD_ROWS_TEX: [Kernel; 16] =
+    kernels("attention_backward_rows_tex", "attention_backward_rows", &BACKWARD_STORAGE, true);
+pub const BACKWARD_KEYS: [Kernel; 16] =
+    kernels("attention_backward_keys", "attention_backward_keys", &KEYS_STORAGE_BUF, false);
+pub const BACKWARD_KEYS_TEX: [Kernel; 16] =
+    kernels("attention_backward_keys_tex", "attention_backward_keys", &KEYS_STORAGE, true);
 
 /// One ViT attention layer's shape: `groups` images of `n` tokens, `heads` heads of `hd`.
 #[derive(Clone, Copy, Debug)]
@@ -196,12 +203,11 @@ impl Attention {
         self.heads * self.hd
     }
 
-    /// Loop iterations one invocation runs at most (llvmpipe caps them: `Gpu::loop_limit`).
+    /// Loop iterations one invocation runs at most (llvmpipe caps them: `Gpu::loop_limit`): a
+    /// backward row's, which bounds the forward's row and a backward key's.
     fn iterations(&self) -> usize {
         let hd4 = self.hd / 4;
-        let rows = self.n.div_ceil(64);
-        let row = 2 * self.n * (hd4 + 1) + self.n + 3 * hd4;
-        rows * (row + self.n * (hd4 + 1) + 2 * hd4)
+        2 * self.n * (hd4 + 1) + self.n + 3 * hd4
     }
 
     /// Whether the fused forward can run this layer on `gpu`: hd a multiple of 4 up to 64 (the
@@ -215,7 +221,7 @@ impl Attention {
             && gpu.fits_one_invocation(self.iterations())
     }
 
-    /// Whether the fused backward can run it too: also its 13 storage bindings.
+    /// Whether the fused backward can run it too: also its rows launch's 12 storage bindings.
     pub fn backward_fits(&self, gpu: &Gpu) -> bool {
         self.fits(gpu)
             && gpu.limits.max_storage_buffers_per_shader_stage as usize >= BACKWARD_STORAGE_BUF.len()
@@ -319,8 +325,8 @@ impl Attention {
     }
 
     /// The backward from `io.dmerged` into `io.dqkv`, reading q, k and v from `qkv` (Q: the
-    /// quantized copy).
-    pub fn backward(&self, gpu: &Gpu, loader: Loader, qkv: &Tensor, io: BackwardIo) -> Dispatch {
+    /// quantized copy): the rows' launch, then the keys'.
+    pub fn backward(&self, gpu: &Gpu, loader: Loader, qkv: &Tensor, io: BackwardIo) -> [Dispatch; 2] {
         self.check(qkv);
         assert_eq!(io.qkv_raw.numel(), qkv.numel());
         assert_eq!(io.dqkv.numel(), qkv.numel());
@@ -330,12 +336,11 @@ impl Attention {
             None => (false, [0; 5], &stand_in, &stand_in),
         };
         let params = self.params(quant, index, [io.extra_o.is_some(), io.extra_a.is_some()]);
-        let buffers = [
+        let rows = [
             qp,
             qm,
             io.qkv_raw,
             io.prob,
-            io.prob_q,
             io.merged,
             io.dmerged,
             io.extra_o.unwrap_or(io.dmerged),
@@ -344,7 +349,11 @@ impl Attention {
             io.da,
             io.dqkv,
         ];
-        let grid = [u(self.heads), u(self.groups), 1];
-        Self::launch(gpu, loader, [&BACKWARD, &BACKWARD_TEX], params, &buffers, qkv, grid)
+        let keys = [qp, qm, io.qkv_raw, io.prob_q, io.d_o, io.da, io.dqkv];
+        let grid = [u(self.n.div_ceil(64)), u(self.heads), u(self.groups)];
+        [
+            Self::launch(gpu, loader, [&BACKWARD_ROWS, &BACKWARD_ROWS_TEX], params, &rows, qkv, grid),
+            Self::launch(gpu, loader, [&BACKWARD_KEYS, &BACKWARD_KEYS_TEX], params, &keys, qkv, grid),
+        ]
     }
 }

@@ -48,6 +48,17 @@ pub const FILL: Kernel = Kernel {
     textures: &[],
 };
 
+/// Four buffers filled in one launch (see [`fill_all`]).
+pub const FILL4: Kernel = Kernel {
+    id: "fill4",
+    source: SOURCE,
+    entry: "fill4",
+    storage: &[(2, true), (3, true), (4, true), (5, true)],
+    workgroup: 256,
+    constants: &[],
+    textures: &[],
+};
+
 /// `dst[t_off + i.t] = alpha * src[s_off + i.s] + beta * dst[..]` over the index box `dims`.
 #[derive(Clone, Copy, Debug)]
 pub struct Copy4 {
@@ -137,6 +148,24 @@ impl Copy4 {
             }
         }
     }
+}
+
+/// Sets every element of every buffer in `dsts` to `value`, four buffers per launch.
+pub fn fill_all(gpu: &Gpu, dsts: &[&Tensor], value: f32) -> Vec<Dispatch> {
+    dsts.chunks(4)
+        .map(|group| {
+            // Unused slots get small stand-ins of length 0 to the kernel.
+            let stand_ins: Vec<Tensor> = (group.len()..4).map(|_| Tensor::zeros(gpu, &[1])).collect();
+            let all: Vec<&Tensor> = group.iter().copied().chain(&stand_ins).collect();
+            let mut d = [0u32; 4];
+            for (k, t) in group.iter().enumerate() {
+                d[k] = u(t.numel());
+            }
+            let n = group.iter().map(|t| t.numel()).max().unwrap_or(0);
+            let params = Params { d, alpha: value, ..Params::zeroed() };
+            gpu.dispatch(&FILL4, &params, &all, grid_for(&FILL4, n))
+        })
+        .collect()
 }
 
 /// Sets every element of `dst` to `value`.

@@ -54,6 +54,7 @@ pub const SHADERS: &[(&str, &str)] = &[
     ("quant.wgsl", quant::SOURCE),
     ("exact_div_check.wgsl", quant::DIV_CHECK_SOURCE),
     ("reduce.wgsl", reduce::SOURCE),
+    ("sum_segments.wgsl", reduce::SEGMENTS_SOURCE),
     ("softmax.wgsl", softmax::SOURCE),
     ("synth.wgsl", synth::SOURCE),
     ("window.wgsl", window::SOURCE),

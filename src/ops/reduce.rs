@@ -1,9 +1,11 @@
-//! Sum over rows (shaders/reduce.wgsl).
+//! Sum over rows (shaders/reduce.wgsl), and several segment sums in one launch
+//! (shaders/sum_segments.wgsl).
 
 use super::u;
 use crate::gpu::{Dispatch, Gpu, Kernel, Tensor, grid_for};
 
 pub const SOURCE: &str = include_str!("../../shaders/reduce.wgsl");
+pub const SEGMENTS_SOURCE: &str = include_str!("../../shaders/sum_segments.wgsl");
 
 /// Mirrors the shader's `Params` block (reduce.wgsl).
 #[repr(C)]
@@ -121,4 +123,51 @@ impl SumRows {
             out[self.o_off + i] = v as f32;
         }
     }
+}
+
+pub const SUM_SEGMENTS: Kernel = Kernel {
+    id: "sum_segments",
+    source: SEGMENTS_SOURCE,
+    entry: "sum_segments",
+    storage: &[(1, false), (2, false), (3, false), (4, true)],
+    workgroup: 64,
+    constants: &[],
+    textures: &[],
+};
+
+/// Mirrors sum_segments.wgsl's `Params`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, bytemuck::Pod, bytemuck::Zeroable)]
+struct SegmentParams {
+    segs: [[u32; 4]; 8],
+    alpha: [f32; 8],
+    count: u32,
+    pad: [u32; 3],
+}
+
+/// One sum of [`sum_segments`]: `out[o] = alpha * sum(sources[src][off .. off + len])`.
+#[derive(Clone, Copy, Debug)]
+pub struct Segment {
+    pub src: usize,
+    pub off: usize,
+    pub len: usize,
+    pub o: usize,
+    pub alpha: f32,
+}
+
+/// Up to 8 segment sums over up to 3 sources, in one launch (one workgroup per segment).
+pub fn sum_segments(gpu: &Gpu, sources: &[&Tensor], segs: &[Segment], out: &Tensor) -> Dispatch {
+    assert!(!sources.is_empty() && sources.len() <= 3, "sum_segments: 1 to 3 sources");
+    assert!(!segs.is_empty() && segs.len() <= 8, "sum_segments: 1 to 8 segments");
+    let mut params = SegmentParams { segs: [[0; 4]; 8], alpha: [0.0; 8], count: u(segs.len()), pad: [0; 3] };
+    for (k, s) in segs.iter().enumerate() {
+        assert!(
+            s.src < sources.len() && s.off + s.len <= sources[s.src].numel() && s.o < out.numel(),
+            "sum_segments: segment {k} out of range"
+        );
+        params.segs[k] = [u(s.src), u(s.off), u(s.len), u(s.o)];
+        params.alpha[k] = s.alpha;
+    }
+    let bound: Vec<&Tensor> = (0..3).map(|i| sources[i.min(sources.len() - 1)]).chain([out]).collect();
+    gpu.dispatch(&SUM_SEGMENTS, &params, &bound, [u(segs.len()), 1, 1])
 }
