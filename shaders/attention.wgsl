@@ -29,7 +29,7 @@ struct Params {
     g: u32, h: u32, n: u32, hd: u32,
     scale: f32, quant: u32, site_p: u32, site_o: u32,
     site_q: u32, site_k: u32, site_v: u32, has_extra_o: u32,
-    has_extra_a: u32, tw: u32, p0: u32, p1: u32,
+    has_extra_a: u32, tw: u32, tw_o: u32, p1: u32,
 }
 
 @group(0) @binding(0) var<uniform> p: Params;
@@ -52,8 +52,8 @@ struct Params {
 @group(0) @binding(17) var<storage, read_write> d_o: array<vec4<f32>>;
 @group(0) @binding(18) var<storage, read_write> da: array<f32>;
 @group(0) @binding(19) var<storage, read_write> dqkv: array<f32>;
-// The keys' phase reads the rows' dO and dA through read-only bindings (no needless barriers).
-@group(0) @binding(20) var<storage, read> d_o_in: array<vec4<f32>>;
+// The keys' phase reads the rows' dO (through the loader's `do4`, binding 20) and dA through
+// read-only bindings (no needless barriers).
 @group(0) @binding(21) var<storage, read> da_in: array<f32>;
 
 // The first float of q (which = 0), k (1) or v (2) of token i of image g, head h, in qkv.
@@ -179,7 +179,7 @@ fn backward_key(g: u32, h: u32, j: u32) {
         let ob = (gh * p.n + i) * p.hd;
         for (var c = 0u; c < hd4; c++) {
             dk[c] = fma(vec4<f32>(a), qkv4(qt + c), dk[c]);
-            dv[c] = fma(vec4<f32>(pq), d_o_in[ob / 4u + c], dv[c]);
+            dv[c] = fma(vec4<f32>(pq), do4(ob / 4u + c), dv[c]);
         }
     }
     let kb = qkv_at(g, j, h, 1u);

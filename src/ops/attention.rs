@@ -43,7 +43,8 @@ struct Params {
     has_extra_o: u32,
     has_extra_a: u32,
     tw: u32,
-    pad: [u32; 2],
+    tw_o: u32,
+    pad: u32,
 }
 
 /// The storage bindings (binding, read_write) in the order the launches pass buffers, for the
@@ -63,11 +64,13 @@ const BACKWARD_STORAGE: [(u32, bool); 11] = [
     (18, true),
     (19, true),
 ];
-const KEYS_STORAGE: [(u32, bool); 7] =
-    [(7, false), (8, false), (10, false), (12, false), (20, false), (21, false), (19, true)];
+/// The keys' launch: with the texture loader, q, k, v and dO come through textures 9 and 20.
+const KEYS_STORAGE: [(u32, bool); 6] =
+    [(7, false), (8, false), (10, false), (12, false), (21, false), (19, true)];
 const FORWARD_STORAGE_BUF: [(u32, bool); 9] = with_qkv(&FORWARD_STORAGE);
 const BACKWARD_STORAGE_BUF: [(u32, bool); 12] = with_qkv(&BACKWARD_STORAGE);
-const KEYS_STORAGE_BUF: [(u32, bool); 8] = with_qkv(&KEYS_STORAGE);
+const KEYS_STORAGE_BUF: [(u32, bool); 8] =
+    [(7, false), (8, false), (10, false), (12, false), (21, false), (19, true), (9, false), (20, false)];
 
 /// `base` with the buffer loader's qkv binding appended (`M` = its length + 1).
 const fn with_qkv<const M: usize>(base: &[(u32, bool)]) -> [(u32, bool); M] {
@@ -101,14 +104,15 @@ const HD4: [&[(&str, f64)]; 16] = [
     &[("HD4", 16.0)],
 ];
 
-/// One kernel for each head size hd = 4 (i + 1), i < 16; `tex`: q, k and v through a texture.
+/// One kernel for each head size hd = 4 (i + 1), i < 16; with `textures` (q, k and v's, and
+/// the keys' launch's dO) the texture loader, else the buffer loader.
 const fn kernels(
     id: &'static str,
     entry: &'static str,
     storage: &'static [(u32, bool)],
-    tex: bool,
+    textures: &'static [u32],
 ) -> [Kernel; 16] {
-    let (source, textures): (_, &[u32]) = if tex { (SOURCE_TEX, &[9]) } else { (SOURCE_BUF, &[]) };
+    let source = if textures.is_empty() { SOURCE_BUF } else { SOURCE_TEX };
     let mut all = [Kernel { id, source, entry, storage, workgroup: 64, constants: HD4[0], textures }; 16];
     let mut i = 1;
     while i < 16 {
@@ -119,18 +123,18 @@ const fn kernels(
 }
 
 pub const FORWARD: [Kernel; 16] =
-    kernels("attention_forward", "attention_forward", &FORWARD_STORAGE_BUF, false);
+    kernels("attention_forward", "attention_forward", &FORWARD_STORAGE_BUF, &[]);
 pub const FORWARD_TEX: [Kernel; 16] =
-    kernels("attention_forward_tex", "attention_forward", &FORWARD_STORAGE, true);
+    kernels("attention_forward_tex", "attention_forward", &FORWARD_STORAGE, &[9]);
 /// The backward's two launches: the query rows' phase (dO, dA, dq), then the keys' (dk, dv).
 pub const BACKWARD_ROWS: [Kernel; 16] =
-    kernels("attention_backward_rows", "attention_backward_rows", &BACKWARD_STORAGE_BUF, false);
+    kernels("attention_backward_rows", "attention_backward_rows", &BACKWARD_STORAGE_BUF, &[]);
 pub const BACKWARD_ROWS_TEX: [Kernel; 16] =
-    kernels("attention_backward_rows_tex", "attention_backward_rows", &BACKWARD_STORAGE, true);
+    kernels("attention_backward_rows_tex", "attention_backward_rows", &BACKWARD_STORAGE, &[9]);
 pub const BACKWARD_KEYS: [Kernel; 16] =
-    kernels("attention_backward_keys", "attention_backward_keys", &KEYS_STORAGE_BUF, false);
+    kernels("attention_backward_keys", "attention_backward_keys", &KEYS_STORAGE_BUF, &[]);
 pub const BACKWARD_KEYS_TEX: [Kernel; 16] =
-    kernels("attention_backward_keys_tex", "attention_backward_keys", &KEYS_STORAGE, true);
+    kernels("attention_backward_keys_tex", "attention_backward_keys", &KEYS_STORAGE, &[9, 20]);
 
 /// One ViT attention layer's shape: `groups` images of `n` tokens, `heads` heads of `hd`.
 #[derive(Clone, Copy, Debug)]
@@ -265,7 +269,9 @@ impl Attention {
         );
     }
 
-    /// Launches `kernel` (buffer or texture loader) with `buffers` and qkv bound as it reads it.
+    /// Launches `kernel` (buffer or texture loader) with `buffers`, and qkv (and dO for the
+    /// keys' launch) bound as the loader reads them.
+    #[allow(clippy::too_many_arguments)]
     fn launch(
         gpu: &Gpu,
         loader: Loader,
@@ -273,6 +279,7 @@ impl Attention {
         mut params: Params,
         buffers: &[&Tensor],
         qkv: &Tensor,
+        d_o: Option<&Tensor>,
         grid: [u32; 3],
     ) -> Dispatch {
         // The pipeline for this head size (`HD4` = hd / 4).
@@ -281,12 +288,19 @@ impl Attention {
             Loader::Buffer => {
                 let mut all = buffers.to_vec();
                 all.push(qkv);
+                all.extend(d_o);
                 gpu.dispatch(&kernels[0][variant], &params, &all, grid)
             }
             Loader::Texture => {
                 let m = TexMirror::shared(gpu, qkv, 0, qkv.numel());
                 params.tw = m.width_log2;
-                gpu.dispatch_mirrored(&kernels[1][variant], &params, buffers, vec![m], grid)
+                let mut mirrors = vec![m];
+                if let Some(d_o) = d_o {
+                    let m = TexMirror::shared(gpu, d_o, 0, d_o.numel());
+                    params.tw_o = m.width_log2;
+                    mirrors.push(m);
+                }
+                gpu.dispatch_mirrored(&kernels[1][variant], &params, buffers, mirrors, grid)
             }
         }
     }
@@ -321,7 +335,7 @@ impl Attention {
         let buffers =
             [out.logits, out.prob, &copies[0], out.attn_out, out.merged, &copies[1], &state[0], &state[1]];
         let grid = [u(self.n.div_ceil(64)), u(self.heads), u(self.groups)];
-        Self::launch(gpu, loader, [&FORWARD, &FORWARD_TEX], params, &buffers, qkv, grid)
+        Self::launch(gpu, loader, [&FORWARD, &FORWARD_TEX], params, &buffers, qkv, None, grid)
     }
 
     /// The backward from `io.dmerged` into `io.dqkv`, reading q, k and v from `qkv` (Q: the
@@ -349,11 +363,20 @@ impl Attention {
             io.da,
             io.dqkv,
         ];
-        let keys = [qp, qm, io.qkv_raw, io.prob_q, io.d_o, io.da, io.dqkv];
+        let keys = [qp, qm, io.qkv_raw, io.prob_q, io.da, io.dqkv];
         let grid = [u(self.n.div_ceil(64)), u(self.heads), u(self.groups)];
         [
-            Self::launch(gpu, loader, [&BACKWARD_ROWS, &BACKWARD_ROWS_TEX], params, &rows, qkv, grid),
-            Self::launch(gpu, loader, [&BACKWARD_KEYS, &BACKWARD_KEYS_TEX], params, &keys, qkv, grid),
+            Self::launch(gpu, loader, [&BACKWARD_ROWS, &BACKWARD_ROWS_TEX], params, &rows, qkv, None, grid),
+            Self::launch(
+                gpu,
+                loader,
+                [&BACKWARD_KEYS, &BACKWARD_KEYS_TEX],
+                params,
+                &keys,
+                qkv,
+                Some(io.d_o),
+                grid,
+            ),
         ]
     }
 }
