@@ -391,18 +391,7 @@ fn image_grads_only_keeps_the_image_gradient() {
                 g.forward(&gpu);
                 let dl: Vec<f32> = (0..g.d_logits.numel()).map(|i| ((i % 7) as f32 - 3.0) * 0.1).collect();
                 g.d_logits.write(&gpu, &dl);
-                for tap in &g.taps {
-                    let da = tap.d_attn_logits.as_ref().unwrap();
-                    da.write(
-                        &gpu,
-                        &(0..da.numel()).map(|i| ((i % 5) as f32 - 2.0) * 1e-3).collect::<Vec<_>>(),
-                    );
-                    let d_o = tap.d_attn_out.as_ref().unwrap();
-                    d_o.write(
-                        &gpu,
-                        &(0..d_o.numel()).map(|i| ((i % 3) as f32 - 1.0) * 1e-2).collect::<Vec<_>>(),
-                    );
-                }
+                write_tap_grads(&gpu, &g);
                 g.backward(&gpu);
                 (g.d_images.read(&gpu).unwrap(), g.backward_dispatches().len())
             };
@@ -416,6 +405,16 @@ fn image_grads_only_keeps_the_image_gradient() {
                 "{tag}: image gradients differ"
             );
         }
+    }
+}
+
+/// Fixed loss gradients on every tap (A and O) of a graph built with attention gradients.
+fn write_tap_grads(gpu: &Gpu, g: &Graph) {
+    for tap in &g.taps {
+        let da = tap.d_attn_logits.as_ref().unwrap();
+        da.write(gpu, &(0..da.numel()).map(|i| ((i % 5) as f32 - 2.0) * 1e-3).collect::<Vec<_>>());
+        let d_o = tap.d_attn_out.as_ref().unwrap();
+        d_o.write(gpu, &(0..d_o.numel()).map(|i| ((i % 3) as f32 - 1.0) * 1e-2).collect::<Vec<_>>());
     }
 }
 
@@ -453,18 +452,7 @@ fn taps_only_graph_keeps_the_taps_and_the_image_gradient() {
                     g.forward_init(&gpu, &vit);
                 }
                 g.forward(&gpu);
-                for tap in &g.taps {
-                    let da = tap.d_attn_logits.as_ref().unwrap();
-                    da.write(
-                        &gpu,
-                        &(0..da.numel()).map(|i| ((i % 5) as f32 - 2.0) * 1e-3).collect::<Vec<_>>(),
-                    );
-                    let d_o = tap.d_attn_out.as_ref().unwrap();
-                    d_o.write(
-                        &gpu,
-                        &(0..d_o.numel()).map(|i| ((i % 3) as f32 - 1.0) * 1e-2).collect::<Vec<_>>(),
-                    );
-                }
+                write_tap_grads(&gpu, &g);
                 g.backward(&gpu);
                 let mut out = vec![g.d_images.read(&gpu).unwrap()];
                 out.extend(g.taps.iter().map(|t| t.attn_logits.read(&gpu).unwrap()));
