@@ -1,8 +1,9 @@
 // Fused ViT self-attention (global attention over an image's tokens, docs/ARCHITECTURE.md
 // "Fused attention"): what the unfused graph does in four launches forward and seven backward,
-// in one forward and two backward. Prepended to one of two loaders of q, k and v (attention_load_buf.wgsl: a
-// storage buffer; attention_load_tex.wgsl: a texture mirror, for CPU adapters where a texel
-// fetch is much cheaper than a storage load), and followed by fake_quant.wgsl.
+// in one forward and two backward. Prepended to one of two loaders of q, k, v and dO
+// (attention_load_buf.wgsl: storage buffers; attention_load_tex.wgsl: texture mirrors, for CPU
+// adapters where a texel fetch is much cheaper than a storage load), and followed by
+// fake_quant.wgsl.
 //
 // Shapes: qkv [G N, 3 D] (q, k, v of head h at columns h hd, D + h hd, 2 D + h hd; in Q the
 // quantized copy qkv_q), A and P [G, H, N, N], O [G, H, N, hd], merged [G N, D], D = H hd.
