@@ -61,6 +61,26 @@ impl GpuArgs {
     }
 }
 
+/// `--adapters`: the commands that can use several adapters at once.
+#[derive(Args, Clone, Debug, Default)]
+pub struct AdaptersArgs {
+    /// Several adapters at once: a comma list of backends (vulkan, metal, dx12, gl), adapter-name
+    /// substrings or BACKEND:SUBSTRING, or `all` (see `maskaq devices`). An item given twice opens
+    /// its adapter twice; the first item is the main one.
+    #[arg(long, value_name = "LIST")]
+    pub adapters: Option<String>,
+}
+
+impl AdaptersArgs {
+    /// One device per item of `--adapters`, or the one `--backend`/`--adapter` choose.
+    pub fn open(&self, opts: &GpuOptions) -> anyhow::Result<Vec<crate::gpu::Gpu>> {
+        match &self.adapters {
+            Some(list) => crate::gpu::Gpu::open_list(opts, list),
+            None => Ok(vec![crate::gpu::Gpu::new(opts)?]),
+        }
+    }
+}
+
 /// The full-precision model a command reads.
 #[derive(Args, Clone, Debug)]
 pub struct ModelArgs {
@@ -89,9 +109,14 @@ pub enum Command {
     Ptq(commands::ptq::PtqArgs),
     /// Synthesise labelled images from noise (MaskAQ, or a baseline) for data-free quantization.
     Synth(commands::synth::SynthArgs),
+    /// Join the shard folders of one `synth --shard K/N` run into one synthetic set.
+    SynthMerge(commands::synth_merge::SynthMergeArgs),
     /// The MaskAQ pipeline: synthesize images with P and Q, train Q on them with periodic
     /// refresh; without --model it quantizes the bundled Fashion-MNIST model.
     Quantize(Box<commands::quantize::QuantizeArgs>),
+    /// The same job on several adapters (e.g. vulkan,gl): accuracy, logits, quantization codes and
+    /// a synthesis run compared pair by pair.
+    Compare(commands::compare::CompareArgs),
     /// Measure forward, forward+backward, synthesis-iteration and Q-training-step times.
     Bench(commands::bench::BenchArgs),
     /// Time every kernel variant at the shapes a model launches and store the fastest that
@@ -109,7 +134,9 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Train(a) => commands::train::run(&gpu, &a),
         Command::Ptq(a) => commands::ptq::run(&gpu, &a),
         Command::Synth(a) => commands::synth::run(&gpu, &a),
+        Command::SynthMerge(a) => commands::synth_merge::run(&a),
         Command::Quantize(a) => commands::quantize::run(&gpu, &a),
+        Command::Compare(a) => commands::compare::run(&gpu, &a),
         Command::Bench(a) => commands::bench::run(&gpu, &a),
         Command::Tune(a) => commands::tune::run(&gpu, &a),
     }

@@ -217,3 +217,33 @@ fn probe_writable(dir: &Path) -> Result<()> {
     let _ = std::fs::remove_file(probe);
     Ok(())
 }
+
+/// FNV-1a (64 bits): a fingerprint of models and settings, to tell runs apart (not a
+/// cryptographic hash).
+pub struct Fnv(u64);
+
+impl Default for Fnv {
+    fn default() -> Fnv {
+        Fnv(0xcbf2_9ce4_8422_2325)
+    }
+}
+
+impl Fnv {
+    pub fn update(&mut self, bytes: impl IntoIterator<Item = u8>) {
+        for b in bytes {
+            self.0 ^= b as u64;
+            self.0 = self.0.wrapping_mul(0x0100_0000_01b3);
+        }
+    }
+
+    pub fn hex(&self) -> String {
+        format!("{:016x}", self.0)
+    }
+}
+
+/// The [`Fnv`] fingerprint of `bytes`, as 16 hex digits.
+pub fn fingerprint_bytes(bytes: &[u8]) -> String {
+    let mut h = Fnv::default();
+    h.update(bytes.iter().copied());
+    h.hex()
+}

@@ -5,6 +5,7 @@
 
 pub mod cli;
 pub mod commands;
+pub mod compare;
 pub mod data;
 pub mod eval;
 pub mod gpu;

@@ -9,6 +9,20 @@ impl Rng {
         Rng(seed ^ 0x6a09_e667_f3bc_c908)
     }
 
+    /// An independent stream for one item of a run (a synthesis batch, an attempt at it): the
+    /// same `seed` and `path` give the same stream whatever else the run did before, so a batch's
+    /// draws do not depend on which adapter, shard or order produced it.
+    pub fn derive(seed: u64, path: &[u64]) -> Rng {
+        let mut r = Rng::new(seed);
+        for &k in path {
+            // One SplitMix64 output of (state + k) becomes the next state: distinct paths give
+            // unrelated streams, and [a, b] differs from [b, a].
+            r = Rng(r.0.wrapping_add(k.wrapping_mul(0xd1b5_4a32_d192_ed03)));
+            r = Rng(r.next_u64());
+        }
+        r
+    }
+
     /// The internal state, to checkpoint a run.
     pub fn state(&self) -> u64 {
         self.0

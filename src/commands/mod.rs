@@ -1,12 +1,14 @@
 //! The work behind each `maskaq` subcommand (`main.rs` only parses arguments and calls these).
 
 pub mod bench;
+pub mod compare;
 pub mod devices;
 pub mod eval;
 pub mod predict;
 pub mod ptq;
 pub mod quantize;
 pub mod synth;
+pub mod synth_merge;
 pub mod train;
 pub mod tune;
 

@@ -43,6 +43,9 @@ pub struct QuantizeArgs {
     /// Print report.json on stdout at the end.
     #[arg(long, help_heading = "Model and output")]
     pub json: bool,
+    /// Synthesize on several adapters at once (Q trains on the first); see `maskaq synth --help`.
+    #[command(flatten)]
+    pub adapters: crate::cli::AdaptersArgs,
     /// Evaluation after every epoch (default with the bundled model: its test slice).
     #[arg(long, value_name = "PATH", help_heading = "Evaluation")]
     pub eval_data: Option<PathBuf>,
@@ -258,13 +261,17 @@ pub fn run(gpu_opts: &GpuOptions, args: &QuantizeArgs) -> Result<()> {
     let eval = open_eval(args, eval_path.as_deref())?;
     let out = prepare_out(args, &cfg, &weights, &model, eval_path.as_deref())?;
 
-    let gpu = Gpu::new(gpu_opts)?;
+    let gpus = args.adapters.open(gpu_opts)?;
+    let gpu = &gpus[0];
     crate::commands::check_fits(
-        &gpu,
+        gpu,
         &pcfg,
         cfg.synth.batch.max(cfg.train.batch),
         "--synth-batch/--train-batch",
     )?;
+    for g in &gpus[1..] {
+        crate::commands::check_fits(g, &pcfg, cfg.synth.batch, "--synth-batch")?;
+    }
     eprintln!(
         "quantize: {} to {} with {} ({} preset) on {}",
         crate::commands::describe_model(&model, &pcfg),
@@ -273,12 +280,15 @@ pub fn run(gpu_opts: &GpuOptions, args: &QuantizeArgs) -> Result<()> {
         args.preset.name(),
         gpu.describe()
     );
-    if gpu.cpu_like {
-        warn_if_long_on_cpu(&gpu, &pcfg, &cfg);
+    for g in &gpus[1..] {
+        eprintln!("quantize: synthesis also on {}", g.describe());
     }
-    let p = Model::new(&gpu, pcfg.clone(), &weights);
-    let mut q = Model::new(&gpu, pcfg.clone(), &weights);
-    q.quantize(&gpu, args.bits);
+    if gpu.cpu_like {
+        warn_if_long_on_cpu(gpu, &pcfg, &cfg);
+    }
+    let p = Model::new(gpu, pcfg.clone(), &weights);
+    let mut q = Model::new(gpu, pcfg.clone(), &weights);
+    q.quantize(gpu, args.bits);
     let progress = if args.json { Progress::hidden() } else { Progress::new("quantize", "") };
     progress.set_message("preparing P, Q and the baselines");
     let opts = pipeline::RunOptions {
@@ -289,8 +299,9 @@ pub fn run(gpu_opts: &GpuOptions, args: &QuantizeArgs) -> Result<()> {
         stop_after_epoch: args.stop_after_epoch,
         initial: initial.as_ref(),
         real: real.as_deref(),
+        extra_gpus: &gpus[1..],
     };
-    let report = pipeline::run(&gpu, &p, &weights, &q, &cfg, &opts, |line| {
+    let report = pipeline::run(gpu, &p, &weights, &q, &cfg, &opts, |line| {
         progress.suspend(|| eprintln!("quantize: {line}"))
     });
     progress.finish();
@@ -299,7 +310,7 @@ pub fn run(gpu_opts: &GpuOptions, args: &QuantizeArgs) -> Result<()> {
     report.eval_data = eval.as_ref().map(|d| d.source());
     report.eval_samples = eval.as_ref().map(|d| d.len());
     crate::quant::export::export(
-        &gpu,
+        gpu,
         &q,
         &format!("{}-{}", args.method, args.preset.name()),
         &args.out.join("quantized.safetensors"),

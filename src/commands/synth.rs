@@ -12,12 +12,13 @@ use crate::data::synthetic::{SyntheticDataset, write_previews};
 use crate::gpu::{Gpu, GpuOptions};
 use crate::io::{Existing, OutDir};
 use crate::maskaq::agreement::{Agreement, agreement};
+use crate::maskaq::shard::Shard;
 use crate::maskaq::synth::{Method, SynthConfig, Synthesizer, TermLog};
+use crate::maskaq::synth_pool::{self, Plan, WorkerStats};
 use crate::model::Model;
-use crate::model::checkpoint::{load_weights, resolve};
+use crate::model::checkpoint::{Weights, load_weights, resolve};
 use crate::progress::Progress;
 use crate::quant::Bits;
-use crate::rng::Rng;
 
 /// The synthesis loss weights as flags (shared by `synth` and `quantize`).
 #[derive(clap::Args, Clone, Debug, Default)]
@@ -221,6 +222,17 @@ pub struct SynthArgs {
     /// Print the report (log.json) on stdout at the end.
     #[arg(long)]
     pub json: bool,
+    #[command(flatten)]
+    pub adapters: crate::cli::AdaptersArgs,
+    /// Make only shard K of N of this run's batches (K from 0; `maskaq synth-merge` joins the
+    /// shards into the unsharded set), or `auto`: K and N from a Slurm job array
+    /// (SLURM_ARRAY_TASK_ID, SLURM_ARRAY_TASK_COUNT) or a Kubernetes Indexed Job
+    /// (JOB_COMPLETION_INDEX, with --shard-count).
+    #[arg(long, value_name = "K/N|auto")]
+    pub shard: Option<String>,
+    /// The number of shards, for `--shard auto` where the environment does not give it.
+    #[arg(long, value_name = "N")]
+    pub shard_count: Option<usize>,
 }
 
 /// What `synth` writes in its folder (removed first with --overwrite).
@@ -236,6 +248,12 @@ struct BatchLog {
 #[derive(Serialize)]
 struct Report<'a> {
     adapter: String,
+    /// Every adapter that synthesized, with its share.
+    workers: Vec<WorkerStats>,
+    /// `K/N` for one shard of a run (`--shard`).
+    shard: Option<String>,
+    /// The settings every shard of one run shares (`synth-merge` compares them).
+    run: String,
     model: String,
     method: String,
     bits: String,
@@ -285,38 +303,65 @@ pub fn run(gpu_opts: &GpuOptions, args: &SynthArgs) -> Result<()> {
     if let Some(q) = &args.quantized {
         inputs.push(("--quantized", q.as_path()));
     }
-    let out = OutDir::prepare(&args.out, &inputs, args.overwrite, Existing::Refuse, SYNTH_OUTPUTS)?;
     cfg.iters = args.synth_iters;
     cfg.batch = args.batch.min(args.num_images);
     cfg.log_every = args.log_every.max(1);
-
-    let gpu = Gpu::new(gpu_opts)?;
-    crate::commands::check_fits(&gpu, &cfg_p, cfg.batch, "--batch")?;
-    let p = Model::new(&gpu, cfg_p.clone(), &weights);
-    let (q, bits) = quantized_model(&gpu, args, &cfg_p, &weights, &cfg)?;
-    let q = q.filter(|_| cfg.weights.alignment > 0.0 && method == Method::Maskaq);
-    let mut synth = Synthesizer::new(&gpu, &p, q.as_ref(), cfg.clone())?;
     let batches = args.num_images.div_ceil(cfg.batch);
-    let total_iters = if method == Method::Noise { batches } else { batches * cfg.iters };
+    let shard = args.shard.as_deref().map(|s| Shard::parse(s, args.shard_count)).transpose()?;
+    if shard.is_none() && args.shard_count.is_some() {
+        bail!("--shard-count is only read with --shard auto");
+    }
+    let slots = match shard {
+        Some(s) => s.slots(batches)?,
+        None => 0..batches,
+    };
+    let out = OutDir::prepare(&args.out, &inputs, args.overwrite, Existing::Refuse, SYNTH_OUTPUTS)?;
+
+    let gpus = args.adapters.open(gpu_opts)?;
+    let gpu = &gpus[0];
+    for g in &gpus {
+        crate::commands::check_fits(g, &cfg_p, cfg.batch, "--batch")?;
+    }
+    let p = Model::new(gpu, cfg_p.clone(), &weights);
+    let (q, bits) = quantized_model(gpu, args, &cfg_p, &weights, &cfg)?;
+    let q = q.filter(|_| cfg.weights.alignment > 0.0 && method == Method::Maskaq);
+    let run_key = run_key(args, &cfg, &weights, bits)?;
+    let mut synth = Synthesizer::new(gpu, &p, q.as_ref(), cfg.clone())?;
+    let total_iters = if method == Method::Noise { slots.len() } else { slots.len() * cfg.iters };
     let pb = if args.json { Progress::hidden() } else { Progress::new("synth", "iterations") };
     pb.start(total_iters as u64, "synthesizing, iterations");
+    let share = match shard {
+        Some(s) => format!("shard {s}: batches {}..{} of {batches}", slots.start, slots.end),
+        None => format!("{batches} batches"),
+    };
+    let on = gpus.iter().map(|g| g.describe()).collect::<Vec<_>>().join(" + ");
     eprintln!(
-        "synth: {} images by {method} on {} ({} batches of {} x {} iterations) on {}",
+        "synth: {} images by {method} on {} ({share} of {} x {} iterations) on {on}",
         args.num_images,
         crate::commands::describe_model(&args.model.model, &cfg_p),
-        batches,
         cfg.batch,
         cfg.iters,
-        gpu.describe()
     );
     let start = Instant::now();
     let per = cfg_p.in_chans * cfg_p.img_size * cfg_p.img_size;
-    let set = synthesize(&mut synth, args, batches, per, &pb)?;
-    let (images, labels, logs, dropped) = (set.images, set.labels, set.logs, set.dropped);
+    let set = synthesize(&mut synth, &gpus[1..], &weights, args, slots, per, &pb)?;
+    let (images, labels, logs, dropped, workers) =
+        (set.images, set.labels, set.logs, set.dropped, set.workers);
     pb.finish();
     let seconds = start.elapsed().as_secs_f64();
     if labels.is_empty() {
         bail!("every batch went non-finite; nothing was written");
+    }
+    if gpus.len() > 1 {
+        for w in &workers {
+            eprintln!(
+                "synth: {}: {} batches ({:.0} %) in {:.1} s",
+                w.adapter,
+                w.batches,
+                100.0 * w.batches as f64 / logs.len().max(1) as f64,
+                w.seconds
+            );
+        }
     }
     let shape = [cfg_p.in_chans, cfg_p.img_size, cfg_p.img_size];
     let mut meta = HashMap::new();
@@ -324,11 +369,18 @@ pub fn run(gpu_opts: &GpuOptions, args: &SynthArgs) -> Result<()> {
     meta.insert("num_classes".to_string(), cfg_p.num_classes.to_string());
     meta.insert("model".to_string(), args.model.model.display().to_string());
     meta.insert("seed".to_string(), args.seed.to_string());
-    let agree = agreement(&gpu, &p, &images, &labels)?;
+    meta.insert("run".to_string(), run_key.clone());
+    if let Some(s) = shard {
+        meta.insert("shard".to_string(), s.to_string());
+    }
+    let agree = agreement(gpu, &p, &images, &labels)?;
     SyntheticDataset::write(&out.path, shape, &images, &labels, meta)?;
     write_previews(&out.path, &images, &labels, &cfg_p)?;
     let report = Report {
         adapter: gpu.describe(),
+        workers,
+        shard: shard.map(|s| s.to_string()),
+        run: run_key,
         model: args.model.model.display().to_string(),
         method: method.to_string(),
         bits: bits.to_string(),
@@ -400,43 +452,78 @@ fn quantized_model(
     Ok((q.filter(|_| reads_q), bits))
 }
 
-/// The images of every batch that stayed finite, and each batch's loss log.
+/// The settings that decide a run's images, as one string: every shard of a run must have the
+/// same (`synth-merge` checks it). P and a --quantized Q enter by their fingerprints.
+fn run_key(args: &SynthArgs, cfg: &SynthConfig, weights: &Weights, bits: Bits) -> Result<String> {
+    let q = match &args.quantized {
+        Some(path) => {
+            let bytes = std::fs::read(path).with_context(|| format!("--quantized {}", path.display()))?;
+            Some(crate::io::fingerprint_bytes(&bytes))
+        }
+        None => None,
+    };
+    let key = serde_json::json!({
+        "model": crate::maskaq::fingerprint(weights),
+        "quantized": q,
+        "bits": bits.to_string(),
+        "method": args.method.to_string(),
+        "num_images": args.num_images,
+        "seed": args.seed,
+        "config": cfg,
+    });
+    Ok(key.to_string())
+}
+
+/// The images of every batch that stayed finite, each batch's loss log, and each adapter's share.
 struct SynthesizedSet {
     images: Vec<f32>,
     labels: Vec<usize>,
     logs: Vec<BatchLog>,
     dropped: usize,
+    workers: Vec<WorkerStats>,
 }
 
-/// Runs the batches in order from one random stream, showing each one's loss terms.
+/// Runs the batches `slots` on the synthesizer's adapter and on `extra`, each from its own
+/// random stream, showing the loss terms as they come; a non-finite batch is dropped.
 fn synthesize(
     synth: &mut Synthesizer,
+    extra: &[Gpu],
+    weights: &Weights,
     args: &SynthArgs,
-    batches: usize,
+    slots: std::ops::Range<usize>,
     per: usize,
     pb: &Progress,
 ) -> Result<SynthesizedSet> {
-    let mut rng = Rng::new(args.seed);
-    let mut set = SynthesizedSet { images: Vec::new(), labels: Vec::new(), logs: Vec::new(), dropped: 0 };
-    for bi in 0..batches {
-        let mut last_pos = 0;
-        let batch = synth.run_batch(&mut rng, |t| {
-            pb.set_message(format!("batch {}/{batches}  {}", bi + 1, fmt_terms(t)));
-            pb.inc((t.iter + 1 - last_pos) as u64);
-            last_pos = t.iter + 1;
-        })?;
-        if args.method == Method::Noise {
+    let iters = synth.config().iters;
+    let noise = args.method == Method::Noise;
+    // The last logged iteration of each worker's current batch, to advance the bar by the rest.
+    let last = std::sync::Mutex::new(vec![0usize; extra.len() + 1]);
+    let on_log = |w: usize, t: &TermLog| {
+        pb.set_message(fmt_terms(t));
+        let mut last = last.lock().unwrap_or_else(|p| p.into_inner());
+        let done = t.iter + 1;
+        pb.inc(done.saturating_sub(last[w]) as u64);
+        last[w] = if done == iters { 0 } else { done };
+    };
+    let plan = Plan { seed: args.seed, stream: 0, slots, attempts: 1, on_log: &on_log };
+    let (made, workers) = synth_pool::run(synth, extra, Some(weights), &plan)?;
+    let mut set =
+        SynthesizedSet { images: Vec::new(), labels: Vec::new(), logs: Vec::new(), dropped: 0, workers };
+    for m in made {
+        let batch = m.batch;
+        if noise {
             pb.inc(1);
         }
         if !batch.finite {
             set.dropped += 1;
-            pb.suspend(|| eprintln!("synth: batch {} went non-finite and was dropped", bi + 1));
+            pb.suspend(|| eprintln!("synth: batch {} went non-finite and was dropped", m.slot + 1));
         } else {
-            let keep = (args.num_images - set.labels.len()).min(batch.labels.len());
+            // By position in the whole run, so a shard keeps what the unsharded run keeps.
+            let keep = (args.num_images - m.slot * batch.labels.len()).min(batch.labels.len());
             set.images.extend_from_slice(&batch.images[..keep * per]);
             set.labels.extend_from_slice(&batch.labels[..keep]);
         }
-        set.logs.push(BatchLog { batch: bi, finite: batch.finite, terms: batch.log });
+        set.logs.push(BatchLog { batch: m.slot, finite: batch.finite, terms: batch.log });
     }
     Ok(set)
 }

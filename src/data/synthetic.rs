@@ -24,6 +24,8 @@ pub struct SyntheticDataset {
     pub images: Vec<f32>,
     pub labels: Vec<usize>,
     pub classes: Option<usize>,
+    /// The file's metadata (method, seed, the run's settings, a shard's place).
+    pub meta: HashMap<String, String>,
 }
 
 impl SyntheticDataset {
@@ -55,14 +57,15 @@ impl SyntheticDataset {
             bail!("{}: label {bad} is not a class index", path.display());
         }
         let (_, header) = SafeTensors::read_metadata(&bytes)?;
-        let classes =
-            header.metadata().as_ref().and_then(|m| m.get("num_classes")).and_then(|v| v.parse().ok());
+        let meta = header.metadata().clone().unwrap_or_default();
+        let classes = meta.get("num_classes").and_then(|v| v.parse().ok());
         Ok(SyntheticDataset {
             path,
             shape: [ishape[1], ishape[2], ishape[3]],
             images,
             labels: labels.iter().map(|&l| l as usize).collect(),
             classes,
+            meta,
         })
     }
 

@@ -208,6 +208,69 @@ fn instance(opts: &GpuOptions) -> Result<(wgpu::Instance, wgpu::Backends, Option
     Ok((wgpu::Instance::new(desc), backends, asked.map(|(_, how)| how)))
 }
 
+/// One item of `--adapters`: `all`, a backend (`vulkan`, `metal`, `dx12`, `gl`), a
+/// case-insensitive substring of the adapter name, or `BACKEND:SUBSTRING`.
+#[derive(Clone, Debug, PartialEq)]
+pub struct AdapterItem {
+    /// The item as written (for errors).
+    pub text: String,
+    pub backend: Option<wgpu::Backend>,
+    /// Lower-case substring of the adapter name (empty: any).
+    pub name: String,
+    /// `all`: every matching adapter, not only the best one.
+    pub every: bool,
+}
+
+impl AdapterItem {
+    pub fn parse_list(list: &str) -> Result<Vec<AdapterItem>> {
+        let items: Vec<AdapterItem> = list
+            .split(',')
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+            .map(AdapterItem::parse)
+            .collect::<Result<_>>()?;
+        if items.is_empty() {
+            bail!("--adapters `{list}`: expected a comma list such as vulkan,gl (or all)");
+        }
+        Ok(items)
+    }
+
+    pub fn parse(text: &str) -> Result<AdapterItem> {
+        let backend_of = |s: &str| match s.to_ascii_lowercase().as_str() {
+            "vulkan" | "vk" => Some(wgpu::Backend::Vulkan),
+            "metal" | "mtl" => Some(wgpu::Backend::Metal),
+            "dx12" | "d3d12" => Some(wgpu::Backend::Dx12),
+            "gl" | "gles" | "opengl" => Some(wgpu::Backend::Gl),
+            _ => None,
+        };
+        let item = |backend, name: &str, every| AdapterItem {
+            text: text.to_string(),
+            backend,
+            name: name.to_lowercase(),
+            every,
+        };
+        if text.eq_ignore_ascii_case("all") {
+            return Ok(item(None, "", true));
+        }
+        if let Some((b, name)) = text.split_once(':') {
+            let Some(backend) = backend_of(b) else {
+                bail!(
+                    "--adapters: `{text}`: `{b}` is no backend (expected vulkan, metal, dx12 or gl before the colon)"
+                );
+            };
+            return Ok(item(Some(backend), name, false));
+        }
+        Ok(match backend_of(text) {
+            Some(b) => item(Some(b), "", false),
+            None => item(None, text, false),
+        })
+    }
+
+    fn matches(&self, info: &wgpu::AdapterInfo) -> bool {
+        self.backend.is_none_or(|b| b == info.backend) && info.name.to_lowercase().contains(&self.name)
+    }
+}
+
 /// Higher is preferred: discrete GPUs first, software adapters last, GL after native APIs.
 fn preference(info: &wgpu::AdapterInfo) -> i32 {
     let ty = match info.device_type {
@@ -313,6 +376,58 @@ impl Gpu {
             None => adapters.swap_remove(0),
         };
         Self::from_adapter(adapter, opts)
+    }
+
+    /// One device per item of `--adapters LIST` (see [`AdapterItem`]), in the list's order: an
+    /// item naming the same adapter twice opens it twice. `all` opens every adapter once.
+    pub fn open_list(opts: &GpuOptions, list: &str) -> Result<Vec<Gpu>> {
+        let items = AdapterItem::parse_list(list)?;
+        // The list names its backends itself: every backend is searched, whatever
+        // --backend or WGPU_BACKEND say.
+        quiet_device_select_layer();
+        let mut desc = wgpu::InstanceDescriptor::new_without_display_handle_from_env();
+        desc.backends = wgpu::Backends::all();
+        let backends = desc.backends;
+        let inst = wgpu::Instance::new(desc);
+        let enumerate = || {
+            let mut a = pollster::block_on(inst.enumerate_adapters(backends));
+            a.sort_by_key(|a| -preference(&a.get_info()));
+            a
+        };
+        let first = enumerate();
+        if first.is_empty() {
+            bail!("{}", no_adapter_help(backends, None));
+        }
+        let names: Vec<String> = first
+            .iter()
+            .map(|a| {
+                let i = a.get_info();
+                format!("{}:{}", format!("{:?}", i.backend).to_lowercase(), i.name)
+            })
+            .collect();
+        let mut picks = Vec::new();
+        for item in &items {
+            let matches: Vec<usize> = first
+                .iter()
+                .enumerate()
+                .filter(|(_, a)| item.matches(&a.get_info()))
+                .map(|(k, _)| k)
+                .collect();
+            if matches.is_empty() {
+                bail!(
+                    "--adapters: `{}` matches no adapter; the adapters are: {}",
+                    item.text,
+                    names.join(", ")
+                );
+            }
+            if item.every {
+                picks.extend(matches);
+            } else {
+                picks.push(matches[0]);
+            }
+        }
+        // A fresh enumeration per device: each gets its own adapter handle.
+        picks.into_iter().map(|k| Self::from_adapter(enumerate().swap_remove(k), opts)).collect()
     }
 
     fn from_adapter(adapter: wgpu::Adapter, opts: &GpuOptions) -> Result<Gpu> {

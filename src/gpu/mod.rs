@@ -14,7 +14,7 @@ mod mirror;
 mod tensor;
 pub mod tune;
 
-pub use context::{AdapterReport, Backend, Gpu, GpuOptions, list_adapters};
+pub use context::{AdapterItem, AdapterReport, Backend, Gpu, GpuOptions, list_adapters};
 pub use kernel::{Dispatch, Kernel, Tunable, grid_for, grid1d};
 pub use mirror::TexMirror;
 pub use tensor::Tensor;

@@ -20,14 +20,11 @@ pub(super) const CHECKPOINT_FORMAT: &str = "maskaq-checkpoint-v1";
 
 /// FNV-1a of the full-precision weights: a resumed run must start from the same model.
 pub fn fingerprint(w: &Weights) -> String {
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    let mut h = crate::io::Fnv::default();
     for (name, _, v) in &w.tensors {
-        for b in name.bytes().chain(v.iter().flat_map(|x| x.to_le_bytes())) {
-            h ^= b as u64;
-            h = h.wrapping_mul(0x0100_0000_01b3);
-        }
+        h.update(name.bytes().chain(v.iter().flat_map(|x| x.to_le_bytes())));
     }
-    format!("{h:016x}")
+    h.hex()
 }
 
 #[derive(Serialize, serde::Deserialize)]

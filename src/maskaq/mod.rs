@@ -4,8 +4,11 @@
 
 pub mod agreement;
 mod checkpoint;
+pub use checkpoint::fingerprint;
 pub mod pipeline;
 pub mod qtrain;
+pub mod shard;
 pub mod synth;
 pub mod synth_config;
 pub mod synth_objectives;
+pub mod synth_pool;

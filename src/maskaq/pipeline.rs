@@ -19,6 +19,7 @@ pub use super::checkpoint::{check_resume, describe_checkpoint, fingerprint};
 use super::checkpoint::{read_checkpoint, restore, save};
 use super::qtrain::{QTrainConfig, QTrainer, StepLosses, epoch_lr};
 use super::synth::{Method, SynthConfig, Synthesizer};
+use super::synth_pool::{self, Plan};
 use crate::data::dataset::Dataset;
 use crate::data::synthetic::{SyntheticDataset, write_previews};
 use crate::eval::{ModelRunner, evaluate};
@@ -216,7 +217,12 @@ pub struct RunOptions<'a> {
     pub real: Option<&'a dyn Dataset>,
     /// Progress of the current phase (synthesis batches, training steps); hidden when not shown.
     pub progress: crate::progress::Progress,
+    /// More adapters for the synthesis (`--adapters`); Q trains on the main one.
+    pub extra_gpus: &'a [Gpu],
 }
+
+/// Tries per synthesis batch before a run gives up on it (a batch may go non-finite).
+const SYNTH_ATTEMPTS: usize = 4;
 
 pub const CHECKPOINT: &str = "checkpoint.safetensors";
 /// The min-max PTQ baseline of a run with evaluation data, exported like Q.
@@ -284,6 +290,8 @@ pub(super) struct Run<'a> {
     pub(super) q: &'a Model,
     pub(super) cfg: &'a QuantizeConfig,
     pub(super) opts: &'a RunOptions<'a>,
+    /// P's weights (the extra adapters build their P from them).
+    pub(super) weights: &'a Weights,
     /// Values per image.
     pub(super) per: usize,
 }
@@ -299,7 +307,7 @@ fn run_epochs(
     mut log: impl FnMut(&str),
 ) -> Result<QuantizeReport> {
     let start = Instant::now();
-    let run = Run { gpu, p, q, cfg, opts, per: p.cfg.in_chans * p.cfg.img_size * p.cfg.img_size };
+    let run = Run { gpu, p, q, cfg, opts, weights, per: p.cfg.in_chans * p.cfg.img_size * p.cfg.img_size };
     let config_json = serde_json::to_string(cfg)?;
     let model_fp = fingerprint(weights);
     let ckpt_path = opts.out.join(CHECKPOINT);
@@ -439,29 +447,54 @@ fn new_set(
         return Ok(None);
     }
     let s0 = Instant::now();
+    let (batch, iters) = (synth.config().batch, synth.config().iters);
+    let batches = cfg.num_images.div_ceil(batch);
+    opts.progress.start(batches as u64, format!("epoch {}/{}: synthesizing, batches", epoch + 1, cfg.epochs));
+    check_interrupt(epoch, cfg.epochs)?;
+    // Each batch from its own stream of this refresh (synth_pool): the set does not depend on
+    // how many adapters make it.
+    let on_log = |_: usize, t: &super::synth::TermLog| {
+        if t.iter + 1 == iters {
+            opts.progress.inc(1);
+        }
+    };
+    let plan = Plan {
+        seed: cfg.seed,
+        stream: epoch as u64,
+        slots: 0..batches,
+        attempts: SYNTH_ATTEMPTS,
+        on_log: &on_log,
+    };
+    let (made, workers) = synth_pool::run(synth, opts.extra_gpus, Some(run.weights), &plan)
+        .or_else(|e| check_interrupt(epoch, cfg.epochs).and(Err(e)))?;
     state.images.clear();
     state.labels.clear();
-    let batches = cfg.num_images.div_ceil(synth.config().batch);
-    opts.progress.start(batches as u64, format!("epoch {}/{}: synthesizing, batches", epoch + 1, cfg.epochs));
-    let mut attempts = 0;
-    while state.labels.len() < cfg.num_images {
-        attempts += 1;
-        if attempts > 3 * batches + 3 {
-            bail!("synthesis keeps going non-finite; nothing to train on");
+    for m in made {
+        if !m.batch.finite {
+            bail!(
+                "synthesis: batch {} went non-finite {SYNTH_ATTEMPTS} times; nothing to train on",
+                m.slot + 1
+            );
         }
-        check_interrupt(epoch, cfg.epochs)?;
-        let b = synth
-            .run_batch(&mut state.rng, |_| {})
-            .or_else(|e| check_interrupt(epoch, cfg.epochs).and(Err(e)))?;
-        if !b.finite {
-            state.dropped += 1;
-            log("synthesis: a batch went non-finite and was dropped");
-            continue;
+        if m.attempts > 1 {
+            log(&format!(
+                "synthesis: batch {} went non-finite {} times and was redone",
+                m.slot + 1,
+                m.attempts - 1
+            ));
         }
-        let keep = (cfg.num_images - state.labels.len()).min(b.labels.len());
-        state.images.extend_from_slice(&b.images[..keep * per]);
-        state.labels.extend_from_slice(&b.labels[..keep]);
-        opts.progress.inc(1);
+        state.dropped += m.attempts - 1;
+        let keep = (cfg.num_images - m.slot * batch).min(m.batch.labels.len());
+        state.images.extend_from_slice(&m.batch.images[..keep * per]);
+        state.labels.extend_from_slice(&m.batch.labels[..keep]);
+    }
+    if workers.len() > 1 {
+        for w in &workers {
+            log(&format!(
+                "synthesis: {}: {} of {batches} batches in {:.1} s",
+                w.adapter, w.batches, w.seconds
+            ));
+        }
     }
     state.synth_s += s0.elapsed().as_secs_f64();
     let agree = agreement(run.gpu, run.p, &state.images, &state.labels)?;

@@ -103,7 +103,8 @@ pub struct Synthesizer<'a> {
     m_adam: Tensor,
     v_adam: Tensor,
     step: Vec<Dispatch>,
-    q_init_step: Vec<Dispatch>,
+    /// The augmentation and Q's initialising forward alone ([`Synthesizer::init_q`]).
+    q_init: Vec<Dispatch>,
     /// Q's weight quantizers, run before a batch's first iteration.
     weights: Vec<Dispatch>,
     noise_calls: usize,
@@ -199,9 +200,8 @@ impl<'a> Synthesizer<'a> {
         ));
         tail.push(sy::clamp_channels(gpu, shape, &img, &bounds));
 
-        // One iteration; the first one with Q's initialising forward instead of its forward.
         let step = [&ds[..], &fw_p, &fw_q, &objectives, &bw_p, &tail].concat();
-        let q_init_step = [&ds[..], &fw_p, &fw_q_init, &objectives, &bw_p, &tail].concat();
+        let q_init = [&ds[..], &fw_q_init].concat();
         let mut keep = vec![partial, ce_loss, tv_loss, bounds];
         keep.extend(objs.keep.iter().cloned());
         Ok(Synthesizer {
@@ -222,7 +222,7 @@ impl<'a> Synthesizer<'a> {
             m_adam,
             v_adam,
             step,
-            q_init_step,
+            q_init,
             weights,
             noise_calls: 0,
             _keep: keep,
@@ -231,6 +231,11 @@ impl<'a> Synthesizer<'a> {
 
     pub fn config(&self) -> &SynthConfig {
         &self.cfg
+    }
+
+    /// The device and the models this synthesizer runs (Q only when the objective reads it).
+    pub fn models(&self) -> (&'a Gpu, &'a Model, Option<&'a Model>) {
+        (self.gpu, self.p, self.q)
     }
 
     /// Calls of the noise augmentation so far (its schedule persists across batches).
@@ -398,10 +403,9 @@ impl<'a> Synthesizer<'a> {
         })
     }
 
-    /// Synthesises one batch from fresh noise with random target labels.
-    pub fn run_batch(&mut self, rng: &mut Rng, mut on_log: impl FnMut(&TermLog)) -> Result<SynthBatch> {
+    /// A batch's starting pixels and target labels, the first draws of its stream.
+    fn start_batch(&self, rng: &mut Rng) -> (Vec<f32>, Vec<usize>) {
         let c = &self.p.cfg;
-        let b = self.shape[0];
         let n_img: usize = self.shape.iter().product();
         let mut img: Vec<f32> = (0..n_img).map(|_| rng.normal() as f32).collect();
         if self.cfg.init == SynthInit::Black {
@@ -412,29 +416,61 @@ impl<'a> Synthesizer<'a> {
                 *v = -c.preprocess.mean[ch] / c.preprocess.std[ch] + 0.01 * v.abs();
             }
         }
-        let labels: Vec<usize> = (0..b).map(|_| rng.below(c.num_classes)).collect();
+        let labels: Vec<usize> = (0..self.shape[0]).map(|_| rng.below(c.num_classes)).collect();
+        (img, labels)
+    }
+
+    /// Writes a batch's pixels and targets, zeroes the pixels' optimiser and quantizes Q's
+    /// weights.
+    fn load_batch(&self, img: &[f32], labels: &[usize]) {
+        self.img.write(self.gpu, img);
+        self.targets.write(self.gpu, &labels.iter().map(|&l| l as f32).collect::<Vec<_>>());
+        self.m_adam.write(self.gpu, &vec![0.0; img.len()]);
+        self.v_adam.write(self.gpu, &vec![0.0; img.len()]);
+        self.gpu.run_all(&[&self.weights]);
+    }
+
+    /// Whether Q is in the objective and its activation quantizers hold no state yet.
+    pub fn q_needs_init(&self) -> bool {
+        self.cfg.method != Method::Noise
+            && self.q.is_some_and(|q| q.quant.as_ref().is_some_and(|qq| !qq.initialized.get()))
+    }
+
+    /// Initialises Q's activation quantizers (LSQ's initialisation on the first forward Q sees)
+    /// on the first iteration's input of the batch whose stream `rng` is, leaving nothing else
+    /// changed. [`Synthesizer::run_batch`] calls it on its own batch when Q needs it; a run split
+    /// over several adapters or shards calls it with batch 0's stream everywhere, so every
+    /// worker holds the Q a one-adapter run would.
+    pub fn init_q(&mut self, mut rng: Rng) -> Result<()> {
+        if !self.q_needs_init() {
+            return Ok(());
+        }
+        let (img, labels) = self.start_batch(&mut rng);
+        self.load_batch(&img, &labels);
+        let calls = self.noise_calls;
+        self.draw(&mut rng, 0);
+        self.noise_calls = calls;
+        self.gpu.run_all(&[&self.q_init]);
+        if let Some(qq) = self.q.and_then(|q| q.quant.as_ref()) {
+            qq.initialized.set(true);
+        }
+        Ok(())
+    }
+
+    /// Synthesises one batch from fresh noise with random target labels, every draw from `rng`.
+    pub fn run_batch(&mut self, rng: &mut Rng, mut on_log: impl FnMut(&TermLog)) -> Result<SynthBatch> {
+        self.init_q(rng.clone())?;
+        let (img, labels) = self.start_batch(rng);
         let mut log = Vec::new();
         if self.cfg.method == Method::Noise {
             return Ok(SynthBatch { images: img, labels, finite: true, log });
         }
-        self.img.write(self.gpu, &img);
-        self.targets.write(self.gpu, &labels.iter().map(|&l| l as f32).collect::<Vec<_>>());
         // A fresh image optimiser per batch.
-        self.m_adam.write(self.gpu, &vec![0.0; n_img]);
-        self.v_adam.write(self.gpu, &vec![0.0; n_img]);
-        self.gpu.run_all(&[&self.weights]);
+        self.load_batch(&img, &labels);
         for i in 0..self.cfg.iters {
             crate::interrupt::check()?;
             self.draw(rng, i);
-            let init_q = self.q.is_some_and(|q| q.quant.as_ref().is_some_and(|qq| !qq.initialized.get()));
-            if init_q {
-                self.gpu.run_all(&[&self.q_init_step]);
-                if let Some(qq) = self.q.and_then(|q| q.quant.as_ref()) {
-                    qq.initialized.set(true);
-                }
-            } else {
-                self.gpu.run_all(&[&self.step]);
-            }
+            self.gpu.run_all(&[&self.step]);
             if (i + 1) % self.cfg.log_every.max(1) == 0 || i + 1 == self.cfg.iters || i == 0 {
                 let entry = self.read_terms(i)?;
                 on_log(&entry);

@@ -56,6 +56,8 @@ pub(crate) struct Builder<'a> {
     inputs: Option<(Tensor, Tensor)>,
     /// Where the forward after initialisation ends (`GraphOptions::taps_only`), if before the end.
     forward_end: Option<usize>,
+    /// The quantizers' outputs, with `GraphOptions::probe_sites`.
+    probes: Vec<super::graph::SiteProbe>,
 }
 
 /// What a topology hands back for [`Builder::finish`].
@@ -90,6 +92,7 @@ impl<'a> Builder<'a> {
             bw: Vec::new(),
             forward_end: None,
             inputs: None,
+            probes: Vec::new(),
         };
         if b.quant.is_some() {
             b.partials = Some(b.t(&[2 * MAX_PARTIALS]));
@@ -192,6 +195,9 @@ impl<'a> Builder<'a> {
             self.init.push((self.fw.len(), d));
         }
         self.fw.push(quant::act_forward(self.gpu, &q.state, s, region, x, xq));
+        if self.opts.probe_sites {
+            self.probes.push(super::graph::SiteProbe { site: s, region, xq: xq.clone() });
+        }
     }
 
     /// `x` through quantizer `site` (a new buffer in Q; `x` itself in the FP model).
@@ -476,6 +482,7 @@ impl<'a> Builder<'a> {
             logits: out.logits,
             d_logits: out.d_logits,
             taps: out.taps,
+            site_probes: self.probes,
             weight_launches: self.wq.len(),
             forward: [self.wq, fuse(&self.fw[..end], &fused)].concat(),
             forward_init,

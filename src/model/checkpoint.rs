@@ -14,6 +14,7 @@ use super::config::ModelConfig;
 pub type NamedTensor = (String, Vec<usize>, Vec<f32>);
 
 /// Weights by timm name, widened to f32, in config order.
+#[derive(Clone)]
 pub struct Weights {
     pub tensors: Vec<NamedTensor>,
 }

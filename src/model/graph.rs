@@ -37,6 +37,19 @@ pub struct GraphOptions {
     /// initialising forward stays whole, so every quantizer is still initialised. ViT only
     /// (Swin builds the whole graph). With `backward`, `attention_grads` and `image_grads_only`.
     pub taps_only: bool,
+    /// Q only: keep every activation quantizer's output ([`Graph::site_probes`]), to compare
+    /// quantization codes across adapters (`maskaq compare`). Build it on a device with
+    /// `unfused` set, so that every site has an output of its own.
+    pub probe_sites: bool,
+}
+
+/// An activation quantizer's output in a graph built with `probe_sites`: `region` of `xq`.
+#[derive(Clone)]
+pub struct SiteProbe {
+    /// The site's index in `Quant::sites`.
+    pub site: usize,
+    pub region: crate::ops::quant::Region,
+    pub xq: Tensor,
 }
 
 /// Where a block's attention tensors come from.
@@ -94,6 +107,8 @@ pub struct Graph {
     /// Gradient on the logits, set by a loss before `backward`.
     pub d_logits: Tensor,
     pub taps: Vec<Taps>,
+    /// Every activation quantizer's output, in forward order (with `probe_sites`; else empty).
+    pub site_probes: Vec<SiteProbe>,
     /// Launches of the forward; the first `weight_launches` are Q's weight quantizers.
     pub(crate) forward: Vec<Dispatch>,
     pub(crate) forward_init: Vec<Dispatch>,

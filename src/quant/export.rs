@@ -13,7 +13,7 @@ use super::{Bits, SiteState, quantized_weights};
 use crate::gpu::{Gpu, Tensor};
 use crate::io::write_atomic;
 use crate::model::checkpoint::Weights;
-use crate::model::{Model, ModelConfig};
+use crate::model::{Model, ModelConfig, Param};
 use crate::ops::quant::weight_quant;
 
 pub const FORMAT: &str = "maskaq-quantized-v1";
@@ -54,6 +54,28 @@ pub fn unpack(bytes: &[u8], rows: usize, cols: usize, bits: u32) -> Vec<i8> {
     out
 }
 
+/// A quantized weight's integer codes ([rows, cols] row-major) and per-row scales, as Q's
+/// weight quantizer makes them on `gpu` (the fake-quantized value is code / scale).
+pub fn weight_codes(gpu: &Gpu, bits: u32, p: &Param) -> Result<(Vec<i8>, Vec<f32>)> {
+    let rows = p.shape[0];
+    let cols = p.value.numel() / rows;
+    let w_hat = Tensor::zeros(gpu, &p.shape);
+    let scales = Tensor::zeros(gpu, &[rows]);
+    gpu.run(&[&weight_quant(gpu, rows, cols, bits, &p.value, &w_hat, &scales)]);
+    let (w_hat, scales) = (w_hat.read(gpu)?, scales.read(gpu)?);
+    let mut ints = vec![0i8; rows * cols];
+    for r in 0..rows {
+        for j in 0..cols {
+            let v = (w_hat[r * cols + j] * scales[r]).round();
+            if (v - w_hat[r * cols + j] * scales[r]).abs() > 1e-3 {
+                bail!("internal: quantized weight {} is not on its integer grid", p.name);
+            }
+            ints[r * cols + j] = v as i8;
+        }
+    }
+    Ok((ints, scales))
+}
+
 /// Exports Q (fake-quantized weights, initialised activation quantizers) to `path`.
 pub fn export(gpu: &Gpu, q: &Model, method: &str, path: &Path) -> Result<()> {
     let quant = q.quant.as_ref().context("export needs a quantized model")?;
@@ -70,21 +92,7 @@ pub fn export(gpu: &Gpu, q: &Model, method: &str, path: &Path) -> Result<()> {
             continue;
         }
         let rows = p.shape[0];
-        let cols = p.value.numel() / rows;
-        let w_hat = Tensor::zeros(gpu, &p.shape);
-        let scales = Tensor::zeros(gpu, &[rows]);
-        gpu.run(&[&weight_quant(gpu, rows, cols, bits.w, &p.value, &w_hat, &scales)]);
-        let (w_hat, scales) = (w_hat.read(gpu)?, scales.read(gpu)?);
-        let mut ints = vec![0i8; rows * cols];
-        for r in 0..rows {
-            for j in 0..cols {
-                let v = (w_hat[r * cols + j] * scales[r]).round();
-                if (v - w_hat[r * cols + j] * scales[r]).abs() > 1e-3 {
-                    bail!("internal: quantized weight {} is not on its integer grid", p.name);
-                }
-                ints[r * cols + j] = v as i8;
-            }
-        }
+        let (ints, scales) = weight_codes(gpu, bits.w, p)?;
         let (packed, shape) = pack(&ints, rows, bits.w);
         let dtype = if bits.w > 4 { Dtype::I8 } else { Dtype::U8 };
         tensors.push((format!("{}.qweight", p.name), dtype, shape, packed));
