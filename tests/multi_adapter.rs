@@ -162,3 +162,45 @@ fn merged_shards_equal_the_unsharded_set_and_merge_refuses_bad_sets() {
     fail(&["synth-merge", d("whole").to_str().unwrap(), "--out", out2.to_str().unwrap()], "not a shard");
     assert!(!out2.exists(), "a refused merge writes nothing");
 }
+
+#[test]
+fn quantize_on_two_devices_trains_the_q_one_device_does() {
+    let tmp = tempfile::tempdir().unwrap();
+    let model = fixture("tiny_gray_f16");
+    let run = |out: &Path, extra: &[&str]| {
+        let mut args = vec![
+            "quantize",
+            "--model",
+            model.to_str().unwrap(),
+            "--num-images",
+            "6",
+            "--synth-iters",
+            "3",
+            "--synth-batch",
+            "2",
+            "--epochs",
+            "2",
+            "--refresh-every",
+            "1",
+            "--out",
+            out.to_str().unwrap(),
+        ];
+        args.extend_from_slice(extra);
+        ok(&args);
+        std::fs::read(out.join("quantized.safetensors")).unwrap()
+    };
+    let one = run(&tmp.path().join("one"), &[]);
+    let two = run(&tmp.path().join("two"), &["--adapters", "vulkan,vulkan"]);
+    // Tensor by tensor (the metadata's order may differ between runs).
+    let (a, b) = (
+        safetensors::SafeTensors::deserialize(&one).unwrap(),
+        safetensors::SafeTensors::deserialize(&two).unwrap(),
+    );
+    let mut names = a.names();
+    names.sort();
+    assert!(!names.is_empty());
+    for name in names {
+        let same = b.tensor(name).is_ok_and(|t| t.data() == a.tensor(name).unwrap().data());
+        assert!(same, "Q's {name} after synthesis on two devices differs from one device's");
+    }
+}
