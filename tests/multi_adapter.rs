@@ -189,7 +189,8 @@ fn quantize_on_two_devices_trains_the_q_one_device_does() {
         ok(&args);
         std::fs::read(out.join("quantized.safetensors")).unwrap()
     };
-    let one = run(&tmp.path().join("one"), &[]);
+    // Named, so that WGPU_BACKEND (the suite's GL run) does not pick the one-device run's adapter.
+    let one = run(&tmp.path().join("one"), &["--adapters", "vulkan"]);
     let two = run(&tmp.path().join("two"), &["--adapters", "vulkan,vulkan"]);
     // Tensor by tensor (the metadata's order may differ between runs).
     let (a, b) = (
