@@ -257,6 +257,11 @@ pub struct PairReport {
     pub synth: Option<SynthDiff>,
 }
 
+/// How many positions of two code lists differ.
+fn differing<T: PartialEq>(a: &[T], b: &[T]) -> usize {
+    a.iter().zip(b).filter(|(p, q)| p != q).count()
+}
+
 fn argmax(row: &[f32]) -> usize {
     let mut best = 0;
     for (j, v) in row.iter().enumerate() {
@@ -283,7 +288,6 @@ pub fn compare_pair(results: &[AdapterResult], a: usize, b: usize, classes: usiz
     let diffs = ra.logits.iter().zip(&rb.logits).map(|(x, y)| (x - y).abs());
     let max_logit_diff = diffs.clone().fold(0f32, f32::max);
     let mean_logit_diff = diffs.map(|d| d as f64).sum::<f64>() / ra.logits.len().max(1) as f64;
-    let count = |x: &[i32], y: &[i32]| x.iter().zip(y).filter(|(p, q)| p != q).count();
     let weights = ra
         .weight_codes
         .iter()
@@ -291,7 +295,7 @@ pub fn compare_pair(results: &[AdapterResult], a: usize, b: usize, classes: usiz
         .map(|((name, x), (_, y))| WeightDiff {
             name: name.clone(),
             codes: x.len(),
-            differing: x.iter().zip(y).filter(|(p, q)| p != q).count(),
+            differing: differing(x, y),
         })
         .collect();
     let sites = ra
@@ -302,7 +306,7 @@ pub fn compare_pair(results: &[AdapterResult], a: usize, b: usize, classes: usiz
         .map(|(k, (sa, sb))| SiteDiff {
             site: sa.name.clone(),
             codes: ra.act_codes[k].len(),
-            differing: count(&ra.act_codes[k], &rb.act_codes[k]),
+            differing: differing(&ra.act_codes[k], &rb.act_codes[k]),
             alpha: [sa.alpha, sb.alpha],
             zero_point: [sa.zero_point, sb.zero_point],
         })

@@ -205,3 +205,47 @@ fn quantize_on_two_devices_trains_the_q_one_device_does() {
         assert!(same, "Q's {name} after synthesis on two devices differs from one device's");
     }
 }
+
+#[test]
+fn compare_finds_no_difference_between_two_devices_of_one_adapter() {
+    let model = Path::new(env!("CARGO_MANIFEST_DIR")).join("assets/fashion_vit");
+    let data = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("assets/fashion-mnist-test-slice/t10k-images-idx3-ubyte.gz");
+    let out = maskaq(&[
+        "compare",
+        "--adapters",
+        "vulkan,vulkan",
+        "--model",
+        model.to_str().unwrap(),
+        "--bits",
+        "W4A4",
+        "--data",
+        data.to_str().unwrap(),
+        "--limit",
+        "40",
+        "--probe",
+        "4",
+        "--synth-iters",
+        "3",
+        "--synth-batch",
+        "2",
+        "--json",
+    ]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let r: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let pair = &r["pairs"][0];
+    assert_eq!(pair["top1_agreement"].as_f64(), Some(100.0), "{pair}");
+    assert_eq!(pair["max_logit_diff"].as_f64(), Some(0.0), "{pair}");
+    let sites = pair["sites"].as_array().unwrap();
+    assert_eq!(sites.len(), 33, "every activation site is probed");
+    for s in sites {
+        assert!(s["codes"].as_u64().unwrap() > 0 && s["differing"].as_u64() == Some(0), "{s}");
+    }
+    assert!(pair["weights"].as_array().unwrap().iter().all(|w| w["differing"].as_u64() == Some(0)));
+    let synth = &pair["synth"];
+    assert_eq!(synth["iterations"].as_u64(), Some(3), "{synth}");
+    assert!(
+        synth["first_differing_iteration"].is_null() && synth["max_pixel_diff"].as_f64() == Some(0.0),
+        "{synth}"
+    );
+}
