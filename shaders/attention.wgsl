@@ -80,7 +80,7 @@ fn attention_forward(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invoc
     for (var j = 0u; j < p.n; j++) {
         let kt = qkv_at(g, j, h, 1u) / 4u;
         var acc = 0.0;
-        for (var c = 0u; c < hd4; c++) { acc += dot(q[c], qkv4(kt + c)); }
+        for (var c = 0u; c < hd4; c++) { acc = dot_acc(acc, q[c], qkv4(kt + c)); }
         logits[o + j] = acc;
         m = max(m, p.scale * acc);
     }
@@ -142,7 +142,7 @@ fn backward_row(g: u32, h: u32, i: u32) {
     for (var j = 0u; j < p.n; j++) {
         let vt = qkv_at(g, j, h, 2u) / 4u;
         var acc = 0.0;
-        for (var c = 0u; c < hd4; c++) { acc += dot(dov[c], qkv4(vt + c)); }
+        for (var c = 0u; c < hd4; c++) { acc = dot_acc(acc, dov[c], qkv4(vt + c)); }
         let pr = prob_in[o + j];
         let gr = masked(acc, pr, p.site_p);
         da[o + j] = gr;

@@ -118,20 +118,16 @@ fn matmul_nt4(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_i
         ar[i] = (ab + min(row0 + i, p.m - 1u) * p.a_rs) / 4u;
         bc[i] = (bb + min(col0 + i, p.n - 1u) * p.b_cs) / 4u;
     }
-    var acc: array<f32, 16>;
-    for (var i = 0u; i < 16u; i++) { acc[i] = 0.0; }
+    var acc = array<vec4<f32>, 4>(vec4<f32>(0.0), vec4<f32>(0.0), vec4<f32>(0.0), vec4<f32>(0.0));
     for (var k4 = 0u; k4 < p.k / 4u; k4++) {
-        let a0 = a4[ar[0] + k4]; let a1 = a4[ar[1] + k4]; let a2 = a4[ar[2] + k4]; let a3 = a4[ar[3] + k4];
-        let b0 = b4[bc[0] + k4]; let b1 = b4[bc[1] + k4]; let b2 = b4[bc[2] + k4]; let b3 = b4[bc[3] + k4];
-        acc[0] += dot(a0, b0); acc[1] += dot(a0, b1); acc[2] += dot(a0, b2); acc[3] += dot(a0, b3);
-        acc[4] += dot(a1, b0); acc[5] += dot(a1, b1); acc[6] += dot(a1, b2); acc[7] += dot(a1, b3);
-        acc[8] += dot(a2, b0); acc[9] += dot(a2, b1); acc[10] += dot(a2, b2); acc[11] += dot(a2, b3);
-        acc[12] += dot(a3, b0); acc[13] += dot(a3, b1); acc[14] += dot(a3, b2); acc[15] += dot(a3, b3);
+        let bt = transpose(mat4x4<f32>(b4[bc[0] + k4], b4[bc[1] + k4], b4[bc[2] + k4], b4[bc[3] + k4]));
+        acc[0] = dot4t_acc(acc[0], a4[ar[0] + k4], bt); acc[1] = dot4t_acc(acc[1], a4[ar[1] + k4], bt);
+        acc[2] = dot4t_acc(acc[2], a4[ar[2] + k4], bt); acc[3] = dot4t_acc(acc[3], a4[ar[3] + k4], bt);
     }
     let cb = base_c(z);
     for (var i = 0u; i < 4u; i++) {
         for (var j = 0u; j < 4u; j++) {
-            store(cb, row0 + i, col0 + j, acc[i * 4u + j]);
+            store(cb, row0 + i, col0 + j, acc[i][j]);
         }
     }
 }
@@ -313,10 +309,6 @@ fn matmul_tiled_nt4(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invoca
 // are bit-identical to it. Workgroups of 8 x 8 invocations: 64 x 64 tiles. (8 x 8 versions
 // of nn4 and tn4 measured 1.4-1.6x slower than those on lavapipe and were dropped.)
 
-fn dot4(a: vec4<f32>, b0: vec4<f32>, b1: vec4<f32>, b2: vec4<f32>, b3: vec4<f32>) -> vec4<f32> {
-    return vec4<f32>(dot(a, b0), dot(a, b1), dot(a, b2), dot(a, b3));
-}
-
 fn store_row8(cb: u32, row: u32, col0: u32, lo: vec4<f32>, hi: vec4<f32>) {
     store(cb, row, col0, lo.x); store(cb, row, col0 + 1u, lo.y);
     store(cb, row, col0 + 2u, lo.z); store(cb, row, col0 + 3u, lo.w);
@@ -345,21 +337,21 @@ fn matmul_nt8(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_i
         let b0 = b4[bc[0] + k4]; let b1 = b4[bc[1] + k4]; let b2 = b4[bc[2] + k4]; let b3 = b4[bc[3] + k4];
         let b5 = b4[bc[5] + k4]; let b6 = b4[bc[6] + k4]; let b7 = b4[bc[7] + k4]; let b4v = b4[bc[4] + k4];
         var a = a4[ar[0] + k4];
-        acc[0] += dot4(a, b0, b1, b2, b3); acc[1] += dot4(a, b4v, b5, b6, b7);
+        acc[0] = dot4_acc(acc[0], a, b0, b1, b2, b3); acc[1] = dot4_acc(acc[1], a, b4v, b5, b6, b7);
         a = a4[ar[1] + k4];
-        acc[2] += dot4(a, b0, b1, b2, b3); acc[3] += dot4(a, b4v, b5, b6, b7);
+        acc[2] = dot4_acc(acc[2], a, b0, b1, b2, b3); acc[3] = dot4_acc(acc[3], a, b4v, b5, b6, b7);
         a = a4[ar[2] + k4];
-        acc[4] += dot4(a, b0, b1, b2, b3); acc[5] += dot4(a, b4v, b5, b6, b7);
+        acc[4] = dot4_acc(acc[4], a, b0, b1, b2, b3); acc[5] = dot4_acc(acc[5], a, b4v, b5, b6, b7);
         a = a4[ar[3] + k4];
-        acc[6] += dot4(a, b0, b1, b2, b3); acc[7] += dot4(a, b4v, b5, b6, b7);
+        acc[6] = dot4_acc(acc[6], a, b0, b1, b2, b3); acc[7] = dot4_acc(acc[7], a, b4v, b5, b6, b7);
         a = a4[ar[4] + k4];
-        acc[8] += dot4(a, b0, b1, b2, b3); acc[9] += dot4(a, b4v, b5, b6, b7);
+        acc[8] = dot4_acc(acc[8], a, b0, b1, b2, b3); acc[9] = dot4_acc(acc[9], a, b4v, b5, b6, b7);
         a = a4[ar[5] + k4];
-        acc[10] += dot4(a, b0, b1, b2, b3); acc[11] += dot4(a, b4v, b5, b6, b7);
+        acc[10] = dot4_acc(acc[10], a, b0, b1, b2, b3); acc[11] = dot4_acc(acc[11], a, b4v, b5, b6, b7);
         a = a4[ar[6] + k4];
-        acc[12] += dot4(a, b0, b1, b2, b3); acc[13] += dot4(a, b4v, b5, b6, b7);
+        acc[12] = dot4_acc(acc[12], a, b0, b1, b2, b3); acc[13] = dot4_acc(acc[13], a, b4v, b5, b6, b7);
         a = a4[ar[7] + k4];
-        acc[14] += dot4(a, b0, b1, b2, b3); acc[15] += dot4(a, b4v, b5, b6, b7);
+        acc[14] = dot4_acc(acc[14], a, b0, b1, b2, b3); acc[15] = dot4_acc(acc[15], a, b4v, b5, b6, b7);
     }
     let cb = base_c(z);
     for (var i = 0u; i < 8u; i++) { store_row8(cb, row0 + i, col0, acc[2u * i], acc[2u * i + 1u]); }

@@ -56,10 +56,10 @@ fn matmul_nt4_sg(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocatio
         let b1 = select(subgroupShuffle(vlo, cl + 1u), subgroupShuffle(vhi, cl + 1u), hi);
         let b2 = select(subgroupShuffle(vlo, cl + 2u), subgroupShuffle(vhi, cl + 2u), hi);
         let b3 = select(subgroupShuffle(vlo, cl + 3u), subgroupShuffle(vhi, cl + 3u), hi);
-        acc[0] += dot(a0, b0); acc[1] += dot(a0, b1); acc[2] += dot(a0, b2); acc[3] += dot(a0, b3);
-        acc[4] += dot(a1, b0); acc[5] += dot(a1, b1); acc[6] += dot(a1, b2); acc[7] += dot(a1, b3);
-        acc[8] += dot(a2, b0); acc[9] += dot(a2, b1); acc[10] += dot(a2, b2); acc[11] += dot(a2, b3);
-        acc[12] += dot(a3, b0); acc[13] += dot(a3, b1); acc[14] += dot(a3, b2); acc[15] += dot(a3, b3);
+        acc[0] = dot_acc(acc[0], a0, b0); acc[1] = dot_acc(acc[1], a0, b1); acc[2] = dot_acc(acc[2], a0, b2); acc[3] = dot_acc(acc[3], a0, b3);
+        acc[4] = dot_acc(acc[4], a1, b0); acc[5] = dot_acc(acc[5], a1, b1); acc[6] = dot_acc(acc[6], a1, b2); acc[7] = dot_acc(acc[7], a1, b3);
+        acc[8] = dot_acc(acc[8], a2, b0); acc[9] = dot_acc(acc[9], a2, b1); acc[10] = dot_acc(acc[10], a2, b2); acc[11] = dot_acc(acc[11], a2, b3);
+        acc[12] = dot_acc(acc[12], a3, b0); acc[13] = dot_acc(acc[13], a3, b1); acc[14] = dot_acc(acc[14], a3, b2); acc[15] = dot_acc(acc[15], a3, b3);
     }
     let cb_ = base_c(z);
     for (var i = 0u; i < 4u; i++) {

@@ -34,20 +34,16 @@ fn matmul_nt4_tex(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocati
         ar[i] = (ab + min(row0 + i, p.m - 1u) * p.a_rs) / 4u;
         bc[i] = (bb + min(col0 + i, p.n - 1u) * p.b_cs) / 4u;
     }
-    var acc: array<f32, 16>;
-    for (var i = 0u; i < 16u; i++) { acc[i] = 0.0; }
+    var acc = array<vec4<f32>, 4>(vec4<f32>(0.0), vec4<f32>(0.0), vec4<f32>(0.0), vec4<f32>(0.0));
     for (var k4 = 0u; k4 < p.k / 4u; k4++) {
-        let a0 = ta4(ar[0] + k4); let a1 = ta4(ar[1] + k4); let a2 = ta4(ar[2] + k4); let a3 = ta4(ar[3] + k4);
-        let b0 = tb4(bc[0] + k4); let b1 = tb4(bc[1] + k4); let b2 = tb4(bc[2] + k4); let b3 = tb4(bc[3] + k4);
-        acc[0] += dot(a0, b0); acc[1] += dot(a0, b1); acc[2] += dot(a0, b2); acc[3] += dot(a0, b3);
-        acc[4] += dot(a1, b0); acc[5] += dot(a1, b1); acc[6] += dot(a1, b2); acc[7] += dot(a1, b3);
-        acc[8] += dot(a2, b0); acc[9] += dot(a2, b1); acc[10] += dot(a2, b2); acc[11] += dot(a2, b3);
-        acc[12] += dot(a3, b0); acc[13] += dot(a3, b1); acc[14] += dot(a3, b2); acc[15] += dot(a3, b3);
+        let bt = transpose(mat4x4<f32>(tb4(bc[0] + k4), tb4(bc[1] + k4), tb4(bc[2] + k4), tb4(bc[3] + k4)));
+        acc[0] = dot4t_acc(acc[0], ta4(ar[0] + k4), bt); acc[1] = dot4t_acc(acc[1], ta4(ar[1] + k4), bt);
+        acc[2] = dot4t_acc(acc[2], ta4(ar[2] + k4), bt); acc[3] = dot4t_acc(acc[3], ta4(ar[3] + k4), bt);
     }
     let cb = base_c(z);
     for (var i = 0u; i < 4u; i++) {
         for (var j = 0u; j < 4u; j++) {
-            store(cb, row0 + i, col0 + j, acc[i * 4u + j]);
+            store(cb, row0 + i, col0 + j, acc[i][j]);
         }
     }
 }
@@ -154,8 +150,8 @@ fn matmul_tn4_tex(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocati
 // twelve texels per 4 steps of k for 128 multiply-adds where the 4 x 4 block reads eight for
 // 64. Same accumulation order per element as matmul_nt4 (bit-identical).
 fn dot8(a: vec4<f32>, b: array<vec4<f32>, 8>, lo: ptr<function, vec4<f32>>, hi: ptr<function, vec4<f32>>) {
-    *lo += vec4<f32>(dot(a, b[0]), dot(a, b[1]), dot(a, b[2]), dot(a, b[3]));
-    *hi += vec4<f32>(dot(a, b[4]), dot(a, b[5]), dot(a, b[6]), dot(a, b[7]));
+    *lo = dot4_acc(*lo, a, b[0], b[1], b[2], b[3]);
+    *hi = dot4_acc(*hi, a, b[4], b[5], b[6], b[7]);
 }
 
 @compute @workgroup_size(64)

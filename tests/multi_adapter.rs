@@ -206,15 +206,17 @@ fn quantize_on_two_devices_trains_the_q_one_device_does() {
     }
 }
 
-#[test]
-fn compare_finds_no_difference_between_two_devices_of_one_adapter() {
+/// `compare --adapters LIST --bits W4A4 --kernels` on the bundled model finds no difference
+/// anywhere: logits, every site's codes, the weight codes, the synthesis, and no kernel launch
+/// from the same inputs.
+fn assert_compare_finds_no_difference(adapters: &str) {
     let model = Path::new(env!("CARGO_MANIFEST_DIR")).join("assets/fashion_vit");
     let data = Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("assets/fashion-mnist-test-slice/t10k-images-idx3-ubyte.gz");
     let out = maskaq(&[
         "compare",
         "--adapters",
-        "vulkan,vulkan",
+        adapters,
         "--model",
         model.to_str().unwrap(),
         "--bits",
@@ -229,6 +231,7 @@ fn compare_finds_no_difference_between_two_devices_of_one_adapter() {
         "3",
         "--synth-batch",
         "2",
+        "--kernels",
         "--json",
     ]);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
@@ -248,4 +251,68 @@ fn compare_finds_no_difference_between_two_devices_of_one_adapter() {
         synth["first_differing_iteration"].is_null() && synth["max_pixel_diff"].as_f64() == Some(0.0),
         "{synth}"
     );
+    let k = &r["kernels"][0];
+    assert!(
+        k["forward_launches"].as_u64().unwrap() > 100 && k["backward_launches"].as_u64().unwrap() > 100,
+        "{k}"
+    );
+    assert_eq!(k["differing"].as_array().map(Vec::len), Some(0), "{k}");
+}
+
+#[test]
+fn compare_finds_no_difference_between_two_devices_of_one_adapter() {
+    assert_compare_finds_no_difference("vulkan,vulkan");
+}
+
+/// Both are llvmpipe, through two shader compilers (SPIR-V into lavapipe, GLSL into Mesa's GL).
+/// With WGSL's `dot` they rounded the matmuls differently (docs/results.md §18); every product
+/// over k is now spelled out as fused multiply-adds (shaders/dot.wgsl).
+#[test]
+fn vulkan_and_gl_compute_alike_bit_for_bit() {
+    assert_compare_finds_no_difference("vulkan,gl");
+}
+
+/// The launch-by-launch trace pins a difference on the kernel that makes it: a second device
+/// whose quantizer division is off by 3 ULP differs only in launches of kernels that divide by
+/// a quantizer step, and two plain devices differ nowhere.
+#[test]
+fn the_kernel_trace_finds_the_kernel_that_computes_differently() {
+    let model = Path::new(env!("CARGO_MANIFEST_DIR")).join("assets/fashion_vit");
+    let data_path = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("assets/fashion-mnist-test-slice/t10k-images-idx3-ubyte.gz");
+    let (cfg, file) = resolve(&model, None).unwrap();
+    let weights = load_weights(&cfg, &file).unwrap();
+    let data = maskaq::data::dataset::open(&data_path).unwrap();
+    let job = maskaq::compare::Job {
+        cfg: &cfg,
+        weights: &weights,
+        quantized: None,
+        bits: Some(Bits { w: 4, a: 4 }),
+        data: data.as_ref(),
+        limit: None,
+        probe: 2,
+        synth_iters: 0,
+        synth_batch: 1,
+        seed: 0,
+    };
+    let trace = |gpus: &[Gpu]| {
+        let hidden = maskaq::progress::Progress::hidden();
+        maskaq::compare::kernels::compare_kernels(&gpus[0], &gpus[1], [0, 1], &job, &hidden).unwrap()
+    };
+    let plain = trace(&open("vulkan,vulkan"));
+    assert!(plain.differing.is_empty(), "{:?}", plain.differing);
+    let mut gpus = open("vulkan,vulkan");
+    gpus[1].div_error_ulp = 3;
+    let off = trace(&gpus);
+    assert!(!off.differing.is_empty(), "a 3-ULP division error changed no launch");
+    let dividing: Vec<&str> = maskaq::ops::SHADERS
+        .iter()
+        .filter(|(_, src)| src.contains("adapter_div("))
+        .map(|(_, src)| *src)
+        .collect();
+    for d in &off.differing {
+        let name = &d.kernel[1];
+        let divides = dividing.iter().any(|src| src.contains(&format!("fn {name}(")));
+        assert!(divides, "{} launch {} ({name}) differs but never divides by a step", d.pass, d.index);
+    }
 }

@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, Result, bail};
 use serde::Serialize;
 
+use crate::compare::kernels::{KernelReport, compare_kernels};
 use crate::compare::{AdapterResult, Job, PairReport, compare_pair, run_on};
 use crate::data::dataset::{self, Dataset};
 use crate::eval::check_labels;
@@ -48,6 +49,11 @@ pub struct CompareArgs {
     /// Seed of the synthesis batch (the same on every adapter).
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
+    /// Also run the model's forward and backward on the probe batch launch by launch on the
+    /// first adapter and each other one, every launch from the first's inputs, and report the
+    /// kernels whose results differ (which op diverges first, and by how many ULP).
+    #[arg(long)]
+    pub kernels: bool,
     /// Print the whole report as JSON on stdout (instead of the table).
     #[arg(long)]
     pub json: bool,
@@ -68,6 +74,9 @@ struct Report<'a> {
     pairs: Vec<PairReport>,
     /// Per adapter, the logged loss of every synthesis iteration.
     synth_losses: Vec<Vec<f32>>,
+    /// With --kernels: adapter 0 against each other one, launch by launch.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    kernels: Vec<KernelReport>,
 }
 
 pub fn run(gpu_opts: &GpuOptions, args: &CompareArgs) -> Result<()> {
@@ -131,6 +140,14 @@ pub fn run(gpu_opts: &GpuOptions, args: &CompareArgs) -> Result<()> {
     for g in gpus.iter_mut() {
         results.push(run_on(g, &job, &pb).with_context(|| format!("on {}", g.describe()))?);
     }
+    let mut kernels = Vec::new();
+    if args.kernels {
+        for b in 1..gpus.len() {
+            let k = compare_kernels(&gpus[0], &gpus[b], [0, b], &job, &pb)
+                .with_context(|| format!("--kernels on {} and {}", gpus[0].describe(), gpus[b].describe()))?;
+            kernels.push(k);
+        }
+    }
     pb.finish();
     let mut pairs = Vec::new();
     for a in 0..results.len() {
@@ -145,6 +162,7 @@ pub fn run(gpu_opts: &GpuOptions, args: &CompareArgs) -> Result<()> {
         adapters: &results,
         synth_losses: results.iter().map(|r| r.synth_terms.iter().map(|t| t.total).collect()).collect(),
         pairs,
+        kernels,
     };
     let json = serde_json::to_string_pretty(&report)?;
     if let Some(out) = &out {
@@ -160,6 +178,13 @@ pub fn run(gpu_opts: &GpuOptions, args: &CompareArgs) -> Result<()> {
 }
 
 fn print_table(r: &Report) {
+    print_adapters_and_pairs(r);
+    for k in &r.kernels {
+        print_kernels(k);
+    }
+}
+
+fn print_adapters_and_pairs(r: &Report) {
     println!("compare: {} of {} on {}", r.compared, r.model, r.data);
     println!("{:<3} {:>8} {:>8} {:>8} {:>9}  adapter", "#", "top-1 %", "top-5 %", "eval s", "synth s");
     for (k, a) in r.adapters.iter().enumerate() {
@@ -215,6 +240,33 @@ fn print_table(r: &Report) {
                 s.mean_pixel_diff
             );
         }
+    }
+}
+
+/// The --kernels part of the table: the launches that differ from the same inputs, per kernel.
+fn print_kernels(k: &KernelReport) {
+    let (launches, wrong) = (k.forward_launches + k.backward_launches, k.differing.len());
+    println!(
+        "kernels {} vs {}, each launch from the same inputs: {wrong} of {launches} launches differ ({} forward, {} backward)",
+        k.a, k.b, k.forward_launches, k.backward_launches
+    );
+    if let Some(first) = k.differing.first() {
+        println!(
+            "  first: {} launch {} ({}): {} of {} words, max |difference| {:.3e}, max {} ULP",
+            first.pass,
+            first.index,
+            first.kernel[0],
+            first.differing,
+            first.words,
+            first.max_abs,
+            first.max_ulp
+        );
+    }
+    for kd in k.kernels.iter().filter(|kd| kd.launches_differing > 0) {
+        println!(
+            "  {:<28} {:>4} of {:>4} launches, {:>9} of {:>10} words, max |difference| {:.3e}, max {} ULP",
+            kd.kernel, kd.launches_differing, kd.launches, kd.differing, kd.words, kd.max_abs, kd.max_ulp
+        );
     }
 }
 

@@ -150,7 +150,7 @@ pub struct Dispatch {
     _params: wgpu::Buffer,
     /// The bound storage buffers: holding them tells the buffer pool they are still in use, so
     /// a buffer is never handed out again while a launch that binds it exists.
-    _buffers: Vec<Arc<wgpu::Buffer>>,
+    bound: Vec<Arc<wgpu::Buffer>>,
     /// Texture mirrors the launch reads: their copies are recorded right before it, outside
     /// the compute pass (`Gpu::encode` splits passes there).
     pub(crate) mirrors: Vec<Arc<TexMirror>>,
@@ -161,6 +161,19 @@ impl Dispatch {
         pass.set_pipeline(&self.pipeline.pipeline);
         pass.set_bind_group(0, &self.bind_group, &[]);
         pass.dispatch_workgroups(self.grid[0], self.grid[1], self.grid[2]);
+    }
+
+    /// Every storage buffer the launch binds, in binding order, then the buffers its texture
+    /// mirrors copy from: all it may read or write (`compare --kernels` replays launches on
+    /// them).
+    pub fn buffers(&self) -> Vec<Arc<wgpu::Buffer>> {
+        let mut out = self.bound.clone();
+        for m in &self.mirrors {
+            if !out.iter().any(|b| Arc::ptr_eq(b, m.source())) {
+                out.push(m.source().clone());
+            }
+        }
+        out
     }
 }
 
@@ -252,7 +265,7 @@ impl Gpu {
             bind_group,
             grid,
             _params: pbuf,
-            _buffers: buffers.iter().map(|t| t.buf.clone()).collect(),
+            bound: buffers.iter().map(|t| t.buf.clone()).collect(),
             mirrors,
         }
     }

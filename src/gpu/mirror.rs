@@ -32,6 +32,11 @@ pub struct TexMirror {
 }
 
 impl TexMirror {
+    /// The buffer the texture mirrors.
+    pub(crate) fn source(&self) -> &Arc<wgpu::Buffer> {
+        &self.src
+    }
+
     /// The most floats one mirror holds on `gpu` (its 2-D texture size limit).
     pub fn max_len(gpu: &Gpu) -> usize {
         (4usize << MAX_WIDTH_LOG2) * gpu.device.limits().max_texture_dimension_2d as usize

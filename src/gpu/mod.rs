@@ -18,3 +18,4 @@ pub use context::{AdapterItem, AdapterReport, Backend, Gpu, GpuOptions, list_ada
 pub use kernel::{Dispatch, Kernel, Tunable, grid_for, grid1d};
 pub use mirror::TexMirror;
 pub use tensor::Tensor;
+pub(crate) use tensor::read_words;

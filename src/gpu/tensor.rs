@@ -83,33 +83,39 @@ impl Tensor {
         if n == 0 {
             return Ok(Vec::new());
         }
-        let size = (n * 4) as u64;
-        let reused = gpu.staging.lock().expect("staging pool poisoned").get_mut(&size).and_then(Vec::pop);
-        let staging = reused.unwrap_or_else(|| {
-            gpu.device.create_buffer(&wgpu::BufferDescriptor {
-                label: Some("readback"),
-                size,
-                usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
-                mapped_at_creation: false,
-            })
-        });
-        let mut enc = gpu.device.create_command_encoder(&Default::default());
-        enc.copy_buffer_to_buffer(&self.buf, 0, &staging, 0, size);
-        gpu.queue.submit([enc.finish()]);
-        let (tx, rx) = std::sync::mpsc::channel();
-        staging.slice(..).map_async(wgpu::MapMode::Read, move |r| {
-            let _ = tx.send(r);
-        });
-        gpu.wait()?;
-        rx.recv()
-            .map_err(|e| anyhow!("readback channel: {e}"))?
-            .map_err(|e| anyhow!("readback map failed: {e}"))?;
-        let out = {
-            let view = staging.slice(..).get_mapped_range().map_err(|e| anyhow!("readback view: {e:?}"))?;
-            bytemuck::pod_collect_to_vec::<u8, f32>(&view)
-        };
-        staging.unmap();
-        gpu.staging.lock().expect("staging pool poisoned").entry(size).or_default().push(staging);
-        Ok(out)
+        read_words(gpu, &self.buf, n)
     }
+}
+
+/// The first `n` 32-bit words of a storage buffer, copied to the host; waits for the GPU.
+pub(crate) fn read_words<T: bytemuck::Pod>(gpu: &Gpu, buf: &wgpu::Buffer, n: usize) -> Result<Vec<T>> {
+    assert_eq!(std::mem::size_of::<T>(), 4, "read_words reads 32-bit words");
+    let size = (n * 4) as u64;
+    let reused = gpu.staging.lock().expect("staging pool poisoned").get_mut(&size).and_then(Vec::pop);
+    let staging = reused.unwrap_or_else(|| {
+        gpu.device.create_buffer(&wgpu::BufferDescriptor {
+            label: Some("readback"),
+            size,
+            usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
+            mapped_at_creation: false,
+        })
+    });
+    let mut enc = gpu.device.create_command_encoder(&Default::default());
+    enc.copy_buffer_to_buffer(buf, 0, &staging, 0, size);
+    gpu.queue.submit([enc.finish()]);
+    let (tx, rx) = std::sync::mpsc::channel();
+    staging.slice(..).map_async(wgpu::MapMode::Read, move |r| {
+        let _ = tx.send(r);
+    });
+    gpu.wait()?;
+    rx.recv()
+        .map_err(|e| anyhow!("readback channel: {e}"))?
+        .map_err(|e| anyhow!("readback map failed: {e}"))?;
+    let out = {
+        let view = staging.slice(..).get_mapped_range().map_err(|e| anyhow!("readback view: {e:?}"))?;
+        bytemuck::pod_collect_to_vec::<u8, T>(&view)
+    };
+    staging.unmap();
+    gpu.staging.lock().expect("staging pool poisoned").entry(size).or_default().push(staging);
+    Ok(out)
 }

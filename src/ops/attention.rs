@@ -11,13 +11,15 @@ const SOURCE_BUF: &str = concat!(
     include_str!("../../shaders/attention.wgsl"),
     include_str!("../../shaders/attention_load_buf.wgsl"),
     include_str!("../../shaders/fake_quant.wgsl"),
-    include_str!("../../shaders/exact_div.wgsl")
+    include_str!("../../shaders/exact_div.wgsl"),
+    include_str!("../../shaders/dot.wgsl")
 );
 const SOURCE_TEX: &str = concat!(
     include_str!("../../shaders/attention.wgsl"),
     include_str!("../../shaders/attention_load_tex.wgsl"),
     include_str!("../../shaders/fake_quant.wgsl"),
-    include_str!("../../shaders/exact_div.wgsl")
+    include_str!("../../shaders/exact_div.wgsl"),
+    include_str!("../../shaders/dot.wgsl")
 );
 /// The shader with each loader (for validation in the tests).
 pub const SOURCES: [(&str, &str); 2] = [

@@ -13,14 +13,21 @@ const SPLIT_MIN_K: usize = 128;
 /// Most scratch values one split product may use (4 MiB).
 const SPLIT_SCRATCH: usize = 1 << 20;
 
-pub const SOURCE: &str = include_str!("../../shaders/matmul.wgsl");
+pub const SOURCE: &str =
+    concat!(include_str!("../../shaders/matmul.wgsl"), include_str!("../../shaders/dot.wgsl"));
 /// matmul.wgsl with the subgroup kernels appended (only adapters with subgroups compile it).
-pub const SUBGROUP_SOURCE: &str =
-    concat!(include_str!("../../shaders/matmul.wgsl"), include_str!("../../shaders/matmul_subgroup.wgsl"));
+pub const SUBGROUP_SOURCE: &str = concat!(
+    include_str!("../../shaders/matmul.wgsl"),
+    include_str!("../../shaders/dot.wgsl"),
+    include_str!("../../shaders/matmul_subgroup.wgsl")
+);
 
 /// matmul.wgsl with the texture-operand kernels appended (src/gpu/mirror.rs).
-pub const TEX_SOURCE: &str =
-    concat!(include_str!("../../shaders/matmul.wgsl"), include_str!("../../shaders/matmul_tex.wgsl"));
+pub const TEX_SOURCE: &str = concat!(
+    include_str!("../../shaders/matmul.wgsl"),
+    include_str!("../../shaders/dot.wgsl"),
+    include_str!("../../shaders/matmul_tex.wgsl")
+);
 
 /// The shader's `Params` block (matmul.wgsl), field for field.
 #[repr(C)]

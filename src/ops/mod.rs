@@ -62,6 +62,7 @@ pub const SHADERS: &[(&str, &str)] = &[
 
 /// Function-only WGSL files appended to the shaders above (no entry points of their own).
 pub const SHADER_HELPERS: &[(&str, &str)] = &[
+    ("dot.wgsl", include_str!("../../shaders/dot.wgsl")),
     ("exact_div.wgsl", include_str!("../../shaders/exact_div.wgsl")),
     ("fake_quant.wgsl", include_str!("../../shaders/fake_quant.wgsl")),
 ];

@@ -6,6 +6,8 @@
 //! synthesis batch runs from the same seed for N iterations with every iteration's loss
 //! logged. Each pair of adapters is then compared on all of it ([`compare_pair`]).
 
+pub mod kernels;
+
 use std::path::Path;
 use std::time::Instant;
 
