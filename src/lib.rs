@@ -13,6 +13,7 @@ pub mod interrupt;
 pub mod io;
 pub mod maskaq;
 pub mod model;
+pub mod onnx;
 pub mod ops;
 pub mod plot;
 pub mod progress;
