@@ -247,3 +247,55 @@ pub fn fingerprint_bytes(bytes: &[u8]) -> String {
     h.update(bytes.iter().copied());
     h.hex()
 }
+
+/// A safetensors file of `views` with `meta` as its metadata, the same bytes for the same
+/// contents: `safetensors::serialize` writes the metadata in HashMap order, so two runs that
+/// made identical tensors (on Vulkan and on GL, say) wrote files that differed. Here the header
+/// is written again with its keys sorted (serde_json's map); the tensors' offsets are relative
+/// to the data, so the data is kept as it is.
+pub fn safetensors_bytes(
+    views: Vec<(String, safetensors::tensor::TensorView<'_>)>,
+    meta: std::collections::HashMap<String, String>,
+) -> Result<Vec<u8>> {
+    let raw = safetensors::serialize(views, None)?;
+    let n = u64::from_le_bytes(raw[..8].try_into()?) as usize;
+    let mut header: serde_json::Map<String, serde_json::Value> = serde_json::from_slice(&raw[8..8 + n])?;
+    let meta: serde_json::Map<String, serde_json::Value> =
+        meta.into_iter().map(|(k, v)| (k, serde_json::Value::String(v))).collect();
+    header.insert("__metadata__".to_string(), serde_json::Value::Object(meta));
+    let mut text = serde_json::to_vec(&header)?;
+    // The data starts 8-byte aligned, as safetensors writes and expects it.
+    text.resize(text.len().next_multiple_of(8), b' ');
+    let mut out = Vec::with_capacity(8 + text.len() + raw.len() - 8 - n);
+    out.extend_from_slice(&(text.len() as u64).to_le_bytes());
+    out.extend_from_slice(&text);
+    out.extend_from_slice(&raw[8 + n..]);
+    Ok(out)
+}
+
+#[cfg(test)]
+mod safetensors_tests {
+    use std::collections::HashMap;
+
+    use safetensors::{Dtype, SafeTensors, tensor::TensorView};
+
+    #[test]
+    fn safetensors_bytes_do_not_depend_on_the_metadata_map_order() {
+        let data: Vec<u8> = (0..24).collect();
+        let write = |keys: &[&str]| {
+            let views = vec![("t".to_string(), TensorView::new(Dtype::F32, vec![2, 3], &data).unwrap())];
+            let meta: HashMap<String, String> =
+                keys.iter().map(|k| (k.to_string(), format!("v{k}"))).collect();
+            super::safetensors_bytes(views, meta).unwrap()
+        };
+        let names: Vec<String> = (0..40).map(|i| format!("key{i}")).collect();
+        let fwd: Vec<&str> = names.iter().map(String::as_str).collect();
+        let rev: Vec<&str> = fwd.iter().rev().copied().collect();
+        let (a, b) = (write(&fwd), write(&rev));
+        assert_eq!(a, b);
+        let (_, md) = SafeTensors::read_metadata(&a).unwrap();
+        assert_eq!(md.metadata().as_ref().unwrap()["key7"], "vkey7");
+        let st = SafeTensors::deserialize(&a).unwrap();
+        assert_eq!(st.tensor("t").unwrap().data(), data.as_slice());
+    }
+}

@@ -86,7 +86,7 @@ impl SyntheticDataset {
             ("images".to_string(), TensorView::new(Dtype::F32, vec![n, shape[0], shape[1], shape[2]], &ib)?),
             ("labels".to_string(), TensorView::new(Dtype::F32, vec![n], &lb)?),
         ];
-        write_atomic(&dir.join(FILE), &safetensors::serialize(views, Some(meta))?)
+        write_atomic(&dir.join(FILE), &crate::io::safetensors_bytes(views, meta)?)
     }
 }
 

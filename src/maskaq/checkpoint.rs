@@ -65,7 +65,7 @@ pub(super) fn write_checkpoint(
         .collect::<Result<_>>()?;
     let mut meta = std::collections::HashMap::new();
     meta.insert("state".to_string(), serde_json::to_string(st)?);
-    crate::io::write_atomic(path, &safetensors::serialize(views, Some(meta))?)
+    crate::io::write_atomic(path, &crate::io::safetensors_bytes(views, meta)?)
 }
 
 /// The run state in a checkpoint's metadata.

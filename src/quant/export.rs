@@ -116,7 +116,7 @@ pub fn export(gpu: &Gpu, q: &Model, method: &str, path: &Path) -> Result<()> {
         .iter()
         .map(|(n, d, s, b)| Ok((n.clone(), TensorView::new(*d, s.clone(), b)?)))
         .collect::<Result<_>>()?;
-    let bytes = safetensors::serialize(views, Some(meta))?;
+    let bytes = crate::io::safetensors_bytes(views, meta)?;
     write_atomic(path, &bytes)
 }
 
