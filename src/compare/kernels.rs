@@ -34,7 +34,7 @@ pub struct LaunchDiff {
 }
 
 /// Every launch of one kernel, summed.
-#[derive(Serialize, Clone, Debug)]
+#[derive(Serialize, Clone, Debug, Default)]
 pub struct KernelDiff {
     pub kernel: String,
     pub launches: usize,
@@ -158,21 +158,10 @@ pub fn compare_kernels(
         for (index, (da, db)) in la.iter().zip(lb).enumerate() {
             let (words, n, max_abs, max_ulp) = replay(ga, gb, da, db)?;
             progress.inc(1);
-            let k = match kernels.iter().position(|k| k.kernel == da.kernel) {
-                Some(k) => k,
-                None => {
-                    kernels.push(KernelDiff {
-                        kernel: da.kernel.to_string(),
-                        launches: 0,
-                        launches_differing: 0,
-                        words: 0,
-                        differing: 0,
-                        max_abs: 0.0,
-                        max_ulp: 0,
-                    });
-                    kernels.len() - 1
-                }
-            };
+            let k = kernels.iter().position(|k| k.kernel == da.kernel).unwrap_or_else(|| {
+                kernels.push(KernelDiff { kernel: da.kernel.to_string(), ..Default::default() });
+                kernels.len() - 1
+            });
             let kd = &mut kernels[k];
             kd.launches += 1;
             kd.words += words;
